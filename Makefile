@@ -1,0 +1,52 @@
+# odoo-operator: the two commands that matter are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Reinstall the virtualenv whenever the dependency declarations change.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
+PYTEST_FLAGS ?=
+
+.PHONY: bootstrap venv lint test test-unit test-integration test-e2e demo clean
+
+$(STAMP): pyproject.toml constraints.txt
+	rm -f $(VENV)/.installed-*
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+## bootstrap: Python deps, system packages, Azurite and the control-plane binaries
+bootstrap: $(STAMP)
+	$(BIN)/odoo-operator dev bootstrap
+
+## lint: formatting, lint rules and strict typing
+lint: $(STAMP)
+	$(BIN)/ruff format --check operator tests e2e conftest.py
+	$(BIN)/ruff check operator tests e2e conftest.py
+	$(BIN)/mypy
+
+## test-unit: the fast, service-free part
+test-unit: $(STAMP)
+	$(BIN)/pytest -m unit $(PYTEST_FLAGS)
+
+## test-integration: real control plane, PostgreSQL, Redis and Azurite
+test-integration: bootstrap
+	$(BIN)/pytest -m integration $(PYTEST_FLAGS)
+
+## test-e2e: the operator through KUBECONFIG (local control plane unless told otherwise)
+test-e2e: bootstrap
+	$(BIN)/pytest -m e2e $(PYTEST_FLAGS)
+
+## test: everything CI runs
+test: bootstrap lint
+	$(BIN)/pytest $(PYTEST_FLAGS)
+
+## demo: the operator on the embedded local stack (Ctrl-C stops it)
+demo: bootstrap
+	$(BIN)/odoo-operator dev demo
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

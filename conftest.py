@@ -1,0 +1,102 @@
+"""Fixtures shared by the unit, integration and e2e suites.
+
+Each real component starts on first use, once per test session, unless an
+environment variable points at an existing one:
+
+- ``ODOO_OPERATOR_TEST_KUBECONFIG``: a cluster (any conformant one) instead of the local control plane;
+- ``ODOO_OPERATOR_TEST_PG_DSN``: a PostgreSQL admin connection string;
+- ``ODOO_OPERATOR_TEST_REDIS_URL``: a Redis URL of a user allowed to manage ACLs;
+- ``ODOO_OPERATOR_TEST_BLOB_CONNECTION_STRING``: an Azure Blob (or Azurite) connection string.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).parent
+
+_SUITE_MARKERS = {"unit": "unit", "integration": "integration", "e2e": "e2e"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test after its suite folder, so `-m unit` and friends select them."""
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(REPO).parts
+        for part in parts[:-1]:
+            if part in _SUITE_MARKERS:
+                item.add_marker(_SUITE_MARKERS[part])
+
+
+@pytest.fixture(scope="session")
+def kubeconfig() -> Iterator[Path]:
+    """A kubeconfig with cluster-admin rights on a real cluster."""
+    existing = os.environ.get("ODOO_OPERATOR_TEST_KUBECONFIG")
+    if existing:
+        yield Path(existing)
+        return
+    from odoo_operator.devcluster.controlplane import ControlPlane
+
+    with ControlPlane() as control_plane:
+        yield control_plane.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def k8s(kubeconfig: Path) -> Iterator[object]:
+    """A synchronous Kubernetes API client (tests only; the operator is async)."""
+    from kubernetes import config
+
+    client = config.new_client_from_config(config_file=str(kubeconfig))
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """libpq connection string of a PostgreSQL superuser."""
+    existing = os.environ.get("ODOO_OPERATOR_TEST_PG_DSN")
+    if existing:
+        yield existing
+        return
+    from odoo_operator.devcluster.services import PostgresServer
+
+    server = PostgresServer().start()
+    try:
+        yield server.dsn
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a Redis user that may manage ACLs."""
+    existing = os.environ.get("ODOO_OPERATOR_TEST_REDIS_URL")
+    if existing:
+        yield existing
+        return
+    from odoo_operator.devcluster.services import RedisServer
+
+    server = RedisServer().start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def blob_connection_string() -> Iterator[str]:
+    """Connection string of an Azure Blob Storage account (Azurite by default)."""
+    existing = os.environ.get("ODOO_OPERATOR_TEST_BLOB_CONNECTION_STRING")
+    if existing:
+        yield existing
+        return
+    from odoo_operator.devcluster.services import AzuriteServer
+
+    server = AzuriteServer().start()
+    try:
+        yield server.connection_string
+    finally:
+        server.stop()

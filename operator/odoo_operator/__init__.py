@@ -1,0 +1,3 @@
+"""odoo-operator: finance-grade Odoo ERP tenants on Kubernetes."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,68 @@
+"""Install what the local stack needs on a fresh machine.
+
+System packages come from the system package manager (Debian's apt, as root);
+Azurite from npm; the control-plane binaries are built with Go (see
+:mod:`.binaries`). Anything that cannot be installed stops the bootstrap with
+a message that names it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+from . import binaries
+from .binaries import ToolMissingError
+from .services import find_postgres_bindir, ensure_azurite
+
+# command that must be present -> Debian package that provides it
+_SYSTEM_PACKAGES = {
+    "redis-server": "redis-server",
+    "npm": "npm",
+}
+
+
+def _missing_packages() -> list[str]:
+    missing = [pkg for cmd, pkg in _SYSTEM_PACKAGES.items() if shutil.which(cmd) is None]
+    try:
+        find_postgres_bindir()
+    except ToolMissingError:
+        missing.append("postgresql")
+    if shutil.which("pg_dump") is None and "postgresql" not in missing:
+        missing.append("postgresql-client")
+    return missing
+
+
+def install_system_packages() -> None:
+    """Install missing Debian packages, or explain what to install by hand."""
+    missing = _missing_packages()
+    if not missing:
+        return
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        raise ToolMissingError(
+            f"missing system packages: {', '.join(missing)}; install them "
+            "(apt-get as root was not available to do it automatically)"
+        )
+    print(f"[bootstrap] apt-get install {' '.join(missing)}", file=sys.stderr, flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run([apt, "update", "-qq"], check=True, env=env, timeout=900)
+    subprocess.run(
+        [apt, "install", "-y", "-qq", "--no-install-recommends", *missing],
+        check=True,
+        env=env,
+        timeout=1800,
+    )
+    still_missing = _missing_packages()
+    if still_missing:
+        raise ToolMissingError(f"still missing after apt-get: {', '.join(still_missing)}")
+
+
+def bootstrap() -> None:
+    """Make the machine ready to run the local stack: packages, Azurite, binaries."""
+    install_system_packages()
+    ensure_azurite()
+    for name, path in binaries.ensure_all().items():
+        print(f"[bootstrap] {name}: {path}", file=sys.stderr, flush=True)

@@ -1,0 +1,6 @@
+"""Kopf glue: decorators that translate events into reconcile calls.
+
+Importing this package registers every handler with Kopf.
+"""
+
+from . import odooinstance as odooinstance

@@ -1,0 +1,19 @@
+"""The API group, kinds and the labels every managed object carries."""
+
+from __future__ import annotations
+
+GROUP = "odoo.tenantops.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+INSTANCE_PLURAL = "odooinstances"
+INSTANCE_KIND = "OdooInstance"
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "odoo-operator"
+INSTANCE_LABEL = f"{GROUP}/instance"
+FIELD_MANAGER = "odoo-operator"
+
+
+def tenant_namespace(instance_name: str) -> str:
+    """The namespace that holds everything of one tenant."""
+    return f"odoo-{instance_name}"
