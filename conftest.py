@@ -3,7 +3,7 @@
 Each real component starts on first use, once per test session, unless an
 environment variable points at an existing one:
 
-- ``ODOO_OPERATOR_TEST_KUBECONFIG``: a cluster (any conformant one) instead of the local control plane;
+- ``ODOO_OPERATOR_TEST_KUBECONFIG``: any conformant cluster instead of the local control plane;
 - ``ODOO_OPERATOR_TEST_PG_DSN``: a PostgreSQL admin connection string;
 - ``ODOO_OPERATOR_TEST_REDIS_URL``: a Redis URL of a user allowed to manage ACLs;
 - ``ODOO_OPERATOR_TEST_BLOB_CONNECTION_STRING``: an Azure Blob (or Azurite) connection string.

@@ -7,6 +7,7 @@ all behave as they do in production.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ import redis
 from azure.storage.blob import BlobServiceClient
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from psycopg import conninfo, sql
 
 WAIT_SECONDS = 60.0
 
@@ -41,8 +43,9 @@ def namespace(k8s: client.ApiClient) -> Iterator[str]:
     name = f"harness-{uuid.uuid4().hex[:8]}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     wait_for(
-        lambda: core.list_namespaced_service_account(name, field_selector="metadata.name=default")
-        .items,
+        lambda: (
+            core.list_namespaced_service_account(name, field_selector="metadata.name=default").items
+        ),
         "the default ServiceAccount",
     )
     yield name
@@ -85,8 +88,10 @@ def test_deployment_pods_run_on_fake_nodes_and_deployment_becomes_available(
         ),
     )
     wait_for(
-        lambda: (apps.read_namespaced_deployment_status("web", namespace).status.available_replicas)
-        == 2,
+        lambda: (
+            (apps.read_namespaced_deployment_status("web", namespace).status.available_replicas)
+            == 2
+        ),
         "the Deployment to report 2 available replicas",
     )
     pods = core.list_namespaced_pod(namespace, label_selector="app=web").items
@@ -135,9 +140,7 @@ def test_deleting_a_namespace_finalizes_it_and_its_contents(k8s: client.ApiClien
     wait_for(gone, f"namespace {name} to be finalized")
 
 
-def test_a_service_account_without_rbac_is_denied(
-    k8s: client.ApiClient, namespace: str
-) -> None:
+def test_a_service_account_without_rbac_is_denied(k8s: client.ApiClient, namespace: str) -> None:
     core = client.CoreV1Api(k8s)
     core.create_namespaced_service_account(
         namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="nobody"))
@@ -176,7 +179,7 @@ def test_pod_security_restricted_rejects_a_privileged_pod_and_admits_a_hardened_
     with pytest.raises(ApiException) as rejected:
         core.create_namespaced_pod(namespace, privileged)
     assert rejected.value.status == 403
-    assert 'violates PodSecurity "restricted:latest"' in rejected.value.body
+    assert 'violates PodSecurity "restricted:latest"' in json.loads(rejected.value.body)["message"]
 
     hardened = client.V1Pod(
         metadata=client.V1ObjectMeta(name="hardened"),
@@ -197,19 +200,23 @@ def test_resource_quota_admission_refuses_pods_beyond_the_quota(
         ),
     )
     wait_for(
-        lambda: (core.read_namespaced_resource_quota("pods", namespace).status.hard or {}),
+        lambda: core.read_namespaced_resource_quota("pods", namespace).status.hard or {},
         "the quota controller to publish the quota",
     )
     core.create_namespaced_pod(
         namespace,
-        client.V1Pod(metadata=client.V1ObjectMeta(name="first"), spec=client.V1PodSpec(
-            containers=[_container()])),
+        client.V1Pod(
+            metadata=client.V1ObjectMeta(name="first"),
+            spec=client.V1PodSpec(containers=[_container()]),
+        ),
     )
     with pytest.raises(ApiException) as refused:
         core.create_namespaced_pod(
             namespace,
-            client.V1Pod(metadata=client.V1ObjectMeta(name="second"), spec=client.V1PodSpec(
-                containers=[_container()])),
+            client.V1Pod(
+                metadata=client.V1ObjectMeta(name="second"),
+                spec=client.V1PodSpec(containers=[_container()]),
+            ),
         )
     assert refused.value.status == 403
     assert "exceeded quota" in refused.value.body
@@ -220,20 +227,16 @@ def test_a_postgres_role_created_by_the_admin_can_log_in(postgres_dsn: str) -> N
     password = uuid.uuid4().hex
     with psycopg.connect(postgres_dsn, autocommit=True) as admin:
         admin.execute(
-            psycopg.sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                psycopg.sql.Identifier(role), psycopg.sql.Literal(password)
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(password)
             )
         )
-    info = psycopg.conninfo.conninfo_to_dict(postgres_dsn)
-    as_role = psycopg.conninfo.make_conninfo(
-        postgres_dsn, user=role, password=password, dbname="postgres"
-    )
+    as_role = conninfo.make_conninfo(postgres_dsn, user=role, password=password, dbname="postgres")
     with psycopg.connect(as_role) as connection:
         assert connection.execute("SELECT current_user").fetchone() == (role,)
-    wrong = psycopg.conninfo.make_conninfo(as_role, password="not-the-password")
+    wrong = conninfo.make_conninfo(as_role, password="not-the-password")
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(wrong)
-    assert info["host"]
 
 
 def test_a_redis_acl_user_is_confined_to_its_key_prefix(redis_url: str) -> None:

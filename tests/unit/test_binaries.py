@@ -49,5 +49,5 @@ def test_a_supported_version_on_path_is_used(tmp_path: Path) -> None:
 
 
 def test_building_without_go_names_what_to_install(tmp_path: Path) -> None:
-    with pytest.raises(binaries.ToolMissingError, match="install Go >= 1.26"):
+    with pytest.raises(binaries.ToolMissingError, match=r"install Go >= 1\.26"):
         binaries.ensure(binaries.KWOK)

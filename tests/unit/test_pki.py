@@ -17,8 +17,9 @@ def _load(path: Path) -> x509.Certificate:
 
 def test_a_serving_certificate_names_its_hosts_and_is_signed_by_the_ca(tmp_path: Path) -> None:
     pki = LocalPKI(tmp_path)
-    pair = pki.issue("apiserver", "kube-apiserver", server_names=("kubernetes",),
-                     server_ips=("127.0.0.1",))
+    pair = pki.issue(
+        "apiserver", "kube-apiserver", server_names=("kubernetes",), server_ips=("127.0.0.1",)
+    )
     cert, ca = _load(pair.cert), _load(pki.ca.cert)
     cert.verify_directly_issued_by(ca)
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

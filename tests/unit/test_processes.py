@@ -17,13 +17,16 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     # A reaped-late zombie still answers kill(0); read its state.
-    state = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}").exists() else "X"
+    state = (
+        Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}").exists() else "X"
+    )
     return state not in ("Z", "X")
 
 
 def test_a_component_that_exits_at_start_is_reported_with_its_log_tail(tmp_path: Path) -> None:
     process = ManagedProcess(
-        "crasher", ["sh", "-c", "echo 'bind: address already in use' >&2; exit 3"],
+        "crasher",
+        ["sh", "-c", "echo 'bind: address already in use' >&2; exit 3"],
         tmp_path / "crasher.log",
     ).start()
     with pytest.raises(ComponentError) as failure:
@@ -71,7 +74,8 @@ def test_stop_kills_the_whole_process_group_including_grandchildren(tmp_path: Pa
 
 def test_a_one_shot_command_that_fails_reports_its_exit_code(tmp_path: Path) -> None:
     process = ManagedProcess(
-        "initdb", ["sh", "-c", "echo 'initdb: cannot be run as root'; exit 1"],
+        "initdb",
+        ["sh", "-c", "echo 'initdb: cannot be run as root'; exit 1"],
         tmp_path / "initdb.log",
     ).start()
     with pytest.raises(ComponentError, match="initdb: failed with exit code 1") as failure:

@@ -15,6 +15,7 @@ consumers ignore.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,8 +121,49 @@ def ensure(component: Component) -> Path:
 
 
 def ensure_all() -> dict[str, Path]:
-    """Return every control-plane binary by name, building what is missing."""
+    """Return every control-plane binary by name, building what is missing.
+
+    Families build concurrently: module downloads of one overlap compilation of another.
+    """
+    missing = sorted({c.family for c in ALL_COMPONENTS if locate(c) is None})
+    if missing:
+        with ThreadPoolExecutor(max_workers=len(missing)) as pool:
+            for future in [pool.submit(_build_family, family) for family in missing]:
+                future.result()
     return {component.binary: ensure(component) for component in ALL_COMPONENTS}
+
+
+# KWOK's own lifecycle stages ("fast" set): nodes become Ready and keep a lease,
+# Pods become Running, Job Pods Succeeded, deleted Pods go away. They ship in the
+# KWOK module; kwok v0.8 refuses to start without stages.
+_KWOK_STAGE_FILES = (
+    "kustomize/stage/node/fast/node-initialize.yaml",
+    "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "kustomize/stage/pod/fast/pod-ready.yaml",
+    "kustomize/stage/pod/fast/pod-complete.yaml",
+    "kustomize/stage/pod/fast/pod-delete.yaml",
+)
+
+
+def ensure_kwok_stages() -> Path:
+    """A KWOK config file with the default stages, taken from the KWOK module."""
+    target = cached_path(KWOK).parent / "stages.yaml"
+    if target.exists():
+        return target
+    result = subprocess.run(
+        [_go(), "mod", "download", "-json", f"sigs.k8s.io/kwok@v{KWOK_VERSION}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, GOFLAGS=""),
+    )
+    if result.returncode != 0:
+        raise ToolMissingError(f"cannot download the KWOK module for its stages: {result.stderr}")
+    module_dir = Path(json.loads(result.stdout)["Dir"])
+    documents = [(module_dir / name).read_text() for name in _KWOK_STAGE_FILES]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n---\n".join(documents))
+    return target
 
 
 def _go() -> str:

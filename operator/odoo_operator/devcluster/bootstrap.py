@@ -15,7 +15,7 @@ import sys
 
 from . import binaries
 from .binaries import ToolMissingError
-from .services import find_postgres_bindir, ensure_azurite
+from .services import ensure_azurite, find_postgres_bindir
 
 # command that must be present -> Debian package that provides it
 _SYSTEM_PACKAGES = {
@@ -66,3 +66,4 @@ def bootstrap() -> None:
     ensure_azurite()
     for name, path in binaries.ensure_all().items():
         print(f"[bootstrap] {name}: {path}", file=sys.stderr, flush=True)
+    print(f"[bootstrap] kwok stages: {binaries.ensure_kwok_stages()}", file=sys.stderr, flush=True)

@@ -19,6 +19,7 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -145,13 +146,13 @@ class ControlPlane:
             self._start_controller_manager(paths["kube-controller-manager"], pki),
             self._start_scheduler(paths["kube-scheduler"], pki),
         ]
-        kwok = self._start_kwok(paths["kwok"])
+        kwok = self._start_kwok(paths["kwok"], binaries.ensure_kwok_stages())
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE  # their self-signed serving certs are not ours
         for process, port in components:
             url = f"https://127.0.0.1:{port}/healthz"
-            process.wait_until(lambda u=url: _https_ok(u, insecure), self.start_timeout, "healthy")
+            process.wait_until(partial(_https_ok, url, insecure), self.start_timeout, "healthy")
         self._create_nodes()
         kwok.wait_until(self._nodes_ready, self.start_timeout, "marking the fake nodes Ready")
         self.startup_seconds = time.monotonic() - started
@@ -251,9 +252,7 @@ class ControlPlane:
         _write_kubeconfig(path, self.server, pki.ca.cert, cert, user)
         return path
 
-    def _start_controller_manager(
-        self, binary: Path, pki: LocalPKI
-    ) -> tuple[ManagedProcess, int]:
+    def _start_controller_manager(self, binary: Path, pki: LocalPKI) -> tuple[ManagedProcess, int]:
         port = free_port()
         kubeconfig = self._component_kubeconfig(
             pki, "kube-controller-manager", "system:kube-controller-manager"
@@ -297,11 +296,13 @@ class ControlPlane:
         )
         return process, port
 
-    def _start_kwok(self, binary: Path) -> ManagedProcess:
+    def _start_kwok(self, binary: Path, stages: Path) -> ManagedProcess:
         return self._spawn(
             "kwok",
             [
                 str(binary),
+                f"--config={stages}",
+                "--node-lease-duration-seconds=40",
                 f"--kubeconfig={self.kubeconfig}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",

@@ -14,6 +14,7 @@ with its output captured to a log file. Three layers keep orphans away:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import os
 import pwd
@@ -124,6 +125,7 @@ class ManagedProcess:
         """
         started = time.monotonic()
         deadline = started + timeout
+        last_error = ""
         while True:
             code = self.exit_code()
             if code is not None:
@@ -131,10 +133,10 @@ class ManagedProcess:
             try:
                 if ready():
                     return time.monotonic() - started
-            except Exception:  # noqa: BLE001 - readiness probes fail in many ways while starting
-                pass
+            except Exception as exc:  # noqa: BLE001 - probes fail in many ways while starting
+                last_error = f" (last check: {exc})"
             if time.monotonic() >= deadline:
-                raise self.fail(f"not {what} within {timeout:.0f}s")
+                raise self.fail(f"not {what} within {timeout:.0f}s{last_error}")
             time.sleep(interval)
 
     def finish(self, timeout: float) -> None:
@@ -158,25 +160,19 @@ class ManagedProcess:
             return
         if popen.poll() is None:
             _signal_group(popen.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 popen.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
         # The leader may be gone while its children linger in the group.
         _signal_group(popen.pid, signal.SIGKILL)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             popen.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
         with _live_lock:
             _live.pop(self, None)
 
 
 def _signal_group(pgid: int, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def stop_all() -> None:
@@ -193,6 +189,8 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 atexit.register(stop_all)
-if threading.current_thread() is threading.main_thread():
-    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-        signal.signal(signal.SIGTERM, _on_sigterm)
+if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
+    signal.SIG_DFL,
+    None,
+):
+    signal.signal(signal.SIGTERM, _on_sigterm)

@@ -289,4 +289,3 @@ class AzuriteServer:
         if self.process:
             self.process.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
-
