@@ -1,0 +1,1 @@
+"""Side effects on external systems: idempotent ensure / observe / drop, one module each."""

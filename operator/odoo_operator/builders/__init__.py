@@ -1,0 +1,1 @@
+"""Pure functions: spec -> desired objects, SQL plans, ACL rules; no I/O."""
