@@ -6,6 +6,7 @@ By default the cluster is the local control plane; set
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -22,7 +23,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from odoo_operator.devcluster import kubectl
-from odoo_operator.devcluster.demo import INSTANCES_PATH, start_operator
+from odoo_operator.devcluster.demo import INSTANCES_PATH, is_ready, start_operator
+from odoo_operator.devcluster.operator_setup import register_servers
 from odoo_operator.devcluster.processes import ManagedProcess
 
 REPO = Path(__file__).parents[1]
@@ -32,12 +34,17 @@ SAMPLE = kubectl.load_documents(REPO / "manifests" / "samples" / "odooinstance-a
 
 @pytest.fixture(scope="module")
 def operator(
-    k8s: client.ApiClient, kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+    k8s: client.ApiClient,
+    kubeconfig: Path,
+    postgres_dsn: str,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ManagedProcess]:
-    """CRDs installed and the operator running as a separate process."""
+    """CRDs installed, servers registered and the operator running as its own process."""
     kubectl.install_crds(k8s, REPO / "crds")
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    process = start_operator({"KUBECONFIG": str(kubeconfig)}, log)
+    workdir = tmp_path_factory.mktemp("operator")
+    config = register_servers(k8s, postgres_dsn, redis_url, workdir)
+    process = start_operator(kubeconfig, config, workdir / "operator.log", drift_interval=5)
     yield process
     process.stop()
 
@@ -50,34 +57,72 @@ def _instance(name: str, **spec: Any) -> dict[str, Any]:
     return body
 
 
-def _wait_observed(api: client.CustomObjectsApi, name: str, process: ManagedProcess) -> Any:
-    deadline = time.monotonic() + 60
+def _wait_ready(api: client.CustomObjectsApi, name: str, process: ManagedProcess) -> Any:
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         obj = api.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
-        status = obj.get("status", {})
-        if status.get("observedGeneration") == obj["metadata"]["generation"]:
+        if is_ready(obj):
             return obj
         assert process.exit_code() is None, process.log_tail()
-        time.sleep(0.25)
-    pytest.fail(f"operator never observed {name}:\n{process.log_tail()}")
+        time.sleep(0.5)
+    pytest.fail(f"{name} never became Ready: {obj.get('status')}\n{process.log_tail()}")
 
 
-def test_an_applied_instance_is_acknowledged_with_kstatus_conditions(
+def test_an_applied_instance_becomes_a_ready_isolated_tenant(
     k8s: client.ApiClient, operator: ManagedProcess
 ) -> None:
-    custom = client.CustomObjectsApi(k8s)
+    custom, core = client.CustomObjectsApi(k8s), client.CoreV1Api(k8s)
     name = f"e2e-{uuid.uuid4().hex[:6]}"
     custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, _instance(name))
     try:
-        obj = _wait_observed(custom, name, operator)
-        ready = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
-        assert ready["status"] == "Unknown"
-        assert ready["observedGeneration"] == obj["metadata"]["generation"]
-        # Defaults from the schema are visible to GitOps diffing, not invented by the operator.
-        assert obj["spec"]["deletionPolicy"] == "Retain"
+        obj = _wait_ready(custom, name, operator)
+        conditions = {c["type"]: c["status"] for c in obj["status"]["conditions"]}
+        for part in ("DatabaseReady", "RedisReady", "Initialized", "WorkloadReady", "IngressReady"):
+            assert conditions[part] == "True", part
+        assert conditions["Stalled"] == "False"
+        namespace = core.read_namespace(f"odoo-{name}")
+        assert namespace.metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
+        # The web and cron pods were admitted under `restricted` and run on the fake nodes.
+        pods = core.list_namespaced_pod(
+            f"odoo-{name}", label_selector="app.kubernetes.io/component in (web,cron)"
+        ).items
+        assert len(pods) == 2
+        assert all(pod.status.phase == "Running" for pod in pods)
+        policies = client.NetworkingV1Api(k8s).list_namespaced_network_policy(f"odoo-{name}").items
+        assert "default-deny" in {p.metadata.name for p in policies}
         table = kubectl.get_table(k8s, INSTANCES_PATH)
         row = next(r for r in table["rows"] if r["cells"][0] == name)
-        assert row["cells"][1:4] == ["18.0", "Provisioning", "Unknown"]
+        assert row["cells"][1:4] == ["18.0", "Ready", "True"]
+        # Secrets never reach status.
+        status_text = json.dumps(obj["status"])
+        credentials = core.read_namespaced_secret("odoo-credentials", f"odoo-{name}").data
+        for value in credentials.values():
+            assert base64.b64decode(value).decode() not in status_text
+    finally:
+        custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+
+
+def test_a_deleted_network_policy_is_put_back(
+    k8s: client.ApiClient, operator: ManagedProcess
+) -> None:
+    custom = client.CustomObjectsApi(k8s)
+    networking = client.NetworkingV1Api(k8s)
+    name = f"e2e-{uuid.uuid4().hex[:6]}"
+    custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, _instance(name))
+    try:
+        _wait_ready(custom, name, operator)
+        networking.delete_namespaced_network_policy("default-deny", f"odoo-{name}")
+        deadline = time.monotonic() + 60
+        names: set[str] = set()
+        while time.monotonic() < deadline:
+            names = {
+                p.metadata.name
+                for p in networking.list_namespaced_network_policy(f"odoo-{name}").items
+            }
+            if "default-deny" in names:
+                break
+            time.sleep(0.5)
+        assert "default-deny" in names
     finally:
         custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
 
@@ -141,5 +186,5 @@ def test_the_demo_command_runs_end_to_end() -> None:
     lines = result.stdout.splitlines()
     header = next(line for line in lines if line.startswith("NAME"))
     assert header.split() == ["NAME", "VERSION", "PHASE", "READY", "URL", "AGE"]
-    assert any(line.startswith("acme") and "Provisioning" in line for line in lines)
+    assert any(line.startswith("acme") and " Ready " in line and "True" in line for line in lines)
     assert "export KUBECONFIG=" in result.stdout

@@ -150,19 +150,43 @@ def ensure_kwok_stages() -> Path:
     target = cached_path(KWOK).parent / "stages.yaml"
     if target.exists():
         return target
-    result = subprocess.run(
-        [_go(), "mod", "download", "-json", f"sigs.k8s.io/kwok@v{KWOK_VERSION}"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=dict(os.environ, GOFLAGS=""),
-    )
-    if result.returncode != 0:
-        raise ToolMissingError(f"cannot download the KWOK module for its stages: {result.stderr}")
-    module_dir = Path(json.loads(result.stdout)["Dir"])
-    documents = [(module_dir / name).read_text() for name in _KWOK_STAGE_FILES]
+    documents = [_module_file("sigs.k8s.io/kwok", KWOK_VERSION, name) for name in _KWOK_STAGE_FILES]
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text("\n---\n".join(documents))
+    return target
+
+
+TRAEFIK_VERSION = "3.7.13"
+_TRAEFIK_CRD_FILE = "docs/content/reference/dynamic-configuration/kubernetes-crd-definition-v1.yml"
+
+
+def _module_file(module: str, version: str, relative: str) -> str:
+    """Read one file of a Go module, downloading the module through the proxy if needed."""
+    result = subprocess.run(
+        [_go(), "mod", "download", "-json", f"{module}@v{version}"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=dict(os.environ, GOFLAGS=""),
+    )
+    info = json.loads(result.stdout or "{}")
+    if result.returncode != 0 or "Dir" not in info:
+        raise ToolMissingError(f"cannot download {module}@v{version}: {info.get('Error')}")
+    return (Path(info["Dir"]) / relative).read_text()
+
+
+def ensure_traefik_crds() -> Path:
+    """Traefik's own CRDs (IngressRoute, Middleware, ...), as shipped in its module.
+
+    Installed into the local control plane so that tenant routes are validated by
+    the real schemas, as on a cluster running Traefik.
+    """
+    target = cache_root() / "crds" / f"traefik-v{TRAEFIK_VERSION}.yaml"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(
+            _module_file("github.com/traefik/traefik/v3", TRAEFIK_VERSION, _TRAEFIK_CRD_FILE)
+        )
     return target
 
 

@@ -67,3 +67,6 @@ def bootstrap() -> None:
     for name, path in binaries.ensure_all().items():
         print(f"[bootstrap] {name}: {path}", file=sys.stderr, flush=True)
     print(f"[bootstrap] kwok stages: {binaries.ensure_kwok_stages()}", file=sys.stderr, flush=True)
+    print(
+        f"[bootstrap] traefik CRDs: {binaries.ensure_traefik_crds()}", file=sys.stderr, flush=True
+    )

@@ -33,6 +33,8 @@ from .processes import ManagedProcess
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+STORAGE_CLASS = "devcluster-local"
+PRE_CREATED_VOLUMES = 40
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,8 @@ class ControlPlane:
             url = f"https://127.0.0.1:{port}/healthz"
             process.wait_until(partial(_https_ok, url, insecure), self.start_timeout, "healthy")
         self._create_nodes()
+        self._create_storage()
+        self._install_third_party_crds()
         kwok.wait_until(self._nodes_ready, self.start_timeout, "marking the fake nodes Ready")
         self.startup_seconds = time.monotonic() - started
         _log(f"control plane ready in {self.startup_seconds:.1f}s at {self.server}")
@@ -335,6 +339,55 @@ class ControlPlane:
     def _create_nodes(self) -> None:
         for node in self.nodes:
             self.api("POST", "/api/v1/nodes", node.manifest())
+
+    def _create_storage(self) -> None:
+        """A default StorageClass with pre-created volumes: kube-controller-manager binds
+        claims to them, as a CSI provisioner would create them on AKS."""
+        self.api(
+            "POST",
+            "/apis/storage.k8s.io/v1/storageclasses",
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {
+                    "name": STORAGE_CLASS,
+                    "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+                },
+                "provisioner": "kubernetes.io/no-provisioner",
+                "volumeBindingMode": "Immediate",
+                "allowVolumeExpansion": True,
+            },
+        )
+        for index in range(PRE_CREATED_VOLUMES):
+            self.api(
+                "POST",
+                "/api/v1/persistentvolumes",
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolume",
+                    "metadata": {"name": f"devcluster-volume-{index:03d}"},
+                    "spec": {
+                        "storageClassName": STORAGE_CLASS,
+                        "capacity": {"storage": "100Gi"},
+                        "accessModes": ["ReadWriteOnce", "ReadWriteMany"],
+                        "persistentVolumeReclaimPolicy": "Delete",
+                        "hostPath": {"path": str(self.workdir / "volumes" / f"{index:03d}")},
+                    },
+                },
+            )
+
+    def _install_third_party_crds(self) -> None:
+        """Traefik's CRDs and its namespace, as on a cluster that runs Traefik."""
+        for document in yaml.safe_load_all(binaries.ensure_traefik_crds().read_text()):
+            if document:
+                self.api(
+                    "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", document
+                )
+        self.api(
+            "POST",
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "traefik"}},
+        )
 
     def _nodes_ready(self) -> bool:
         listing = self.api("GET", "/api/v1/nodes")

@@ -8,10 +8,13 @@ import threading
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
+from ..model.config import CONFIG_ENV
 from . import kubectl
 from .bootstrap import bootstrap
 from .controlplane import ControlPlane
+from .operator_setup import register_servers
 from .processes import ComponentError, ManagedProcess
 from .stack import LocalStack
 
@@ -23,8 +26,15 @@ def _say(message: str) -> None:
     print(f"[demo] {message}", flush=True)
 
 
-def start_operator(environment: dict[str, str], log_path: Path) -> ManagedProcess:
-    """Run ``odoo-operator run`` as a child process against ``environment``'s cluster."""
+def start_operator(
+    kubeconfig: Path, config: Path, log_path: Path, drift_interval: float = 120
+) -> ManagedProcess:
+    """Run ``odoo-operator run`` as a child process against ``kubeconfig``'s cluster."""
+    environment = {
+        "KUBECONFIG": str(kubeconfig),
+        CONFIG_ENV: str(config),
+        "ODOO_OPERATOR_DRIFT_INTERVAL": str(drift_interval),
+    }
     return ManagedProcess(
         "operator",
         [sys.executable, "-m", "odoo_operator.cli", "run"],
@@ -33,9 +43,16 @@ def start_operator(environment: dict[str, str], log_path: Path) -> ManagedProces
     ).start()
 
 
-def _observed(control_plane: ControlPlane, name: str) -> bool:
-    instance = control_plane.api("GET", f"{INSTANCES_PATH}/{name}")
-    return bool(instance.get("status", {}).get("observedGeneration"))
+def is_ready(instance: dict[str, Any]) -> bool:
+    """Whether an OdooInstance reports Ready=True for its current generation."""
+    status = instance.get("status") or {}
+    return status.get("observedGeneration") == instance["metadata"].get("generation") and any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", [])
+    )
+
+
+def _ready(control_plane: ControlPlane, name: str) -> bool:
+    return is_ready(control_plane.api("GET", f"{INSTANCES_PATH}/{name}"))
 
 
 def run_demo(repo: Path, wait: bool = True) -> None:
@@ -46,8 +63,11 @@ def run_demo(repo: Path, wait: bool = True) -> None:
         api = kubectl.api_client(control_plane.kubeconfig)
         crds = kubectl.install_crds(api, repo / "crds")
         _say(f"installed CRDs: {', '.join(crds)}")
+        config = register_servers(
+            api, stack.postgres.dsn, stack.redis.url, control_plane.workdir / "operator"
+        )
         operator = start_operator(
-            stack.environment(), control_plane.workdir / "operator" / "operator.log"
+            control_plane.kubeconfig, config, control_plane.workdir / "operator" / "operator.log"
         )
         control_plane.processes.append(operator)
         _say(f"operator running (pid {operator.pid}, log {operator.log_path})")
@@ -56,10 +76,18 @@ def run_demo(repo: Path, wait: bool = True) -> None:
         started = time.monotonic()
         for sample in samples:
             name = sample["metadata"]["name"]
-            operator.wait_until(
-                partial(_observed, control_plane, name), _WAIT_SECONDS, f"handling {name}"
-            )
-        _say(f"operator handled {len(samples)} sample(s) in {time.monotonic() - started:.1f}s")
+            try:
+                operator.wait_until(
+                    partial(_ready, control_plane, name), _WAIT_SECONDS, f"making {name} Ready"
+                )
+            except ComponentError:
+                status = control_plane.api("GET", f"{INSTANCES_PATH}/{name}").get("status", {})
+                for condition in status.get("conditions", []):
+                    _say(
+                        f"{name}: {condition['type']}={condition['status']} {condition['message']}"
+                    )
+                raise
+        _say(f"{len(samples)} tenant(s) Ready in {time.monotonic() - started:.1f}s after apply")
         print()
         print(kubectl.format_table(kubectl.get_table(api, INSTANCES_PATH)))
         print()
@@ -67,6 +95,7 @@ def run_demo(repo: Path, wait: bool = True) -> None:
         print(f"  export KUBECONFIG={control_plane.kubeconfig}")
         print("  kubectl get odoo")
         print("  kubectl describe odoo acme")
+        print("  kubectl get all,networkpolicies,ingressroutes -n odoo-acme")
         print(f"  tail -f {operator.log_path}")
         if not wait:
             return

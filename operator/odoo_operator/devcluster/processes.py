@@ -7,7 +7,9 @@ with its output captured to a log file. Three layers keep orphans away:
 * ``stop()`` signals the whole process group (SIGTERM, then SIGKILL after a grace
   period) and reaps it;
 * ``PR_SET_PDEATHSIG`` makes the kernel kill the child if the harness itself
-  dies without running any cleanup (SIGKILL, OOM, a crashed test run);
+  dies without running any cleanup (SIGKILL, OOM, a crashed test run). The
+  signal follows the *thread* that started the child: start components from a
+  long-lived thread (the main one), never from a short-lived worker;
 * :func:`stop_all` runs at interpreter exit and on SIGTERM for the rest.
 """
 

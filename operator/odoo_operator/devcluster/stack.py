@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,11 +38,11 @@ class LocalStack:
     def start(self) -> LocalStack:
         """Start the data services alongside the control plane."""
         started = time.monotonic()
-        with ThreadPoolExecutor(max_workers=3) as pool:
-            services = [pool.submit(s.start) for s in (self.postgres, self.redis, self.azurite)]
-            self.control_plane.start()
-            for future in services:
-                future.result()
+        # Sequential on purpose: the parent-death signal that guards against orphans
+        # fires when the *thread* that started a child exits, so no worker threads here.
+        self.control_plane.start()
+        for service in (self.postgres, self.redis, self.azurite):
+            service.start()
         print(
             f"[devcluster] local stack ready in {time.monotonic() - started:.1f}s",
             file=sys.stderr,

@@ -1,33 +1,91 @@
-"""Handlers for OdooInstance events."""
+"""Kopf glue for OdooInstance: events in, reconcile calls out, status back."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import kopf
 
 from ..model.conditions import Condition, merge_condition
 from ..model.names import GROUP, INSTANCE_PLURAL, VERSION
+from ..reconcile.clients import Clients
+from ..reconcile.instance import Outcome, Stalled, delete_instance, reconcile_instance
+
+# Kopf fixes timer intervals when handlers are registered, so this one comes from the environment.
+DRIFT_INTERVAL_SECONDS = float(os.environ.get("ODOO_OPERATOR_DRIFT_INTERVAL", "120"))
+_RETRY_SECONDS = 5.0
+
+
+def _is_true(status: kopf.Status, type_: str) -> bool:
+    return any(
+        c.get("type") == type_ and c.get("status") == "True" for c in status.get("conditions", [])
+    )
+
+
+def _publish(
+    outcome: Outcome, body: kopf.Body, status: kopf.Status, patch: kopf.Patch, generation: int
+) -> None:
+    conditions: list[dict[str, Any]] = list(status.get("conditions", []))
+    for condition in outcome.conditions:
+        conditions = merge_condition(conditions, condition, generation)
+    was_ready = _is_true(status, "Ready")
+    patch.status["conditions"] = conditions
+    patch.status["observedGeneration"] = generation
+    patch.status["phase"] = outcome.phase
+    patch.status.update(outcome.fields)
+    now_ready = any(c.type == "Ready" and c.status == "True" for c in outcome.conditions)
+    if now_ready and not was_ready:
+        kopf.info(body, reason="Ready", message="the tenant is ready")
+    elif was_ready and not now_ready:
+        ready = next(c for c in outcome.conditions if c.type == "Ready")
+        kopf.warn(body, reason=ready.reason, message=ready.message)
+
+
+async def _reconcile(
+    memo: kopf.Memo, body: kopf.Body, status: kopf.Status, patch: kopf.Patch, retry: bool
+) -> None:
+    clients: Clients = memo["clients"]
+    generation = int(body["metadata"].get("generation", 0))
+    try:
+        outcome = await reconcile_instance(clients, body, _is_true(status, "Initialized"))
+    except Stalled as stalled:
+        outcome = Outcome(phase="Stalled")
+        outcome.conditions = [
+            Condition("Stalled", "True", stalled.reason, str(stalled)),
+            Condition("Ready", "False", stalled.reason, str(stalled)),
+            Condition("Reconciling", "False", stalled.reason, "waiting for a human"),
+        ]
+        _publish(outcome, body, status, patch, generation)
+        if not _is_true(status, "Stalled"):
+            kopf.warn(body, reason=stalled.reason, message=str(stalled))
+        return
+    _publish(outcome, body, status, patch, generation)
+    ready = next(c for c in outcome.conditions if c.type == "Ready")
+    if retry and ready.status != "True":
+        raise kopf.TemporaryError(ready.message, delay=_RETRY_SECONDS)
 
 
 @kopf.on.resume(GROUP, VERSION, INSTANCE_PLURAL)
 @kopf.on.create(GROUP, VERSION, INSTANCE_PLURAL)
 @kopf.on.update(GROUP, VERSION, INSTANCE_PLURAL, field="spec")
-async def acknowledge_instance(
-    meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, **_: Any
+async def reconcile_on_change(
+    memo: kopf.Memo, body: kopf.Body, status: kopf.Status, patch: kopf.Patch, **_: Any
 ) -> None:
-    """Publish that the instance was seen: ``observedGeneration`` and ``Ready=Unknown``.
+    """Converge the tenant; retry every few seconds until it is Ready."""
+    await _reconcile(memo, body, status, patch, retry=True)
 
-    kstatus readers (Argo CD, Flux, ``kubectl wait``) need an answer on first sight;
-    the tenant reconciler refines it as each part of the tenant is provisioned.
-    """
-    generation = int(meta.get("generation", 0))
-    conditions: list[dict[str, Any]] = list(status.get("conditions", []))
-    for condition in (
-        Condition("Ready", "Unknown", "Provisioning", "The tenant is being provisioned."),
-        Condition("Reconciling", "True", "Provisioning", "The tenant is being provisioned."),
-    ):
-        conditions = merge_condition(conditions, condition, generation)
-    patch.status["observedGeneration"] = generation
-    patch.status["phase"] = "Provisioning"
-    patch.status["conditions"] = conditions
+
+@kopf.timer(GROUP, VERSION, INSTANCE_PLURAL, interval=DRIFT_INTERVAL_SECONDS, initial_delay=5.0)
+async def repair_drift(
+    memo: kopf.Memo, body: kopf.Body, status: kopf.Status, patch: kopf.Patch, **_: Any
+) -> None:
+    """Put back whatever drifted (an edited Deployment, a widened ACL user, ...)."""
+    await _reconcile(memo, body, status, patch, retry=False)
+
+
+@kopf.on.delete(GROUP, VERSION, INSTANCE_PLURAL)
+async def delete_tenant(memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    """Apply the deletion policy before the finalizer is released."""
+    for step in await delete_instance(memo["clients"], body):
+        logger.info(step)

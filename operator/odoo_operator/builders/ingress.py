@@ -1,0 +1,112 @@
+"""Traefik routing for a tenant: IngressRoute, security Middlewares, optional Certificate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .tenant import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT, Tenant, metadata
+
+TRAEFIK_API = "traefik.io/v1alpha1"
+CERTIFICATE_SECRET = "odoo-tls"  # noqa: S105 - an object name, not a value
+_NOBODY = ["127.0.0.1/32"]  # an allow list no client matches: Traefik answers 403
+
+
+def _middleware(tenant: Tenant, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": TRAEFIK_API,
+        "kind": "Middleware",
+        "metadata": metadata(tenant, name, "ingress"),
+        "spec": spec,
+    }
+
+
+def build_middlewares(tenant: Tenant) -> list[dict[str, Any]]:
+    """Security headers, rate limit, optional source allow list, database-manager block."""
+    spec = tenant.spec
+    middlewares = [
+        _middleware(
+            tenant,
+            "security-headers",
+            {
+                "headers": {
+                    "stsSeconds": 63072000,
+                    "stsIncludeSubdomains": True,
+                    "stsPreload": True,
+                    "forceSTSHeader": True,
+                    "contentTypeNosniff": True,
+                    "frameDeny": True,
+                    "referrerPolicy": "strict-origin-when-cross-origin",
+                }
+            },
+        ),
+        _middleware(
+            tenant,
+            "rate-limit",
+            {"rateLimit": {"average": spec.rate_average, "burst": spec.rate_burst}},
+        ),
+        _middleware(tenant, "block-database-manager", {"ipAllowList": {"sourceRange": _NOBODY}}),
+    ]
+    if spec.allow_from:
+        middlewares.append(
+            _middleware(
+                tenant, "allow-from", {"ipAllowList": {"sourceRange": list(spec.allow_from)}}
+            )
+        )
+    return middlewares
+
+
+def _refs(*names: str) -> list[dict[str, str]]:
+    return [{"name": name} for name in names]
+
+
+def build_ingress_route(tenant: Tenant) -> dict[str, Any]:
+    """Routes: `/web/database` refused; `/websocket` to 8072; everything else to 8069."""
+    spec = tenant.spec
+    hosts = " || ".join(f"Host(`{host}`)" for host in spec.hosts)
+    common = ["security-headers", "rate-limit"] + (["allow-from"] if spec.allow_from else [])
+
+    def route(match: str, port: int, middlewares: list[str], priority: int) -> dict[str, Any]:
+        return {
+            "kind": "Rule",
+            "match": match,
+            "priority": priority,
+            "middlewares": _refs(*middlewares),
+            "services": [{"name": "odoo", "port": port}],
+        }
+
+    return {
+        "apiVersion": TRAEFIK_API,
+        "kind": "IngressRoute",
+        "metadata": metadata(tenant, "odoo", "ingress"),
+        "spec": {
+            "entryPoints": ["websecure"],
+            "routes": [
+                route(
+                    f"({hosts}) && PathPrefix(`/web/database`)",
+                    ODOO_HTTP_PORT,
+                    ["block-database-manager"],
+                    300,
+                ),
+                route(f"({hosts}) && PathPrefix(`/websocket`)", ODOO_WEBSOCKET_PORT, common, 200),
+                route(hosts, ODOO_HTTP_PORT, common, 100),
+            ],
+            "tls": {"secretName": spec.tls_secret or CERTIFICATE_SECRET},
+        },
+    }
+
+
+def build_certificate(tenant: Tenant) -> dict[str, Any] | None:
+    """A cert-manager Certificate for the hosts, when the instance names an issuer."""
+    if tenant.spec.tls_issuer is None:
+        return None
+    name, kind = tenant.spec.tls_issuer
+    return {
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "Certificate",
+        "metadata": metadata(tenant, "odoo", "ingress"),
+        "spec": {
+            "secretName": CERTIFICATE_SECRET,
+            "dnsNames": list(tenant.spec.hosts),
+            "issuerRef": {"name": name, "kind": kind, "group": "cert-manager.io"},
+        },
+    }

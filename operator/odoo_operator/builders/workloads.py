@@ -1,0 +1,284 @@
+"""Odoo's configuration, Secrets, filestore and workloads (web, cron, init Job)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+from .tenant import (
+    ODOO_HTTP_PORT,
+    ODOO_UID,
+    ODOO_WEBSOCKET_PORT,
+    Tenant,
+    labels,
+    metadata,
+)
+
+# Secret object names, not values.
+CONFIG_SECRET = "odoo-config"  # noqa: S105
+DATABASE_SECRET = "odoo-database"  # noqa: S105
+REDIS_SECRET = "odoo-redis"  # noqa: S105
+FILESTORE_CLAIM = "odoo-filestore"
+CONFIG_CHECKSUM_ANNOTATION = "odoo.tenantops.io/config-checksum"
+_CONFIG_PATH = "/etc/odoo/odoo.conf"
+_DATA_DIR = "/var/lib/odoo"
+_HEALTH_PATH = "/web/health"
+
+
+def render_odoo_conf(tenant: Tenant) -> str:
+    """odoo.conf: the operator owns database access, the master password and db listing."""
+    spec, creds = tenant.spec, tenant.credentials
+    options: dict[str, str] = {
+        **spec.config,  # allow-listed extras first: everything below wins over them
+        "db_host": tenant.database.host,
+        "db_port": str(tenant.database.port),
+        "db_user": spec.database,
+        "db_password": creds.database_password,
+        "db_name": spec.database,
+        "db_maxconn": str(max(2, spec.connection_limit // max(1, spec.replicas + 1))),
+        "dbfilter": f"^{spec.database}$",
+        "list_db": "False",
+        "admin_passwd": creds.admin_password,
+        "proxy_mode": "True",
+        "data_dir": _DATA_DIR,
+        "http_port": str(ODOO_HTTP_PORT),
+        "gevent_port": str(ODOO_WEBSOCKET_PORT),
+        "workers": str(spec.workers),
+    }
+    lines = ["[options]", *(f"{key} = {value}" for key, value in options.items())]
+    return "\n".join(lines) + "\n"
+
+
+def config_checksum(tenant: Tenant) -> str:
+    """A digest of the generated configuration: a change rolls the pods."""
+    return hashlib.sha256(render_odoo_conf(tenant).encode()).hexdigest()
+
+
+def _secret(tenant: Tenant, name: str, data: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(tenant, name),
+        "type": "Opaque",
+        # `data`, not write-only `stringData`, so the applied object compares with the stored one.
+        "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()},
+    }
+
+
+def build_secrets(tenant: Tenant) -> list[dict[str, Any]]:
+    """The config, database and Redis Secrets, each with a documented, stable key set."""
+    spec, creds = tenant.spec, tenant.credentials
+    return [
+        _secret(tenant, CONFIG_SECRET, {"odoo.conf": render_odoo_conf(tenant)}),
+        _secret(
+            tenant,
+            DATABASE_SECRET,
+            {
+                "host": tenant.database.host,
+                "port": str(tenant.database.port),
+                "database": spec.database,
+                "username": spec.database,
+                "password": creds.database_password,
+            },
+        ),
+        _secret(
+            tenant,
+            REDIS_SECRET,
+            {
+                "host": tenant.redis.host,
+                "port": str(tenant.redis.port),
+                "username": tenant.redis_user,
+                "password": creds.redis_password,
+                "prefix": tenant.redis_key_prefix,
+            },
+        ),
+    ]
+
+
+def build_filestore_claim(tenant: Tenant) -> dict[str, Any]:
+    """The attachments volume, shared by web and cron pods (hence ReadWriteMany)."""
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteMany"],
+        "resources": {"requests": {"storage": tenant.spec.filestore_size}},
+    }
+    storage_class = tenant.spec.storage_class or tenant.storage_class
+    if storage_class:
+        spec["storageClassName"] = storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": metadata(tenant, FILESTORE_CLAIM, "filestore"),
+        "spec": spec,
+    }
+
+
+def _pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": ODOO_UID,
+        "runAsGroup": ODOO_UID,
+        "fsGroup": ODOO_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _container_security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _redis_session_env(tenant: Tenant) -> list[dict[str, Any]]:
+    def from_secret(key: str) -> dict[str, Any]:
+        return {"secretKeyRef": {"name": REDIS_SECRET, "key": key}}
+
+    return [
+        {"name": "ODOO_SESSION_REDIS", "value": "1"},
+        {"name": "ODOO_SESSION_REDIS_HOST", "valueFrom": from_secret("host")},
+        {"name": "ODOO_SESSION_REDIS_PORT", "valueFrom": from_secret("port")},
+        {"name": "ODOO_SESSION_REDIS_USERNAME", "valueFrom": from_secret("username")},
+        {"name": "ODOO_SESSION_REDIS_PASSWORD", "valueFrom": from_secret("password")},
+        {"name": "ODOO_SESSION_REDIS_PREFIX", "valueFrom": from_secret("prefix")},
+    ]
+
+
+def _pod_spec(tenant: Tenant, args: list[str], with_ports: bool) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "odoo",
+        "image": tenant.image,
+        "args": ["-c", _CONFIG_PATH, *args],
+        "env": _redis_session_env(tenant),
+        "securityContext": _container_security_context(),
+        "resources": dict(tenant.spec.resources),
+        "volumeMounts": [
+            {"name": "config", "mountPath": "/etc/odoo", "readOnly": True},
+            {"name": "filestore", "mountPath": _DATA_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, not the host's /tmp
+        ],
+    }
+    if with_ports:
+        probe = {"httpGet": {"path": _HEALTH_PATH, "port": "http"}}
+        container["ports"] = [
+            {"name": "http", "containerPort": ODOO_HTTP_PORT},
+            {"name": "websocket", "containerPort": ODOO_WEBSOCKET_PORT},
+        ]
+        container["startupProbe"] = {**probe, "periodSeconds": 5, "failureThreshold": 60}
+        container["readinessProbe"] = {**probe, "periodSeconds": 10}
+        container["livenessProbe"] = {**probe, "periodSeconds": 20, "failureThreshold": 6}
+    spec: dict[str, Any] = {
+        "serviceAccountName": "odoo",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": _pod_security_context(),
+        "containers": [container],
+        "volumes": [
+            {"name": "config", "secret": {"secretName": CONFIG_SECRET}},
+            {"name": "filestore", "persistentVolumeClaim": {"claimName": FILESTORE_CLAIM}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+        ],
+    }
+    if tenant.node_selector:
+        spec["nodeSelector"] = dict(tenant.node_selector)
+    if tenant.tolerations:
+        spec["tolerations"] = [dict(t) for t in tenant.tolerations]
+    return spec
+
+
+def _deployment(
+    tenant: Tenant, component: str, replicas: int, args: list[str], with_ports: bool
+) -> dict[str, Any]:
+    pod_labels = labels(tenant, component)
+    pod_spec = _pod_spec(tenant, args, with_ports)
+    if with_ports:
+        pod_spec["topologySpreadConstraints"] = [
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": pod_labels},
+            }
+        ]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(tenant, f"odoo-{component}", component),
+        "spec": {
+            "replicas": 0 if tenant.spec.suspend else replicas,
+            "selector": {"matchLabels": pod_labels},
+            # Cron must never run twice at once: a posting would be booked twice.
+            "strategy": {"type": "Recreate"} if component == "cron" else {"type": "RollingUpdate"},
+            "template": {
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": {CONFIG_CHECKSUM_ANNOTATION: config_checksum(tenant)},
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def build_deployments(tenant: Tenant) -> list[dict[str, Any]]:
+    """`web` serves HTTP with no scheduled actions; `cron` runs scheduled actions only."""
+    spec = tenant.spec
+    return [
+        _deployment(tenant, "web", spec.replicas, ["--max-cron-threads=0"], with_ports=True),
+        _deployment(
+            tenant,
+            "cron",
+            spec.cron_replicas,
+            [f"--max-cron-threads={spec.cron_threads}", "--workers=0", "--no-http"],
+            with_ports=False,
+        ),
+    ]
+
+
+def build_service(tenant: Tenant) -> dict[str, Any]:
+    """The web Service: HTTP and websocket ports."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(tenant, "odoo", "web"),
+        "spec": {
+            "selector": labels(tenant, "web"),
+            "ports": [
+                {"name": "http", "port": ODOO_HTTP_PORT, "targetPort": "http"},
+                {"name": "websocket", "port": ODOO_WEBSOCKET_PORT, "targetPort": "websocket"},
+            ],
+        },
+    }
+
+
+def build_disruption_budget(tenant: Tenant) -> dict[str, Any] | None:
+    """Keep one web pod through voluntary disruptions, when there is more than one."""
+    if tenant.spec.replicas <= 1:
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(tenant, "odoo-web", "web"),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels(tenant, "web")}},
+    }
+
+
+def build_init_job(tenant: Tenant) -> dict[str, Any]:
+    """One-shot database initialization: install base and the requested modules."""
+    modules = ",".join(["base", *tenant.spec.modules])
+    pod_spec = _pod_spec(
+        tenant,
+        ["-d", tenant.spec.database, "-i", modules, "--stop-after-init", "--no-http"],
+        with_ports=False,
+    )
+    pod_spec["restartPolicy"] = "Never"
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata(tenant, "odoo-init", "init"),
+        "spec": {
+            "backoffLimit": 2,
+            "template": {"metadata": {"labels": labels(tenant, "init")}, "spec": pod_spec},
+        },
+    }

@@ -1,0 +1,125 @@
+"""Operator-level configuration: version map, server registry, fleet policy.
+
+Read from one YAML file (the chart mounts it from a ConfigMap). Servers are
+named, and each names a Secret in the operator's namespace that holds its
+endpoint and admin credentials; those credentials never leave that namespace.
+
+Secret keys: PostgreSQL servers ``dsn`` (a libpq connection string of an admin
+with CREATEDB and CREATEROLE); Redis servers ``url`` (``redis://user:pass@host:port/0``
+of a user allowed to run ACL commands).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_ENV = "ODOO_OPERATOR_CONFIG"  # path of the configuration file
+
+
+class ConfigError(ValueError):
+    """The operator configuration is unusable; the message says which part."""
+
+
+@dataclass(frozen=True)
+class ServerRef:
+    """A registered server: the Secret with its credentials, and its tenancy."""
+
+    name: str
+    secret: str
+    dedicated: bool = False
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """Everything the operator is configured with, with documented defaults."""
+
+    namespace: str = "odoo-operator"
+    images: Mapping[str, str] = field(default_factory=dict)
+    postgres_servers: Mapping[str, ServerRef] = field(default_factory=dict)
+    default_postgres: str | None = None
+    redis_servers: Mapping[str, ServerRef] = field(default_factory=dict)
+    default_redis: str | None = None
+    ingress_namespace: str = "traefik"
+    dedicated_node_selector: Mapping[str, str] = field(default_factory=dict)
+    dedicated_tolerations: tuple[Mapping[str, Any], ...] = ()
+    default_storage_class: str | None = None
+    drift_interval_seconds: float = 120.0
+
+    def image_for(self, version: str, override: str | None) -> str:
+        """The Odoo image for a major version, unless the instance overrides it."""
+        if override:
+            return override
+        try:
+            return self.images[version]
+        except KeyError:
+            known = ", ".join(sorted(self.images)) or "none"
+            raise ConfigError(
+                f"no image configured for Odoo {version} (configured: {known}); "
+                "add it to the operator's version map or set spec.image"
+            ) from None
+
+    def postgres_server(self, ref: str | None) -> ServerRef:
+        """The PostgreSQL server an instance refers to (the default when unset)."""
+        return _pick(self.postgres_servers, ref or self.default_postgres, "PostgreSQL")
+
+    def redis_server(self, ref: str | None) -> ServerRef:
+        """The Redis server an instance refers to (the default when unset)."""
+        return _pick(self.redis_servers, ref or self.default_redis, "Redis")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> OperatorConfig:
+        """Parse the configuration document."""
+        postgres, default_pg = _servers(data.get("postgresServers", {}), "postgresServers")
+        redis, default_redis = _servers(data.get("redisServers", {}), "redisServers")
+        dedicated = data.get("dedicatedNodePool", {})
+        return cls(
+            namespace=data.get("operatorNamespace", "odoo-operator"),
+            images={str(k): str(v) for k, v in data.get("versions", {}).items()},
+            postgres_servers=postgres,
+            default_postgres=default_pg,
+            redis_servers=redis,
+            default_redis=default_redis,
+            ingress_namespace=data.get("ingressControllerNamespace", "traefik"),
+            dedicated_node_selector=dict(dedicated.get("nodeSelector", {})),
+            dedicated_tolerations=tuple(dedicated.get("tolerations", ())),
+            default_storage_class=data.get("filestoreStorageClass"),
+            drift_interval_seconds=float(data.get("driftIntervalSeconds", 120)),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> OperatorConfig:
+        """Read the configuration file."""
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read operator configuration {path}: {exc}") from exc
+        return cls.from_mapping(data)
+
+
+def _servers(raw: Mapping[str, Any], section: str) -> tuple[dict[str, ServerRef], str | None]:
+    servers: dict[str, ServerRef] = {}
+    defaults: list[str] = []
+    for name, entry in raw.items():
+        if "secretRef" not in entry:
+            raise ConfigError(f"{section}.{name} needs secretRef (a Secret name)")
+        servers[name] = ServerRef(name, entry["secretRef"], bool(entry.get("dedicated", False)))
+        if entry.get("default"):
+            defaults.append(name)
+    if len(defaults) > 1:
+        raise ConfigError(f"{section}: only one server may be the default, got {defaults}")
+    return servers, (defaults[0] if defaults else None)
+
+
+def _pick(servers: Mapping[str, ServerRef], name: str | None, kind: str) -> ServerRef:
+    if name is None:
+        raise ConfigError(f"no {kind} server given and no default {kind} server configured")
+    try:
+        return servers[name]
+    except KeyError:
+        known = ", ".join(sorted(servers)) or "none"
+        raise ConfigError(f"unknown {kind} server '{name}' (configured: {known})") from None

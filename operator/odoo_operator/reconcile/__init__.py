@@ -1,0 +1,1 @@
+"""Orchestration: desired state -> apply -> observe -> conditions."""

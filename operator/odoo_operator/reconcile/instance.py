@@ -1,0 +1,367 @@
+"""Reconcile one OdooInstance: namespace, isolation, database, Redis, workloads, ingress.
+
+One level-based path serves create, update, resume and the periodic drift
+check. Each step is idempotent and writes only what differs, so re-running it
+on an unchanged tenant costs reads only. The result is a set of conditions
+that explains, in words an SRE can act on, where the tenant stands.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes_asyncio.dynamic.exceptions import ResourceNotFoundError
+
+from ..backends.postgres import DatabaseServerUnavailable
+from ..backends.redis import RedisAclRefused, RedisServerUnavailable
+from ..builders.namespace import build_namespace
+from ..builders.objects import build_foundation, build_ingress, build_workloads
+from ..builders.postgres import TenantDatabase
+from ..builders.redis_acl import tenant_redis_user
+from ..builders.tenant import Tenant, TenantCredentials, labels
+from ..builders.workloads import build_init_job
+from ..model.conditions import Condition
+from ..model.config import ConfigError
+from ..model.names import INSTANCE_LABEL
+from ..model.spec import InstanceSpec
+from .clients import Clients
+
+logger = logging.getLogger(__name__)
+
+CREDENTIALS_SECRET = "odoo-credentials"  # noqa: S105 - an object name, not a value
+_CREDENTIAL_KEYS = ("database-password", "redis-password", "admin-password")
+
+
+@dataclass
+class Outcome:
+    """What a reconcile found: conditions to publish and status fields."""
+
+    conditions: list[Condition] = field(default_factory=list)
+    phase: str = "Provisioning"
+    fields: dict[str, Any] = field(default_factory=dict)
+    writes: int = 0
+
+    @property
+    def ready(self) -> bool:
+        """Whether every part of the tenant is ready."""
+        return all(
+            c.status == "True" for c in self.conditions if c.type not in ("Reconciling", "Stalled")
+        )
+
+    def set(self, type_: str, ok: bool, reason: str, message: str) -> None:
+        """Record a part's condition."""
+        self.conditions.append(Condition(type_, "True" if ok else "False", reason, message))
+
+
+class Stalled(Exception):  # noqa: N818 - the kstatus condition it reports
+    """The tenant cannot progress without a human; the message says what to do."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _decode(secret: Mapping[str, Any] | None) -> dict[str, str]:
+    data = (secret or {}).get("data") or {}
+    return {key: base64.b64decode(value).decode() for key, value in data.items()}
+
+
+async def _ensure_credentials(
+    clients: Clients, spec: InstanceSpec, owner: dict[str, Any]
+) -> TenantCredentials:
+    """Read the tenant's generated credentials, creating them once.
+
+    They are stored before any server is touched, so a crash between the two
+    leaves a password the next attempt reuses: never a role nobody can log in as.
+    """
+    live = _decode(await clients.kube.get("v1", "Secret", CREDENTIALS_SECRET, spec.namespace))
+    values = {key: live.get(key) or secrets.token_urlsafe(32) for key in _CREDENTIAL_KEYS}
+    if values != {key: live.get(key) for key in _CREDENTIAL_KEYS}:
+        await clients.kube.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {
+                    "name": CREDENTIALS_SECRET,
+                    "namespace": spec.namespace,
+                    "labels": owner["labels"],
+                    "ownerReferences": owner["ownerReferences"],
+                },
+                "type": "Opaque",
+                "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()},
+            }
+        )
+    return TenantCredentials(
+        database_password=values["database-password"],
+        redis_password=values["redis-password"],
+        admin_password=values["admin-password"],
+    )
+
+
+async def _ensure_namespace(clients: Clients, tenant: Tenant) -> dict[str, Any]:
+    desired = build_namespace(tenant)
+    live = await clients.kube.get("v1", "Namespace", tenant.namespace)
+    if live is not None:
+        owner = (live["metadata"].get("labels") or {}).get(INSTANCE_LABEL)
+        if owner != tenant.spec.name:
+            raise Stalled(
+                "NamespaceConflict",
+                f"namespace {tenant.namespace} exists and is not managed for this instance; "
+                "rename the instance or remove that namespace",
+            )
+    await clients.kube.apply(desired)
+    meta: dict[str, Any] = desired["metadata"]
+    return meta
+
+
+def _resolve_tenant(clients: Clients, spec: InstanceSpec, **resolved: Any) -> Tenant:
+    config = clients.config
+    dedicated = spec.tenancy == "dedicated"
+    return Tenant(
+        spec=spec,
+        image=config.image_for(spec.version, spec.image),
+        ingress_namespace=config.ingress_namespace,
+        node_selector=config.dedicated_node_selector if dedicated else {},
+        tolerations=config.dedicated_tolerations if dedicated else (),
+        storage_class=config.default_storage_class,
+        **resolved,
+    )
+
+
+def _deployment_available(
+    live: Mapping[str, Any] | None, generation_wanted: int | None = None
+) -> bool:
+    if live is None:
+        return False
+    status, spec = live.get("status") or {}, live.get("spec") or {}
+    wanted = spec.get("replicas", 1)
+    return bool(
+        status.get("observedGeneration", 0) >= live["metadata"].get("generation", 0)
+        and (status.get("updatedReplicas") or 0) == wanted
+        and (status.get("availableReplicas") or 0) == wanted
+    )
+
+
+async def reconcile_instance(
+    clients: Clients, body: Mapping[str, Any], initialized: bool
+) -> Outcome:
+    """Bring one tenant to its desired state and report where it stands."""
+    outcome = Outcome()
+    spec = InstanceSpec.from_resource(body)
+    config = clients.config
+    outcome.fields = {"namespace": spec.namespace, "database": spec.database, "url": spec.url}
+    writes_before = clients.kube.writes
+    try:
+        pg_server = config.postgres_server(spec.database_server)
+        redis_server = config.redis_server(spec.redis_server)
+        if spec.tenancy == "dedicated" and not (pg_server.dedicated and redis_server.dedicated):
+            raise ConfigError("a dedicated tenant needs dedicated PostgreSQL and Redis servers")
+        config.image_for(spec.version, spec.image)
+    except ConfigError as exc:
+        raise Stalled("InvalidConfiguration", str(exc)) from exc
+
+    redis_user = tenant_redis_user(spec.name)
+    try:
+        pg_admin, pg_endpoint = await clients.postgres(pg_server)
+    except (ConfigError, DatabaseServerUnavailable) as exc:
+        outcome.set("DatabaseReady", False, "ServerUnavailable", str(exc))
+        return _finish(outcome, clients, writes_before)
+    try:
+        redis_admin, redis_endpoint = await clients.redis(redis_server)
+    except (ConfigError, RedisServerUnavailable) as exc:
+        outcome.set("RedisReady", False, "ServerUnavailable", str(exc))
+        return _finish(outcome, clients, writes_before)
+
+    # Placeholder credentials only for the namespace object, which carries none.
+    provisional = _resolve_tenant(
+        clients,
+        spec,
+        database=pg_endpoint,
+        redis=redis_endpoint,
+        redis_user=redis_user.username,
+        redis_key_prefix=redis_user.key_prefix,
+        credentials=TenantCredentials("", "", ""),
+    )
+    namespace_meta = await _ensure_namespace(clients, provisional)
+    credentials = await _ensure_credentials(
+        clients,
+        spec,
+        {"labels": labels(provisional), "ownerReferences": namespace_meta["ownerReferences"]},
+    )
+    tenant = _resolve_tenant(
+        clients,
+        spec,
+        database=pg_endpoint,
+        redis=redis_endpoint,
+        redis_user=redis_user.username,
+        redis_key_prefix=redis_user.key_prefix,
+        credentials=credentials,
+    )
+
+    for obj in build_foundation(tenant):
+        await clients.kube.apply(obj)
+
+    database = TenantDatabase(spec.database, spec.database, spec.connection_limit)
+    try:
+        state = await pg_admin.observe(database)
+        password = credentials.database_password if state.role is None else None
+        actions = await pg_admin.ensure(database, password)
+        outcome.writes += len(actions)
+        outcome.set(
+            "DatabaseReady",
+            True,
+            "Provisioned",
+            f"database {spec.database} on server {pg_server.name}",
+        )
+    except DatabaseServerUnavailable as exc:
+        outcome.set("DatabaseReady", False, "ServerUnavailable", str(exc))
+    except Exception as exc:  # noqa: BLE001 - reported in status; the next pass retries
+        outcome.set("DatabaseReady", False, "ProvisioningFailed", f"{type(exc).__name__}: {exc}")
+
+    try:
+        if await redis_admin.ensure(redis_user, credentials.redis_password):
+            outcome.writes += 1
+        outcome.set(
+            "RedisReady",
+            True,
+            "Provisioned",
+            f"ACL user {redis_user.username} on server {redis_server.name}",
+        )
+    except (RedisServerUnavailable, RedisAclRefused) as exc:
+        outcome.set("RedisReady", False, "ServerUnavailable", str(exc))
+
+    if not all(c.status == "True" for c in outcome.conditions):
+        return _finish(outcome, clients, writes_before)
+
+    initialized = await _ensure_initialized(clients, tenant, initialized, outcome)
+    if initialized:
+        for obj in build_workloads(tenant):
+            await clients.kube.apply(obj)
+        await _observe_workloads(clients, tenant, outcome)
+    else:
+        outcome.set(
+            "WorkloadReady", False, "WaitingForInitialization", "the database is being initialized"
+        )
+
+    try:
+        for obj in build_ingress(tenant):
+            await clients.kube.apply(obj)
+        outcome.set(
+            "IngressReady", True, "Routed", f"IngressRoute odoo for {', '.join(spec.hosts)}"
+        )
+    except ResourceNotFoundError as exc:
+        outcome.set(
+            "IngressReady",
+            False,
+            "APIMissing",
+            f"{exc}: install Traefik's CRDs (and cert-manager's when spec.tls.issuerRef is used)",
+        )
+    return _finish(outcome, clients, writes_before)
+
+
+async def _ensure_initialized(
+    clients: Clients, tenant: Tenant, initialized: bool, outcome: Outcome
+) -> bool:
+    """Run the one-shot init Job once; `Initialized` is remembered in status."""
+    if initialized:
+        outcome.set(
+            "Initialized", True, "Initialized", f"database {tenant.spec.database} initialized"
+        )
+        return True
+    job = build_init_job(tenant)
+    live = await clients.kube.get("batch/v1", "Job", job["metadata"]["name"], tenant.namespace)
+    if live is None:
+        await clients.kube.apply(job)
+        live = job
+    status = live.get("status") or {}
+    if status.get("succeeded"):
+        outcome.set(
+            "Initialized", True, "Initialized", f"database {tenant.spec.database} initialized"
+        )
+        return True
+    if any(
+        c.get("type") == "Failed" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    ):
+        outcome.set(
+            "Initialized",
+            False,
+            "InitializationFailed",
+            f"Job {tenant.namespace}/odoo-init failed; read its pod logs, "
+            "then delete the Job to retry",
+        )
+        return False
+    outcome.set(
+        "Initialized", False, "Initializing", f"Job {tenant.namespace}/odoo-init is running"
+    )
+    return False
+
+
+async def _observe_workloads(clients: Clients, tenant: Tenant, outcome: Outcome) -> None:
+    if tenant.spec.suspend:
+        outcome.set(
+            "WorkloadReady", True, "Suspended", "web and cron are scaled to zero; data is kept"
+        )
+        outcome.phase = "Suspended"
+        return
+    pending = []
+    for component in ("web", "cron"):
+        live = await clients.kube.get(
+            "apps/v1", "Deployment", f"odoo-{component}", tenant.namespace
+        )
+        if not _deployment_available(live):
+            pending.append(f"odoo-{component}")
+    if pending:
+        outcome.set(
+            "WorkloadReady",
+            False,
+            "RollingOut",
+            f"waiting for {', '.join(pending)} to be available",
+        )
+    else:
+        outcome.set("WorkloadReady", True, "Available", "web and cron are available")
+
+
+def _finish(outcome: Outcome, clients: Clients, writes_before: int) -> Outcome:
+    outcome.writes += clients.kube.writes - writes_before
+    failing = [c for c in outcome.conditions if c.status != "True"]
+    if failing:
+        first = failing[0]
+        outcome.conditions.append(
+            Condition("Ready", "False", first.reason, f"{first.type}: {first.message}")
+        )
+        outcome.conditions.append(Condition("Reconciling", "True", first.reason, first.message))
+    else:
+        outcome.conditions.append(Condition("Ready", "True", "Ready", "the tenant is serving"))
+        outcome.conditions.append(
+            Condition("Reconciling", "False", "Reconciled", "nothing left to do")
+        )
+        if outcome.phase == "Provisioning":
+            outcome.phase = "Ready"
+    outcome.conditions.append(Condition("Stalled", "False", "Progressing", "no blocking problem"))
+    return outcome
+
+
+async def delete_instance(clients: Clients, body: Mapping[str, Any]) -> list[str]:
+    """Honour the deletion policy; the namespace goes with the owner reference either way."""
+    spec = InstanceSpec.from_resource(body)
+    done: list[str] = []
+    if spec.deletion_policy == "Delete":
+        pg_admin, _ = await clients.postgres(clients.config.postgres_server(spec.database_server))
+        await pg_admin.drop(TenantDatabase(spec.database, spec.database, spec.connection_limit))
+        done.append(f"dropped database and role {spec.database}")
+        redis_admin, _ = await clients.redis(clients.config.redis_server(spec.redis_server))
+        await redis_admin.drop(tenant_redis_user(spec.name), delete_keys=True)
+        done.append(f"dropped Redis user {tenant_redis_user(spec.name).username} and its keys")
+    else:
+        done.append(
+            f"kept database {spec.database}, its role and Redis keys (deletionPolicy Retain)"
+        )
+    if await clients.kube.delete("v1", "Namespace", spec.namespace):
+        done.append(f"deleting namespace {spec.namespace}")
+    return done
