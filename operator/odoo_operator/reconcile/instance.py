@@ -46,13 +46,6 @@ class Outcome:
     fields: dict[str, Any] = field(default_factory=dict)
     writes: int = 0
 
-    @property
-    def ready(self) -> bool:
-        """Whether every part of the tenant is ready."""
-        return all(
-            c.status == "True" for c in self.conditions if c.type not in ("Reconciling", "Stalled")
-        )
-
     def set(self, type_: str, ok: bool, reason: str, message: str) -> None:
         """Record a part's condition."""
         self.conditions.append(Condition(type_, "True" if ok else "False", reason, message))
@@ -177,31 +170,20 @@ async def reconcile_instance(
         outcome.set("RedisReady", False, "ServerUnavailable", str(exc))
         return _finish(outcome, clients, writes_before)
 
-    # Placeholder credentials only for the namespace object, which carries none.
+    endpoints = {
+        "database": pg_endpoint,
+        "redis": redis_endpoint,
+        "redis_user": redis_user.username,
+        "redis_key_prefix": redis_user.key_prefix,
+    }
+    # The namespace carries no credentials; they are created inside it afterwards.
     provisional = _resolve_tenant(
-        clients,
-        spec,
-        database=pg_endpoint,
-        redis=redis_endpoint,
-        redis_user=redis_user.username,
-        redis_key_prefix=redis_user.key_prefix,
-        credentials=TenantCredentials("", "", ""),
+        clients, spec, credentials=TenantCredentials("", "", ""), **endpoints
     )
     namespace_meta = await _ensure_namespace(clients, provisional)
-    credentials = await _ensure_credentials(
-        clients,
-        spec,
-        {"labels": labels(provisional), "ownerReferences": namespace_meta["ownerReferences"]},
-    )
-    tenant = _resolve_tenant(
-        clients,
-        spec,
-        database=pg_endpoint,
-        redis=redis_endpoint,
-        redis_user=redis_user.username,
-        redis_key_prefix=redis_user.key_prefix,
-        credentials=credentials,
-    )
+    owner = {"labels": labels(provisional), "ownerReferences": namespace_meta["ownerReferences"]}
+    credentials = await _ensure_credentials(clients, spec, owner)
+    tenant = _resolve_tenant(clients, spec, credentials=credentials, **endpoints)
 
     for obj in build_foundation(tenant):
         await clients.kube.apply(obj)
