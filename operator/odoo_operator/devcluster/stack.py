@@ -55,12 +55,3 @@ class LocalStack:
         for service in (self.azurite, self.redis, self.postgres):
             service.stop()
         self.control_plane.stop()
-
-    def environment(self) -> dict[str, str]:
-        """Variables that point tests, the operator and a shell at this stack."""
-        return {
-            "KUBECONFIG": str(self.control_plane.kubeconfig),
-            "ODOO_OPERATOR_TEST_PG_DSN": self.postgres.dsn,
-            "ODOO_OPERATOR_TEST_REDIS_URL": self.redis.url,
-            "ODOO_OPERATOR_TEST_BLOB_CONNECTION_STRING": self.azurite.connection_string,
-        }

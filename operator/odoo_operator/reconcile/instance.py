@@ -126,9 +126,7 @@ def _resolve_tenant(clients: Clients, spec: InstanceSpec, **resolved: Any) -> Te
     )
 
 
-def _deployment_available(
-    live: Mapping[str, Any] | None, generation_wanted: int | None = None
-) -> bool:
+def _deployment_available(live: Mapping[str, Any] | None) -> bool:
     if live is None:
         return False
     status, spec = live.get("status") or {}, live.get("spec") or {}
