@@ -7,65 +7,22 @@ By default the cluster is the local control plane; set
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import os
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from e2e.tenants import GROUP, PLURAL, REPO, VERSION, make_instance, wait_ready
 from odoo_operator.devcluster import kubectl
-from odoo_operator.devcluster.demo import INSTANCES_PATH, is_ready, start_operator
-from odoo_operator.devcluster.operator_setup import register_servers
+from odoo_operator.devcluster.demo import INSTANCES_PATH
 from odoo_operator.devcluster.processes import ManagedProcess
-
-REPO = Path(__file__).parents[1]
-GROUP, VERSION, PLURAL = "odoo.tenantops.io", "v1alpha1", "odooinstances"
-SAMPLE = kubectl.load_documents(REPO / "manifests" / "samples" / "odooinstance-acme.yaml")[0]
-
-
-@pytest.fixture(scope="module")
-def operator(
-    k8s: client.ApiClient,
-    kubeconfig: Path,
-    postgres_dsn: str,
-    redis_url: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ManagedProcess]:
-    """CRDs installed, servers registered and the operator running as its own process."""
-    kubectl.install_crds(k8s, REPO / "crds")
-    workdir = tmp_path_factory.mktemp("operator")
-    config = register_servers(k8s, postgres_dsn, redis_url, workdir)
-    process = start_operator(kubeconfig, config, workdir / "operator.log", drift_interval=5)
-    yield process
-    process.stop()
-
-
-def _instance(name: str, **spec: Any) -> dict[str, Any]:
-    body = copy.deepcopy(SAMPLE)
-    body["metadata"] = {"name": name}
-    body["spec"]["hosts"] = [f"{name}.odoo.example.com"]
-    body["spec"].update(spec)
-    return body
-
-
-def _wait_ready(api: client.CustomObjectsApi, name: str, process: ManagedProcess) -> Any:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        obj = api.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
-        if is_ready(obj):
-            return obj
-        assert process.exit_code() is None, process.log_tail()
-        time.sleep(0.5)
-    pytest.fail(f"{name} never became Ready: {obj.get('status')}\n{process.log_tail()}")
 
 
 def test_an_applied_instance_becomes_a_ready_isolated_tenant(
@@ -73,9 +30,9 @@ def test_an_applied_instance_becomes_a_ready_isolated_tenant(
 ) -> None:
     custom, core = client.CustomObjectsApi(k8s), client.CoreV1Api(k8s)
     name = f"e2e-{uuid.uuid4().hex[:6]}"
-    custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, _instance(name))
+    custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, make_instance(name))
     try:
-        obj = _wait_ready(custom, name, operator)
+        obj = wait_ready(custom, name, operator)
         conditions = {c["type"]: c["status"] for c in obj["status"]["conditions"]}
         for part in ("DatabaseReady", "RedisReady", "Initialized", "WorkloadReady", "IngressReady"):
             assert conditions[part] == "True", part
@@ -108,9 +65,9 @@ def test_a_deleted_network_policy_is_put_back(
     custom = client.CustomObjectsApi(k8s)
     networking = client.NetworkingV1Api(k8s)
     name = f"e2e-{uuid.uuid4().hex[:6]}"
-    custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, _instance(name))
+    custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, make_instance(name))
     try:
-        _wait_ready(custom, name, operator)
+        wait_ready(custom, name, operator)
         networking.delete_namespaced_network_policy("default-deny", f"odoo-{name}")
         deadline = time.monotonic() + 60
         names: set[str] = set()
@@ -146,7 +103,7 @@ def test_invalid_instances_are_refused_with_a_clear_message(
     custom = client.CustomObjectsApi(k8s)
     with pytest.raises(ApiException) as refused:
         custom.create_cluster_custom_object(
-            GROUP, VERSION, PLURAL, _instance(f"bad-{uuid.uuid4().hex[:6]}", **change)
+            GROUP, VERSION, PLURAL, make_instance(f"bad-{uuid.uuid4().hex[:6]}", **change)
         )
     assert refused.value.status == 422
     assert message in json.loads(refused.value.body)["message"]
@@ -157,7 +114,7 @@ def test_a_name_too_long_for_the_tenant_namespace_is_refused(
 ) -> None:
     custom = client.CustomObjectsApi(k8s)
     with pytest.raises(ApiException) as refused:
-        custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, _instance("x" * 41))
+        custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, make_instance("x" * 41))
     assert refused.value.status == 422
     assert "at most 40 characters" in json.loads(refused.value.body)["message"]
 

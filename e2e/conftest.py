@@ -1,0 +1,33 @@
+"""Fixtures of the e2e suite: the operator running as its own process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from odoo_operator.devcluster import kubectl
+from odoo_operator.devcluster.demo import start_operator
+from odoo_operator.devcluster.operator_setup import register_servers
+from odoo_operator.devcluster.processes import ManagedProcess
+
+REPO = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def operator(
+    k8s: client.ApiClient,
+    kubeconfig: Path,
+    postgres_dsn: str,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ManagedProcess]:
+    """CRDs installed, servers registered and the operator running as its own process."""
+    kubectl.install_crds(k8s, REPO / "crds")
+    workdir = tmp_path_factory.mktemp("operator")
+    config = register_servers(k8s, postgres_dsn, redis_url, workdir)
+    process = start_operator(kubeconfig, config, workdir / "operator.log", drift_interval=5)
+    yield process
+    process.stop()
