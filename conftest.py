@@ -14,8 +14,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from odoo_operator.devcluster.controlplane import ControlPlane
 
 REPO = Path(__file__).parent
 
@@ -32,16 +36,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def kubeconfig() -> Iterator[Path]:
-    """A kubeconfig with cluster-admin rights on a real cluster."""
-    existing = os.environ.get("ODOO_OPERATOR_TEST_KUBECONFIG")
-    if existing:
-        yield Path(existing)
+def control_plane() -> Iterator[ControlPlane | None]:
+    """The local control plane, or None when the tests run against another cluster."""
+    if os.environ.get("ODOO_OPERATOR_TEST_KUBECONFIG"):
+        yield None
         return
     from odoo_operator.devcluster.controlplane import ControlPlane
 
-    with ControlPlane() as control_plane:
-        yield control_plane.kubeconfig
+    with ControlPlane() as local:
+        yield local
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(control_plane: ControlPlane | None) -> Path:
+    """A kubeconfig with cluster-admin rights on a real cluster."""
+    if control_plane is None:
+        return Path(os.environ["ODOO_OPERATOR_TEST_KUBECONFIG"])
+    return control_plane.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(control_plane: ControlPlane | None, kubeconfig: Path) -> Path:
+    """The operator's own identity where the cluster has one (the audit log tells it apart)."""
+    return kubeconfig if control_plane is None else control_plane.operator_kubeconfig
 
 
 @pytest.fixture(scope="session")

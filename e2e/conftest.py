@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from e2e.tenants import DRIFT_INTERVAL_SECONDS
 from odoo_operator.devcluster import kubectl
 from odoo_operator.devcluster.demo import start_operator
 from odoo_operator.devcluster.operator_setup import register_servers
@@ -19,7 +20,7 @@ REPO = Path(__file__).parents[1]
 @pytest.fixture(scope="module")
 def operator(
     k8s: client.ApiClient,
-    kubeconfig: Path,
+    operator_kubeconfig: Path,
     postgres_dsn: str,
     redis_url: str,
     tmp_path_factory: pytest.TempPathFactory,
@@ -28,6 +29,8 @@ def operator(
     kubectl.install_crds(k8s, REPO / "crds")
     workdir = tmp_path_factory.mktemp("operator")
     config = register_servers(k8s, postgres_dsn, redis_url, workdir)
-    process = start_operator(kubeconfig, config, workdir / "operator.log", drift_interval=5)
+    process = start_operator(
+        operator_kubeconfig, config, workdir / "operator.log", drift_interval=DRIFT_INTERVAL_SECONDS
+    )
     yield process
     process.stop()

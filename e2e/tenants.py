@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from kubernetes import client
 
 from odoo_operator.devcluster import kubectl
@@ -16,7 +18,18 @@ from odoo_operator.devcluster.processes import ManagedProcess
 
 REPO = Path(__file__).parents[1]
 GROUP, VERSION, PLURAL = "odoo.tenantops.io", "v1alpha1", "odooinstances"
+DRIFT_INTERVAL_SECONDS = 5.0  # the e2e operator's drift timer, much shorter than production's
 SAMPLE = kubectl.load_documents(REPO / "manifests" / "samples" / "odooinstance-acme.yaml")[0]
+
+
+def eventually(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Poll ``check`` until it holds; fail naming ``what`` when it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def make_instance(name: str, **spec: Any) -> dict[str, Any]:
@@ -38,3 +51,25 @@ def wait_ready(api: client.CustomObjectsApi, name: str, process: ManagedProcess)
         assert process.exit_code() is None, process.log_tail()
         time.sleep(0.5)
     pytest.fail(f"{name} never became Ready: {obj.get('status')}\n{process.log_tail()}")
+
+
+def rotate_credentials(api: client.CustomObjectsApi, name: str, value: str) -> None:
+    """Ask for a credential rotation by annotation and wait until status records it."""
+    annotations = {"odoo.tenantops.io/rotate-credentials": value}
+    api.patch_cluster_custom_object(
+        GROUP, VERSION, PLURAL, name, {"metadata": {"annotations": annotations}}
+    )
+
+    def recorded() -> bool:
+        instance = api.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+        return bool((instance.get("status") or {}).get("credentialsRotation") == value)
+
+    eventually(recorded, f"status.credentialsRotation {value} recorded")
+
+
+def redis_as(redis_url: str, username: str, password: str) -> redis.Redis:
+    """A client of the server at ``redis_url``, logged in as another user."""
+    address = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
+    return redis.Redis(
+        host=address["host"], port=address["port"], username=username, password=password
+    )

@@ -9,13 +9,62 @@ from typing import Any
 import kopf
 
 from .backends.kube import KubeClient
-from .model.config import CONFIG_ENV, OperatorConfig
+from .model.config import (
+    CONFIG_ENV,
+    WEBHOOK_ADDR_ENV,
+    WEBHOOK_CA_ENV,
+    WEBHOOK_CERT_ENV,
+    WEBHOOK_CONFIGURATION,
+    WEBHOOK_HOST_ENV,
+    WEBHOOK_KEY_ENV,
+    WEBHOOK_PORT_ENV,
+    OperatorConfig,
+)
 from .model.names import GROUP
 from .reconcile.clients import Clients
 
 
+def webhook_enabled() -> bool:
+    """Whether the admission webhook is configured (its serving certificate is given)."""
+    return bool(os.environ.get(WEBHOOK_CERT_ENV))
+
+
+def webhook_server() -> kopf.WebhookServer:
+    """The admission webhook server described by the ``ODOO_OPERATOR_WEBHOOK_*`` variables.
+
+    Raises :class:`kopf.PermanentError` when a file is missing or the port is not a
+    number: stopping at startup says what is wrong, where a server failing later
+    would leave the apiserver refusing every OdooInstance change.
+    """
+    files: dict[str, Path] = {}
+    for variable in (WEBHOOK_CERT_ENV, WEBHOOK_KEY_ENV, WEBHOOK_CA_ENV):
+        value = os.environ.get(variable)
+        if not value:
+            raise kopf.PermanentError(f"{variable} must be set when {WEBHOOK_CERT_ENV} is")
+        if not Path(value).is_file():
+            raise kopf.PermanentError(f"{variable} names {value}, which is not a readable file")
+        files[variable] = Path(value)
+    port_text = os.environ.get(WEBHOOK_PORT_ENV, "9443")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise kopf.PermanentError(
+            f"{WEBHOOK_PORT_ENV} must be a port number, got {port_text!r}"
+        ) from None
+    return kopf.WebhookServer(
+        addr=os.environ.get(WEBHOOK_ADDR_ENV, "0.0.0.0"),  # noqa: S104 - in a pod, the pod IP
+        port=port,
+        host=os.environ.get(WEBHOOK_HOST_ENV, "127.0.0.1"),
+        certfile=files[WEBHOOK_CERT_ENV],
+        pkeyfile=files[WEBHOOK_KEY_ENV],
+        cafile=files[WEBHOOK_CA_ENV],
+    )
+
+
 @kopf.on.startup()
-async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def start(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
     """Configure Kopf and create the shared clients."""
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf")
@@ -23,6 +72,17 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.posting.level = 30  # warnings and above as Events; our own transitions are explicit
+    if webhook_enabled():
+        settings.admission.server = webhook_server()
+        # Kopf creates this ValidatingWebhookConfiguration, points it at the server and
+        # empties it again when the operator stops cleanly.
+        settings.admission.managed = WEBHOOK_CONFIGURATION
+    else:
+        logger.warning(
+            f"{WEBHOOK_CERT_ENV} is not set: no admission webhook, so OdooInstances are "
+            "checked by the CRD schema only (host take-overs, unknown servers, downgrades "
+            "and versions without an image are not refused)"
+        )
     path = os.environ.get(CONFIG_ENV)
     config = OperatorConfig.load(Path(path)) if path else OperatorConfig()
     memo["clients"] = Clients(kube=await KubeClient.connect(), config=config)

@@ -23,6 +23,7 @@ from odoo_operator.builders.postgres import (
     TenantDatabase,
     scram_sha256_verifier,
 )
+from odoo_operator.devcluster import probes
 from odoo_operator.devcluster.ports import free_port
 
 NewTenant = Callable[[], TenantDatabase]
@@ -86,19 +87,8 @@ def restricted_admin_dsn(postgres_dsn: str, superuser: psycopg.Connection) -> It
 
 
 def catalog_row_versions(superuser: psycopg.Connection, tenant: TenantDatabase) -> tuple[str, ...]:
-    """The xmin of the role's and database's catalog rows, and the role's memberships.
-
-    Any ALTER, GRANT or REVOKE writes a new row version, and so changes an xmin.
-    """
-    row = superuser.execute(
-        "SELECT (SELECT xmin::text FROM pg_authid WHERE rolname = %(role)s),"
-        " (SELECT xmin::text FROM pg_database WHERE datname = %(database)s),"
-        " (SELECT string_agg(m.xmin::text, ',' ORDER BY m.xmin::text) FROM pg_auth_members m"
-        "  JOIN pg_roles r ON r.oid = m.roleid WHERE r.rolname = %(role)s)",
-        {"role": tenant.role, "database": tenant.database},
-    ).fetchone()
-    assert row is not None
-    return tuple(str(value) for value in row)
+    """The catalog row versions of a tenant's role and database (see devcluster.probes)."""
+    return probes.catalog_row_versions(superuser, tenant.role, tenant.database)
 
 
 async def test_a_new_tenant_logs_in_with_its_password_to_its_own_database(

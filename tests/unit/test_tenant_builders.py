@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 
 from odoo_operator.builders.ingress import build_ingress_route
 from odoo_operator.builders.network import build_network_policies
@@ -65,6 +66,22 @@ def test_suspend_scales_everything_to_zero() -> None:
 
 def test_a_configuration_change_changes_the_pod_checksum() -> None:
     assert config_checksum(_tenant()) != config_checksum(_tenant(workers=4))
+    assert config_checksum(_tenant()) == config_checksum(_tenant())
+
+
+def test_a_new_redis_password_alone_rolls_the_pods() -> None:
+    before = _tenant()
+    after = dataclasses.replace(
+        before, credentials=dataclasses.replace(before.credentials, redis_password="rotated")
+    )
+    assert render_odoo_conf(before) == render_odoo_conf(after)
+    assert config_checksum(before) != config_checksum(after)
+
+
+def test_web_pods_roll_one_by_one_keeping_every_serving_pod_and_cron_never_overlaps() -> None:
+    web, cron = build_deployments(_tenant(replicas=3))
+    assert web["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    assert cron["spec"]["strategy"] == {"type": "Recreate"}
 
 
 def test_the_database_manager_route_outranks_the_catch_all_and_is_refused() -> None:

@@ -94,6 +94,17 @@ class KubeClient:
             raise RuntimeError(f"reading {kind} {name}: {result.get('message')}")
         return result
 
+    async def list(
+        self, api_version: str, kind: str, namespace: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every object of a kind (in ``namespace``, or cluster-wide), read consistently."""
+        resource = await self._resource(api_version, kind)
+        dynamic = await self._client()
+        async with self._limit:
+            found = await dynamic.get(resource, namespace=namespace)
+        items: list[dict[str, Any]] = found.to_dict().get("items", [])
+        return items
+
     async def apply(self, desired: dict[str, Any]) -> bool:
         """Make the live object hold ``desired``; return True if a write was needed."""
         meta = desired["metadata"]
@@ -115,6 +126,27 @@ class KubeClient:
             )
         self.writes += 1
         return True
+
+    async def patch_status(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        status: Mapping[str, Any],
+        namespace: str | None = None,
+    ) -> None:
+        """Merge ``status`` into the object's status subresource."""
+        resource = await self._resource(api_version, kind)
+        dynamic = await self._client()
+        async with self._limit:
+            await dynamic.patch(
+                resource.subresources["status"],
+                body={"status": dict(status)},
+                name=name,
+                namespace=namespace,
+                content_type="application/merge-patch+json",
+            )
+        self.writes += 1
 
     async def delete(
         self, api_version: str, kind: str, name: str, namespace: str | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .quantities import canonical_resources, scaled_quantity
 from .tenant import Tenant, metadata
 
 _POD_SECURITY = "restricted"
@@ -19,18 +20,10 @@ def build_namespace(tenant: Tenant) -> dict[str, Any]:
 
 
 def _web_resources(tenant: Tenant) -> tuple[dict[str, str], dict[str, str]]:
-    resources = tenant.spec.resources
+    resources = canonical_resources(tenant.spec.resources)
     requests = {"cpu": "250m", "memory": "512Mi", **resources.get("requests", {})}
     limits = {"cpu": "2", "memory": "2Gi", **resources.get("limits", {})}
     return requests, limits
-
-
-def _scaled(quantity: str, factor: int) -> str:
-    """Multiply a Kubernetes quantity by an integer, keeping its suffix."""
-    digits = len(quantity) - len(quantity.lstrip("0123456789."))
-    number, suffix = quantity[:digits], quantity[digits:]
-    value = float(number) * factor
-    return f"{int(value) if value.is_integer() else value}{suffix}"
 
 
 def build_resource_quota(tenant: Tenant) -> dict[str, Any]:
@@ -45,10 +38,10 @@ def build_resource_quota(tenant: Tenant) -> dict[str, Any]:
         "spec": {
             "hard": {
                 "pods": str(pods),
-                "requests.cpu": _scaled(requests["cpu"], pods),
-                "requests.memory": _scaled(requests["memory"], pods),
-                "limits.cpu": _scaled(limits["cpu"], pods),
-                "limits.memory": _scaled(limits["memory"], pods),
+                "requests.cpu": scaled_quantity(requests["cpu"], pods),
+                "requests.memory": scaled_quantity(requests["memory"], pods),
+                "limits.cpu": scaled_quantity(limits["cpu"], pods),
+                "limits.memory": scaled_quantity(limits["memory"], pods),
                 "persistentvolumeclaims": "2",
                 "services.loadbalancers": "0",
                 "services.nodeports": "0",

@@ -6,6 +6,7 @@ import base64
 import hashlib
 from typing import Any
 
+from .quantities import canonical_quantity, canonical_resources
 from .tenant import (
     ODOO_HTTP_PORT,
     ODOO_UID,
@@ -51,8 +52,14 @@ def render_odoo_conf(tenant: Tenant) -> str:
 
 
 def config_checksum(tenant: Tenant) -> str:
-    """A digest of the generated configuration: a change rolls the pods."""
-    return hashlib.sha256(render_odoo_conf(tenant).encode()).hexdigest()
+    """A digest of the generated configuration and credentials: a change rolls the pods.
+
+    odoo.conf already holds the database password; the Redis password reaches the pods
+    through the environment, so it is added here for a rotation to roll them too.
+    """
+    digest = hashlib.sha256(render_odoo_conf(tenant).encode())
+    digest.update(b"\0" + tenant.credentials.redis_password.encode())
+    return digest.hexdigest()
 
 
 def _secret(tenant: Tenant, name: str, data: dict[str, str]) -> dict[str, Any]:
@@ -100,7 +107,7 @@ def build_filestore_claim(tenant: Tenant) -> dict[str, Any]:
     """The attachments volume, shared by web and cron pods (hence ReadWriteMany)."""
     spec: dict[str, Any] = {
         "accessModes": ["ReadWriteMany"],
-        "resources": {"requests": {"storage": tenant.spec.filestore_size}},
+        "resources": {"requests": {"storage": canonical_quantity(tenant.spec.filestore_size)}},
     }
     storage_class = tenant.spec.storage_class or tenant.storage_class
     if storage_class:
@@ -152,7 +159,7 @@ def _pod_spec(tenant: Tenant, args: list[str], with_ports: bool) -> dict[str, An
         "args": ["-c", _CONFIG_PATH, *args],
         "env": _redis_session_env(tenant),
         "securityContext": _container_security_context(),
-        "resources": dict(tenant.spec.resources),
+        "resources": canonical_resources(tenant.spec.resources),
         "volumeMounts": [
             {"name": "config", "mountPath": "/etc/odoo", "readOnly": True},
             {"name": "filestore", "mountPath": _DATA_DIR},
@@ -209,7 +216,11 @@ def _deployment(
             "replicas": 0 if tenant.spec.suspend else replicas,
             "selector": {"matchLabels": pod_labels},
             # Cron must never run twice at once: a posting would be booked twice.
-            "strategy": {"type": "Recreate"} if component == "cron" else {"type": "RollingUpdate"},
+            # Cron must never run twice at once; web keeps every serving pod until its successor
+            # is ready, so a configuration change or a credential rotation costs no downtime.
+            "strategy": {"type": "Recreate"}
+            if component == "cron"
+            else {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
                 "metadata": {
                     "labels": pod_labels,

@@ -70,6 +70,20 @@ class FakeNode:
         }
 
 
+OPERATOR_USER = "odoo-operator"
+# Every request that changes state, with who sent it; reads are left out to keep the log small.
+# Tests count the operator's writes from it (an unchanged tenant must cost none).
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "None", "verbs": ["get", "list", "watch"]},
+        {"level": "Metadata"},
+    ],
+}
+
+
 DEFAULT_NODES = (FakeNode("kwok-node-0"), FakeNode("kwok-node-1"))
 
 
@@ -121,6 +135,9 @@ class ControlPlane:
         self.start_timeout = start_timeout
         self.processes: list[ManagedProcess] = []
         self.kubeconfig = self.workdir / "admin.kubeconfig"
+        # The operator gets an identity of its own, so the audit log tells its requests apart.
+        self.operator_kubeconfig = self.workdir / "operator.kubeconfig"
+        self.audit_log = self.workdir / "kube-apiserver" / "audit.log"
         self.server = ""
         self.startup_seconds = 0.0
         self._admin_tls: ssl.SSLContext | None = None
@@ -220,6 +237,12 @@ class ControlPlane:
         self.ca = pki.ca
         admin = pki.issue("admin", "devcluster-admin", organization="system:masters")
         _write_kubeconfig(self.kubeconfig, self.server, pki.ca.cert, admin, "devcluster-admin")
+        operator = pki.issue("operator", OPERATOR_USER, organization="system:masters")
+        _write_kubeconfig(
+            self.operator_kubeconfig, self.server, pki.ca.cert, operator, OPERATOR_USER
+        )
+        audit_policy = self.workdir / "audit-policy.yaml"
+        audit_policy.write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))
         apiserver = self._spawn(
             "kube-apiserver",
             [
@@ -239,6 +262,11 @@ class ControlPlane:
                 # Privileged pods are allowed by the server, so PodSecurity is what refuses them.
                 "--allow-privileged=true",
                 "--profiling=false",
+                f"--audit-policy-file={audit_policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-maxsize=200",
+                "--audit-log-maxbackup=1",
                 f"--cert-dir={self.workdir / 'kube-apiserver'}",
                 "--v=1",
             ],

@@ -10,13 +10,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..model.config import CONFIG_ENV
+from kubernetes import client
+
+from ..model.config import CONFIG_ENV, WEBHOOK_CONFIGURATION
 from . import kubectl
 from .bootstrap import bootstrap
 from .controlplane import ControlPlane
 from .operator_setup import register_servers
+from .ports import free_port
 from .processes import ComponentError, ManagedProcess
 from .stack import LocalStack
+from .webhook_certs import LOOPBACK_HOST, issue_webhook_certificates, webhook_environment
 
 INSTANCES_PATH = "/apis/odoo.tenantops.io/v1alpha1/odooinstances"
 _WAIT_SECONDS = 90.0
@@ -27,20 +31,64 @@ def _say(message: str) -> None:
 
 
 def start_operator(
-    kubeconfig: Path, config: Path, log_path: Path, drift_interval: float = 120
+    kubeconfig: Path,
+    config: Path,
+    log_path: Path,
+    drift_interval: float = 120,
+    *,
+    webhook: bool = True,
+    webhook_timeout: float = 60.0,
 ) -> ManagedProcess:
-    """Run ``odoo-operator run`` as a child process against ``kubeconfig``'s cluster."""
+    """Run ``odoo-operator run`` as a child process against ``kubeconfig``'s cluster.
+
+    With ``webhook`` (the default) the operator also serves its admission webhook on a
+    free loopback port, with a certificate issued next to ``log_path``; this returns
+    once the cluster's webhook configuration points at it, so that whatever the caller
+    creates next is checked.
+    """
     environment = {
         "KUBECONFIG": str(kubeconfig),
         CONFIG_ENV: str(config),
         "ODOO_OPERATOR_DRIFT_INTERVAL": str(drift_interval),
     }
-    return ManagedProcess(
+    webhook_url: str | None = None
+    if webhook:
+        certificates = issue_webhook_certificates(log_path.parent / "webhook-pki")
+        port = free_port()
+        environment.update(webhook_environment(certificates, port))
+        webhook_url = f"https://{LOOPBACK_HOST}:{port}/"
+    operator = ManagedProcess(
         "operator",
         [sys.executable, "-m", "odoo_operator.cli", "run"],
         log_path,
         env=dict(os.environ, **environment),
     ).start()
+    if webhook_url is not None:
+        try:
+            _wait_for_webhook(operator, kubeconfig, webhook_url, webhook_timeout)
+        except BaseException:
+            operator.stop()
+            raise
+    return operator
+
+
+def _wait_for_webhook(operator: ManagedProcess, kubeconfig: Path, url: str, timeout: float) -> None:
+    # Kopf points the configuration at the server only once the server listens; until
+    # then the configuration is absent, empty or still names a previous operator's port.
+    api = kubectl.api_client(kubeconfig)
+    admission = client.AdmissionregistrationV1Api(api)
+
+    def points_at_this_operator() -> bool:
+        configuration = admission.read_validating_webhook_configuration(WEBHOOK_CONFIGURATION)
+        webhooks = configuration.webhooks or []
+        return bool(webhooks) and all(
+            (hook.client_config.url or "").startswith(url) for hook in webhooks
+        )
+
+    try:
+        operator.wait_until(points_at_this_operator, timeout, "serving its admission webhook")
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
 
 
 def is_ready(instance: dict[str, Any]) -> bool:

@@ -3,6 +3,10 @@
 Creates the operator namespace, one Secret per server (``dsn`` / ``url`` keys,
 see :mod:`odoo_operator.model.config`) and writes the operator configuration
 file that names them. Used by the demo and the tests.
+
+Each data service is registered twice: as the shared default ``main`` and as
+``dedicated`` (marked ``dedicated: true``), so dedicated tenants can be tried
+without a second PostgreSQL or Redis.
 """
 
 from __future__ import annotations
@@ -20,6 +24,15 @@ DEFAULT_IMAGES = {
     "17.0": "docker.io/library/odoo:17.0",
     "18.0": "docker.io/library/odoo:18.0",
     "19.0": "docker.io/library/odoo:19.0",
+}
+ALLOWED_DOMAINS = ["example.com"]
+# Dedicated pods tolerate this taint. The fake nodes carry no label that marks a
+# dedicated pool (and a foreign test cluster may carry none either), so there is
+# no nodeSelector: it would leave dedicated pods Pending.
+DEDICATED_TOLERATION = {
+    "key": "odoo.tenantops.io/dedicated",
+    "operator": "Exists",
+    "effect": "NoSchedule",
 }
 
 
@@ -43,14 +56,24 @@ def register_servers(
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}},
             secret("postgres-main", "dsn", postgres_dsn),
             secret("redis-main", "url", redis_url),
+            secret("postgres-dedicated", "dsn", postgres_dsn),
+            secret("redis-dedicated", "url", redis_url),
         ],
     )
     config = {
         "operatorNamespace": OPERATOR_NAMESPACE,
         "versions": DEFAULT_IMAGES,
-        "postgresServers": {"main": {"secretRef": "postgres-main", "default": True}},
-        "redisServers": {"main": {"secretRef": "redis-main", "default": True}},
+        "postgresServers": {
+            "main": {"secretRef": "postgres-main", "default": True},
+            "dedicated": {"secretRef": "postgres-dedicated", "dedicated": True},
+        },
+        "redisServers": {
+            "main": {"secretRef": "redis-main", "default": True},
+            "dedicated": {"secretRef": "redis-dedicated", "dedicated": True},
+        },
         "ingressControllerNamespace": "traefik",
+        "allowedDomains": ALLOWED_DOMAINS,
+        "dedicatedNodePool": {"nodeSelector": {}, "tolerations": [DEDICATED_TOLERATION]},
     }
     config_dir.mkdir(parents=True, exist_ok=True)
     path = config_dir / "operator-config.yaml"

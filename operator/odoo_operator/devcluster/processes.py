@@ -155,6 +155,16 @@ class ManagedProcess:
         if code != 0:
             raise self.fail(f"failed with exit code {code}")
 
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once: a crash, with no chance to clean up."""
+        if self._popen is None:
+            return
+        _signal_group(self._popen.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._popen.wait(timeout=5.0)
+        with _live_lock:
+            _live.pop(self, None)
+
     def stop(self, grace: float = 5.0) -> None:
         """Terminate the process group, escalating to SIGKILL after ``grace`` seconds."""
         popen = self._popen

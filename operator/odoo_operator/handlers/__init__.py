@@ -3,4 +3,5 @@
 Importing this package registers every handler with Kopf.
 """
 
+from . import admission as admission
 from . import odooinstance as odooinstance

@@ -8,9 +8,15 @@ from typing import Any
 import kopf
 
 from ..model.conditions import Condition, merge_condition
-from ..model.names import GROUP, INSTANCE_PLURAL, VERSION
+from ..model.names import GROUP, INSTANCE_PLURAL, ROTATE_CREDENTIALS_ANNOTATION, VERSION
 from ..reconcile.clients import Clients
-from ..reconcile.instance import Outcome, Stalled, delete_instance, reconcile_instance
+from ..reconcile.instance import (
+    Outcome,
+    Stalled,
+    announce_first_sight,
+    delete_instance,
+    reconcile_instance,
+)
 
 # Kopf fixes timer intervals when handlers are registered, so this one comes from the environment.
 DRIFT_INTERVAL_SECONDS = float(os.environ.get("ODOO_OPERATOR_DRIFT_INTERVAL", "120"))
@@ -30,10 +36,16 @@ def _publish(
     for condition in outcome.conditions:
         conditions = merge_condition(conditions, condition, generation)
     was_ready = _is_true(status, "Ready")
-    patch.status["conditions"] = conditions
-    patch.status["observedGeneration"] = generation
-    patch.status["phase"] = outcome.phase
-    patch.status.update(outcome.fields)
+    desired = {
+        "conditions": conditions,
+        "observedGeneration": generation,
+        "phase": outcome.phase,
+        **outcome.fields,
+    }
+    # Only what changed: an empty patch is not sent, so an idle tenant costs no status write.
+    for key, value in desired.items():
+        if status.get(key) != value:
+            patch.status[key] = value
     now_ready = any(c.type == "Ready" and c.status == "True" for c in outcome.conditions)
     if now_ready and not was_ready:
         kopf.info(body, reason="Ready", message="the tenant is ready")
@@ -47,6 +59,8 @@ async def _reconcile(
 ) -> None:
     clients: Clients = memo["clients"]
     generation = int(body["metadata"].get("generation", 0))
+    if not any(c.get("type") == "Ready" for c in status.get("conditions", [])):
+        await announce_first_sight(clients, body)
     try:
         outcome = await reconcile_instance(clients, body, _is_true(status, "Initialized"))
     except Stalled as stalled:
@@ -69,6 +83,12 @@ async def _reconcile(
 @kopf.on.resume(GROUP, VERSION, INSTANCE_PLURAL)
 @kopf.on.create(GROUP, VERSION, INSTANCE_PLURAL)
 @kopf.on.update(GROUP, VERSION, INSTANCE_PLURAL, field="spec")
+@kopf.on.update(
+    GROUP,
+    VERSION,
+    INSTANCE_PLURAL,
+    field=("metadata", "annotations", ROTATE_CREDENTIALS_ANNOTATION),
+)
 async def reconcile_on_change(
     memo: kopf.Memo, body: kopf.Body, status: kopf.Status, patch: kopf.Patch, **_: Any
 ) -> None:

@@ -18,7 +18,23 @@ from typing import Any
 
 import yaml
 
+from .names import GROUP
+
 CONFIG_ENV = "ODOO_OPERATOR_CONFIG"  # path of the configuration file
+
+# The admission webhook server, configured from the environment rather than the file
+# because its certificate comes from a mounted Secret: PEM files of the serving
+# certificate, its key and the CA the apiserver verifies it with; the host (name or IP)
+# the apiserver calls, which the certificate's SANs must cover; the port; and the
+# address to listen on.
+WEBHOOK_CERT_ENV = "ODOO_OPERATOR_WEBHOOK_CERT"
+WEBHOOK_KEY_ENV = "ODOO_OPERATOR_WEBHOOK_KEY"
+WEBHOOK_CA_ENV = "ODOO_OPERATOR_WEBHOOK_CA"
+WEBHOOK_HOST_ENV = "ODOO_OPERATOR_WEBHOOK_HOST"
+WEBHOOK_PORT_ENV = "ODOO_OPERATOR_WEBHOOK_PORT"
+WEBHOOK_ADDR_ENV = "ODOO_OPERATOR_WEBHOOK_ADDR"
+# The ValidatingWebhookConfiguration the operator creates and keeps pointing at its server.
+WEBHOOK_CONFIGURATION = GROUP
 
 
 class ConfigError(ValueError):
@@ -49,6 +65,8 @@ class OperatorConfig:
     dedicated_tolerations: tuple[Mapping[str, Any], ...] = ()
     default_storage_class: str | None = None
     drift_interval_seconds: float = 120.0
+    # DNS suffixes tenant hosts must fall under; empty allows any domain.
+    allowed_domains: tuple[str, ...] = ()
 
     def image_for(self, version: str, override: str | None) -> str:
         """The Odoo image for a major version, unless the instance overrides it."""
@@ -89,6 +107,7 @@ class OperatorConfig:
             dedicated_tolerations=tuple(dedicated.get("tolerations", ())),
             default_storage_class=data.get("filestoreStorageClass"),
             drift_interval_seconds=float(data.get("driftIntervalSeconds", 120)),
+            allowed_domains=_domains(data.get("allowedDomains") or []),
         )
 
     @classmethod
@@ -113,6 +132,16 @@ def _servers(raw: Mapping[str, Any], section: str) -> tuple[dict[str, ServerRef]
     if len(defaults) > 1:
         raise ConfigError(f"{section}: only one server may be the default, got {defaults}")
     return servers, (defaults[0] if defaults else None)
+
+
+def _domains(raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not all(isinstance(entry, str) for entry in raw):
+        raise ConfigError("allowedDomains must be a list of DNS suffixes such as example.com")
+    # Hosts are compared in lower case without a trailing root dot, so suffixes are too.
+    domains = tuple(entry.strip().strip(".").lower() for entry in raw)
+    if "" in domains:
+        raise ConfigError("allowedDomains may not contain an empty suffix")
+    return domains
 
 
 def _pick(servers: Mapping[str, ServerRef], name: str | None, kind: str) -> ServerRef:

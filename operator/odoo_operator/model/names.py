@@ -12,6 +12,9 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "odoo-operator"
 INSTANCE_LABEL = f"{GROUP}/instance"
 FIELD_MANAGER = "odoo-operator"
+# Set (or change) this annotation's value on an OdooInstance to re-key its database role and
+# Redis user; status.credentialsRotation records the last value honoured.
+ROTATE_CREDENTIALS_ANNOTATION = f"{GROUP}/rotate-credentials"
 
 
 def tenant_namespace(instance_name: str) -> str:

@@ -25,9 +25,14 @@ from ..builders.postgres import TenantDatabase
 from ..builders.redis_acl import tenant_redis_user
 from ..builders.tenant import Tenant, TenantCredentials, labels
 from ..builders.workloads import build_init_job
-from ..model.conditions import Condition
+from ..model.conditions import Condition, merge_condition
 from ..model.config import ConfigError
-from ..model.names import INSTANCE_LABEL
+from ..model.names import (
+    API_VERSION,
+    INSTANCE_KIND,
+    INSTANCE_LABEL,
+    ROTATE_CREDENTIALS_ANNOTATION,
+)
 from ..model.spec import InstanceSpec
 from .clients import Clients
 
@@ -65,26 +70,38 @@ def _decode(secret: Mapping[str, Any] | None) -> dict[str, str]:
 
 
 async def _ensure_credentials(
-    clients: Clients, spec: InstanceSpec, owner: dict[str, Any]
+    clients: Clients, spec: InstanceSpec, owner: dict[str, Any], rotation: str | None
 ) -> TenantCredentials:
     """Read the tenant's generated credentials, creating them once.
 
     They are stored before any server is touched, so a crash between the two
     leaves a password the next attempt reuses: never a role nobody can log in as.
+    A pending ``rotation`` replaces them once; the Secret remembers which rotation
+    its passwords belong to, so a retry re-applies the same new passwords.
     """
-    live = _decode(await clients.kube.get("v1", "Secret", CREDENTIALS_SECRET, spec.namespace))
-    values = {key: live.get(key) or secrets.token_urlsafe(32) for key in _CREDENTIAL_KEYS}
+    live_secret = await clients.kube.get("v1", "Secret", CREDENTIALS_SECRET, spec.namespace)
+    live = _decode(live_secret)
+    annotations = ((live_secret or {}).get("metadata") or {}).get("annotations") or {}
+    stored_rotation = annotations.get(ROTATE_CREDENTIALS_ANNOTATION)
+    renew = rotation is not None and rotation != stored_rotation
+    values = {
+        key: (None if renew else live.get(key)) or secrets.token_urlsafe(32)
+        for key in _CREDENTIAL_KEYS
+    }
     if values != {key: live.get(key) for key in _CREDENTIAL_KEYS}:
+        metadata: dict[str, Any] = {
+            "name": CREDENTIALS_SECRET,
+            "namespace": spec.namespace,
+            "labels": owner["labels"],
+            "ownerReferences": owner["ownerReferences"],
+        }
+        if rotation is not None or stored_rotation is not None:
+            metadata["annotations"] = {ROTATE_CREDENTIALS_ANNOTATION: rotation or stored_rotation}
         await clients.kube.apply(
             {
                 "apiVersion": "v1",
                 "kind": "Secret",
-                "metadata": {
-                    "name": CREDENTIALS_SECRET,
-                    "namespace": spec.namespace,
-                    "labels": owner["labels"],
-                    "ownerReferences": owner["ownerReferences"],
-                },
+                "metadata": metadata,
                 "type": "Opaque",
                 "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()},
             }
@@ -94,6 +111,14 @@ async def _ensure_credentials(
         redis_password=values["redis-password"],
         admin_password=values["admin-password"],
     )
+
+
+def _pending_rotation(body: Mapping[str, Any]) -> str | None:
+    """The rotation asked for by annotation and not yet recorded as done in status."""
+    annotations = body.get("metadata", {}).get("annotations") or {}
+    asked = annotations.get(ROTATE_CREDENTIALS_ANNOTATION)
+    done = (body.get("status") or {}).get("credentialsRotation")
+    return str(asked) if asked and asked != done else None
 
 
 async def _ensure_namespace(clients: Clients, tenant: Tenant) -> dict[str, Any]:
@@ -110,6 +135,27 @@ async def _ensure_namespace(clients: Clients, tenant: Tenant) -> dict[str, Any]:
     await clients.kube.apply(desired)
     meta: dict[str, Any] = desired["metadata"]
     return meta
+
+
+async def announce_first_sight(clients: Clients, body: Mapping[str, Any]) -> None:
+    """Publish ``Ready=Unknown`` at once, before any work, for an instance seen the first time.
+
+    ``kubectl wait``, kstatus and GitOps tools then see that the operator has picked the
+    instance up, instead of a status that stays empty while the tenant is provisioned.
+    """
+    generation = int(body["metadata"].get("generation", 0))
+    conditions: list[dict[str, Any]] = []
+    for condition in (
+        Condition("Ready", "Unknown", "Provisioning", "the operator has started on this tenant"),
+        Condition("Reconciling", "True", "Provisioning", "provisioning the tenant"),
+    ):
+        conditions = merge_condition(conditions, condition, generation)
+    await clients.kube.patch_status(
+        API_VERSION,
+        INSTANCE_KIND,
+        body["metadata"]["name"],
+        {"conditions": conditions, "phase": "Provisioning", "observedGeneration": generation},
+    )
 
 
 def _resolve_tenant(clients: Clients, spec: InstanceSpec, **resolved: Any) -> Tenant:
@@ -180,7 +226,8 @@ async def reconcile_instance(
     )
     namespace_meta = await _ensure_namespace(clients, provisional)
     owner = {"labels": labels(provisional), "ownerReferences": namespace_meta["ownerReferences"]}
-    credentials = await _ensure_credentials(clients, spec, owner)
+    rotation = _pending_rotation(body)
+    credentials = await _ensure_credentials(clients, spec, owner, rotation)
     tenant = _resolve_tenant(clients, spec, credentials=credentials, **endpoints)
 
     for obj in build_foundation(tenant):
@@ -189,7 +236,9 @@ async def reconcile_instance(
     database = TenantDatabase(spec.database, spec.database, spec.connection_limit)
     try:
         state = await pg_admin.observe(database)
-        password = credentials.database_password if state.role is None else None
+        # A password is sent only to create the role or to re-key it: never on an idle pass.
+        send_password = state.role is None or rotation is not None
+        password = credentials.database_password if send_password else None
         actions = await pg_admin.ensure(database, password)
         outcome.writes += len(actions)
         outcome.set(
@@ -217,6 +266,11 @@ async def reconcile_instance(
 
     if not all(c.status == "True" for c in outcome.conditions):
         return _finish(outcome, clients, writes_before)
+    if rotation is not None:
+        outcome.fields["credentialsRotation"] = rotation
+        logger.info(
+            "re-keyed database role and Redis user of %s (rotation %s)", spec.name, rotation
+        )
 
     initialized = await _ensure_initialized(clients, tenant, initialized, outcome)
     if initialized:

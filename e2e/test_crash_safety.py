@@ -1,0 +1,131 @@
+"""An operator killed at any point while provisioning converges, once restarted, to the
+same tenant: no duplicate or orphaned objects, and credentials that work.
+
+This module runs its own operator processes (not the shared fixture) so it can kill them.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from psycopg import conninfo
+
+from e2e.tenants import (
+    GROUP,
+    PLURAL,
+    REPO,
+    VERSION,
+    eventually,
+    make_instance,
+    redis_as,
+    wait_ready,
+)
+from odoo_operator.devcluster import kubectl
+from odoo_operator.devcluster.demo import start_operator
+from odoo_operator.devcluster.operator_setup import register_servers
+from odoo_operator.devcluster.processes import ManagedProcess
+
+StartOperator = Callable[[], ManagedProcess]
+
+
+@pytest.fixture
+def start(
+    k8s: client.ApiClient,
+    operator_kubeconfig: Path,
+    postgres_dsn: str,
+    redis_url: str,
+    tmp_path: Path,
+) -> Iterator[StartOperator]:
+    """Starts operator processes one after another; stops whatever still runs at the end."""
+    kubectl.install_crds(k8s, REPO / "crds")
+    config = register_servers(k8s, postgres_dsn, redis_url, tmp_path)
+    started: list[ManagedProcess] = []
+
+    def launch() -> ManagedProcess:
+        log = tmp_path / f"operator-{len(started)}.log"
+        process = start_operator(operator_kubeconfig, config, log, drift_interval=5)
+        started.append(process)
+        return process
+
+    yield launch
+    for process in started:
+        process.stop()
+
+
+def _exists(read: Callable[[], object]) -> bool:
+    try:
+        read()
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def _role_exists(postgres_dsn: str, role: str) -> bool:
+    with psycopg.connect(postgres_dsn) as superuser:
+        found = superuser.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+        return found.fetchone() is not None
+
+
+def test_an_operator_killed_while_provisioning_converges_after_restarts(
+    k8s: client.ApiClient, start: StartOperator, postgres_dsn: str, redis_url: str
+) -> None:
+    custom, core = client.CustomObjectsApi(k8s), client.CoreV1Api(k8s)
+    name = f"crash-{uuid.uuid4().hex[:6]}"
+    namespace, database = f"odoo-{name}", f"odoo_{name.replace('-', '_')}"
+    first = start()
+    custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, make_instance(name))
+    try:
+        # Killed as soon as the namespace exists: before Secrets, role and Redis user.
+        eventually(lambda: _exists(lambda: core.read_namespace(namespace)), "the namespace")
+        first.kill()
+        # Killed again once the database role exists: Secrets written, workloads not yet.
+        second = start()
+        eventually(lambda: _role_exists(postgres_dsn, database), "the database role")
+        second.kill()
+        third = start()
+        wait_ready(custom, name, third)
+
+        secrets = {s.metadata.name for s in core.list_namespaced_secret(namespace).items}
+        assert secrets == {
+            "odoo-credentials",
+            "odoo-config",
+            "odoo-database",
+            "odoo-redis",
+        }
+        jobs = client.BatchV1Api(k8s).list_namespaced_job(namespace).items
+        assert [job.metadata.name for job in jobs] == ["odoo-init"]
+        deployments = client.AppsV1Api(k8s).list_namespaced_deployment(namespace).items
+        assert sorted(d.metadata.name for d in deployments) == ["odoo-cron", "odoo-web"]
+        instance = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+        assert instance["metadata"]["finalizers"] == ["odoo.tenantops.io/finalizer"]
+
+        # The credentials kept in the cluster are the ones the servers accept.
+        def secret(key: str) -> dict[str, str]:
+            data = core.read_namespaced_secret(key, namespace).data
+            return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+        db, cache = secret("odoo-database"), secret("odoo-redis")
+        login = conninfo.make_conninfo(postgres_dsn, user=db["username"], dbname=db["database"])
+        with psycopg.connect(login, password=db["password"]) as tenant:
+            assert tenant.execute("SELECT current_database()").fetchone() == (database,)
+        assert redis_as(redis_url, cache["username"], cache["password"]).ping()
+    finally:
+        custom.patch_cluster_custom_object(
+            GROUP, VERSION, PLURAL, name, {"spec": {"deletionPolicy": "Delete"}}
+        )
+        custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+        eventually(
+            lambda: (
+                not _exists(lambda: custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name))
+            ),
+            "the instance deleted",
+        )

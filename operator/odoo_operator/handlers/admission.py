@@ -1,0 +1,74 @@
+"""Kopf glue of the validating admission webhook for OdooInstance.
+
+The decisions live in :mod:`odoo_operator.model.admission`; this module gathers
+their inputs (the stored object, the operator configuration, the hosts other
+instances serve) and answers the apiserver. It registers its handlers only when
+the webhook server is configured (see :mod:`odoo_operator.settings`): Kopf
+refuses to run admission handlers without a server.
+
+The webhook fails closed (``failurePolicy: Fail``): while the operator cannot
+answer, the apiserver refuses OdooInstance creates and updates rather than
+admitting what nobody checked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from ..backends.kube import KubeClient
+from ..model.admission import admission_problems, normalize_host
+from ..model.names import API_VERSION, GROUP, INSTANCE_KIND, INSTANCE_PLURAL, VERSION
+from ..model.spec import InstanceSpec
+from ..reconcile.clients import Clients
+from ..settings import webhook_enabled
+
+_REFUSAL_CODE = 422  # Unprocessable Entity, as the apiserver answers schema violations
+
+
+async def hosts_claimed_by_others(kube: KubeClient, name: str) -> dict[str, str]:
+    """Each host served by an OdooInstance other than ``name``, mapped to that instance.
+
+    A list call rather than a Kopf index: the apiserver answers it from a consistent
+    read, while an index is still empty for a moment after the operator starts and
+    would let a host take-over through in that moment. An instance being deleted
+    still claims its hosts: its route serves until it is gone.
+    """
+    claimed: dict[str, str] = {}
+    for item in await kube.list(API_VERSION, INSTANCE_KIND):
+        owner = str(item["metadata"]["name"])
+        if owner == name:
+            continue
+        for host in (item.get("spec") or {}).get("hosts") or []:
+            claimed.setdefault(normalize_host(str(host)), owner)
+    return claimed
+
+
+async def validate_instance(
+    body: kopf.Body,
+    memo: kopf.Memo,
+    old: kopf.Body | None = None,  # the stored object on UPDATE; Kopf passes None on CREATE
+    **_: Any,
+) -> None:
+    """Refuse an OdooInstance whose spec breaks a rule of :func:`admission_problems`."""
+    if old is not None and old.get("spec") == body.get("spec"):
+        # Metadata-only writes (the operator's finalizer and annotations) must always pass,
+        # also for an instance that a later configuration change made invalid.
+        return
+    clients: Clients = memo["clients"]
+    spec = InstanceSpec.from_resource(body)
+    previous = InstanceSpec.from_resource(old) if old is not None else None
+    claimed = await hosts_claimed_by_others(clients.kube, spec.name)
+    problems = admission_problems(spec, previous, clients.config, claimed)
+    if problems:
+        # Kopf logs the refusal with its message; the requester gets it from the apiserver.
+        raise kopf.AdmissionError(" ".join(problems), code=_REFUSAL_CODE)
+
+
+if webhook_enabled():
+    # CREATE and UPDATE only: a DELETE carries no new spec, and Kopf's default ("*")
+    # would put deletions behind this fail-closed webhook too.
+    kopf.on.validate(GROUP, VERSION, INSTANCE_PLURAL, operations=["CREATE", "UPDATE"])(
+        validate_instance
+    )

@@ -1,0 +1,353 @@
+"""What the admission webhook refuses, and what it lets through."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, cast
+
+import kopf
+import pytest
+
+from odoo_operator.backends.kube import KubeClient
+from odoo_operator.handlers import admission as admission_handlers
+from odoo_operator.model.admission import admission_problems, normalize_host
+from odoo_operator.model.config import (
+    WEBHOOK_ADDR_ENV,
+    WEBHOOK_CA_ENV,
+    WEBHOOK_CERT_ENV,
+    WEBHOOK_HOST_ENV,
+    WEBHOOK_KEY_ENV,
+    WEBHOOK_PORT_ENV,
+    ConfigError,
+    OperatorConfig,
+)
+from odoo_operator.model.spec import InstanceSpec
+from odoo_operator.reconcile.clients import Clients
+from odoo_operator.settings import webhook_enabled, webhook_server
+
+CONFIG = OperatorConfig.from_mapping(
+    {
+        "versions": {"17.0": "odoo:17.0", "18.0": "odoo:18.0", "9.0": "odoo:9.0"},
+        "postgresServers": {
+            "main": {"secretRef": "postgres-main", "default": True},
+            "dedicated": {"secretRef": "postgres-dedicated", "dedicated": True},
+        },
+        "redisServers": {
+            "main": {"secretRef": "redis-main", "default": True},
+            "dedicated": {"secretRef": "redis-dedicated", "dedicated": True},
+        },
+        "allowedDomains": ["example.com", "Acme.Test."],
+    }
+)
+NOBODY: Mapping[str, str] = {}
+
+
+def instance(name: str = "acme", **spec: Any) -> InstanceSpec:
+    """An OdooInstance as the apiserver hands it over, with spec fields replaced."""
+    body: dict[str, Any] = {
+        "version": "18.0",
+        "hosts": [f"{name}.odoo.example.com"],
+        "database": {"serverRef": "main"},
+        "redis": {"serverRef": "main"},
+    }
+    body.update(spec)
+    return InstanceSpec.from_resource({"metadata": {"name": name}, "spec": body})
+
+
+def refusals(
+    spec: InstanceSpec,
+    old: InstanceSpec | None = None,
+    config: OperatorConfig = CONFIG,
+    claimed: Mapping[str, str] = NOBODY,
+) -> list[str]:
+    return admission_problems(spec, old, config, claimed)
+
+
+def test_a_valid_instance_is_admitted() -> None:
+    assert refusals(instance()) == []
+
+
+# -- hosts belong to one tenant ---------------------------------------------------
+
+
+def test_a_host_served_by_another_instance_is_refused() -> None:
+    spec = instance("globex-shop", hosts=["globex-shop.example.com", "shop.acme.com"])
+    claimed = {"shop.acme.com": "globex"}
+    config = dataclasses.replace(CONFIG, allowed_domains=())
+    assert refusals(spec, config=config, claimed=claimed) == [
+        "spec.hosts[1] shop.acme.com is already served by OdooInstance globex; "
+        "a host belongs to one tenant only."
+    ]
+
+
+def test_host_ownership_ignores_case() -> None:
+    spec = instance("intruder", hosts=["Shop.Example.COM"])
+    assert refusals(spec, claimed={normalize_host("shop.example.com."): "globex"}) == [
+        "spec.hosts[0] Shop.Example.COM is already served by OdooInstance globex; "
+        "a host belongs to one tenant only."
+    ]
+
+
+def test_an_instance_keeps_its_own_hosts_on_update() -> None:
+    old = instance("acme", hosts=["shop.example.com"])
+    new = instance("acme", hosts=["shop.example.com"], replicas=3)
+    assert refusals(new, old, claimed={"shop.example.com": "acme"}) == []
+
+
+def test_a_host_nobody_serves_is_admitted() -> None:
+    assert refusals(instance(hosts=["new.example.com"]), claimed={"old.example.com": "x"}) == []
+
+
+# -- allowed domains ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "host", ["example.com", "shop.example.com", "a.b.example.com", "acme.test", "x.acme.test"]
+)
+def test_hosts_under_an_allowed_domain_are_admitted(host: str) -> None:
+    assert refusals(instance(hosts=[host])) == []
+
+
+@pytest.mark.parametrize("host", ["shop.example.org", "badexample.com", "example.com.evil.net"])
+def test_hosts_outside_the_allowed_domains_are_refused(host: str) -> None:
+    assert refusals(instance(hosts=["ok.example.com", host])) == [
+        f"spec.hosts[1] {host} is outside the allowed domains (example.com, acme.test) "
+        "of the operator's allowedDomains."
+    ]
+
+
+def test_without_allowed_domains_any_domain_is_admitted() -> None:
+    config = dataclasses.replace(CONFIG, allowed_domains=())
+    assert refusals(instance(hosts=["shop.example.org"]), config=config) == []
+
+
+def test_allowed_domains_must_be_a_list_of_suffixes() -> None:
+    with pytest.raises(ConfigError, match="allowedDomains must be a list"):
+        OperatorConfig.from_mapping({"allowedDomains": "example.com"})
+    with pytest.raises(ConfigError, match="empty suffix"):
+        OperatorConfig.from_mapping({"allowedDomains": ["."]})
+    assert OperatorConfig.from_mapping({}).allowed_domains == ()
+
+
+# -- server references -------------------------------------------------------------
+
+
+def test_an_unknown_database_server_is_refused() -> None:
+    assert refusals(instance(database={"serverRef": "nowhere"})) == [
+        "spec.database.serverRef nowhere is not a PostgreSQL server registered with the "
+        "operator (registered: dedicated, main)."
+    ]
+
+
+def test_an_unknown_redis_server_is_refused() -> None:
+    assert refusals(instance(redis={"serverRef": "nowhere"})) == [
+        "spec.redis.serverRef nowhere is not a Redis server registered with the "
+        "operator (registered: dedicated, main)."
+    ]
+
+
+def test_unset_server_refs_use_the_defaults() -> None:
+    assert refusals(instance(database={}, redis={})) == []
+
+
+def test_unset_server_refs_without_a_default_are_refused() -> None:
+    config = OperatorConfig.from_mapping(
+        {
+            "versions": {"18.0": "odoo:18.0"},
+            "postgresServers": {"pg-a": {"secretRef": "a"}},
+            "redisServers": {"redis-a": {"secretRef": "a"}},
+        }
+    )
+    assert refusals(instance(database={}, redis={}), config=config) == [
+        "spec.database.serverRef is not set and the operator has no default PostgreSQL "
+        "server; name one of the registered servers (pg-a).",
+        "spec.redis.serverRef is not set and the operator has no default Redis server; "
+        "name one of the registered servers (redis-a).",
+    ]
+
+
+# -- tenancy -----------------------------------------------------------------------
+
+
+def test_a_dedicated_tenant_on_shared_servers_is_refused() -> None:
+    assert refusals(instance(tenancy="dedicated", redis={})) == [
+        "spec.database.serverRef main is a shared PostgreSQL server, but spec.tenancy is "
+        "dedicated; a dedicated tenant needs a server marked dedicated (registered: dedicated).",
+        "spec.redis.serverRef (unset, so the default main) is a shared Redis server, but "
+        "spec.tenancy is dedicated; a dedicated tenant needs a server marked dedicated "
+        "(registered: dedicated).",
+    ]
+
+
+def test_a_dedicated_tenant_on_dedicated_servers_is_admitted() -> None:
+    spec = instance(
+        tenancy="dedicated", database={"serverRef": "dedicated"}, redis={"serverRef": "dedicated"}
+    )
+    assert refusals(spec) == []
+
+
+def test_a_shared_tenant_may_use_a_dedicated_server() -> None:
+    spec = instance(database={"serverRef": "dedicated"}, redis={"serverRef": "dedicated"})
+    assert refusals(spec) == []
+
+
+# -- versions ----------------------------------------------------------------------
+
+
+def test_a_version_downgrade_is_refused() -> None:
+    assert refusals(instance(version="17.0"), old=instance(version="18.0")) == [
+        "spec.version cannot go down from 18.0 to 17.0: Odoo migrates a database forward "
+        "only; restore a backup into a new instance instead."
+    ]
+
+
+def test_versions_compare_as_numbers_not_text() -> None:
+    # As text "9.0" > "18.0"; as a version it is older.
+    assert refusals(instance(version="9.0"), old=instance(version="18.0")) != []
+    assert refusals(instance(version="18.0"), old=instance(version="9.0")) == []
+
+
+def test_an_upgrade_and_an_unchanged_version_are_admitted() -> None:
+    assert refusals(instance(version="18.0"), old=instance(version="17.0")) == []
+    assert refusals(instance(version="18.0", replicas=2), old=instance(version="18.0")) == []
+
+
+def test_a_version_without_an_image_is_refused() -> None:
+    assert refusals(instance(version="16.0")) == [
+        "spec.version 16.0 has no image in the operator's version map "
+        "(configured: 9.0, 17.0, 18.0); set spec.image or choose a configured version."
+    ]
+
+
+def test_an_image_override_stands_in_for_the_version_map() -> None:
+    assert refusals(instance(version="16.0", image="registry.example.com/odoo@sha256:0")) == []
+
+
+# -- several problems, and updates ---------------------------------------------------
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    spec = instance(hosts=["shop.example.org"], version="16.0", redis={"serverRef": "nowhere"})
+    problems = refusals(spec)
+    assert [problem.split(" ")[0] for problem in problems] == [
+        "spec.hosts[0]",
+        "spec.redis.serverRef",
+        "spec.version",
+    ]
+
+
+def test_an_update_is_not_refused_for_problems_the_stored_object_already_had() -> None:
+    # The operator's configuration changed under an existing tenant: a later, unrelated
+    # edit must still pass; the reconciler reports the stale reference on its own.
+    old = instance(database={"serverRef": "retired"}, hosts=["shop.example.org"])
+    new = instance(database={"serverRef": "retired"}, hosts=["shop.example.org"], replicas=2)
+    assert refusals(new, old) == []
+
+
+def test_an_update_that_adds_a_problem_is_refused() -> None:
+    old = instance(database={"serverRef": "retired"})
+    new = instance(database={"serverRef": "retired"}, redis={"serverRef": "nowhere"})
+    assert refusals(new, old) == [
+        "spec.redis.serverRef nowhere is not a Redis server registered with the "
+        "operator (registered: dedicated, main)."
+    ]
+
+
+def test_an_update_taking_another_instances_host_is_refused() -> None:
+    old = instance("acme", hosts=["acme.example.com"])
+    new = instance("acme", hosts=["acme.example.com", "shop.example.com"])
+    assert refusals(new, old, claimed={"shop.example.com": "globex"}) == [
+        "spec.hosts[1] shop.example.com is already served by OdooInstance globex; "
+        "a host belongs to one tenant only."
+    ]
+
+
+# -- the Kopf glue ---------------------------------------------------------------------
+
+
+class _InstancesReader:
+    """Stands in for the KubeClient the webhook lists OdooInstances with."""
+
+    def __init__(self, *instances: tuple[str, list[str]]) -> None:
+        self.items = [{"metadata": {"name": n}, "spec": {"hosts": h}} for n, h in instances]
+        self.calls = 0
+
+    async def list(self, *_: str) -> list[dict[str, Any]]:
+        self.calls += 1
+        return self.items
+
+
+def _body(name: str, **spec: Any) -> kopf.Body:
+    fields: dict[str, Any] = {"version": "18.0", "hosts": [f"{name}.example.com"], **spec}
+    return kopf.Body({"metadata": {"name": name}, "spec": fields})
+
+
+def _memo(reader: _InstancesReader) -> kopf.Memo:
+    memo = kopf.Memo()
+    memo["clients"] = Clients(kube=cast(KubeClient, reader), config=CONFIG)
+    return memo
+
+
+async def test_claimed_hosts_leave_out_the_instance_itself_and_ignore_case() -> None:
+    reader = _InstancesReader(("acme", ["acme.example.com"]), ("globex", ["Shop.Example.com"]))
+    claimed = await admission_handlers.hosts_claimed_by_others(cast(KubeClient, reader), "acme")
+    assert claimed == {"shop.example.com": "globex"}
+
+
+async def test_the_webhook_refuses_with_422_and_every_problem() -> None:
+    reader = _InstancesReader(("globex", ["shop.example.com"]))
+    body = _body("acme", hosts=["shop.example.com"], version="16.0")
+    with pytest.raises(kopf.AdmissionError) as refused:
+        await admission_handlers.validate_instance(body=body, memo=_memo(reader))
+    assert refused.value.code == 422
+    assert str(refused.value) == (
+        "spec.hosts[0] shop.example.com is already served by OdooInstance globex; a host "
+        "belongs to one tenant only. spec.version 16.0 has no image in the operator's version "
+        "map (configured: 9.0, 17.0, 18.0); set spec.image or choose a configured version."
+    )
+
+
+async def test_the_webhook_lets_metadata_only_writes_through_unread() -> None:
+    # Removing the finalizer of an instance that a configuration change made invalid.
+    reader = _InstancesReader()
+    stored = _body("acme", database={"serverRef": "retired"})
+    await admission_handlers.validate_instance(body=stored, old=stored, memo=_memo(reader))
+    assert reader.calls == 0
+
+
+# -- the webhook server's configuration --------------------------------------------------
+
+
+def test_the_webhook_server_is_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for variable in (WEBHOOK_CERT_ENV, WEBHOOK_KEY_ENV, WEBHOOK_CA_ENV):
+        pem = tmp_path / variable
+        pem.write_text("PEM")
+        monkeypatch.setenv(variable, str(pem))
+    monkeypatch.setenv(WEBHOOK_PORT_ENV, "8443")
+    monkeypatch.delenv(WEBHOOK_ADDR_ENV, raising=False)
+    monkeypatch.delenv(WEBHOOK_HOST_ENV, raising=False)
+    assert webhook_enabled()
+    server = webhook_server()
+    assert server.port == 8443
+    assert server.addr == "0.0.0.0"  # noqa: S104 - the documented default: the pod's IPs
+    assert server.host == "127.0.0.1"
+    assert server.cafile == tmp_path / WEBHOOK_CA_ENV
+
+
+def test_a_webhook_certificate_without_its_key_stops_the_operator(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "tls.crt").write_text("PEM")
+    monkeypatch.setenv(WEBHOOK_CERT_ENV, str(tmp_path / "tls.crt"))
+    monkeypatch.delenv(WEBHOOK_KEY_ENV, raising=False)
+    with pytest.raises(kopf.PermanentError, match=f"{WEBHOOK_KEY_ENV} must be set"):
+        webhook_server()
+
+
+def test_without_a_certificate_there_is_no_webhook(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(WEBHOOK_CERT_ENV, raising=False)
+    assert not webhook_enabled()
