@@ -16,6 +16,7 @@ import uuid
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -94,8 +95,22 @@ def test_a_deleted_network_policy_is_put_back(
         ({"config": {"db_host": "evil"}}, "spec.config may not set db_*"),
         ({"tls": {}}, "spec.tls needs exactly one of secretName or issuerRef"),
         ({"cron": {"replicas": 2}}, "spec.cron.replicas"),
+        ({"replicas": -1}, "spec.replicas"),
+        ({"deletionPolicy": "Purge"}, 'Unsupported value: "Purge"'),
+        ({"ingress": {"allowFrom": ["the office"]}}, "must be a CIDR"),
     ],
-    ids=["version", "no-hosts", "bad-host", "tenancy", "db-config", "tls", "two-crons"],
+    ids=[
+        "version",
+        "no-hosts",
+        "bad-host",
+        "tenancy",
+        "db-config",
+        "tls",
+        "two-crons",
+        "negative-replicas",
+        "deletion-policy",
+        "allow-from",
+    ],
 )
 def test_invalid_instances_are_refused_with_a_clear_message(
     k8s: client.ApiClient, operator: ManagedProcess, change: dict[str, Any], message: str
@@ -107,6 +122,33 @@ def test_invalid_instances_are_refused_with_a_clear_message(
         )
     assert refused.value.status == 422
     assert message in json.loads(refused.value.body)["message"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"database": {"serverRef": "main", "name": "renamed"}}, "spec.database.name is immutable"),
+        ({"filestore": {"size": "5Gi"}}, "spec.filestore.size can only grow"),
+    ],
+    ids=["database-rename", "filestore-shrink"],
+)
+def test_guarded_fields_cannot_be_changed_after_creation(
+    k8s: client.ApiClient, operator: ManagedProcess, change: dict[str, Any], message: str
+) -> None:
+    custom = client.CustomObjectsApi(k8s)
+    name = f"e2e-{uuid.uuid4().hex[:6]}"
+    body = make_instance(name, database={"serverRef": "main", "name": f"odoo_{name[4:]}"})
+    custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
+    try:
+        with pytest.raises(ApiException) as refused:
+            custom.patch_cluster_custom_object(GROUP, VERSION, PLURAL, name, {"spec": change})
+        assert refused.value.status == 422
+        assert message in json.loads(refused.value.body)["message"]
+    finally:
+        custom.patch_cluster_custom_object(
+            GROUP, VERSION, PLURAL, name, {"spec": {"deletionPolicy": "Delete"}}
+        )
+        custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
 
 
 def test_a_name_too_long_for_the_tenant_namespace_is_refused(
@@ -145,3 +187,17 @@ def test_the_demo_command_runs_end_to_end() -> None:
     assert header.split() == ["NAME", "VERSION", "PHASE", "READY", "URL", "AGE"]
     assert any(line.startswith("acme") and " Ready " in line and "True" in line for line in lines)
     assert "export KUBECONFIG=" in result.stdout
+
+
+def test_the_documented_full_example_is_accepted_by_the_cluster(
+    k8s: client.ApiClient, operator: ManagedProcess
+) -> None:
+    text = (REPO / "docs" / "odooinstance.md").read_text()
+    example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    body = yaml.safe_load(example)
+    assert body["kind"] == "OdooInstance"
+    # A server-side dry run passes the schema, CEL rules and the admission webhook.
+    accepted = client.CustomObjectsApi(k8s).create_cluster_custom_object(
+        GROUP, VERSION, PLURAL, body, dry_run="All"
+    )
+    assert accepted["spec"]["database"]["name"] == "odoo_globex"

@@ -151,6 +151,52 @@ def test_an_unchanged_tenant_costs_no_writes_to_kubernetes_postgres_or_redis(
     )
 
 
+def test_a_superuser_role_a_widened_acl_user_and_an_edited_deployment_are_put_back(
+    k8s: client.ApiClient, new_tenant: NewTenant, postgres_dsn: str, redis_url: str
+) -> None:
+    apps = client.AppsV1Api(k8s)
+    name = new_tenant()
+    namespace, database, redis_user = (
+        f"odoo-{name}",
+        f"odoo_{name.replace('-', '_')}",
+        f"odoo-{name}",
+    )
+    with psycopg.connect(postgres_dsn, autocommit=True) as superuser:
+        superuser.execute(f'ALTER ROLE "{database}" SUPERUSER CREATEROLE')
+    admin_redis = redis.Redis.from_url(redis_url)
+    admin_redis.execute_command("ACL", "SETUSER", redis_user, "allkeys", "+@all")
+    web = apps.read_namespaced_deployment("odoo-web", namespace)
+    image = web.spec.template.spec.containers[0].image
+    # Someone loosens the web container by hand: another image, a writable root filesystem.
+    loosened = {"name": "odoo", "image": "registry.example/odoo:patched"}
+    loosened["securityContext"] = {"readOnlyRootFilesystem": False}
+    apps.patch_namespaced_deployment(
+        "odoo-web", namespace, {"spec": {"template": {"spec": {"containers": [loosened]}}}}
+    )
+
+    def role_is_plain() -> bool:
+        with psycopg.connect(postgres_dsn) as superuser:
+            row = superuser.execute(
+                "SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = %s", (database,)
+            ).fetchone()
+        return row == (False, False)
+
+    def acl_is_narrow() -> bool:
+        rules = admin_redis.acl_getuser(redis_user)
+        return "~*" not in str(rules) and "+@all" not in str(rules)
+
+    def deployment_is_restored() -> bool:
+        pod = apps.read_namespaced_deployment("odoo-web", namespace).spec.template.spec
+        container = pod.containers[0]
+        return bool(
+            container.image == image and container.security_context.read_only_root_filesystem
+        )
+
+    eventually(role_is_plain, "the role stripped of SUPERUSER and CREATEROLE")
+    eventually(acl_is_narrow, "the ACL user narrowed to its prefix and commands")
+    eventually(deployment_is_restored, "the Deployment's pod template restored")
+
+
 def test_spec_updates_roll_through_to_the_workloads_and_the_route(
     k8s: client.ApiClient, new_tenant: NewTenant, operator: ManagedProcess
 ) -> None:
