@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 PYTEST_FLAGS ?=
 
-.PHONY: bootstrap venv lint test test-unit test-integration test-e2e demo clean
+.PHONY: bootstrap venv lint test test-unit test-integration test-e2e demo bench-backup clean
 
 $(STAMP): pyproject.toml constraints.txt
 	rm -f $(VENV)/.installed-*
@@ -47,6 +47,10 @@ test: bootstrap lint
 ## demo: the operator on the embedded local stack (Ctrl-C stops it)
 demo: bootstrap
 	$(BIN)/odoo-operator dev demo
+
+## bench-backup: backup/verify/restore of a generated 1 GB tenant (figures in docs/benchmarks.md)
+bench-backup: bootstrap
+	$(BIN)/python -m odoo_operator.devcluster.bench_backup
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

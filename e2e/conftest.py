@@ -23,12 +23,13 @@ def operator(
     operator_kubeconfig: Path,
     postgres_dsn: str,
     redis_url: str,
+    blob_connection_string: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ManagedProcess]:
     """CRDs installed, servers registered and the operator running as its own process."""
     kubectl.install_crds(k8s, REPO / "crds")
     workdir = tmp_path_factory.mktemp("operator")
-    config = register_servers(k8s, postgres_dsn, redis_url, workdir)
+    config = register_servers(k8s, postgres_dsn, redis_url, workdir, blob_connection_string)
     process = start_operator(
         operator_kubeconfig, config, workdir / "operator.log", drift_interval=DRIFT_INTERVAL_SECONDS
     )

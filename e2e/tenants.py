@@ -36,6 +36,7 @@ def make_instance(name: str, **spec: Any) -> dict[str, Any]:
     """The sample instance under another name and host, with spec fields replaced."""
     body = copy.deepcopy(SAMPLE)
     body["metadata"] = {"name": name}
+    body["spec"].pop("backup", None)  # backups only where a test asks for them
     body["spec"]["hosts"] = [f"{name}.odoo.example.com"]
     body["spec"].update(spec)
     return body

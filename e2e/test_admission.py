@@ -155,3 +155,24 @@ def test_a_dedicated_tenant_on_dedicated_servers_runs_on_the_dedicated_pool(
             assert not pod.spec.node_selector
     finally:
         custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+
+
+@pytest.mark.parametrize(
+    ("backup", "message"),
+    [
+        ({"schedule": "every night"}, "spec.backup.schedule"),
+        ({"timeZone": "Mars/Olympus"}, "spec.backup.schedule"),
+        ({"storeRef": "nowhere"}, "spec.backup.storeRef"),
+        ({"rpo": "0h"}, "spec.backup.rpo"),
+    ],
+    ids=["schedule", "time-zone", "store", "zero-rpo"],
+)
+def test_a_backup_policy_the_operator_cannot_follow_is_refused(
+    k8s: client.ApiClient, operator: ManagedProcess, backup: dict[str, str], message: str
+) -> None:
+    custom = client.CustomObjectsApi(k8s)
+    body = make_instance(f"adm-{uuid.uuid4().hex[:6]}", backup=backup)
+    with pytest.raises(ApiException) as refused:
+        custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
+    assert refused.value.status == 422
+    assert message in json.loads(refused.value.body)["message"]

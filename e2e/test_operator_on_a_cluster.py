@@ -184,8 +184,14 @@ def test_the_demo_command_runs_end_to_end() -> None:
     assert result.returncode == 0, result.stderr[-4000:]
     lines = result.stdout.splitlines()
     header = next(line for line in lines if line.startswith("NAME"))
-    assert header.split() == ["NAME", "VERSION", "PHASE", "READY", "URL", "AGE"]
-    assert any(line.startswith("acme") and " Ready " in line and "True" in line for line in lines)
+    assert header.split() == ["NAME", "VERSION", "PHASE", "READY", "URL", "LAST", "BACKUP", "AGE"]
+    assert any(line.startswith("acme ") and " Ready " in line and "True" in line for line in lines)
+    # The on-demand backup is taken and verified, and cloned into a neutralized staging tenant.
+    backup = next(line for line in lines if line.startswith("acme-before-year-end "))
+    assert " Succeeded " in backup
+    assert " Passed " in backup
+    restore = next(line for line in lines if line.startswith("acme-staging-from-year-end "))
+    assert " Succeeded " in restore
     assert "export KUBECONFIG=" in result.stdout
 
 

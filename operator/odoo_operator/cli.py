@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -38,6 +39,135 @@ def _dev_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine_command(args: argparse.Namespace) -> int:
+    from .engine.commands import run_command
+
+    return run_command(args)
+
+
+_ENGINE_ENVIRONMENT = """
+environment (secrets are read from here only, never from flags):
+  ODOO_OPERATOR_BLOB_CONNECTION_STRING  blob store connection string (account key or SAS), or
+  ODOO_OPERATOR_BLOB_ACCOUNT_URL        https://<account>.blob.core.windows.net, signed in
+                                        with DefaultAzureCredential (Workload Identity on AKS)
+  ODOO_OPERATOR_PG_BINDIR               folder of pg_dump/pg_restore (default: PATH, then
+                                        the newest /usr/lib/postgresql/*/bin)
+"""
+
+
+def _option(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    variable: str,
+    text: str,
+    default: str | None = None,
+) -> None:
+    """A flag whose default comes from an environment variable, named in its help."""
+    parser.add_argument(
+        flag, default=os.environ.get(variable, default), help=f"{text} (env {variable})"
+    )
+
+
+def _add_engine_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``backup``, ``verify`` and ``restore``: the backup engine as commands, e.g. in a Job."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    backup = commands.add_parser(
+        "backup",
+        help="back up a tenant database and filestore to the blob store",
+        description="Stream pg_dump -Fc and a tar of the filestore into the blob store, then "
+        "write the manifest. Prints the manifest as JSON; on failure one line on stderr and "
+        "exit code 1, and nothing of the backup is left listed.",
+        epilog=_ENGINE_ENVIRONMENT
+        + "  ODOO_OPERATOR_DB_CONNINFO             libpq connection string of a role that can\n"
+        "                                        read the whole database (the tenant role)\n",
+        formatter_class=formatter,
+    )
+    verify = commands.add_parser(
+        "verify",
+        help="prove a backup by restoring it into a scratch database",
+        description="Check each part against the manifest, restore the dump into a scratch "
+        "database, compare row counts and check the filestore holds every attachment; the "
+        "scratch database is always dropped. Prints the verification as JSON; exit code 1 "
+        "when the backup is bad or could not be checked.",
+        epilog=_ENGINE_ENVIRONMENT
+        + "  ODOO_OPERATOR_ADMIN_CONNINFO          libpq connection string of the server's\n"
+        "                                        admin (CREATEDB)\n",
+        formatter_class=formatter,
+    )
+    restore = commands.add_parser(
+        "restore",
+        help="restore a backup in place of a tenant database and filestore",
+        description="Check the manifest, checksums, instance and Odoo version before touching "
+        "anything; restore into a new database owned by --owner-role, check row counts, "
+        "neutralize if asked, then swap names, keeping the replaced database as "
+        "<db>_pre_restore_<id> and the filestore as <dir>.pre_restore_<id>. Prints what was "
+        "kept as JSON; on failure one line on stderr and exit code 1.",
+        epilog=_ENGINE_ENVIRONMENT
+        + "  ODOO_OPERATOR_ADMIN_CONNINFO          libpq connection string of the server's\n"
+        "                                        admin (CREATEDB, member of --owner-role)\n",
+        formatter_class=formatter,
+    )
+    for parser in (backup, verify, restore):
+        _option(parser, "--instance", "ODOO_OPERATOR_INSTANCE", "OdooInstance name")
+        _option(parser, "--container", "ODOO_OPERATOR_BLOB_CONTAINER", "blob container")
+        parser.add_argument("--verbose", action="store_true", help="log progress to stderr")
+        parser.set_defaults(handler=_engine_command)
+    _option(backup, "--database", "ODOO_OPERATOR_DATABASE", "database to back up")
+    _option(
+        backup,
+        "--filestore",
+        "ODOO_OPERATOR_FILESTORE",
+        "filestore directory of the database (absent: an empty archive)",
+    )
+    _option(backup, "--odoo-version", "ODOO_OPERATOR_ODOO_VERSION", "Odoo version, e.g. 18.0")
+    _option(
+        backup,
+        "--reason",
+        "ODOO_OPERATOR_BACKUP_REASON",
+        "why: manual, scheduled, pre-upgrade, ...",
+        default="manual",
+    )
+    _option(
+        backup,
+        "--backup-id",
+        "ODOO_OPERATOR_BACKUP_ID",
+        "backup id (default: a new one, YYYYMMDDTHHMMSSZ-xxxx); an id already complete is "
+        "not taken again",
+    )
+    _option(verify, "--backup-id", "ODOO_OPERATOR_BACKUP_ID", "the backup to verify")
+    _option(restore, "--backup-id", "ODOO_OPERATOR_BACKUP_ID", "the backup to restore")
+    _option(restore, "--database", "ODOO_OPERATOR_DATABASE", "target database name")
+    _option(restore, "--owner-role", "ODOO_OPERATOR_OWNER_ROLE", "role that will own it")
+    _option(
+        restore,
+        "--filestore",
+        "ODOO_OPERATOR_FILESTORE",
+        "target filestore directory (absent: the database only)",
+    )
+    _option(
+        restore,
+        "--expected-instance",
+        "ODOO_OPERATOR_EXPECTED_INSTANCE",
+        "refuse a backup of any other instance",
+    )
+    restore.add_argument(
+        "--any-instance",
+        action="store_true",
+        help="accept a backup of any instance (a deliberate clone)",
+    )
+    _option(
+        restore,
+        "--target-odoo-version",
+        "ODOO_OPERATOR_ODOO_VERSION",
+        "Odoo version of the target; a backup of a newer major is refused",
+    )
+    restore.add_argument(
+        "--neutralize",
+        action="store_true",
+        help="neutralize the restored copy (mail, crons, payment providers...) before the swap",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(prog="odoo-operator", description=__doc__)
@@ -61,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--repo", default=".", help="repository root (crds/, manifests/)")
     demo.add_argument("--no-wait", action="store_true", help="stop after the sample is handled")
     demo.set_defaults(handler=_dev_demo)
+    _add_engine_commands(commands)
     return parser
 
 

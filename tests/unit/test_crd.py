@@ -39,4 +39,4 @@ def test_odooinstance_is_cluster_scoped_with_the_agreed_names() -> None:
     assert crd["spec"]["group"] == "odoo.tenantops.io"
     assert crd["spec"]["names"]["shortNames"] == ["odoo"]
     columns = [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
-    assert columns == ["Version", "Phase", "Ready", "URL", "Age"]
+    assert columns == ["Version", "Phase", "Ready", "URL", "Last Backup", "Age"]

@@ -93,7 +93,8 @@ def test_the_database_manager_route_outranks_the_catch_all_and_is_refused() -> N
 
 
 def test_egress_to_a_literal_database_address_is_a_single_host() -> None:
-    egress = build_network_policies(_tenant())[-1]["spec"]["egress"]
+    policies = {p["metadata"]["name"]: p for p in build_network_policies(_tenant())}
+    egress = policies["allow-database-and-redis"]["spec"]["egress"]
     assert egress[0] == {
         "ports": [{"protocol": "TCP", "port": 5432}],
         "to": [{"ipBlock": {"cidr": "10.0.0.5/32"}}],
@@ -107,3 +108,10 @@ def test_secrets_carry_the_documented_keys() -> None:
     assert set(secrets["odoo-database"]) == {"host", "port", "database", "username", "password"}
     assert set(secrets["odoo-redis"]) == {"host", "port", "username", "password", "prefix"}
     assert base64.b64decode(secrets["odoo-database"]["password"]) == b"db-secret"
+
+
+def test_only_backup_pods_may_reach_out_to_the_blob_store() -> None:
+    policies = {p["metadata"]["name"]: p for p in build_network_policies(_tenant())}
+    storage = policies["allow-backup-to-storage"]["spec"]
+    assert storage["podSelector"] == {"matchLabels": {"app.kubernetes.io/component": "backup"}}
+    assert storage["egress"] == [{"ports": [{"protocol": "TCP", "port": 443}]}]

@@ -148,6 +148,27 @@ class KubeClient:
             )
         self.writes += 1
 
+    async def patch_metadata(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        metadata: Mapping[str, Any],
+        namespace: str | None = None,
+    ) -> None:
+        """Merge ``metadata`` (labels, annotations; a None value removes a key)."""
+        resource = await self._resource(api_version, kind)
+        dynamic = await self._client()
+        async with self._limit:
+            await dynamic.patch(
+                resource,
+                body={"metadata": dict(metadata)},
+                name=name,
+                namespace=namespace,
+                content_type="application/merge-patch+json",
+            )
+        self.writes += 1
+
     async def delete(
         self, api_version: str, kind: str, name: str, namespace: str | None = None
     ) -> bool:

@@ -28,7 +28,8 @@ def _egress_to(endpoint: Endpoint) -> dict[str, Any]:
 
 
 def build_network_policies(tenant: Tenant) -> list[dict[str, Any]]:
-    """Default deny; ingress from the ingress controller; egress to DNS, database, Redis."""
+    """Default deny; ingress from the ingress controller; egress to DNS, database, Redis,
+    and for backup pods to the blob store."""
 
     def policy(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -90,6 +91,16 @@ def build_network_policies(tenant: Tenant) -> list[dict[str, Any]]:
                 "podSelector": {},
                 "policyTypes": ["Egress"],
                 "egress": [_egress_to(tenant.database), _egress_to(tenant.redis)],
+            },
+        ),
+        # Backup Jobs write to Azure Blob Storage over HTTPS. Its addresses are many and
+        # change, so the rule can only name the port; only backup pods get it.
+        policy(
+            "allow-backup-to-storage",
+            {
+                "podSelector": {"matchLabels": {"app.kubernetes.io/component": "backup"}},
+                "policyTypes": ["Egress"],
+                "egress": [{"ports": [{"protocol": "TCP", "port": 443}]}],
             },
         ),
     ]

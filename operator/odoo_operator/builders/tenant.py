@@ -61,11 +61,16 @@ class Tenant:
 
 def labels(tenant: Tenant, component: str | None = None) -> dict[str, str]:
     """Labels on every object of the tenant (and the component, where there is one)."""
+    return instance_labels(tenant.spec.name, component)
+
+
+def instance_labels(instance: str, component: str | None = None) -> dict[str, str]:
+    """Labels on every object of instance ``instance`` (and the component, if any)."""
     result = {
         MANAGED_BY_LABEL: MANAGED_BY,
-        INSTANCE_LABEL: tenant.spec.name,
+        INSTANCE_LABEL: instance,
         "app.kubernetes.io/name": "odoo",
-        "app.kubernetes.io/instance": tenant.spec.name,
+        "app.kubernetes.io/instance": instance,
     }
     if component:
         result["app.kubernetes.io/component"] = component

@@ -23,6 +23,9 @@ from .stack import LocalStack
 from .webhook_certs import LOOPBACK_HOST, issue_webhook_certificates, webhook_environment
 
 INSTANCES_PATH = "/apis/odoo.tenantops.io/v1alpha1/odooinstances"
+BACKUPS_PATH = "/apis/odoo.tenantops.io/v1alpha1/odoobackups"
+RESTORES_PATH = "/apis/odoo.tenantops.io/v1alpha1/odoorestores"
+_PATHS = {"OdooInstance": INSTANCES_PATH, "OdooBackup": BACKUPS_PATH, "OdooRestore": RESTORES_PATH}
 _WAIT_SECONDS = 90.0
 
 
@@ -99,8 +102,30 @@ def is_ready(instance: dict[str, Any]) -> bool:
     )
 
 
-def _ready(control_plane: ControlPlane, name: str) -> bool:
-    return is_ready(control_plane.api("GET", f"{INSTANCES_PATH}/{name}"))
+def _done(control_plane: ControlPlane, kind: str, name: str) -> bool:
+    found = control_plane.api("GET", f"{_PATHS[kind]}/{name}")
+    if kind == "OdooInstance":
+        return is_ready(found)
+    phase = (found.get("status") or {}).get("phase")
+    if phase == "Failed":
+        raise ComponentError("operator", f"{kind} {name} failed: {found['status'].get('message')}")
+    return phase == "Succeeded"
+
+
+def _wait_for_sample(
+    control_plane: ControlPlane, operator: ManagedProcess, sample: dict[str, Any]
+) -> None:
+    kind, name = sample["kind"], sample["metadata"]["name"]
+    try:
+        operator.wait_until(
+            partial(_done, control_plane, kind, name), _WAIT_SECONDS, f"finishing {kind} {name}"
+        )
+    except ComponentError:
+        status = control_plane.api("GET", f"{_PATHS[kind]}/{name}").get("status", {})
+        for condition in status.get("conditions", []):
+            _say(f"{name}: {condition['type']}={condition['status']} {condition.get('message')}")
+        _say(f"{name}: {status.get('message', '')}")
+        raise
 
 
 def run_demo(repo: Path, wait: bool = True) -> None:
@@ -112,7 +137,11 @@ def run_demo(repo: Path, wait: bool = True) -> None:
         crds = kubectl.install_crds(api, repo / "crds")
         _say(f"installed CRDs: {', '.join(crds)}")
         config = register_servers(
-            api, stack.postgres.dsn, stack.redis.url, control_plane.workdir / "operator"
+            api,
+            stack.postgres.dsn,
+            stack.redis.url,
+            control_plane.workdir / "operator",
+            stack.azurite.connection_string,
         )
         operator = start_operator(
             control_plane.kubeconfig, config, control_plane.workdir / "operator" / "operator.log"
@@ -120,29 +149,23 @@ def run_demo(repo: Path, wait: bool = True) -> None:
         control_plane.processes.append(operator)
         _say(f"operator running (pid {operator.pid}, log {operator.log_path})")
         samples = kubectl.load_documents(repo / "manifests" / "samples")
-        kubectl.apply(api, samples)
         started = time.monotonic()
-        for sample in samples:
-            name = sample["metadata"]["name"]
-            try:
-                operator.wait_until(
-                    partial(_ready, control_plane, name), _WAIT_SECONDS, f"making {name} Ready"
-                )
-            except ComponentError:
-                status = control_plane.api("GET", f"{INSTANCES_PATH}/{name}").get("status", {})
-                for condition in status.get("conditions", []):
-                    _say(
-                        f"{name}: {condition['type']}={condition['status']} {condition['message']}"
-                    )
-                raise
-        _say(f"{len(samples)} tenant(s) Ready in {time.monotonic() - started:.1f}s after apply")
-        print()
-        print(kubectl.format_table(kubectl.get_table(api, INSTANCES_PATH)))
+        # In dependency order: tenants, then their backups, then restores of those backups.
+        for kind in ("OdooInstance", "OdooBackup", "OdooRestore"):
+            batch = [sample for sample in samples if sample["kind"] == kind]
+            kubectl.apply(api, batch)
+            for sample in batch:
+                _wait_for_sample(control_plane, operator, sample)
+            _say(f"{len(batch)} {kind}(s) done {time.monotonic() - started:.1f}s after apply")
+        for path in (INSTANCES_PATH, BACKUPS_PATH, RESTORES_PATH):
+            print()
+            print(kubectl.format_table(kubectl.get_table(api, path)))
         print()
         _say("the local stack is up; in another shell:")
         print(f"  export KUBECONFIG={control_plane.kubeconfig}")
         print("  kubectl get odoo")
         print("  kubectl describe odoo acme")
+        print("  kubectl get odoobackups -l odoo.tenantops.io/instance=acme")
         print("  kubectl get all,networkpolicies,ingressroutes -n odoo-acme")
         print(f"  tail -f {operator.log_path}")
         if not wait:

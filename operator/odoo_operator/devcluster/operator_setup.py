@@ -20,6 +20,7 @@ from kubernetes import client
 from . import kubectl
 
 OPERATOR_NAMESPACE = "odoo-operator"
+BACKUP_CONTAINER = "odoo-backups"
 DEFAULT_IMAGES = {
     "17.0": "docker.io/library/odoo:17.0",
     "18.0": "docker.io/library/odoo:18.0",
@@ -37,9 +38,18 @@ DEDICATED_TOLERATION = {
 
 
 def register_servers(
-    api: client.ApiClient, postgres_dsn: str, redis_url: str, config_dir: Path
+    api: client.ApiClient,
+    postgres_dsn: str,
+    redis_url: str,
+    config_dir: Path,
+    blob_connection_string: str | None = None,
 ) -> Path:
-    """Create the server Secrets and return the path of the operator config file."""
+    """Create the server Secrets and return the path of the operator config file.
+
+    With ``blob_connection_string`` a blob store ``main`` is registered too, and backups
+    run in the operator, reading filestores from ``<config_dir>/filestores/<instance>``
+    (the local stack's volumes are not real, so the tests put attachments there).
+    """
 
     def secret(name: str, key: str, value: str) -> dict[str, object]:
         return {
@@ -58,6 +68,11 @@ def register_servers(
             secret("redis-main", "url", redis_url),
             secret("postgres-dedicated", "dsn", postgres_dsn),
             secret("redis-dedicated", "url", redis_url),
+            *(
+                [secret("blob-main", "connectionString", blob_connection_string)]
+                if blob_connection_string
+                else []
+            ),
         ],
     )
     config = {
@@ -75,6 +90,12 @@ def register_servers(
         "allowedDomains": ALLOWED_DOMAINS,
         "dedicatedNodePool": {"nodeSelector": {}, "tolerations": [DEDICATED_TOLERATION]},
     }
+    if blob_connection_string:
+        config["blobStores"] = {
+            "main": {"secretRef": "blob-main", "container": BACKUP_CONTAINER, "default": True}
+        }
+        config["backupExecution"] = "inProcess"
+        config["inProcessFilestoreRoot"] = str(config_dir / "filestores")
     config_dir.mkdir(parents=True, exist_ok=True)
     path = config_dir / "operator-config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))

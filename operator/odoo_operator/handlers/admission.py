@@ -13,12 +13,16 @@ admitting what nobody checked.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from ..backends.kube import KubeClient
+from ..builders.schedule import parse_duration, validate_schedule
 from ..model.admission import admission_problems, normalize_host
+from ..model.backup import BackupPolicy
+from ..model.config import ConfigError, OperatorConfig
 from ..model.names import API_VERSION, GROUP, INSTANCE_KIND, INSTANCE_PLURAL, VERSION
 from ..model.spec import InstanceSpec
 from ..reconcile.clients import Clients
@@ -45,6 +49,26 @@ async def hosts_claimed_by_others(kube: KubeClient, name: str) -> dict[str, str]
     return claimed
 
 
+def backup_policy_problems(body: Mapping[str, Any], config: OperatorConfig) -> list[str]:
+    """What is wrong with ``spec.backup``: an unknown store, a bad schedule or time zone."""
+    policy = BackupPolicy.from_instance(body)
+    if policy is None:
+        return []
+    problems = []
+    try:
+        config.blob_store(policy.store)
+    except ConfigError as exc:
+        problems.append(f"spec.backup.storeRef: {exc}.")
+    try:
+        parse_duration(policy.rpo)
+    except ValueError as exc:
+        problems.append(f"spec.backup.rpo: {exc}.")
+    schedule_problem = validate_schedule(policy.schedule, policy.time_zone)
+    if schedule_problem is not None:
+        problems.append(f"spec.backup.schedule: {schedule_problem}.")
+    return problems
+
+
 async def validate_instance(
     body: kopf.Body,
     memo: kopf.Memo,
@@ -61,6 +85,7 @@ async def validate_instance(
     previous = InstanceSpec.from_resource(old) if old is not None else None
     claimed = await hosts_claimed_by_others(clients.kube, spec.name)
     problems = admission_problems(spec, previous, clients.config, claimed)
+    problems += backup_policy_problems(body, clients.config)
     if problems:
         # Kopf logs the refusal with its message; the requester gets it from the apiserver.
         raise kopf.AdmissionError(" ".join(problems), code=_REFUSAL_CODE)

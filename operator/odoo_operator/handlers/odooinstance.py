@@ -8,7 +8,14 @@ from typing import Any
 import kopf
 
 from ..model.conditions import Condition, merge_condition
-from ..model.names import GROUP, INSTANCE_PLURAL, ROTATE_CREDENTIALS_ANNOTATION, VERSION
+from ..model.names import (
+    GROUP,
+    INSTANCE_PLURAL,
+    MAINTENANCE_ANNOTATION,
+    ROTATE_CREDENTIALS_ANNOTATION,
+    VERSION,
+)
+from ..reconcile.backups import instance_backup_state, pre_delete_backup_pending
 from ..reconcile.clients import Clients
 from ..reconcile.instance import (
     Outcome,
@@ -29,6 +36,12 @@ def _is_true(status: kopf.Status, type_: str) -> bool:
     )
 
 
+def _is_false(status: kopf.Status, type_: str) -> bool:
+    return any(
+        c.get("type") == type_ and c.get("status") == "False" for c in status.get("conditions", [])
+    )
+
+
 def _publish(
     outcome: Outcome, body: kopf.Body, status: kopf.Status, patch: kopf.Patch, generation: int
 ) -> None:
@@ -46,6 +59,9 @@ def _publish(
     for key, value in desired.items():
         if status.get(key) != value:
             patch.status[key] = value
+    health = next((c for c in outcome.conditions if c.type == "BackupHealthy"), None)
+    if health is not None and health.status == "False" and not _is_false(status, health.type):
+        kopf.warn(body, reason=health.reason, message=health.message)
     now_ready = any(c.type == "Ready" and c.status == "True" for c in outcome.conditions)
     if now_ready and not was_ready:
         kopf.info(body, reason="Ready", message="the tenant is ready")
@@ -74,6 +90,12 @@ async def _reconcile(
         if not _is_true(status, "Stalled"):
             kopf.warn(body, reason=stalled.reason, message=str(stalled))
         return
+    # Backups do not decide Ready (a tenant with a late backup still serves); they get
+    # their own condition, published in the same patch as the others.
+    health, backup_fields = await instance_backup_state(clients, body)
+    if health is not None:
+        outcome.conditions.append(health)
+    outcome.fields.update(backup_fields)
     _publish(outcome, body, status, patch, generation)
     ready = next(c for c in outcome.conditions if c.type == "Ready")
     if retry and ready.status != "True":
@@ -88,6 +110,9 @@ async def _reconcile(
     VERSION,
     INSTANCE_PLURAL,
     field=("metadata", "annotations", ROTATE_CREDENTIALS_ANNOTATION),
+)
+@kopf.on.update(
+    GROUP, VERSION, INSTANCE_PLURAL, field=("metadata", "annotations", MAINTENANCE_ANNOTATION)
 )
 async def reconcile_on_change(
     memo: kopf.Memo, body: kopf.Body, status: kopf.Status, patch: kopf.Patch, **_: Any
@@ -106,6 +131,14 @@ async def repair_drift(
 
 @kopf.on.delete(GROUP, VERSION, INSTANCE_PLURAL)
 async def delete_tenant(memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-    """Apply the deletion policy before the finalizer is released."""
-    for step in await delete_instance(memo["clients"], body):
+    """Apply the deletion policy before the finalizer is released.
+
+    With ``deletionPolicy: Delete`` and backups configured, a ``pre-delete`` backup must
+    succeed first: nothing is dropped whose backup did not succeed.
+    """
+    clients: Clients = memo["clients"]
+    waiting = await pre_delete_backup_pending(clients, body)
+    if waiting is not None:
+        raise kopf.TemporaryError(waiting, delay=_RETRY_SECONDS)
+    for step in await delete_instance(clients, body):
         logger.info(step)

@@ -51,6 +51,20 @@ class ServerRef:
 
 
 @dataclass(frozen=True)
+class BlobStoreRef:
+    """A registered blob store: the Secret with its endpoint and credentials, and a container.
+
+    Secret keys: ``connectionString`` (an account key or SAS connection string), or
+    ``accountUrl`` alone to authenticate with Azure Workload Identity (azure-identity's
+    default credential chain).
+    """
+
+    name: str
+    secret: str
+    container: str
+
+
+@dataclass(frozen=True)
 class OperatorConfig:
     """Everything the operator is configured with, with documented defaults."""
 
@@ -67,6 +81,14 @@ class OperatorConfig:
     drift_interval_seconds: float = 120.0
     # DNS suffixes tenant hosts must fall under; empty allows any domain.
     allowed_domains: tuple[str, ...] = ()
+    blob_stores: Mapping[str, BlobStoreRef] = field(default_factory=dict)
+    default_blob_store: str | None = None
+    # Where backups run: "job" (a Job per backup, with the operator's image and the
+    # tenant's filestore mounted) or "inProcess" (inside the operator; the filestore is read
+    # from inProcessFilestoreRoot/<instance> when set). Both run the same engine.
+    backup_execution: str = "job"
+    operator_image: str = "ghcr.io/tenantops/odoo-operator:latest"
+    in_process_filestore_root: str | None = None
 
     def image_for(self, version: str, override: str | None) -> str:
         """The Odoo image for a major version, unless the instance overrides it."""
@@ -85,6 +107,17 @@ class OperatorConfig:
         """The PostgreSQL server an instance refers to (the default when unset)."""
         return _pick(self.postgres_servers, ref or self.default_postgres, "PostgreSQL")
 
+    def blob_store(self, ref: str | None) -> BlobStoreRef:
+        """The blob store an instance's backups go to (the default when unset)."""
+        name = ref or self.default_blob_store
+        if name is None:
+            raise ConfigError("no blob store given and no default blob store configured")
+        try:
+            return self.blob_stores[name]
+        except KeyError:
+            known = ", ".join(sorted(self.blob_stores)) or "none"
+            raise ConfigError(f"unknown blob store '{name}' (configured: {known})") from None
+
     def redis_server(self, ref: str | None) -> ServerRef:
         """The Redis server an instance refers to (the default when unset)."""
         return _pick(self.redis_servers, ref or self.default_redis, "Redis")
@@ -95,6 +128,7 @@ class OperatorConfig:
         postgres, default_pg = _servers(data.get("postgresServers", {}), "postgresServers")
         redis, default_redis = _servers(data.get("redisServers", {}), "redisServers")
         dedicated = data.get("dedicatedNodePool", {})
+        stores, default_store = _blob_stores(data.get("blobStores", {}))
         return cls(
             namespace=data.get("operatorNamespace", "odoo-operator"),
             images={str(k): str(v) for k, v in data.get("versions", {}).items()},
@@ -108,6 +142,11 @@ class OperatorConfig:
             default_storage_class=data.get("filestoreStorageClass"),
             drift_interval_seconds=float(data.get("driftIntervalSeconds", 120)),
             allowed_domains=_domains(data.get("allowedDomains") or []),
+            blob_stores=stores,
+            default_blob_store=default_store,
+            backup_execution=_backup_execution(data.get("backupExecution", "job")),
+            operator_image=str(data.get("operatorImage", cls.operator_image)),
+            in_process_filestore_root=data.get("inProcessFilestoreRoot"),
         )
 
     @classmethod
@@ -152,3 +191,26 @@ def _pick(servers: Mapping[str, ServerRef], name: str | None, kind: str) -> Serv
     except KeyError:
         known = ", ".join(sorted(servers)) or "none"
         raise ConfigError(f"unknown {kind} server '{name}' (configured: {known})") from None
+
+
+def _blob_stores(raw: Mapping[str, Any]) -> tuple[dict[str, BlobStoreRef], str | None]:
+    stores: dict[str, BlobStoreRef] = {}
+    defaults: list[str] = []
+    for name, entry in raw.items():
+        if "secretRef" not in entry or "container" not in entry:
+            raise ConfigError(f"blobStores.{name} needs secretRef (a Secret name) and container")
+        container = str(entry["container"])
+        if not 3 <= len(container) <= 63:
+            raise ConfigError(f"blobStores.{name}.container must have 3 to 63 characters")
+        stores[name] = BlobStoreRef(name, str(entry["secretRef"]), container)
+        if entry.get("default"):
+            defaults.append(name)
+    if len(defaults) > 1:
+        raise ConfigError(f"blobStores: only one store may be the default, got {defaults}")
+    return stores, (defaults[0] if defaults else None)
+
+
+def _backup_execution(value: Any) -> str:
+    if value not in ("job", "inProcess"):
+        raise ConfigError(f"backupExecution must be job or inProcess, got {value!r}")
+    return str(value)

@@ -15,6 +15,9 @@ FIELD_MANAGER = "odoo-operator"
 # Set (or change) this annotation's value on an OdooInstance to re-key its database role and
 # Redis user; status.credentialsRotation records the last value honoured.
 ROTATE_CREDENTIALS_ANNOTATION = f"{GROUP}/rotate-credentials"
+# Set by the operator during a restore (later: an upgrade): web and cron are held at zero
+# while it is present; its value names what holds the tenant ("restore/<OdooRestore>").
+MAINTENANCE_ANNOTATION = f"{GROUP}/maintenance"
 
 
 def tenant_namespace(instance_name: str) -> str:

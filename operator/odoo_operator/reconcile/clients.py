@@ -11,13 +11,15 @@ import base64
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from azure.identity.aio import DefaultAzureCredential
 from psycopg.conninfo import conninfo_to_dict
 
+from ..backends.blobstore import BlobStore
 from ..backends.kube import KubeClient
 from ..backends.postgres import PostgresAdmin
 from ..backends.redis import RedisAdmin
 from ..builders.tenant import Endpoint
-from ..model.config import ConfigError, OperatorConfig, ServerRef
+from ..model.config import BlobStoreRef, ConfigError, OperatorConfig, ServerRef
 
 
 @dataclass
@@ -28,6 +30,9 @@ class Clients:
     config: OperatorConfig
     _postgres: dict[str, tuple[PostgresAdmin, Endpoint]] = field(default_factory=dict)
     _redis: dict[str, tuple[RedisAdmin, Endpoint]] = field(default_factory=dict)
+    _blob: dict[str, BlobStore] = field(default_factory=dict)
+    # One backup or restore per tenant at a time inside this operator process.
+    tenant_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def _secret_value(self, server: ServerRef, key: str) -> str:
@@ -54,6 +59,42 @@ class Clients:
                 self._postgres[server.name] = (admin, endpoint)
             return self._postgres[server.name]
 
+    async def postgres_admin_conninfo(self, server: ServerRef) -> str:
+        """The admin connection string of a server, for the tools that need their own login
+        (pg_restore during verification and restore). It stays inside the operator."""
+        return await self._secret_value(server, "dsn")
+
+    async def blob(self, store: BlobStoreRef) -> BlobStore:
+        """The client of a registered blob store, opened on first use."""
+        async with self._lock:
+            if store.name not in self._blob:
+                secret = await self.kube.get("v1", "Secret", store.secret, self.config.namespace)
+                data = {
+                    key: base64.b64decode(value).decode()
+                    for key, value in ((secret or {}).get("data") or {}).items()
+                }
+                if "connectionString" in data:
+                    blob = BlobStore.from_connection_string(
+                        data["connectionString"], store.container
+                    )
+                elif "accountUrl" in data:
+                    blob = BlobStore.from_account_url(
+                        data["accountUrl"], store.container, DefaultAzureCredential()
+                    )
+                else:
+                    raise ConfigError(
+                        f"blob store '{store.name}': Secret {self.config.namespace}/"
+                        f"{store.secret} is missing or has neither 'connectionString' "
+                        "nor 'accountUrl'"
+                    )
+                await blob.ensure_container()
+                self._blob[store.name] = blob
+            return self._blob[store.name]
+
+    def tenant_lock(self, instance: str) -> asyncio.Lock:
+        """The lock that serializes backups and restores of one tenant in this process."""
+        return self.tenant_locks.setdefault(instance, asyncio.Lock())
+
     async def redis(self, server: ServerRef) -> tuple[RedisAdmin, Endpoint]:
         """The admin pool of a Redis server, and the endpoint tenants connect to."""
         async with self._lock:
@@ -72,4 +113,6 @@ class Clients:
             await pg_admin.close()
         for redis_admin, _ in self._redis.values():
             await redis_admin.close()
+        for blob in self._blob.values():
+            await blob.close()
         await self.kube.close()

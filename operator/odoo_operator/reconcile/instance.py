@@ -9,6 +9,7 @@ that explains, in words an SRE can act on, where the tenant stands.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import secrets
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ from ..model.names import (
     API_VERSION,
     INSTANCE_KIND,
     INSTANCE_LABEL,
+    MAINTENANCE_ANNOTATION,
     ROTATE_CREDENTIALS_ANNOTATION,
 )
 from ..model.spec import InstanceSpec
@@ -190,6 +192,10 @@ async def reconcile_instance(
     """Bring one tenant to its desired state and report where it stands."""
     outcome = Outcome()
     spec = InstanceSpec.from_resource(body)
+    maintenance = (body["metadata"].get("annotations") or {}).get(MAINTENANCE_ANNOTATION)
+    if maintenance:
+        # A restore (or upgrade) holds the tenant: no pod may write to the database meanwhile.
+        spec = dataclasses.replace(spec, suspend=True)
     config = clients.config
     outcome.fields = {"namespace": spec.namespace, "database": spec.database, "url": spec.url}
     writes_before = clients.kube.writes
@@ -295,6 +301,14 @@ async def reconcile_instance(
             "APIMissing",
             f"{exc}: install Traefik's CRDs (and cert-manager's when spec.tls.issuerRef is used)",
         )
+    if maintenance and outcome.phase == "Suspended":
+        outcome.phase = "Maintenance"
+        outcome.conditions = [
+            Condition("WorkloadReady", "True", "Maintenance", f"held at zero by {maintenance}")
+            if c.type == "WorkloadReady"
+            else c
+            for c in outcome.conditions
+        ]
     return _finish(outcome, clients, writes_before)
 
 

@@ -1,0 +1,348 @@
+"""Backups and restores of tenants through the cluster: the operator runs the engine in its
+own process against the session's PostgreSQL and Azurite, and reads filestores from its
+work directory (the local volumes are not real).
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from azure.storage.blob import BlobServiceClient
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from psycopg import conninfo
+
+from e2e.tenants import GROUP, PLURAL, VERSION, eventually, make_instance, wait_ready
+from odoo_operator.devcluster.operator_setup import BACKUP_CONTAINER
+from odoo_operator.devcluster.processes import ManagedProcess
+
+BACKUPS, RESTORES = "odoobackups", "odoorestores"
+BACKUP_POLICY = {"schedule": "0 2 * * *", "rpo": "26h", "verify": "AfterEachBackup"}
+NewTenant = Callable[..., str]
+
+
+@pytest.fixture
+def custom(k8s: client.ApiClient) -> client.CustomObjectsApi:
+    """The API of OdooInstances, OdooBackups and OdooRestores."""
+    return client.CustomObjectsApi(k8s)
+
+
+@pytest.fixture
+def new_tenant(custom: client.CustomObjectsApi, operator: ManagedProcess) -> Iterator[NewTenant]:
+    """Ready tenants with backups configured; deleted (and their data dropped) afterwards."""
+    made: list[str] = []
+
+    def create(**spec: Any) -> str:
+        name = f"bak-{uuid.uuid4().hex[:6]}"
+        spec = {"backup": BACKUP_POLICY, "deletionPolicy": "Delete", **spec}
+        custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, make_instance(name, **spec))
+        made.append(name)
+        wait_ready(custom, name, operator)
+        return name
+
+    yield create
+    for name in made:
+        _delete_quietly(custom, PLURAL, name)
+
+
+def _delete_quietly(custom: client.CustomObjectsApi, plural: str, name: str) -> None:
+    try:
+        custom.delete_cluster_custom_object(GROUP, VERSION, plural, name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def _tenant_login(k8s: client.ApiClient, postgres_dsn: str, name: str) -> str:
+    data = client.CoreV1Api(k8s).read_namespaced_secret("odoo-database", f"odoo-{name}").data
+    values = {k: base64.b64decode(v).decode() for k, v in data.items()}
+    return conninfo.make_conninfo(
+        postgres_dsn,
+        user=values["username"],
+        password=values["password"],
+        dbname=values["database"],
+    )
+
+
+def seed_odoo_like_database(login: str, filestore: Path, partners: int = 25) -> None:
+    """Tables and rows shaped like Odoo's, owned by the tenant, and attachments on disk."""
+    with psycopg.connect(login, autocommit=True) as db:
+        db.execute("CREATE TABLE res_partner (id serial PRIMARY KEY, name text NOT NULL)")
+        db.execute(
+            "INSERT INTO res_partner (name) SELECT 'partner ' || g FROM generate_series(1, %s) g",
+            (partners,),
+        )
+        db.execute(
+            "CREATE TABLE ir_attachment (id serial PRIMARY KEY, name text, store_fname text)"
+        )
+        db.execute("CREATE TABLE ir_mail_server (id serial PRIMARY KEY, name text, active boolean)")
+        db.execute(
+            "INSERT INTO ir_mail_server (name, active) VALUES ('smtp.customer.example', true)"
+        )
+        db.execute("CREATE TABLE ir_cron (id serial PRIMARY KEY, name text, active boolean)")
+        db.execute("INSERT INTO ir_cron (name, active) VALUES ('post recurring entries', true)")
+        db.execute(
+            "CREATE TABLE ir_config_parameter (id serial PRIMARY KEY, key text UNIQUE, value text)"
+        )
+        db.execute(
+            "INSERT INTO ir_config_parameter (key, value) VALUES ('database.uuid', %s)",
+            (str(uuid.uuid4()),),
+        )
+        db.execute("CREATE TABLE ir_module_module (id serial PRIMARY KEY, name text, state text)")
+        db.execute(
+            "INSERT INTO ir_module_module (name, state)"
+            " VALUES ('base', 'installed'), ('account', 'installed')"
+        )
+        for number in range(3):
+            relative = f"a{number}/{uuid.uuid4().hex}"
+            path = filestore / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(uuid.uuid4().bytes * 64)
+            db.execute(
+                "INSERT INTO ir_attachment (name, store_fname) VALUES (%s, %s)",
+                (f"invoice {number}.pdf", relative),
+            )
+
+
+def _filestore(operator: ManagedProcess, name: str) -> Path:
+    return operator.log_path.parent / "filestores" / name
+
+
+def _backup(custom: client.CustomObjectsApi, instance: str, retain: bool = False) -> str:
+    name = f"{instance}-{uuid.uuid4().hex[:4]}"
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "OdooBackup",
+        "metadata": {"name": name},
+        "spec": {"instance": instance, "retain": retain},
+    }
+    custom.create_cluster_custom_object(GROUP, VERSION, BACKUPS, body)
+    return name
+
+
+def _wait_finished(
+    custom: client.CustomObjectsApi, plural: str, name: str, timeout: float = 120
+) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+
+    def finished() -> bool:
+        try:
+            found.update(custom.get_cluster_custom_object(GROUP, VERSION, plural, name))
+        except ApiException as exc:
+            if exc.status == 404:  # not created yet (the operator makes pre-delete backups)
+                return False
+            raise
+        return (found.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+    eventually(finished, f"{plural}/{name} to finish", timeout)
+    return found
+
+
+def _restore(
+    custom: client.CustomObjectsApi, backup: str, target: str, **spec: Any
+) -> dict[str, Any]:
+    name = f"rst-{uuid.uuid4().hex[:6]}"
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "OdooRestore",
+        "metadata": {"name": name},
+        "spec": {"backup": backup, "target": {"instance": target}, **spec},
+    }
+    custom.create_cluster_custom_object(GROUP, VERSION, RESTORES, body)
+    return _wait_finished(custom, RESTORES, name, 180)
+
+
+def test_an_on_demand_backup_is_stored_verified_and_published_on_the_instance(
+    k8s: client.ApiClient,
+    custom: client.CustomObjectsApi,
+    new_tenant: NewTenant,
+    operator: ManagedProcess,
+    postgres_dsn: str,
+    blob_connection_string: str,
+) -> None:
+    name = new_tenant()
+    seed_odoo_like_database(_tenant_login(k8s, postgres_dsn, name), _filestore(operator, name))
+
+    backup = _wait_finished(custom, BACKUPS, _backup(custom, name))
+    status = backup["status"]
+    assert status["phase"] == "Succeeded", status
+    assert backup["metadata"]["labels"]["odoo.tenantops.io/instance"] == name
+    assert status["verification"]["result"] == "Passed", status["verification"]
+    assert status["sizeBytes"] > 0
+    assert all(len(part["sha256"]) == 64 for part in status["parts"].values())
+    assert "account" in status["modules"]
+    # The store holds the parts and the manifest under <instance>/<backup-id>/.
+    container = BlobServiceClient.from_connection_string(
+        blob_connection_string
+    ).get_container_client(BACKUP_CONTAINER)
+    names = {
+        blob.name for blob in container.list_blobs(name_starts_with=f"{name}/{status['backupId']}/")
+    }
+    assert f"{name}/{status['backupId']}/manifest.json" in names
+
+    def published() -> bool:
+        instance = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+        conditions = {c["type"]: c for c in instance["status"].get("conditions", [])}
+        return (
+            (instance["status"].get("lastBackup") or {}).get("id") == status["backupId"]
+            and (instance["status"].get("lastVerifiedBackup") or {}).get("id") == status["backupId"]
+            and conditions.get("BackupHealthy", {}).get("status") == "True"
+        )
+
+    eventually(published, "lastBackup, lastVerifiedBackup and BackupHealthy=True on the instance")
+    listed = custom.list_cluster_custom_object(
+        GROUP, VERSION, BACKUPS, label_selector=f"odoo.tenantops.io/instance={name}"
+    )
+    assert [item["metadata"]["name"] for item in listed["items"]] == [backup["metadata"]["name"]]
+
+
+def test_retention_prunes_old_backups_with_their_blobs_but_keeps_retained_ones(
+    custom: client.CustomObjectsApi,
+    new_tenant: NewTenant,
+    blob_connection_string: str,
+) -> None:
+    policy = {
+        **BACKUP_POLICY,
+        "rpo": "1m",  # backups younger than the RPO are never pruned: the shortest there is
+        "verify": "Never",
+        "retention": {"keepLast": 1, "daily": 0, "weekly": 0, "monthly": 0},
+    }
+    name = new_tenant(backup=policy)
+    kept = _wait_finished(custom, BACKUPS, _backup(custom, name, retain=True))
+    first = _wait_finished(custom, BACKUPS, _backup(custom, name))
+    newest = _wait_finished(custom, BACKUPS, _backup(custom, name))
+    container = BlobServiceClient.from_connection_string(
+        blob_connection_string
+    ).get_container_client(BACKUP_CONTAINER)
+
+    def pruned() -> bool:
+        listed = custom.list_cluster_custom_object(
+            GROUP, VERSION, BACKUPS, label_selector=f"odoo.tenantops.io/instance={name}"
+        )
+        return {item["metadata"]["name"] for item in listed["items"]} == {
+            kept["metadata"]["name"],
+            newest["metadata"]["name"],
+        }
+
+    eventually(pruned, "the older unretained backup pruned once past the RPO", 150)
+    gone = f"{name}/{first['status']['backupId']}/"
+    eventually(lambda: not list(container.list_blobs(name_starts_with=gone)), "its blobs deleted")
+
+
+def test_a_tenant_deleted_with_delete_policy_is_backed_up_before_its_data_is_dropped(
+    k8s: client.ApiClient,
+    custom: client.CustomObjectsApi,
+    new_tenant: NewTenant,
+    postgres_dsn: str,
+) -> None:
+    name = new_tenant()
+    database = f"odoo_{name.replace('-', '_')}"
+    custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+    final = _wait_finished(custom, BACKUPS, f"{name}-pre-delete")
+    assert final["status"]["phase"] == "Succeeded", final["status"]
+    assert final["spec"] == {"instance": name, "reason": "pre-delete", "retain": True}
+
+    def dropped() -> bool:
+        with psycopg.connect(postgres_dsn) as superuser:
+            row = superuser.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+            return row.fetchone() is None
+
+    eventually(dropped, "the database dropped after the pre-delete backup", 90)
+    _delete_quietly(custom, BACKUPS, f"{name}-pre-delete")
+
+
+def test_a_clone_into_staging_is_neutralized_and_keeps_the_replaced_database(
+    k8s: client.ApiClient,
+    custom: client.CustomObjectsApi,
+    new_tenant: NewTenant,
+    operator: ManagedProcess,
+    postgres_dsn: str,
+) -> None:
+    production, staging = new_tenant(), new_tenant()
+    seed_odoo_like_database(
+        _tenant_login(k8s, postgres_dsn, production), _filestore(operator, production)
+    )
+    backup = _wait_finished(custom, BACKUPS, _backup(custom, production))
+    assert backup["status"]["phase"] == "Succeeded", backup["status"]
+
+    restore = _restore(custom, backup["metadata"]["name"], staging)
+    status = restore["status"]
+    assert status["phase"] == "Succeeded", status
+    assert (status["mode"], status["neutralized"]) == ("Clone", True)
+    with psycopg.connect(_tenant_login(k8s, postgres_dsn, staging)) as db:
+        assert db.execute("SELECT count(*) FROM res_partner").fetchone() == (25,)
+        assert db.execute("SELECT bool_or(active) FROM ir_mail_server").fetchone() == (False,)
+        assert db.execute("SELECT bool_or(active) FROM ir_cron").fetchone() == (False,)
+    with psycopg.connect(_tenant_login(k8s, postgres_dsn, production)) as db:
+        assert db.execute("SELECT bool_and(active) FROM ir_mail_server").fetchone() == (True,)
+    with psycopg.connect(postgres_dsn, autocommit=True) as superuser:
+        kept = superuser.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (status["keptDatabase"],)
+        )
+        assert kept.fetchone() is not None
+        superuser.execute(f'DROP DATABASE "{status["keptDatabase"]}" WITH (FORCE)')
+    staged = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, staging)
+    assert not (staged["metadata"].get("annotations") or {}).get("odoo.tenantops.io/maintenance")
+
+
+def test_an_in_place_restore_takes_a_safety_backup_first_and_brings_back_the_old_rows(
+    k8s: client.ApiClient,
+    custom: client.CustomObjectsApi,
+    new_tenant: NewTenant,
+    operator: ManagedProcess,
+    postgres_dsn: str,
+) -> None:
+    name = new_tenant()
+    login = _tenant_login(k8s, postgres_dsn, name)
+    seed_odoo_like_database(login, _filestore(operator, name))
+    backup = _wait_finished(custom, BACKUPS, _backup(custom, name))
+    with psycopg.connect(login, autocommit=True) as db:
+        db.execute("INSERT INTO res_partner (name) VALUES ('written after the backup')")
+
+    restore = _restore(custom, backup["metadata"]["name"], name)
+    status = restore["status"]
+    assert status["phase"] == "Succeeded", status
+    assert (status["mode"], status["neutralized"]) == ("InPlace", False)
+    safety = custom.get_cluster_custom_object(GROUP, VERSION, BACKUPS, status["safetyBackup"])
+    assert safety["status"]["phase"] == "Succeeded"
+    with psycopg.connect(login) as db:
+        assert db.execute("SELECT count(*) FROM res_partner").fetchone() == (25,)
+    kept = conninfo.make_conninfo(postgres_dsn, dbname=status["keptDatabase"])
+    with psycopg.connect(kept) as db:
+        assert db.execute("SELECT count(*) FROM res_partner").fetchone() == (26,)
+    with psycopg.connect(postgres_dsn, autocommit=True) as superuser:
+        superuser.execute(f'DROP DATABASE "{status["keptDatabase"]}" WITH (FORCE)')
+    wait_ready(custom, name, operator)
+
+
+def test_a_tampered_backup_is_refused_and_the_target_left_untouched(
+    k8s: client.ApiClient,
+    custom: client.CustomObjectsApi,
+    new_tenant: NewTenant,
+    operator: ManagedProcess,
+    postgres_dsn: str,
+    blob_connection_string: str,
+) -> None:
+    production, staging = new_tenant(), new_tenant()
+    seed_odoo_like_database(
+        _tenant_login(k8s, postgres_dsn, production), _filestore(operator, production)
+    )
+    backup = _wait_finished(custom, BACKUPS, _backup(custom, production))
+    container = BlobServiceClient.from_connection_string(
+        blob_connection_string
+    ).get_container_client(BACKUP_CONTAINER)
+    dump = f"{production}/{backup['status']['backupId']}/database.dump"
+    container.upload_blob(dump, b"not the dump that was checksummed", overwrite=True)
+
+    restore = _restore(custom, backup["metadata"]["name"], staging)
+    assert restore["status"]["phase"] == "Failed"
+    assert "does not match its manifest" in restore["status"]["message"]
+    with psycopg.connect(_tenant_login(k8s, postgres_dsn, staging)) as db:
+        tables = db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()
+    assert tables == (0,), "the staging database must be untouched"

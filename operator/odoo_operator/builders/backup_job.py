@@ -1,0 +1,151 @@
+"""The Job that runs one backup next to the tenant's data (``backupExecution: job``).
+
+It runs the operator's own image (``odoo-operator backup``), so the data path is the same
+code the operator runs in-process. It reads the database as the tenant's role (never an
+admin login), mounts the filestore read-only, and writes to the blob store with the
+store's credentials copied into the tenant namespace (a container-scoped SAS connection
+string, or nothing at all with Workload Identity).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..model.spec import InstanceSpec
+from .tenant import instance_labels
+from .workloads import DATABASE_SECRET, FILESTORE_CLAIM
+
+BACKUP_STORE_SECRET = "odoo-backup-store"  # noqa: S105 - an object name, not a value
+_DATA_DIR = "/var/lib/odoo"
+
+
+def backup_job_name(backup_id: str) -> str:
+    """The Job of one backup: lower case, as object names must be."""
+    return f"backup-{backup_id.lower()}"
+
+
+def build_backup_job(
+    spec: InstanceSpec,
+    *,
+    node_selector: Mapping[str, str],
+    tolerations: Sequence[Mapping[str, Any]],
+    backup_name: str,
+    backup_id: str,
+    reason: str,
+    image: str,
+    container: str,
+    store_secret_key: str | None,
+) -> dict[str, Any]:
+    """A one-shot Job carrying out OdooBackup ``backup_name`` as ``backup_id``.
+
+    ``store_secret_key`` is the key of :data:`BACKUP_STORE_SECRET` holding the connection
+    string, or None when the pod authenticates with Workload Identity (the account URL
+    then comes from the same Secret's ``accountUrl``).
+    """
+
+    def from_secret(name: str, key: str) -> dict[str, Any]:
+        return {"secretKeyRef": {"name": name, "key": key}}
+
+    env = [
+        {"name": "PGHOST", "valueFrom": from_secret(DATABASE_SECRET, "host")},
+        {"name": "PGPORT", "valueFrom": from_secret(DATABASE_SECRET, "port")},
+        {"name": "PGUSER", "valueFrom": from_secret(DATABASE_SECRET, "username")},
+        {"name": "PGPASSWORD", "valueFrom": from_secret(DATABASE_SECRET, "password")},
+        {"name": "PGDATABASE", "valueFrom": from_secret(DATABASE_SECRET, "database")},
+        # The login comes from the PG* variables above; libpq reads them for what the
+        # connection string leaves out, so no password is ever in an argument.
+        {"name": "ODOO_OPERATOR_DB_CONNINFO", "value": "application_name=odoo-operator-backup"},
+        {"name": "ODOO_OPERATOR_BLOB_CONTAINER", "value": container},
+    ]
+    if store_secret_key is not None:
+        env.append(
+            {
+                "name": "ODOO_OPERATOR_BLOB_CONNECTION_STRING",
+                "valueFrom": from_secret(BACKUP_STORE_SECRET, store_secret_key),
+            }
+        )
+    else:
+        env.append(
+            {
+                "name": "ODOO_OPERATOR_BLOB_ACCOUNT_URL",
+                "valueFrom": from_secret(BACKUP_STORE_SECRET, "accountUrl"),
+            }
+        )
+    job_labels = {**instance_labels(spec.name, "backup"), "odoo.tenantops.io/backup": backup_name}
+    container_spec = {
+        "name": "backup",
+        "image": image,
+        "args": [
+            "backup",
+            "--instance",
+            spec.name,
+            "--backup-id",
+            backup_id,
+            "--database",
+            spec.database,
+            "--reason",
+            reason,
+            "--odoo-version",
+            spec.version,
+            "--filestore",
+            f"{_DATA_DIR}/filestore/{spec.database}",
+        ],
+        "env": env,
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"cpu": "1", "memory": "256Mi"},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "filestore", "mountPath": _DATA_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, not the host's
+        ],
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": backup_job_name(backup_id),
+            "namespace": spec.namespace,
+            "labels": job_labels,
+        },
+        "spec": {
+            # Retries are the operator's decision (a new OdooBackup), never a silent re-run.
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": 6 * 3600,
+            "ttlSecondsAfterFinished": 7 * 24 * 3600,
+            "template": {
+                "metadata": {"labels": job_labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "serviceAccountName": "odoo",
+                    "automountServiceAccountToken": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 65532,
+                        "runAsGroup": 65532,
+                        "fsGroup": 101,  # the Odoo image's group owns the filestore
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "nodeSelector": dict(node_selector),
+                    "tolerations": [dict(t) for t in tolerations],
+                    "containers": [container_spec],
+                    "volumes": [
+                        {
+                            "name": "filestore",
+                            "persistentVolumeClaim": {
+                                "claimName": FILESTORE_CLAIM,
+                                "readOnly": True,
+                            },
+                        },
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                    ],
+                },
+            },
+        },
+    }

@@ -1,0 +1,161 @@
+"""``odoo-operator backup | verify | restore``: the engine as a command, for Jobs and humans.
+
+Inputs come from flags, each with an environment variable as its default (see
+``odoo-operator <command> --help``); secrets (connection strings) only from the environment,
+never from flags, which ``ps`` and the Pod spec would show. The result goes to stdout as one
+JSON object; a failure is one line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from psycopg import sql
+
+from ..backends.blobstore import BlobStore
+from ..builders.backup_layout import new_backup_id
+from .backup import DatabaseAccess, run_backup
+from .restore import RestoreTarget, restore_backup
+from .verify import verify_backup
+
+# Secrets: read from the environment only.
+BLOB_CONNECTION_STRING = "ODOO_OPERATOR_BLOB_CONNECTION_STRING"
+BLOB_ACCOUNT_URL = "ODOO_OPERATOR_BLOB_ACCOUNT_URL"
+DB_CONNINFO = "ODOO_OPERATOR_DB_CONNINFO"
+ADMIN_CONNINFO = "ODOO_OPERATOR_ADMIN_CONNINFO"
+
+
+class CommandError(Exception):
+    """A one-line reason for exit code 1."""
+
+
+def _secret(name: str) -> str:
+    value = os.environ.get(name, "")
+    if not value:
+        raise CommandError(f"environment variable {name} is not set")
+    return value
+
+
+def _open_store(args: argparse.Namespace) -> BlobStore:
+    if not args.container:
+        raise CommandError("no container: pass --container or set ODOO_OPERATOR_BLOB_CONTAINER")
+    connection_string = os.environ.get(BLOB_CONNECTION_STRING)
+    if connection_string:
+        return BlobStore.from_connection_string(connection_string, args.container)
+    account_url = os.environ.get(BLOB_ACCOUNT_URL)
+    if account_url:
+        return BlobStore.from_account_url(account_url, args.container)
+    raise CommandError(
+        f"no blob store: set {BLOB_CONNECTION_STRING}, or {BLOB_ACCOUNT_URL} with "
+        f"Workload Identity (DefaultAzureCredential)"
+    )
+
+
+def _require(args: argparse.Namespace, *names: str) -> None:
+    missing = [name for name in names if not getattr(args, name)]
+    if missing:
+        flags = ", ".join("--" + name.replace("_", "-") for name in missing)
+        raise CommandError(f"missing {flags} (or the environment variables named in --help)")
+
+
+def _print(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+async def _backup(args: argparse.Namespace) -> int:
+    _require(args, "instance", "database", "odoo_version")
+    access = DatabaseAccess(conninfo=_secret(DB_CONNINFO), database=args.database)
+    async with _open_store(args) as store:
+        manifest = await run_backup(
+            store,
+            args.instance,
+            args.backup_id or new_backup_id(),
+            access,
+            Path(args.filestore) if args.filestore else None,
+            args.odoo_version,
+            args.reason,
+        )
+    _print(manifest.to_dict())
+    return 0
+
+
+async def _verify(args: argparse.Namespace) -> int:
+    _require(args, "instance", "backup_id")
+    admin = _secret(ADMIN_CONNINFO)
+    async with _open_store(args) as store:
+        verification = await verify_backup(store, args.instance, args.backup_id, admin)
+    _print(asdict(verification))
+    if not verification.ok:
+        raise CommandError(f"verification failed: {verification.reason}")
+    return 0
+
+
+def _neutralization(neutralize: bool) -> Sequence[sql.Composable]:
+    if not neutralize:
+        return ()
+    try:
+        from ..builders.neutralize import neutralization_statements
+    except ImportError as error:
+        raise CommandError(f"neutralization is not available in this build: {error}") from None
+    # A clone gets a database.uuid of its own, as the operator's restores do.
+    statements: Sequence[sql.Composable] = neutralization_statements(str(uuid.uuid4()))
+    return statements
+
+
+async def _restore(args: argparse.Namespace) -> int:
+    _require(args, "instance", "backup_id", "database", "owner_role", "target_odoo_version")
+    if not args.expected_instance and not args.any_instance:
+        raise CommandError(
+            "pass --expected-instance (the instance the backup must be of) or --any-instance "
+            "for a deliberate clone of another instance"
+        )
+    target = RestoreTarget(
+        admin_conninfo=_secret(ADMIN_CONNINFO),
+        database=args.database,
+        owner_role=args.owner_role,
+        filestore=Path(args.filestore) if args.filestore else None,
+        expected_instance=None if args.any_instance else args.expected_instance,
+        target_odoo_version=args.target_odoo_version,
+        neutralize=args.neutralize,
+        neutralization=_neutralization(args.neutralize),
+    )
+    async with _open_store(args) as store:
+        outcome = await restore_backup(store, args.instance, args.backup_id, target)
+    _print(asdict(outcome))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
+    "backup": _backup,
+    "verify": _verify,
+    "restore": _restore,
+}
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run one of the engine's commands; print the one-line reason and return 1 on failure."""
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return asyncio.run(COMMANDS[args.command](args))
+    except KeyboardInterrupt:
+        print(f"odoo-operator {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - every failure ends as one line and exit 1
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"odoo-operator {args.command}: {message}", file=sys.stderr)
+        return 1

@@ -1,0 +1,34 @@
+"""Kopf glue for OdooRestore: advance the restore until it has succeeded or failed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from ..model.backup import RESTORE_PLURAL, SUCCEEDED
+from ..model.names import GROUP, VERSION
+from ..reconcile.restores import RestoreWaiting, run_restore_request
+
+_WAIT_SECONDS = 5.0
+
+
+@kopf.on.resume(GROUP, VERSION, RESTORE_PLURAL)
+@kopf.on.create(GROUP, VERSION, RESTORE_PLURAL)
+async def restore(memo: kopf.Memo, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Run the restore's steps; wait (and come back) while a step is under way."""
+    try:
+        status = await run_restore_request(memo["clients"], body)
+    except RestoreWaiting as waiting:
+        message, progress = waiting.args
+        patch.status.update(progress)
+        patch.status["phase"] = progress.get("phase") or "Pending"
+        patch.status["message"] = message
+        raise kopf.TemporaryError(message, delay=_WAIT_SECONDS) from waiting
+    patch.status.update(status)
+    previous = (body.get("status") or {}).get("phase")
+    if status.get("phase") != previous:
+        if status.get("phase") == SUCCEEDED:
+            kopf.info(body, reason="Restored", message=status.get("message", ""))
+        else:
+            kopf.warn(body, reason="RestoreFailed", message=status.get("message", ""))

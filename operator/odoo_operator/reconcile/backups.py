@@ -1,0 +1,623 @@
+"""Backups of tenants: OdooBackup runs, schedules, retention, verification, BackupHealthy.
+
+An OdooBackup is carried out by the engine (:mod:`odoo_operator.engine`), in the operator
+or in a Job; either way the blob store's manifest is the proof that a backup exists. What
+happened is written to the OdooBackup's status (the audit trail) and summarized on the
+instance (``lastBackup``, ``lastVerifiedBackup``, condition ``BackupHealthy``).
+
+Verification and retention always run in the operator: verification restores into a scratch
+database with the server's admin login, which never leaves the operator's namespace.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from psycopg.conninfo import make_conninfo
+
+from ..builders.backup_job import BACKUP_STORE_SECRET, build_backup_job
+from ..builders.backup_layout import Manifest
+from ..builders.retention import BackupRecord, parse_retention, plan_retention
+from ..builders.schedule import backup_age_exceeds, due_slot, parse_duration
+from ..builders.tenant import instance_labels
+from ..engine import DatabaseAccess, delete_backup, list_backups, run_backup, verify_backup
+from ..model.backup import (
+    BACKUP_KIND,
+    FAILED,
+    FINISHED,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    BackupPolicy,
+    BackupRequest,
+)
+from ..model.conditions import Condition
+from ..model.config import BlobStoreRef, ConfigError
+from ..model.names import API_VERSION, INSTANCE_KIND, INSTANCE_LABEL
+from ..model.spec import InstanceSpec
+from .clients import Clients
+from .instance import CREDENTIALS_SECRET
+
+logger = logging.getLogger(__name__)
+
+
+def now() -> datetime.datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.datetime.now(datetime.UTC)
+
+
+def timestamp(moment: datetime.datetime) -> str:
+    """RFC 3339 in UTC, as Kubernetes writes times."""
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str | None) -> datetime.datetime | None:
+    """An RFC 3339 time from a status field, or None."""
+    if not text:
+        return None
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+class BackupNotPossible(Exception):  # noqa: N818 - reads as the status it leads to
+    """The backup cannot run as asked; the message says why (it ends Failed)."""
+
+
+class BackupWaiting(Exception):  # noqa: N818 - reads as the status it leads to
+    """The backup must wait (another backup of the tenant, or its Job, runs); retried later.
+
+    ``args[1]``, when given, is the status to publish meanwhile.
+    """
+
+
+@dataclass
+class BackupResult:
+    """Status fields of an OdooBackup after an attempt, and whether it has finished."""
+
+    status: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def phase(self) -> str:
+        """The phase the attempt left the backup in."""
+        return str(self.status.get("phase", PENDING))
+
+
+async def _instance(clients: Clients, name: str) -> dict[str, Any] | None:
+    return await clients.kube.get(API_VERSION, INSTANCE_KIND, name)
+
+
+async def tenant_database_access(clients: Clients, spec: InstanceSpec) -> DatabaseAccess:
+    """How the engine reads the tenant's database: as its own role, on its own server."""
+    server = clients.config.postgres_server(spec.database_server)
+    _, endpoint = await clients.postgres(server)
+    secret = await clients.kube.get("v1", "Secret", CREDENTIALS_SECRET, spec.namespace)
+    encoded = ((secret or {}).get("data") or {}).get("database-password")
+    if encoded is None:
+        raise BackupNotPossible(
+            f"Secret {spec.namespace}/{CREDENTIALS_SECRET} has no database password yet; "
+            "is the instance provisioned?"
+        )
+    conninfo = make_conninfo(
+        host=endpoint.host,
+        port=str(endpoint.port),
+        user=spec.database,
+        password=base64.b64decode(encoded).decode(),
+        dbname=spec.database,
+    )
+    return DatabaseAccess(conninfo=conninfo, database=spec.database)
+
+
+def in_process_filestore(clients: Clients, spec: InstanceSpec) -> Path | None:
+    """The filestore directory the operator can read in-process, if configured."""
+    root = clients.config.in_process_filestore_root
+    return Path(root) / spec.name if root else None
+
+
+async def _other_running_backup(clients: Clients, request: BackupRequest) -> str | None:
+    for item in await clients.kube.list(API_VERSION, BACKUP_KIND):
+        spec, status = item.get("spec") or {}, item.get("status") or {}
+        if (
+            spec.get("instance") == request.instance
+            and item["metadata"]["name"] != request.name
+            and status.get("phase") == RUNNING
+        ):
+            return str(item["metadata"]["name"])
+    return None
+
+
+async def run_backup_request(clients: Clients, body: Mapping[str, Any]) -> BackupResult:
+    """Carry out one OdooBackup in the operator; return its final status fields.
+
+    Raises :class:`BackupWaiting` while another backup of the same tenant runs.
+    """
+    request = BackupRequest.from_resource(body)
+    status = dict(body.get("status") or {})
+    if status.get("phase") in FINISHED:
+        return BackupResult(status)
+    if status.get("phase") == RUNNING and str(status.get("execution", "")).startswith("Job "):
+        return await _follow_backup_job(clients, request, status)
+    if status.get("phase") == RUNNING:
+        # Running with no worker: this operator stopped during the attempt. The blobs of an
+        # unfinished backup have no manifest, so nothing half-written is ever listed.
+        return BackupResult(
+            _failed(
+                status,
+                "Interrupted",
+                "the operator stopped while this backup ran; no manifest was written, so "
+                "nothing of it is listed or restorable. Create a new OdooBackup to retry.",
+            )
+        )
+    instance = await _instance(clients, request.instance)
+    if instance is None:
+        return BackupResult(
+            _failed(status, "InstanceNotFound", f"OdooInstance {request.instance} does not exist")
+        )
+    other = await _other_running_backup(clients, request)
+    if other is not None:
+        raise BackupWaiting(f"waiting for OdooBackup {other} of the same tenant to finish")
+    spec = InstanceSpec.from_resource(instance)
+    policy = BackupPolicy.from_instance(instance) or BackupPolicy()
+    lock = clients.tenant_lock(request.instance)
+    if lock.locked():
+        raise BackupWaiting(f"another backup or restore of {request.instance} is running")
+    async with lock:
+        try:
+            store_ref = clients.config.blob_store(policy.store)
+            store = await clients.blob(store_ref)
+            access = await tenant_database_access(clients, spec)
+        except (ConfigError, BackupNotPossible) as exc:
+            return BackupResult(_failed(status, "InvalidConfiguration", str(exc)))
+        backup_id = status.get("backupId") or new_backup_id()
+        started = now()
+        if clients.config.backup_execution == "job":
+            return await _start_backup_job(
+                clients, request, spec, store_ref, backup_id, started, status
+            )
+        await clients.kube.patch_status(
+            API_VERSION,
+            BACKUP_KIND,
+            request.name,
+            {
+                "phase": RUNNING,
+                "backupId": backup_id,
+                "store": store_ref.name,
+                "startedAt": timestamp(started),
+                "execution": "operator",
+                "message": "backing up the database and the filestore",
+            },
+        )
+        try:
+            manifest = await run_backup(
+                store,
+                request.instance,
+                backup_id,
+                access,
+                in_process_filestore(clients, spec),
+                spec.version,
+                request.reason,
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure ends this backup, with its reason
+            logger.warning("backup %s of %s failed: %s", backup_id, request.instance, exc)
+            status.update(backupId=backup_id, store=store_ref.name, startedAt=timestamp(started))
+            return BackupResult(_failed(status, "BackupFailed", f"{type(exc).__name__}: {exc}"))
+    return BackupResult(
+        _succeeded(status, manifest, store_ref.name, store_ref.container, started, "operator")
+    )
+
+
+def _succeeded(
+    status: dict[str, Any],
+    manifest: Manifest,
+    store: str,
+    container: str,
+    started: datetime.datetime,
+    execution: str,
+) -> dict[str, Any]:
+    parts: dict[str, dict[str, Any]] = {
+        name: {"sizeBytes": part.size, "sha256": part.sha256}
+        for name, part in manifest.parts.items()
+    }
+    done = dict(status)
+    done.update(
+        phase=SUCCEEDED,
+        backupId=manifest.backup_id,
+        store=store,
+        location=f"{container}/{manifest.instance}/{manifest.backup_id}/",
+        startedAt=timestamp(started),
+        completedAt=timestamp(now()),
+        sizeBytes=sum(part.size for part in manifest.parts.values()),
+        parts=parts,
+        odooVersion=manifest.odoo_version,
+        modules=list(manifest.modules),
+        execution=execution,
+        message=f"backed up in {(now() - started).total_seconds():.1f}s",
+        conditions=[
+            _condition("Complete", "True", "Succeeded", "the manifest is written"),
+            _condition("Failed", "False", "Succeeded", "no error"),
+        ],
+    )
+    return done
+
+
+async def _start_backup_job(
+    clients: Clients,
+    request: BackupRequest,
+    spec: InstanceSpec,
+    store_ref: BlobStoreRef,
+    backup_id: str,
+    started: datetime.datetime,
+    status: dict[str, Any],
+) -> BackupResult:
+    """Hand the backup to a Job in the tenant namespace; it is followed on later passes."""
+    store_secret = await clients.kube.get(
+        "v1", "Secret", store_ref.secret, clients.config.namespace
+    )
+    store_data = (store_secret or {}).get("data") or {}
+    key = "connectionString" if "connectionString" in store_data else None
+    dedicated = spec.tenancy == "dedicated"
+    owner = await clients.kube.get("v1", "Namespace", spec.namespace)
+    if owner is None:
+        return BackupResult(
+            _failed(status, "InstanceNotProvisioned", f"namespace {spec.namespace} is missing")
+        )
+    await clients.kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": BACKUP_STORE_SECRET,
+                "namespace": spec.namespace,
+                "labels": instance_labels(spec.name, "backup"),
+            },
+            "type": "Opaque",
+            # Only what the Job needs to write backups: never a database admin login.
+            "data": {
+                k: v for k, v in store_data.items() if k in ("connectionString", "accountUrl")
+            },
+        }
+    )
+    job = build_backup_job(
+        spec,
+        node_selector=clients.config.dedicated_node_selector if dedicated else {},
+        tolerations=clients.config.dedicated_tolerations if dedicated else (),
+        backup_name=request.name,
+        backup_id=backup_id,
+        reason=request.reason,
+        image=clients.config.operator_image,
+        container=store_ref.container,
+        store_secret_key=key,
+    )
+    await clients.kube.apply(job)
+    running = dict(status)
+    running.update(
+        phase=RUNNING,
+        backupId=backup_id,
+        store=store_ref.name,
+        startedAt=timestamp(started),
+        execution=f"Job {spec.namespace}/{job['metadata']['name']}",
+        message="the backup Job is running",
+    )
+    raise BackupWaiting("the backup Job is running", running)
+
+
+async def _follow_backup_job(
+    clients: Clients, request: BackupRequest, status: dict[str, Any]
+) -> BackupResult:
+    """The outcome of a backup Job: the manifest in the store decides, not the exit code."""
+    namespace, name = str(status["execution"]).removeprefix("Job ").split("/", 1)
+    job = await clients.kube.get("batch/v1", "Job", name, namespace)
+    if job is None:
+        return BackupResult(_failed(status, "JobMissing", f"Job {namespace}/{name} is gone"))
+    job_status = job.get("status") or {}
+    finished = {
+        c.get("type")
+        for c in job_status.get("conditions") or []
+        if c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
+    }
+    if not finished:
+        raise BackupWaiting(f"Job {namespace}/{name} is running", status)
+    started = parse_time(status.get("startedAt")) or now()
+    store_ref = clients.config.blob_store(status.get("store"))
+    store = await clients.blob(store_ref)
+    manifest = next(
+        (
+            m
+            for m in await list_backups(store, request.instance)
+            if m.backup_id == status["backupId"]
+        ),
+        None,
+    )
+    if manifest is not None and "Complete" in finished:
+        return BackupResult(
+            _succeeded(
+                status, manifest, store_ref.name, store_ref.container, started, status["execution"]
+            )
+        )
+    reason = "the Job failed" if "Failed" in finished else "the Job completed"
+    return BackupResult(
+        _failed(
+            status,
+            "NoManifest",
+            f"{reason} but no manifest was written, so the backup does not exist; "
+            f"read the logs of Job {namespace}/{name}",
+        )
+    )
+
+
+def new_backup_id() -> str:
+    """A backup id that sorts by time: ``20261123T174501Z-3f9a``."""
+    return f"{now().strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(2)}"
+
+
+def _condition(type_: str, status: str, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": timestamp(now()),
+    }
+
+
+def _failed(status: dict[str, Any], reason: str, message: str) -> dict[str, Any]:
+    failed = dict(status)
+    failed.update(
+        phase=FAILED,
+        completedAt=timestamp(now()),
+        message=message,
+        conditions=[
+            _condition("Complete", "False", reason, message),
+            _condition("Failed", "True", reason, message),
+        ],
+    )
+    return failed
+
+
+async def verify_request(clients: Clients, body: Mapping[str, Any]) -> dict[str, Any]:
+    """Prove a succeeded backup by restoring it into a scratch database; the verification."""
+    request = BackupRequest.from_resource(body)
+    status = body.get("status") or {}
+    instance = await _instance(clients, request.instance)
+    if instance is None:
+        return {"result": "Skipped", "message": f"OdooInstance {request.instance} is gone"}
+    spec = InstanceSpec.from_resource(instance)
+    store = await clients.blob(clients.config.blob_store(status.get("store")))
+    admin = await clients.postgres_admin_conninfo(
+        clients.config.postgres_server(spec.database_server)
+    )
+    async with clients.tenant_lock(request.instance):
+        verification = await verify_backup(store, request.instance, status["backupId"], admin)
+    return {
+        "result": "Passed" if verification.ok else "Failed",
+        "checkedAt": timestamp(verification.checked_at),
+        "durationSeconds": round(verification.duration_seconds, 3),
+        "message": verification.reason,
+    }
+
+
+async def backups_of(clients: Clients, instance: str) -> list[dict[str, Any]]:
+    """Every OdooBackup object of an instance."""
+    return [
+        item
+        for item in await clients.kube.list(API_VERSION, BACKUP_KIND)
+        if (item.get("spec") or {}).get("instance") == instance
+    ]
+
+
+async def prune(clients: Clients, instance_body: Mapping[str, Any]) -> list[str]:
+    """Apply the instance's retention policy; delete pruned OdooBackups (their finalizer
+    deletes the blobs). Returns the names deleted."""
+    policy = BackupPolicy.from_instance(instance_body)
+    if policy is None:
+        return []
+    by_id: dict[str, str] = {}
+    records = []
+    for item in await backups_of(clients, instance_body["metadata"]["name"]):
+        status = item.get("status") or {}
+        completed = parse_time(status.get("completedAt"))
+        if status.get("phase") != SUCCEEDED or completed is None:
+            continue
+        by_id[status["backupId"]] = item["metadata"]["name"]
+        records.append(
+            BackupRecord(
+                backup_id=status["backupId"],
+                completed_at=completed,
+                retain=bool((item.get("spec") or {}).get("retain")),
+                verified=(status.get("verification") or {}).get("result") == "Passed",
+            )
+        )
+    decision = plan_retention(
+        records,
+        parse_retention(policy.retention),
+        now(),
+        parse_duration(policy.rpo),
+        policy.time_zone,
+    )
+    deleted = []
+    for backup_id in decision.prune:
+        name = by_id[backup_id]
+        if await clients.kube.delete(API_VERSION, BACKUP_KIND, name):
+            deleted.append(name)
+    return deleted
+
+
+async def delete_backup_data(clients: Clients, body: Mapping[str, Any]) -> str | None:
+    """Remove a deleted OdooBackup's blobs; the message for the log, or None if it had none."""
+    status = body.get("status") or {}
+    backup_id, store_name = status.get("backupId"), status.get("store")
+    if not backup_id or not store_name:
+        return None
+    request = BackupRequest.from_resource(body)
+    store = await clients.blob(clients.config.blob_store(store_name))
+    await delete_backup(store, request.instance, backup_id)
+    return f"deleted backup {backup_id} of {request.instance} from store {store_name}"
+
+
+def scheduled_backup_name(instance: str, due: datetime.datetime) -> str:
+    """The OdooBackup of one scheduled time: the same name for the same slot, so a
+    restarted operator never creates a scheduled backup twice."""
+    return f"{instance}-{due.strftime('%Y%m%d-%H%M')}"
+
+
+def backup_object(instance: str, name: str, reason: str, retain: bool = False) -> dict[str, Any]:
+    """A new OdooBackup for ``instance``, labelled so ``kubectl get -l`` finds it."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": BACKUP_KIND,
+        "metadata": {"name": name, "labels": {INSTANCE_LABEL: instance}},
+        "spec": {"instance": instance, "reason": reason, "retain": retain},
+    }
+
+
+async def schedule_backups(clients: Clients, instance_body: Mapping[str, Any]) -> str | None:
+    """Create the scheduled OdooBackup when one is due; return its name, else None."""
+    policy = BackupPolicy.from_instance(instance_body)
+    if policy is None or policy.suspend:
+        return None
+    status = instance_body.get("status") or {}
+    created = parse_time(instance_body["metadata"].get("creationTimestamp")) or now()
+    last = parse_time(status.get("lastScheduledBackup"))
+    slot = due_slot(policy.schedule, policy.time_zone, last, now(), created)
+    if slot is None:
+        return None
+    name = scheduled_backup_name(instance_body["metadata"]["name"], slot)
+    if await clients.kube.get(API_VERSION, BACKUP_KIND, name) is None:
+        await clients.kube.apply(
+            backup_object(instance_body["metadata"]["name"], name, "scheduled")
+        )
+    return name
+
+
+def backup_health(
+    instance_body: Mapping[str, Any], backups: list[dict[str, Any]]
+) -> Condition | None:
+    """``BackupHealthy``: the newest good backup is younger than the RPO, the last attempt
+    did not fail and the newest verification passed. None when backups are not configured."""
+    policy = BackupPolicy.from_instance(instance_body)
+    if policy is None:
+        return None
+    finished = sorted(
+        (b for b in backups if (b.get("status") or {}).get("phase") in FINISHED),
+        key=lambda b: str((b.get("status") or {}).get("completedAt") or ""),
+    )
+    good = [b for b in finished if b["status"]["phase"] == SUCCEEDED]
+    newest_good = parse_time(good[-1]["status"]["completedAt"]) if good else None
+    if finished and finished[-1]["status"]["phase"] == FAILED:
+        last = finished[-1]
+        return Condition(
+            "BackupHealthy",
+            "False",
+            "BackupFailed",
+            f"OdooBackup {last['metadata']['name']} failed: {last['status'].get('message')}",
+        )
+    verified = [b for b in good if (b["status"].get("verification") or {}).get("result")]
+    if verified and verified[-1]["status"]["verification"]["result"] == "Failed":
+        last = verified[-1]
+        return Condition(
+            "BackupHealthy",
+            "False",
+            "VerificationFailed",
+            f"OdooBackup {last['metadata']['name']} did not restore: "
+            f"{last['status']['verification'].get('message')}",
+        )
+    if backup_age_exceeds(parse_duration(policy.rpo), newest_good, now()):
+        age = (
+            "no successful backup yet"
+            if newest_good is None
+            else (f"the newest good backup completed at {timestamp(newest_good)}")
+        )
+        created = parse_time(instance_body["metadata"].get("creationTimestamp")) or now()
+        if newest_good is not None or now() - created > parse_duration(policy.rpo):
+            return Condition(
+                "BackupHealthy", "False", "RPOExceeded", f"{age}, older than the RPO {policy.rpo}"
+            )
+        return Condition("BackupHealthy", "Unknown", "NoBackupYet", "the first backup is pending")
+    assert newest_good is not None
+    return Condition(
+        "BackupHealthy",
+        "True",
+        "WithinRPO",
+        f"newest good backup completed at {timestamp(newest_good)}, within the RPO {policy.rpo}",
+    )
+
+
+def instance_backup_summary(backups: list[dict[str, Any]]) -> dict[str, Any]:
+    """``lastBackup`` and ``lastVerifiedBackup`` for the instance's status."""
+    good = sorted(
+        (b for b in backups if (b.get("status") or {}).get("phase") == SUCCEEDED),
+        key=lambda b: str(b["status"].get("completedAt") or ""),
+    )
+    summary: dict[str, Any] = {}
+    if good:
+        newest = good[-1]
+        summary["lastBackup"] = {
+            "id": newest["status"]["backupId"],
+            "name": newest["metadata"]["name"],
+            "time": newest["status"]["completedAt"],
+            "sizeBytes": newest["status"].get("sizeBytes", 0),
+        }
+    verified = [
+        b for b in good if (b["status"].get("verification") or {}).get("result") == "Passed"
+    ]
+    if verified:
+        newest = verified[-1]
+        summary["lastVerifiedBackup"] = {
+            "id": newest["status"]["backupId"],
+            "name": newest["metadata"]["name"],
+            "time": newest["status"]["verification"]["checkedAt"],
+        }
+    return summary
+
+
+async def instance_backup_state(
+    clients: Clients, instance_body: Mapping[str, Any]
+) -> tuple[Condition | None, dict[str, Any]]:
+    """What the instance's status says about backups: ``BackupHealthy`` and the summary
+    fields, after creating the scheduled backup when one is due.
+
+    Computed in the same pass that publishes the other conditions, so two handlers never
+    race to rewrite the condition list.
+    """
+    if BackupPolicy.from_instance(instance_body) is None:
+        return None, {}
+    fields: dict[str, Any] = {}
+    scheduled = await schedule_backups(clients, instance_body)
+    if scheduled is not None:
+        fields["lastScheduledBackup"] = timestamp(now())
+    # Retention also runs here, not only after a backup: a backup that ages past the RPO
+    # becomes prunable without a newer one. Nothing to prune costs one list, no write.
+    for name in await prune(clients, instance_body):
+        logger.info("pruned OdooBackup %s by the retention policy", name)
+    backups = await backups_of(clients, instance_body["metadata"]["name"])
+    fields.update(instance_backup_summary(backups))
+    return backup_health(instance_body, backups), fields
+
+
+async def pre_delete_backup_pending(
+    clients: Clients, instance_body: Mapping[str, Any]
+) -> str | None:
+    """Before a ``Delete`` deletion drops data: the reason to wait, or None once the
+    ``pre-delete`` backup succeeded (or none is needed)."""
+    spec = InstanceSpec.from_resource(instance_body)
+    if spec.deletion_policy != "Delete" or BackupPolicy.from_instance(instance_body) is None:
+        return None
+    name = f"{spec.name}-pre-delete"
+    backup = await clients.kube.get(API_VERSION, BACKUP_KIND, name)
+    if backup is None:
+        await clients.kube.apply(backup_object(spec.name, name, "pre-delete", retain=True))
+        return f"taking the pre-delete backup {name} before dropping anything"
+    status = backup.get("status") or {}
+    if status.get("phase") == SUCCEEDED:
+        return None
+    if status.get("phase") == FAILED:
+        return (
+            f"the pre-delete backup {name} failed ({status.get('message')}); nothing is "
+            f"dropped. Delete OdooBackup {name} to try again, or set deletionPolicy: Retain"
+        )
+    return f"waiting for the pre-delete backup {name} ({status.get('phase', PENDING)})"

@@ -1,0 +1,199 @@
+"""OdooRestore: a backup restored into its own instance (in place) or another (a clone).
+
+Steps, each recorded in status so a restarted operator knows where it stopped:
+
+1. check the backup succeeded and both instances exist;
+2. in place only: a safety backup of the current state (an OdooBackup, kept by ``retain``);
+3. maintenance: the target's web and cron scaled to zero (annotation on the instance);
+4. the engine checks manifest, checksums, instance and Odoo version before touching
+   anything, restores into a new database, proves it, neutralizes a clone, and only then
+   swaps names, keeping the replaced database as ``<db>_pre_restore_<id>``;
+5. maintenance lifted; the instance's reconciler brings web and cron back.
+
+Restores run in the operator: they need the server's admin login, which never leaves the
+operator's namespace.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from ..builders.neutralize import neutralization_statements
+from ..engine import RestoreRefused, RestoreTarget, restore_backup
+from ..model.backup import (
+    BACKUP_KIND,
+    FAILED,
+    FINISHED,
+    RESTORE_KIND,
+    RUNNING,
+    SUCCEEDED,
+    RestoreRequest,
+)
+from ..model.names import API_VERSION, INSTANCE_KIND, MAINTENANCE_ANNOTATION
+from ..model.spec import InstanceSpec
+from .backups import backup_object, in_process_filestore, now, timestamp
+from .clients import Clients
+
+logger = logging.getLogger(__name__)
+
+
+class RestoreWaiting(Exception):  # noqa: N818 - reads as the status it leads to
+    """A step is under way (safety backup, scale-down); the restore is retried later."""
+
+
+def _finished(status: dict[str, Any], phase: str, reason: str, message: str) -> dict[str, Any]:
+    done = dict(status)
+    done.update(
+        phase=phase,
+        completedAt=timestamp(now()),
+        message=message,
+        conditions=[
+            {
+                "type": "Complete",
+                "status": "True" if phase == SUCCEEDED else "False",
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": timestamp(now()),
+            },
+            {
+                "type": "Failed",
+                "status": "True" if phase == FAILED else "False",
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": timestamp(now()),
+            },
+        ],
+    )
+    return done
+
+
+async def _set_maintenance(clients: Clients, instance: str, value: str | None) -> None:
+    """Put the instance into maintenance (web and cron at zero), or lift it (``None``)."""
+    await clients.kube.patch_metadata(
+        API_VERSION, INSTANCE_KIND, instance, {"annotations": {MAINTENANCE_ANNOTATION: value}}
+    )
+
+
+async def _scaled_down(clients: Clients, spec: InstanceSpec) -> bool:
+    for component in ("web", "cron"):
+        live = await clients.kube.get("apps/v1", "Deployment", f"odoo-{component}", spec.namespace)
+        if live is not None and (
+            (live.get("spec") or {}).get("replicas", 0)
+            or (live.get("status") or {}).get("replicas", 0)
+        ):
+            return False
+    return True
+
+
+async def run_restore_request(clients: Clients, body: Mapping[str, Any]) -> dict[str, Any]:
+    """Advance one OdooRestore; return its status fields once finished.
+
+    Raises :class:`RestoreWaiting` (with the status so far in ``args[1]``) while a step is
+    under way.
+    """
+    request = RestoreRequest.from_resource(body)
+    status = dict(body.get("status") or {})
+    if status.get("phase") in FINISHED:
+        return status
+    if status.get("step") == "restoring":
+        # The operator stopped inside the engine. The engine swaps names only after the new
+        # database is proven, so the target is either untouched or fully restored.
+        await _set_maintenance(clients, request.target, None)
+        return _finished(
+            status,
+            FAILED,
+            "Interrupted",
+            "the operator stopped during the restore; the target database was not replaced "
+            "unless a <db>_pre_restore_* database exists. Create a new OdooRestore to retry.",
+        )
+    backup = await clients.kube.get(API_VERSION, BACKUP_KIND, request.backup)
+    backup_status = (backup or {}).get("status") or {}
+    if backup is None or backup_status.get("phase") != SUCCEEDED:
+        return _finished(
+            status,
+            FAILED,
+            "BackupNotUsable",
+            f"OdooBackup {request.backup} does not exist or has not succeeded; nothing touched",
+        )
+    source = str(backup["spec"]["instance"])
+    target_body = await clients.kube.get(API_VERSION, INSTANCE_KIND, request.target)
+    if target_body is None:
+        return _finished(
+            status,
+            FAILED,
+            "TargetNotFound",
+            f"OdooInstance {request.target} does not exist; create it first (for a clone, "
+            "an instance of the same or a newer Odoo version)",
+        )
+    target = InstanceSpec.from_resource(target_body)
+    in_place = request.target == source
+    neutralize = request.neutralizes(in_place)
+    status.update(
+        mode="InPlace" if in_place else "Clone",
+        neutralized=neutralize,
+        startedAt=status.get("startedAt") or timestamp(now()),
+    )
+    if in_place:
+        safety = f"{request.name}-safety"
+        status["safetyBackup"] = safety
+        safety_body = await clients.kube.get(API_VERSION, BACKUP_KIND, safety)
+        if safety_body is None:
+            await clients.kube.apply(backup_object(source, safety, "manual", retain=True))
+            raise RestoreWaiting(f"taking the safety backup {safety} of {source}", status)
+        safety_phase = (safety_body.get("status") or {}).get("phase")
+        if safety_phase == FAILED:
+            return _finished(
+                status,
+                FAILED,
+                "SafetyBackupFailed",
+                f"the safety backup {safety} failed; {source} was not touched",
+            )
+        if safety_phase != SUCCEEDED:
+            raise RestoreWaiting(f"waiting for the safety backup {safety}", status)
+    await _set_maintenance(clients, request.target, f"restore/{request.name}")
+    if not await _scaled_down(clients, target):
+        raise RestoreWaiting(f"waiting for the web and cron pods of {target.name} to stop", status)
+
+    status.update(phase=RUNNING, step="restoring", message="restoring the database")
+    await clients.kube.patch_status(API_VERSION, RESTORE_KIND, request.name, status)
+    try:
+        store = await clients.blob(clients.config.blob_store(backup_status.get("store")))
+        server = clients.config.postgres_server(target.database_server)
+        outcome = await restore_backup(
+            store,
+            source,
+            backup_status["backupId"],
+            RestoreTarget(
+                admin_conninfo=await clients.postgres_admin_conninfo(server),
+                database=target.database,
+                owner_role=target.database,
+                filestore=in_process_filestore(clients, target),
+                expected_instance=source,
+                target_odoo_version=target.version,
+                neutralize=neutralize,
+                neutralization=neutralization_statements(str(uuid.uuid4())) if neutralize else (),
+            ),
+        )
+    except RestoreRefused as refused:
+        status.pop("step", None)
+        await _set_maintenance(clients, request.target, None)
+        return _finished(status, FAILED, "Refused", f"{refused}; {target.name} was not touched")
+    except Exception as exc:  # noqa: BLE001 - the engine proves before it swaps; report it
+        logger.warning("restore %s failed: %s", request.name, exc)
+        status.pop("step", None)
+        await _set_maintenance(clients, request.target, None)
+        return _finished(status, FAILED, "RestoreFailed", f"{type(exc).__name__}: {exc}")
+    await _set_maintenance(clients, request.target, None)
+    status.pop("step", None)
+    status["keptDatabase"] = outcome.kept_database
+    kind = "neutralized clone" if neutralize and not in_place else "restore"
+    return _finished(
+        status,
+        SUCCEEDED,
+        "Restored",
+        f"{kind} of backup {backup_status['backupId']} of {source} into {target.name}; "
+        f"the previous database is kept as {outcome.kept_database}",
+    )
