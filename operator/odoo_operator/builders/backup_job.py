@@ -53,9 +53,13 @@ def build_backup_job(
         {"name": "PGUSER", "valueFrom": from_secret(DATABASE_SECRET, "username")},
         {"name": "PGPASSWORD", "valueFrom": from_secret(DATABASE_SECRET, "password")},
         {"name": "PGDATABASE", "valueFrom": from_secret(DATABASE_SECRET, "database")},
-        # The login comes from the PG* variables above; libpq reads them for what the
-        # connection string leaves out, so no password is ever in an argument.
-        {"name": "ODOO_OPERATOR_DB_CONNINFO", "value": "application_name=odoo-operator-backup"},
+        # Composed by the kubelet from the variables above ($(NAME) expansion), so the pod
+        # spec shows no password; the engine hands it to pg_dump as PGPASSWORD, never argv.
+        {
+            "name": "ODOO_OPERATOR_DB_CONNINFO",
+            "value": "host=$(PGHOST) port=$(PGPORT) user=$(PGUSER) password=$(PGPASSWORD) "
+            "application_name=odoo-operator-backup",
+        },
         {"name": "ODOO_OPERATOR_BLOB_CONTAINER", "value": container},
     ]
     if store_secret_key is not None:

@@ -43,12 +43,14 @@ def register_servers(
     redis_url: str,
     config_dir: Path,
     blob_connection_string: str | None = None,
+    backup_execution: str = "inProcess",
 ) -> Path:
     """Create the server Secrets and return the path of the operator config file.
 
-    With ``blob_connection_string`` a blob store ``main`` is registered too, and backups
-    run in the operator, reading filestores from ``<config_dir>/filestores/<instance>``
-    (the local stack's volumes are not real, so the tests put attachments there).
+    With ``blob_connection_string`` a blob store ``main`` is registered too. Backups run in
+    the operator by default, reading filestores from ``<config_dir>/filestores/<instance>``
+    (the local stack's volumes are not real, so the tests put attachments there); with
+    ``backup_execution="job"`` they run as Jobs, as in production.
     """
 
     def secret(name: str, key: str, value: str) -> dict[str, object]:
@@ -94,7 +96,7 @@ def register_servers(
         config["blobStores"] = {
             "main": {"secretRef": "blob-main", "container": BACKUP_CONTAINER, "default": True}
         }
-        config["backupExecution"] = "inProcess"
+        config["backupExecution"] = backup_execution
         config["inProcessFilestoreRoot"] = str(config_dir / "filestores")
     config_dir.mkdir(parents=True, exist_ok=True)
     path = config_dir / "operator-config.yaml"

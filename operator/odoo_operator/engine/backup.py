@@ -272,7 +272,8 @@ async def list_backups(store: BlobStore, instance: str) -> list[Manifest]:
 
     manifests = await asyncio.gather(*(load(backup_id) for backup_id in ids))
     found = [manifest for manifest in manifests if manifest is not None]
-    return sorted(found, key=lambda manifest: manifest.backup_id, reverse=True)
+    # Ids sort by the second; the start time inside the manifest orders two of one second.
+    return sorted(found, key=lambda m: (m.created_at, m.backup_id), reverse=True)
 
 
 async def delete_backup(store: BlobStore, instance: str, backup_id: str) -> bool:
