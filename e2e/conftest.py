@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from e2e.tenants import DRIFT_INTERVAL_SECONDS
+from e2e.tenants import DRIFT_INTERVAL_SECONDS, UPGRADE_INTERVAL_SECONDS
 from odoo_operator.devcluster import kubectl
 from odoo_operator.devcluster.demo import start_operator
 from odoo_operator.devcluster.operator_setup import register_servers
@@ -29,9 +29,15 @@ def operator(
     """CRDs installed, servers registered and the operator running as its own process."""
     kubectl.install_crds(k8s, REPO / "crds")
     workdir = tmp_path_factory.mktemp("operator")
-    config = register_servers(k8s, postgres_dsn, redis_url, workdir, blob_connection_string)
+    config = register_servers(
+        k8s, postgres_dsn, redis_url, workdir, blob_connection_string, upgrade_concurrency=1
+    )
     process = start_operator(
-        operator_kubeconfig, config, workdir / "operator.log", drift_interval=DRIFT_INTERVAL_SECONDS
+        operator_kubeconfig,
+        config,
+        workdir / "operator.log",
+        drift_interval=DRIFT_INTERVAL_SECONDS,
+        upgrade_interval=UPGRADE_INTERVAL_SECONDS,
     )
     yield process
     process.stop()

@@ -19,6 +19,7 @@ from odoo_operator.devcluster.processes import ManagedProcess
 REPO = Path(__file__).parents[1]
 GROUP, VERSION, PLURAL = "odoo.tenantops.io", "v1alpha1", "odooinstances"
 DRIFT_INTERVAL_SECONDS = 5.0  # the e2e operator's drift timer, much shorter than production's
+UPGRADE_INTERVAL_SECONDS = 1.0  # how often the e2e operator advances an upgrade
 SAMPLE = kubectl.load_documents(REPO / "manifests" / "samples" / "odooinstance-acme.yaml")[0]
 
 

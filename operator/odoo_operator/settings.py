@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,29 @@ from .model.config import (
 )
 from .model.names import GROUP
 from .reconcile.clients import Clients
+
+# Name of the ClusterKopfPeering the operator's replicas share (the chart's ha.enabled).
+# Unset: the operator runs standalone, alone in the cluster.
+PEERING_ENV = "ODOO_OPERATOR_PEERING"
+
+
+def configure_peering(settings: kopf.OperatorSettings) -> None:
+    """Active/standby between replicas when ``ODOO_OPERATOR_PEERING`` names a peering object.
+
+    Each process takes a random priority: Kopf pauses every operator that sees a live peer
+    of higher priority (and all of them on a tie, which a random 31-bit draw makes
+    unlikely), so exactly one replica works while the others stand by, and a standby
+    resumes once the active one's heartbeat expires. Mandatory: without the peering CRD the
+    operator waits rather than run unco-ordinated next to its peers.
+    """
+    name = os.environ.get(PEERING_ENV)
+    if not name:
+        return
+    settings.peering.standalone = False
+    settings.peering.mandatory = True
+    settings.peering.clusterwide = True
+    settings.peering.name = name
+    settings.peering.priority = 1 + secrets.randbelow(2**31 - 1)
 
 
 def webhook_enabled() -> bool:
@@ -72,6 +96,7 @@ async def start(
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.posting.level = 30  # warnings and above as Events; our own transitions are explicit
+    configure_peering(settings)
     if webhook_enabled():
         settings.admission.server = webhook_server()
         # Kopf creates this ValidatingWebhookConfiguration, points it at the server and

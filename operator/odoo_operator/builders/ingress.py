@@ -7,6 +7,7 @@ from typing import Any
 from .tenant import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT, Tenant, metadata
 
 TRAEFIK_API = "traefik.io/v1alpha1"
+MAINTENANCE_RETRY_AFTER = 120  # seconds
 CERTIFICATE_SECRET = "odoo-tls"  # noqa: S105 - an object name, not a value
 _NOBODY = ["127.0.0.1/32"]  # an allow list no client matches: Traefik answers 403
 
@@ -45,6 +46,13 @@ def build_middlewares(tenant: Tenant) -> list[dict[str, Any]]:
             {"rateLimit": {"average": spec.rate_average, "burst": spec.rate_burst}},
         ),
         _middleware(tenant, "block-database-manager", {"ipAllowList": {"sourceRange": _NOBODY}}),
+        # During a restore or an upgrade web has no pods, so Traefik answers 503; this tells
+        # browsers and API clients when to come back instead of leaving them guessing.
+        _middleware(
+            tenant,
+            "maintenance",
+            {"headers": {"customResponseHeaders": {"Retry-After": str(MAINTENANCE_RETRY_AFTER)}}},
+        ),
     ]
     if spec.allow_from:
         middlewares.append(
@@ -64,6 +72,8 @@ def build_ingress_route(tenant: Tenant) -> dict[str, Any]:
     spec = tenant.spec
     hosts = " || ".join(f"Host(`{host}`)" for host in spec.hosts)
     common = ["security-headers", "rate-limit"] + (["allow-from"] if spec.allow_from else [])
+    if tenant.maintenance:
+        common.append("maintenance")
 
     def route(match: str, port: int, middlewares: list[str], priority: int) -> dict[str, Any]:
         return {

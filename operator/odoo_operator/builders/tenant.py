@@ -52,6 +52,7 @@ class Tenant:
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Mapping[str, Any], ...] = ()
     storage_class: str | None = None
+    maintenance: bool = False  # a restore or an upgrade holds the tenant (web and cron at zero)
 
     @property
     def namespace(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 from typing import Any
 
@@ -291,5 +292,61 @@ def build_init_job(tenant: Tenant) -> dict[str, Any]:
         "spec": {
             "backoffLimit": 2,
             "template": {"metadata": {"labels": labels(tenant, "init")}, "spec": pod_spec},
+        },
+    }
+
+
+def upgrade_job_name(upgrade_id: str) -> str:
+    """The Job of one upgrade attempt."""
+    return f"odoo-upgrade-{upgrade_id}"
+
+
+def build_upgrade_job(
+    tenant: Tenant, *, upgrade_id: str, image: str, database: str, modules: str
+) -> dict[str, Any]:
+    """Update ``modules`` in ``database`` (the copy) with ``image``, then stop.
+
+    An init container first gives the copy its own filestore: a hard-linked copy of the
+    original's, so attachments the upgrade writes land with the database that is swapped in,
+    and the original's files stay as they were.
+    """
+    upgrading = dataclasses.replace(tenant, image=image)
+    pod_spec = _pod_spec(
+        upgrading,
+        ["-d", database, "-u", modules, "--stop-after-init", "--no-http"],
+        with_ports=False,
+    )
+    pod_spec["restartPolicy"] = "Never"
+    filestore = f"{_DATA_DIR}/filestore"
+    pod_spec["initContainers"] = [
+        {
+            "name": "filestore-copy",
+            "image": image,
+            "command": [
+                "sh",
+                "-c",
+                'if [ -d "$SRC" ] && [ ! -e "$DST" ]; then cp -al "$SRC" "$DST"; fi',
+            ],
+            "env": [
+                {"name": "SRC", "value": f"{filestore}/{tenant.spec.database}"},
+                {"name": "DST", "value": f"{filestore}/{database}"},
+            ],
+            "securityContext": _container_security_context(),
+            "volumeMounts": [{"name": "filestore", "mountPath": _DATA_DIR}],
+        }
+    ]
+    job_labels = {**labels(tenant, "upgrade"), "odoo.tenantops.io/upgrade": upgrade_id}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            **metadata(tenant, upgrade_job_name(upgrade_id), "upgrade"),
+            "labels": job_labels,
+        },
+        "spec": {
+            # One attempt: a failed migration is rolled back, never silently re-run.
+            "backoffLimit": 0,
+            "ttlSecondsAfterFinished": 7 * 24 * 3600,
+            "template": {"metadata": {"labels": job_labels}, "spec": pod_spec},
         },
     }

@@ -15,6 +15,7 @@ consumers ignore.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -26,10 +27,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 KUBERNETES_VERSION = "1.36.3"
 ETCD_VERSION = "3.6.16"
 KWOK_VERSION = "0.8.0"
+HELM_VERSION = "3.22.0"
+KUBECONFORM_VERSION = "0.8.0"
 
 _GO_MODULES = Path(__file__).parent / "gomodules"
 _BUILD_HEARTBEAT_SECONDS = 30.0
@@ -58,6 +64,15 @@ KUBE_SCHEDULER = Component(
 ETCD = Component("etcd", ETCD_VERSION, "--version", r"etcd Version: 3\.[67]\.", "etcd")
 KWOK = Component("kwok", KWOK_VERSION, "--version", r"kwok version v0\.[78]\.", "kwok")
 ALL_COMPONENTS = (ETCD, KUBE_APISERVER, KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, KWOK)
+# Packaging tools: the chart tests render with helm and validate with kubeconform.
+HELM = Component("helm", HELM_VERSION, "version", r'Version:"v3\.', "helm")
+KUBECONFORM = Component("kubeconform", KUBECONFORM_VERSION, "-v", r"v0\.[6-9]\.", "kubeconform")
+PACKAGING_TOOLS = (HELM, KUBECONFORM)
+# Main package of each tool built from a wrapper module, and the variable its version goes in.
+_TOOL_MAIN = {
+    "helm": ("helm.sh/helm/v3/cmd/helm", "helm.sh/helm/v3/internal/version.version"),
+    "kubeconform": ("github.com/yannh/kubeconform/cmd/kubeconform", "main.version"),
+}
 
 
 class ToolMissingError(RuntimeError):
@@ -120,17 +135,19 @@ def ensure(component: Component) -> Path:
     return built
 
 
-def ensure_all() -> dict[str, Path]:
+def ensure_all(with_packaging_tools: bool = False) -> dict[str, Path]:
     """Return every control-plane binary by name, building what is missing.
 
+    With ``with_packaging_tools``, helm and kubeconform too (what the bootstrap does).
     Families build concurrently: module downloads of one overlap compilation of another.
     """
-    missing = sorted({c.family for c in ALL_COMPONENTS if locate(c) is None})
+    components = ALL_COMPONENTS + (PACKAGING_TOOLS if with_packaging_tools else ())
+    missing = sorted({c.family for c in components if locate(c) is None})
     if missing:
         with ThreadPoolExecutor(max_workers=len(missing)) as pool:
             for future in [pool.submit(_build_family, family) for family in missing]:
                 future.result()
-    return {component.binary: ensure(component) for component in ALL_COMPONENTS}
+    return {component.binary: ensure(component) for component in components}
 
 
 # KWOK's own lifecycle stages ("fast" set): nodes become Ready and keep a lease,
@@ -145,14 +162,54 @@ _KWOK_STAGE_FILES = (
 )
 
 
+# Images the tests use to make KWOK decide a pod's fate, since nothing runs in its pods:
+# a Job pod with FAILING_IMAGE fails (exit code 1); a pod with NEVER_READY_IMAGE never
+# becomes ready (a failed health gate).
+FAILING_IMAGE = "devcluster.invalid/odoo:fails"
+NEVER_READY_IMAGE = "devcluster.invalid/odoo:never-ready"
+_IMAGE_KEY = ".spec.containers.[].image"
+
+
 def ensure_kwok_stages() -> Path:
-    """A KWOK config file with the default stages, taken from the KWOK module."""
-    target = cached_path(KWOK).parent / "stages.yaml"
+    """A KWOK config file with the default stages, taken from the KWOK module, plus the
+    test stages keyed on :data:`FAILING_IMAGE` and :data:`NEVER_READY_IMAGE`."""
+    target = cached_path(KWOK).parent / "stages-v3.yaml"
     if target.exists():
         return target
-    documents = [_module_file("sigs.k8s.io/kwok", KWOK_VERSION, name) for name in _KWOK_STAGE_FILES]
+    documents = [
+        yaml.safe_load(_module_file("sigs.k8s.io/kwok", KWOK_VERSION, name))
+        for name in _KWOK_STAGE_FILES
+    ]
+    for stage in documents:
+        expressions = stage["spec"]["selector"]["matchExpressions"]
+        if stage["metadata"]["name"] == "pod-ready":
+            # Job pods with that image still run (an upgrade Job must finish to reach the gate).
+            job_pods = copy.deepcopy(stage)
+            expressions.append(
+                {"key": _IMAGE_KEY, "operator": "NotIn", "values": [NEVER_READY_IMAGE]}
+            )
+            job_pods["metadata"]["name"] = "pod-ready-job-never-ready-image"
+            job_pods["spec"]["selector"]["matchExpressions"] += [
+                {"key": _IMAGE_KEY, "operator": "In", "values": [NEVER_READY_IMAGE]},
+                {"key": ".metadata.ownerReferences.[].kind", "operator": "In", "values": ["Job"]},
+            ]
+            documents.append(job_pods)
+        if stage["metadata"]["name"] == "pod-complete":
+            failing = copy.deepcopy(stage)
+            expressions.append({"key": _IMAGE_KEY, "operator": "NotIn", "values": [FAILING_IMAGE]})
+            failing["metadata"]["name"] = "pod-fail"
+            failing["spec"]["selector"]["matchExpressions"].append(
+                {"key": _IMAGE_KEY, "operator": "In", "values": [FAILING_IMAGE]}
+            )
+            failing["spec"]["next"]["statusTemplate"] = (
+                failing["spec"]["next"]["statusTemplate"]
+                .replace("exitCode: 0", "exitCode: 1")
+                .replace("reason: Completed", "reason: Error")
+                .replace("phase: Succeeded", "phase: Failed")
+            )
+            documents.append(failing)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text("\n---\n".join(documents))
+    target.write_text(yaml.safe_dump_all(documents, sort_keys=False))
     return target
 
 
@@ -228,7 +285,7 @@ def _run_go(
 
 
 def _build_family(family: str) -> None:
-    members = [c for c in ALL_COMPONENTS if c.family == family]
+    members = [c for c in ALL_COMPONENTS + PACKAGING_TOOLS if c.family == family]
     version = members[0].version
     out_dir = cached_path(members[0]).parent
     work_dir = cache_root() / "build" / f"{family}-v{version}"
@@ -257,6 +314,10 @@ def _build_family(family: str) -> None:
                 shutil.copyfile(template, work_dir / name)
         if family == "etcd":
             output, packages = str(staging / "etcd"), ["."]
+        elif family in _TOOL_MAIN:
+            main, version_variable = _TOOL_MAIN[family]
+            flags = ["-trimpath", f"-ldflags=-s -w -X {version_variable}=v{version}"]
+            output, packages = str(staging / family), [main]
         else:
             output, packages = f"{staging}/", [f"k8s.io/kubernetes/cmd/{c.binary}" for c in members]
         go_flags = {"GOFLAGS": "-mod=mod -buildvcs=false"}
@@ -268,3 +329,101 @@ def _build_family(family: str) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+# -- Kubernetes JSON schemas for kubeconform ------------------------------------------------
+#
+# kubeconform validates against one standalone JSON schema per kind, which it would fetch
+# from GitHub. They are generated here instead from the OpenAPI document that ships in the
+# k8s.io/kubernetes module of the pinned version, so rendered manifests are checked against
+# exactly the API of the clusters the project targets, without network access.
+
+_SWAGGER_FILE = "api/openapi-spec/swagger.json"
+_QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
+
+
+def kubeconform_schema_dir() -> Path:
+    """The folder of generated schemas (pass ``-schema-location`` with ``schema_location``)."""
+    return cache_root() / "schemas" / f"kubernetes-v{KUBERNETES_VERSION}"
+
+
+def kubeconform_schema_location() -> str:
+    """kubeconform's ``-schema-location`` template for the generated schemas."""
+    return str(kubeconform_schema_dir()) + "/{{ .ResourceKind }}{{ .KindSuffix }}.json"
+
+
+def ensure_kubeconform_schemas() -> Path:
+    """Generate the strict, standalone schema of every built-in kind once; return their folder."""
+    target = kubeconform_schema_dir()
+    if (target / ".complete").exists():
+        return target
+    swagger = json.loads(_module_file("k8s.io/kubernetes", KUBERNETES_VERSION, _SWAGGER_FILE))
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name, schema in write_kind_schemas(swagger["definitions"]).items():
+        (staging / name).write_text(json.dumps(schema, sort_keys=True))
+    (staging / ".complete").write_text(KUBERNETES_VERSION)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+def kind_schema_file(group: str, version: str, kind: str) -> str:
+    """The file name kubeconform looks for, e.g. ``deployment-apps-v1.json``, ``service-v1.json``."""
+    prefix = (group.split(".")[0] + "-") if group else ""
+    return f"{kind.lower()}-{prefix}{version}.json".lower()
+
+
+def write_kind_schemas(definitions: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Standalone strict schemas by file name, for every definition that is a kind."""
+    schemas: dict[str, dict[str, Any]] = {}
+    for name, definition in definitions.items():
+        for gvk in definition.get("x-kubernetes-group-version-kind", ()):
+            file_name = kind_schema_file(gvk["group"], gvk["version"], gvk["kind"])
+            schema = _standalone(name, definitions, ())
+            schema["$schema"] = "http://json-schema.org/draft-07/schema#"
+            schemas[file_name] = schema
+    return schemas
+
+
+def _standalone(name: str, definitions: dict[str, Any], seen: tuple[str, ...]) -> dict[str, Any]:
+    """One definition with every reference inlined, strict about unknown fields.
+
+    A recursive reference (only JSONSchemaProps has one) accepts anything below it.
+    """
+    if name in seen:
+        return {}
+    if name == _QUANTITY:  # "1", 1 and 0.5 are all quantities
+        return {"oneOf": [{"type": "string"}, {"type": "number"}]}
+    return _convert(definitions[name], definitions, (*seen, name))
+
+
+def _convert(node: dict[str, Any], definitions: dict[str, Any], seen: tuple[str, ...]) -> Any:
+    if "$ref" in node:
+        return _standalone(node["$ref"].rsplit("/", 1)[-1], definitions, seen)
+    if node.get("format") == "int-or-string":
+        return {"oneOf": [{"type": "string"}, {"type": "integer"}]}
+    result: dict[str, Any] = {}
+    for key in ("type", "format", "enum", "required"):
+        if key in node:
+            result[key] = node[key]
+    if "items" in node:
+        result["items"] = _convert(node["items"], definitions, seen)
+    if "properties" in node:
+        result["properties"] = {
+            key: _nullable(_convert(value, definitions, seen))
+            for key, value in node["properties"].items()
+        }
+        # Strict: a field the API does not know is an error, as kubectl --validate=strict.
+        result["additionalProperties"] = False
+    elif isinstance(node.get("additionalProperties"), dict):
+        result["additionalProperties"] = _convert(node["additionalProperties"], definitions, seen)
+    return result
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional field may be given as null (the API server drops it)."""
+    if isinstance(schema.get("type"), str):
+        return {**schema, "type": [schema["type"], "null"]}
+    return schema

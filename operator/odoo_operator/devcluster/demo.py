@@ -39,6 +39,7 @@ def start_operator(
     log_path: Path,
     drift_interval: float = 120,
     *,
+    upgrade_interval: float = 10,
     webhook: bool = True,
     webhook_timeout: float = 60.0,
 ) -> ManagedProcess:
@@ -53,6 +54,7 @@ def start_operator(
         "KUBECONFIG": str(kubeconfig),
         CONFIG_ENV: str(config),
         "ODOO_OPERATOR_DRIFT_INTERVAL": str(drift_interval),
+        "ODOO_OPERATOR_UPGRADE_INTERVAL": str(upgrade_interval),
     }
     webhook_url: str | None = None
     if webhook:

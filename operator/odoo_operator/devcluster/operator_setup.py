@@ -44,6 +44,7 @@ def register_servers(
     config_dir: Path,
     blob_connection_string: str | None = None,
     backup_execution: str = "inProcess",
+    upgrade_concurrency: int = 2,
 ) -> Path:
     """Create the server Secrets and return the path of the operator config file.
 
@@ -90,6 +91,7 @@ def register_servers(
         },
         "ingressControllerNamespace": "traefik",
         "allowedDomains": ALLOWED_DOMAINS,
+        "upgradeConcurrency": upgrade_concurrency,
         "dedicatedNodePool": {"nodeSelector": {}, "tolerations": [DEDICATED_TOLERATION]},
     }
     if blob_connection_string:

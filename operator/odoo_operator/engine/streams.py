@@ -319,8 +319,5 @@ def first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
     One cause is enough for a status condition; the others are usually consequences of the
     cancellation it triggered.
     """
-    for error in group.exceptions:
-        if isinstance(error, BaseExceptionGroup):
-            return first_cause(error)
-        return error
-    return group
+    first = group.exceptions[0]
+    return first_cause(first) if isinstance(first, BaseExceptionGroup) else first

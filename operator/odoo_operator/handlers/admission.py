@@ -25,6 +25,7 @@ from ..model.backup import BackupPolicy
 from ..model.config import ConfigError, OperatorConfig
 from ..model.names import API_VERSION, GROUP, INSTANCE_KIND, INSTANCE_PLURAL, VERSION
 from ..model.spec import InstanceSpec
+from ..model.upgrade import UpgradePolicy, major
 from ..reconcile.clients import Clients
 from ..settings import webhook_enabled
 
@@ -69,6 +70,26 @@ def backup_policy_problems(body: Mapping[str, Any], config: OperatorConfig) -> l
     return problems
 
 
+def upgrade_problems(body: Mapping[str, Any], old: Mapping[str, Any] | None) -> list[str]:
+    """A change of major that cannot be carried out: skipped majors, no migration image."""
+    if old is None:
+        return []
+    before, after = (str((o.get("spec") or {}).get("version", "")) for o in (old, body))
+    if not before or not after or major(after) <= major(before):
+        return []  # same major, or a downgrade (refused by admission_problems)
+    if major(after) > major(before) + 1:
+        return [
+            f"spec.version cannot skip majors ({before} to {after}): upgrade one major at a "
+            "time, as Odoo's migrations do."
+        ]
+    if not UpgradePolicy.from_instance(body).migration_image:
+        return [
+            f"spec.version {before} to {after} is a major upgrade: set "
+            "spec.upgrade.migrationImage (an image that migrates the database, e.g. OpenUpgrade)."
+        ]
+    return []
+
+
 async def validate_instance(
     body: kopf.Body,
     memo: kopf.Memo,
@@ -86,6 +107,7 @@ async def validate_instance(
     claimed = await hosts_claimed_by_others(clients.kube, spec.name)
     problems = admission_problems(spec, previous, clients.config, claimed)
     problems += backup_policy_problems(body, clients.config)
+    problems += upgrade_problems(body, old)
     if problems:
         # Kopf logs the refusal with its message; the requester gets it from the apiserver.
         raise kopf.AdmissionError(" ".join(problems), code=_REFUSAL_CODE)

@@ -15,18 +15,22 @@ from ..model.names import (
     ROTATE_CREDENTIALS_ANNOTATION,
     VERSION,
 )
+from ..model.spec import InstanceSpec
 from ..reconcile.backups import instance_backup_state, pre_delete_backup_pending
 from ..reconcile.clients import Clients
 from ..reconcile.instance import (
     Outcome,
     Stalled,
     announce_first_sight,
+    config_image,
     delete_instance,
     reconcile_instance,
 )
+from ..reconcile.upgrades import advance_upgrade, upgrade_condition
 
 # Kopf fixes timer intervals when handlers are registered, so this one comes from the environment.
 DRIFT_INTERVAL_SECONDS = float(os.environ.get("ODOO_OPERATOR_DRIFT_INTERVAL", "120"))
+UPGRADE_INTERVAL_SECONDS = float(os.environ.get("ODOO_OPERATOR_UPGRADE_INTERVAL", "10"))
 _RETRY_SECONDS = 5.0
 
 
@@ -96,6 +100,9 @@ async def _reconcile(
     if health is not None:
         outcome.conditions.append(health)
     outcome.fields.update(backup_fields)
+    upgraded = upgrade_condition(body, config_image(clients, InstanceSpec.from_resource(body)))
+    if upgraded is not None:
+        outcome.conditions.append(upgraded)
     _publish(outcome, body, status, patch, generation)
     ready = next(c for c in outcome.conditions if c.type == "Ready")
     if retry and ready.status != "True":
@@ -127,6 +134,31 @@ async def repair_drift(
 ) -> None:
     """Put back whatever drifted (an edited Deployment, a widened ACL user, ...)."""
     await _reconcile(memo, body, status, patch, retry=False)
+
+
+@kopf.timer(GROUP, VERSION, INSTANCE_PLURAL, interval=UPGRADE_INTERVAL_SECONDS, initial_delay=3.0)
+async def advance_upgrade_step(
+    memo: kopf.Memo, body: kopf.Body, patch: kopf.Patch, **_: Any
+) -> None:
+    """Take the next step of a pending or running upgrade, and say so in Events."""
+    changes = await advance_upgrade(memo["clients"], body)
+    if changes is None:
+        return
+    upgrade, fields = changes
+    patch.status["upgrade"] = upgrade
+    patch.status.update(fields)
+    before = ((body.get("status") or {}).get("upgrade") or {}).get("step")
+    step = upgrade.get("step")
+    if step == before:
+        return
+    if step == "backup":
+        kopf.info(body, reason="UpgradeStarted", message=f"to {upgrade['to']['version']}")
+    elif step == "done":
+        kopf.info(body, reason="Upgraded", message=upgrade["message"])
+    elif step == "failed":
+        kopf.warn(body, reason="UpgradeFailed", message=upgrade["message"])
+    elif step == "rollback":
+        kopf.warn(body, reason="RollingBack", message=upgrade.get("reason", ""))
 
 
 @kopf.on.delete(GROUP, VERSION, INSTANCE_PLURAL)

@@ -79,6 +79,9 @@ class OperatorConfig:
     dedicated_tolerations: tuple[Mapping[str, Any], ...] = ()
     default_storage_class: str | None = None
     drift_interval_seconds: float = 120.0
+    # At most this many tenants upgrade at once, fleet-wide: a GitOps change that bumps
+    # hundreds of tenants must not take the database servers down.
+    upgrade_concurrency: int = 5
     # DNS suffixes tenant hosts must fall under; empty allows any domain.
     allowed_domains: tuple[str, ...] = ()
     blob_stores: Mapping[str, BlobStoreRef] = field(default_factory=dict)
@@ -141,6 +144,7 @@ class OperatorConfig:
             dedicated_tolerations=tuple(dedicated.get("tolerations", ())),
             default_storage_class=data.get("filestoreStorageClass"),
             drift_interval_seconds=float(data.get("driftIntervalSeconds", 120)),
+            upgrade_concurrency=_positive(data.get("upgradeConcurrency", 5), "upgradeConcurrency"),
             allowed_domains=_domains(data.get("allowedDomains") or []),
             blob_stores=stores,
             default_blob_store=default_store,
@@ -214,3 +218,9 @@ def _backup_execution(value: Any) -> str:
     if value not in ("job", "inProcess"):
         raise ConfigError(f"backupExecution must be job or inProcess, got {value!r}")
     return str(value)
+
+
+def _positive(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be a whole number of at least 1, got {value!r}")
+    return value

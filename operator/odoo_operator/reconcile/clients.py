@@ -33,6 +33,8 @@ class Clients:
     _blob: dict[str, BlobStore] = field(default_factory=dict)
     # One backup or restore per tenant at a time inside this operator process.
     tenant_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # Held while an upgrade decides to start, so the fleet-wide limit counts every start.
+    upgrade_slots: asyncio.Lock = field(default_factory=asyncio.Lock)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def _secret_value(self, server: ServerRef, key: str) -> str:

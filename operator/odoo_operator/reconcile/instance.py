@@ -160,12 +160,23 @@ async def announce_first_sight(clients: Clients, body: Mapping[str, Any]) -> Non
     )
 
 
+def config_image(clients: Clients, spec: InstanceSpec) -> str:
+    """The image the spec asks for."""
+    return clients.config.image_for(spec.version, spec.image)
+
+
+def running_image(clients: Clients, body: Mapping[str, Any], spec: InstanceSpec) -> str:
+    """The image the workloads run: the one recorded in status, which only an upgrade
+    changes, else (first rollout) the one the spec asks for."""
+    recorded = (body.get("status") or {}).get("runningImage")
+    return str(recorded) if recorded else clients.config.image_for(spec.version, spec.image)
+
+
 def _resolve_tenant(clients: Clients, spec: InstanceSpec, **resolved: Any) -> Tenant:
     config = clients.config
     dedicated = spec.tenancy == "dedicated"
     return Tenant(
         spec=spec,
-        image=config.image_for(spec.version, spec.image),
         ingress_namespace=config.ingress_namespace,
         node_selector=config.dedicated_node_selector if dedicated else {},
         tolerations=config.dedicated_tolerations if dedicated else (),
@@ -207,6 +218,10 @@ async def reconcile_instance(
         config.image_for(spec.version, spec.image)
     except ConfigError as exc:
         raise Stalled("InvalidConfiguration", str(exc)) from exc
+    if not (body.get("status") or {}).get("runningImage"):
+        # The first rollout: from now on only an upgrade changes what runs.
+        outcome.fields["runningVersion"] = spec.version
+        outcome.fields["runningImage"] = config_image(clients, spec)
 
     redis_user = tenant_redis_user(spec.name)
     try:
@@ -220,11 +235,13 @@ async def reconcile_instance(
         outcome.set("RedisReady", False, "ServerUnavailable", str(exc))
         return _finish(outcome, clients, writes_before)
 
-    endpoints = {
+    endpoints: dict[str, Any] = {
         "database": pg_endpoint,
         "redis": redis_endpoint,
         "redis_user": redis_user.username,
         "redis_key_prefix": redis_user.key_prefix,
+        "image": running_image(clients, body, spec),
+        "maintenance": bool(maintenance),
     }
     # The namespace carries no credentials; they are created inside it afterwards.
     provisional = _resolve_tenant(

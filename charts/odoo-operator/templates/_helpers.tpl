@@ -1,0 +1,110 @@
+{{/* Names, labels and computed values shared by the templates. */}}
+
+{{- define "odoo-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "odoo-operator.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains (include "odoo-operator.name" .) .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "odoo-operator.name" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "odoo-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "odoo-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "odoo-operator.labels" -}}
+{{ include "odoo-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: odoo-operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "odoo-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "odoo-operator.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "odoo-operator.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "odoo-operator.replicas" -}}
+{{- if .Values.ha.enabled -}}{{ .Values.ha.replicas }}{{- else -}}{{ .Values.replicas }}{{- end -}}
+{{- end -}}
+
+{{/* The webhook Service; its DNS name is the host in the webhook URL and in the certificate. */}}
+{{- define "odoo-operator.webhookService" -}}
+{{- printf "%s-webhook" (include "odoo-operator.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "odoo-operator.webhookHost" -}}
+{{- printf "%s.%s.svc" (include "odoo-operator.webhookService" .) .Release.Namespace -}}
+{{- end -}}
+
+{{- define "odoo-operator.webhookSecret" -}}
+{{- printf "%s-webhook-tls" (include "odoo-operator.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Secrets the operator reads in its own namespace: every secretRef of the configuration. */}}
+{{- define "odoo-operator.serverSecrets" -}}
+{{- $names := list -}}
+{{- range $section := list "postgresServers" "redisServers" "blobStores" -}}
+{{- range $_, $entry := (get $.Values.config $section) -}}
+{{- $names = append $names $entry.secretRef -}}
+{{- end -}}
+{{- end -}}
+{{- $names | uniq | sortAlpha | toJson -}}
+{{- end -}}
+
+{{/* The operator configuration file (model/config.py reads it). */}}
+{{- define "odoo-operator.config" -}}
+{{- $config := dict
+  "operatorNamespace" .Release.Namespace
+  "versions" .Values.config.versions
+  "postgresServers" .Values.config.postgresServers
+  "redisServers" .Values.config.redisServers
+  "blobStores" .Values.config.blobStores
+  "ingressControllerNamespace" .Values.config.ingressControllerNamespace
+  "allowedDomains" .Values.config.allowedDomains
+  "dedicatedNodePool" .Values.config.dedicatedNodePool
+  "backupExecution" .Values.config.backupExecution
+  "operatorImage" (default (include "odoo-operator.image" .) .Values.config.operatorImage)
+  "driftIntervalSeconds" .Values.config.driftIntervalSeconds
+  "upgradeConcurrency" .Values.config.upgradeConcurrency
+-}}
+{{- if .Values.config.filestoreStorageClass -}}
+{{- $_ := set $config "filestoreStorageClass" .Values.config.filestoreStorageClass -}}
+{{- end -}}
+{{- toYaml $config -}}
+{{- end -}}
+
+{{/* Rules the schema cannot express; each failure names the value to fix. */}}
+{{- define "odoo-operator.validate" -}}
+{{- range $section := list "postgresServers" "redisServers" "blobStores" -}}
+{{- $defaults := list -}}
+{{- range $name, $entry := (get $.Values.config $section) -}}
+{{- if $entry.default -}}{{- $defaults = append $defaults $name -}}{{- end -}}
+{{- end -}}
+{{- if gt (len $defaults) 1 -}}
+{{- fail (printf "config.%s: only one entry may be the default, got %s" $section (join ", " ($defaults | sortAlpha))) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.webhook.certManager.enabled .Values.webhook.certManager.issuerRef (not .Values.webhook.certManager.issuerRef.name) -}}
+{{- fail "webhook.certManager.issuerRef needs a name (or leave it empty for a self-signed CA)" -}}
+{{- end -}}
+{{- end -}}

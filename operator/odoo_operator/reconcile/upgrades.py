@@ -1,0 +1,481 @@
+"""Upgrades with a safety net: backup, upgrade a copy, switch, health gate, rollback.
+
+A change of ``spec.version`` or of the image starts an upgrade. Each call of
+:func:`advance_upgrade` takes at most one step and returns what to record in
+``status.upgrade``; a restarted operator resumes at the recorded step, and every step is
+idempotent (it checks what is already done before doing it).
+
+The live database is never touched by the migration: the upgrade runs on a copy
+(``CREATE DATABASE ... TEMPLATE``), and the switch is a rename in one transaction, with the
+old database kept as ``<db>_pre_upgrade_<id>``. Rollback is the same rename backwards.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import secrets
+from collections.abc import Mapping
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from psycopg import sql
+
+from ..builders.schedule import parse_duration
+from ..builders.tenant import Endpoint, Tenant, TenantCredentials
+from ..builders.workloads import build_upgrade_job, upgrade_job_name
+from ..engine import database as db
+from ..model.backup import BACKUP_KIND, SUCCEEDED
+from ..model.backup import FAILED as BACKUP_FAILED
+from ..model.conditions import Condition
+from ..model.config import ConfigError
+from ..model.names import API_VERSION, INSTANCE_KIND, MAINTENANCE_ANNOTATION
+from ..model.spec import InstanceSpec
+from ..model.upgrade import (
+    BACKUP,
+    COPY,
+    DONE,
+    FAILED,
+    FINAL_STEPS,
+    HEALTH,
+    MIGRATE,
+    RETRY_UPGRADE_ANNOTATION,
+    ROLLBACK,
+    SWITCH,
+    UPGRADE_NOW_ANNOTATION,
+    UpgradePolicy,
+    major,
+)
+from .backups import backup_object, now, parse_time, timestamp
+from .clients import Clients
+
+logger = logging.getLogger(__name__)
+
+Changes = tuple[dict[str, Any], dict[str, Any]]  # (status.upgrade, other status fields)
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def window_open(policy: UpgradePolicy, moment: datetime.datetime) -> bool:
+    """Whether ``moment`` falls in the maintenance window (always, without one)."""
+    window = policy.window
+    if window is None:
+        return True
+    local = moment.astimezone(ZoneInfo(window.time_zone))
+    hours, minutes = (int(part) for part in window.start.split(":"))
+    length = parse_duration(window.duration)
+    # The window that contains `local` opened today or, past midnight, on an earlier day.
+    for days_back in range(0, 1 + length.days + 1):
+        day = local.date() - datetime.timedelta(days=days_back)
+        opened = datetime.datetime.combine(day, datetime.time(hours, minutes), tzinfo=local.tzinfo)
+        if window.days and _DAYS[day.weekday()] not in window.days:
+            continue
+        if opened <= local < opened + length:
+            return True
+    return False
+
+
+def upgrade_condition(body: Mapping[str, Any], desired_image: str | None) -> Condition | None:
+    """``Upgraded``: True when the tenant runs what its spec asks for, else why not."""
+    status = body.get("status") or {}
+    running_version, running_image = status.get("runningVersion"), status.get("runningImage")
+    if running_version is None:
+        return None
+    wanted = (body.get("spec") or {}).get("version")
+    upgrade = status.get("upgrade") or {}
+    if running_version == wanted and running_image == desired_image:
+        return Condition("Upgraded", "True", "Current", f"running Odoo {running_version}")
+    step = upgrade.get("step")
+    if step == FAILED:
+        return Condition(
+            "Upgraded",
+            "False",
+            "UpgradeFailed",
+            f"running {running_version}, asked for {wanted}: {upgrade.get('message')}",
+        )
+    if step in (None, DONE):
+        return Condition(
+            "Upgraded",
+            "False",
+            "Pending",
+            f"running {running_version}, asked for {wanted}: "
+            f"{upgrade.get('message') or 'the upgrade has not started'}",
+        )
+    return Condition("Upgraded", "False", "InProgress", f"upgrading to {wanted}: step {step}")
+
+
+def _copy_name(database: str, upgrade_id: str) -> str:
+    return f"{database}_upgrade_{upgrade_id}"
+
+
+def _kept_name(database: str, upgrade_id: str) -> str:
+    return f"{database}_pre_upgrade_{upgrade_id}"
+
+
+def _job_tenant(clients: Clients, spec: InstanceSpec, image: str) -> Tenant:
+    """The tenant as the Job builders see it: the pod reads its settings from the tenant's
+    Secrets, so no endpoint or credential value is needed here."""
+    dedicated = spec.tenancy == "dedicated"
+    return Tenant(
+        spec=spec,
+        image=image,
+        database=Endpoint("", 0),
+        redis=Endpoint("", 0),
+        redis_user="",
+        redis_key_prefix="",
+        credentials=TenantCredentials("", "", ""),
+        ingress_namespace=clients.config.ingress_namespace,
+        node_selector=clients.config.dedicated_node_selector if dedicated else {},
+        tolerations=clients.config.dedicated_tolerations if dedicated else (),
+    )
+
+
+async def _set_maintenance(clients: Clients, name: str, value: str | None) -> None:
+    await clients.kube.patch_metadata(
+        API_VERSION, INSTANCE_KIND, name, {"annotations": {MAINTENANCE_ANNOTATION: value}}
+    )
+
+
+async def _workloads(clients: Clients, spec: InstanceSpec) -> list[dict[str, Any] | None]:
+    return [
+        await clients.kube.get("apps/v1", "Deployment", f"odoo-{component}", spec.namespace)
+        for component in ("web", "cron")
+    ]
+
+
+async def _scaled_down(clients: Clients, spec: InstanceSpec) -> bool:
+    return all(
+        live is None
+        or not (
+            (live.get("spec") or {}).get("replicas") or (live.get("status") or {}).get("replicas")
+        )
+        for live in await _workloads(clients, spec)
+    )
+
+
+async def _running(clients: Clients, spec: InstanceSpec, image: str) -> bool:
+    """Web and cron run ``image``, rolled out and available."""
+    for live in await _workloads(clients, spec):
+        if live is None:
+            return False
+        pod = live["spec"]["template"]["spec"]
+        status, wanted = live.get("status") or {}, live["spec"].get("replicas", 1)
+        if (
+            pod["containers"][0]["image"] != image
+            or status.get("observedGeneration", 0) < live["metadata"].get("generation", 0)
+            or (status.get("updatedReplicas") or 0) != wanted
+            or (status.get("availableReplicas") or 0) != wanted
+        ):
+            return False
+    return True
+
+
+async def _admin(clients: Clients, spec: InstanceSpec) -> str:
+    return await clients.postgres_admin_conninfo(
+        clients.config.postgres_server(spec.database_server)
+    )
+
+
+async def _upgrades_in_progress(clients: Clients, name: str) -> int:
+    count = 0
+    for item in await clients.kube.list(API_VERSION, INSTANCE_KIND):
+        step = ((item.get("status") or {}).get("upgrade") or {}).get("step")
+        if item["metadata"]["name"] != name and step not in (None, *FINAL_STEPS):
+            count += 1
+    return count
+
+
+async def advance_upgrade(clients: Clients, body: Mapping[str, Any]) -> Changes | None:
+    """Take the next step of the instance's upgrade; the status changes, or None.
+
+    The instance is read afresh: the caller's copy may predate the previous step's result.
+    """
+    fresh = await clients.kube.get(API_VERSION, INSTANCE_KIND, body["metadata"]["name"])
+    if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+        return None
+    body = fresh
+    spec = InstanceSpec.from_resource(body)
+    policy = UpgradePolicy.from_instance(body)
+    status = body.get("status") or {}
+    upgrade = dict(status.get("upgrade") or {})
+    running_image, running_version = status.get("runningImage"), status.get("runningVersion")
+    if running_image is None or running_version is None:
+        return None  # not provisioned yet: the first rollout is not an upgrade
+    try:
+        desired_image = clients.config.image_for(spec.version, spec.image)
+    except ConfigError:
+        return None  # reported as Stalled by the instance's reconciler
+    step = upgrade.get("step")
+    held_by = (body["metadata"].get("annotations") or {}).get(MAINTENANCE_ANNOTATION)
+    if step in FINAL_STEPS and held_by == f"upgrade/{upgrade.get('id')}":
+        await _set_maintenance(clients, spec.name, None)  # never leave a tenant held
+        return None
+    if step is None or step in FINAL_STEPS:
+        return await _maybe_start(
+            clients, body, spec, policy, upgrade, running_version, running_image, desired_image
+        )
+    handler = _STEPS[step]
+    return await handler(clients, body, spec, policy, upgrade)
+
+
+async def _maybe_start(
+    clients: Clients,
+    body: Mapping[str, Any],
+    spec: InstanceSpec,
+    policy: UpgradePolicy,
+    upgrade: dict[str, Any],
+    running_version: str,
+    running_image: str,
+    desired_image: str,
+) -> Changes | None:
+    if running_version == spec.version and running_image == desired_image:
+        return None
+    target = {"version": spec.version, "image": desired_image}
+    annotations = body["metadata"].get("annotations") or {}
+    retry = annotations.get(RETRY_UPGRADE_ANNOTATION)
+    if (
+        upgrade.get("step") == FAILED
+        and upgrade.get("to") == target
+        and retry == upgrade.get("retry")
+    ):
+        return None  # a failed attempt is not repeated until the spec or the retry changes
+    waiting = dict(upgrade)
+    if major(spec.version) != major(running_version) and not policy.migration_image:
+        return _changed(
+            upgrade,
+            {
+                **waiting,
+                "to": target,
+                "retry": retry,
+                "step": FAILED,
+                "message": "a major upgrade needs spec.upgrade.migrationImage",
+            },
+        )
+    if not window_open(policy, now()) and UPGRADE_NOW_ANNOTATION not in annotations:
+        waiting["message"] = "waiting for the maintenance window"
+        return _changed(upgrade, waiting)
+    async with clients.upgrade_slots:
+        busy = await _upgrades_in_progress(clients, spec.name)
+        if busy >= clients.config.upgrade_concurrency:
+            waiting["message"] = (
+                f"waiting: {busy} upgrades are running, the limit is "
+                f"{clients.config.upgrade_concurrency}"
+            )
+            return _changed(upgrade, waiting)
+        started = {
+            "id": secrets.token_hex(3),
+            "from": {"version": running_version, "image": running_image},
+            "to": target,
+            "retry": retry,
+            "step": BACKUP,
+            "startedAt": timestamp(now()),
+            "message": "taking the pre-upgrade backup",
+        }
+        # Recorded at once, inside the slot lock: the next tenant's count includes this one.
+        await clients.kube.patch_status(API_VERSION, INSTANCE_KIND, spec.name, {"upgrade": started})
+    logger.info(
+        "upgrade %s of %s started: %s -> %s",
+        started["id"],
+        spec.name,
+        running_version,
+        spec.version,
+    )
+    return started, {}
+
+
+def _changed(before: dict[str, Any], after: dict[str, Any]) -> Changes | None:
+    return None if before == after else (after, {})
+
+
+async def _step_backup(
+    clients: Clients,
+    body: Mapping[str, Any],
+    spec: InstanceSpec,
+    policy: UpgradePolicy,
+    upgrade: dict[str, Any],
+) -> Changes | None:
+    name = f"{spec.name}-pre-upgrade-{upgrade['id']}"
+    backup = await clients.kube.get(API_VERSION, BACKUP_KIND, name)
+    if backup is None:
+        if not clients.config.blob_stores:
+            return _fail(upgrade, "no blob store is configured: an upgrade needs a backup first")
+        await clients.kube.apply(backup_object(spec.name, name, "pre-upgrade", retain=True))
+        return None
+    phase = (backup.get("status") or {}).get("phase")
+    if phase == BACKUP_FAILED:
+        return _fail(upgrade, f"the pre-upgrade backup {name} failed; nothing was changed")
+    if phase != SUCCEEDED:
+        return None
+    await _set_maintenance(clients, spec.name, f"upgrade/{upgrade['id']}")
+    return {
+        **upgrade,
+        "backup": name,
+        "step": COPY,
+        "maintenanceSince": timestamp(now()),
+        "message": "web and cron stopping; copying the database",
+    }, {}
+
+
+async def _step_copy(
+    clients: Clients,
+    body: Mapping[str, Any],
+    spec: InstanceSpec,
+    policy: UpgradePolicy,
+    upgrade: dict[str, Any],
+) -> Changes | None:
+    await _set_maintenance(clients, spec.name, f"upgrade/{upgrade['id']}")
+    if not await _scaled_down(clients, spec):
+        return None
+    copy = _copy_name(spec.database, upgrade["id"])
+    async with db.connect(await _admin(clients, spec)) as admin:
+        # A copy left by an interrupted attempt of this step is incomplete: start it again.
+        await db.drop_database(admin, copy)
+        await db.terminate_sessions(admin, spec.database)
+        await admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER {}").format(
+                sql.Identifier(copy), sql.Identifier(spec.database), sql.Identifier(spec.database)
+            )
+        )
+        await admin.execute(
+            sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(copy))
+        )
+    return {**upgrade, "copy": copy, "step": MIGRATE, "message": f"migrating the copy {copy}"}, {}
+
+
+async def _step_migrate(
+    clients: Clients,
+    body: Mapping[str, Any],
+    spec: InstanceSpec,
+    policy: UpgradePolicy,
+    upgrade: dict[str, Any],
+) -> Changes | None:
+    image = (
+        policy.migration_image if major(spec.version) != major(upgrade["from"]["version"]) else None
+    )
+    job = build_upgrade_job(
+        _job_tenant(clients, spec, upgrade["to"]["image"]),
+        upgrade_id=upgrade["id"],
+        image=image or upgrade["to"]["image"],
+        database=upgrade["copy"],
+        modules=policy.modules,
+    )
+    name = upgrade_job_name(upgrade["id"])
+    live = await clients.kube.get("batch/v1", "Job", name, spec.namespace)
+    if live is None:
+        await clients.kube.apply(job)
+        return {**upgrade, "job": f"{spec.namespace}/{name}"}, {}
+    finished = {
+        c.get("type")
+        for c in (live.get("status") or {}).get("conditions") or []
+        if c.get("status") == "True"
+    }
+    if "Failed" in finished:
+        await _set_maintenance(clients, spec.name, None)
+        return _fail(
+            upgrade,
+            f"the upgrade Job failed; read kubectl logs -n {spec.namespace} job/{name}. The "
+            f"database was not touched; the failed copy {upgrade['copy']} is kept for diagnosis",
+        )
+    if "Complete" not in finished:
+        return None
+    return {**upgrade, "step": SWITCH, "message": "switching to the upgraded database"}, {}
+
+
+async def _step_switch(
+    clients: Clients,
+    body: Mapping[str, Any],
+    spec: InstanceSpec,
+    policy: UpgradePolicy,
+    upgrade: dict[str, Any],
+) -> Changes | None:
+    kept = _kept_name(spec.database, upgrade["id"])
+    async with db.connect(await _admin(clients, spec)) as admin:
+        # Done before the operator stopped? Then the kept database exists and the copy not.
+        if await db.database_owner(admin, upgrade["copy"]) is not None:
+            await db.swap_databases(admin, spec.database, upgrade["copy"], kept)
+    # The new image is recorded with this step; the pods come back in the next one, so the
+    # reconciler never brings them back on the old image.
+    running = {"runningVersion": upgrade["to"]["version"], "runningImage": upgrade["to"]["image"]}
+    return {
+        **upgrade,
+        "kept": kept,
+        "step": HEALTH,
+        "message": f"starting web and cron on {upgrade['to']['image']}",
+    }, running
+
+
+async def _step_health(
+    clients: Clients,
+    body: Mapping[str, Any],
+    spec: InstanceSpec,
+    policy: UpgradePolicy,
+    upgrade: dict[str, Any],
+) -> Changes | None:
+    if "healthSince" not in upgrade:
+        await _set_maintenance(clients, spec.name, None)
+        return {
+            **upgrade,
+            "healthSince": timestamp(now()),
+            "message": f"waiting for web and cron on {upgrade['to']['image']}",
+        }, {}
+    if await _running(clients, spec, upgrade["to"]["image"]):
+        since = parse_time(upgrade.get("maintenanceSince")) or now()
+        return {
+            **upgrade,
+            "step": DONE,
+            "completedAt": timestamp(now()),
+            "downtimeSeconds": round((now() - since).total_seconds(), 1),
+            "message": f"upgraded to {upgrade['to']['version']} ({upgrade['to']['image']}); "
+            f"the previous database is kept as {upgrade['kept']}",
+        }, {}
+    started = parse_time(upgrade.get("healthSince")) or now()
+    if now() - started <= parse_duration(policy.health_timeout):
+        return None
+    return {
+        **upgrade,
+        "step": ROLLBACK,
+        "reason": f"web and cron were not available within {policy.health_timeout}",
+        "message": "rolling back: the health gate failed",
+    }, {}
+
+
+async def _step_rollback(
+    clients: Clients,
+    body: Mapping[str, Any],
+    spec: InstanceSpec,
+    policy: UpgradePolicy,
+    upgrade: dict[str, Any],
+) -> Changes | None:
+    await _set_maintenance(clients, spec.name, f"upgrade/{upgrade['id']}")
+    if not await _scaled_down(clients, spec):
+        return None
+    kept = upgrade["kept"]
+    failed = f"{spec.database}_failed_upgrade_{upgrade['id']}"
+    async with db.connect(await _admin(clients, spec)) as admin:
+        if await db.database_owner(admin, kept) is not None:
+            await db.swap_databases(admin, spec.database, kept, failed)
+    running = {
+        "runningVersion": upgrade["from"]["version"],
+        "runningImage": upgrade["from"]["image"],
+    }
+    # Maintenance is lifted once this is recorded (see advance_upgrade): the pods come back
+    # on the previous image.
+    changes = _fail(
+        upgrade,
+        f"{upgrade.get('reason')}; rolled back to {upgrade['from']['version']} on the untouched "
+        f"database; the upgraded one is kept as {failed}",
+    )
+    return changes[0], running
+
+
+def _fail(upgrade: dict[str, Any], message: str) -> Changes:
+    return {**upgrade, "step": FAILED, "completedAt": timestamp(now()), "message": message}, {}
+
+
+_STEPS = {
+    BACKUP: _step_backup,
+    COPY: _step_copy,
+    MIGRATE: _step_migrate,
+    SWITCH: _step_switch,
+    HEALTH: _step_health,
+    ROLLBACK: _step_rollback,
+}

@@ -1,0 +1,300 @@
+"""The chart's RBAC is enough, proven: the operator runs as the chart's ServiceAccount.
+
+Only the RBAC objects of `helm template` (ServiceAccount, ClusterRole, Role and their
+bindings) go into the real control plane; the operator then authenticates with a token of
+that ServiceAccount (TokenRequest API), not as an administrator, serves its admission
+webhook, runs with Kopf peering (the chart's HA mode) and takes a tenant through its whole
+lifecycle: created and Ready, backed up, deleted with its data. Any request the API server
+refuses shows in the operator's log as 403 Forbidden and fails the test.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+from kubernetes import client, dynamic
+from kubernetes.client.rest import ApiException
+
+from e2e.tenants import GROUP, PLURAL, VERSION, eventually, make_instance, wait_ready
+from odoo_operator.devcluster import binaries, kubectl
+from odoo_operator.devcluster.demo import start_operator
+from odoo_operator.devcluster.operator_setup import OPERATOR_NAMESPACE, register_servers
+from odoo_operator.devcluster.ports import free_port
+from odoo_operator.devcluster.processes import ManagedProcess
+from odoo_operator.devcluster.webhook_certs import (
+    LOOPBACK_HOST,
+    issue_webhook_certificates,
+    webhook_environment,
+)
+from odoo_operator.model.config import WEBHOOK_CONFIGURATION
+from odoo_operator.settings import PEERING_ENV
+
+REPO = Path(__file__).parents[2]
+CHART = REPO / "charts" / "odoo-operator"
+RELEASE = "rbac-proof"
+PEERING = "odoo-operator-rbac-proof"
+RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+# The Secrets register_servers creates, named in the configuration as a platform team would.
+VALUES = {
+    "ha": {"enabled": True, "peeringName": PEERING},
+    "config": {
+        "postgresServers": {
+            "main": {"secretRef": "postgres-main", "default": True},
+            "dedicated": {"secretRef": "postgres-dedicated", "dedicated": True},
+        },
+        "redisServers": {
+            "main": {"secretRef": "redis-main", "default": True},
+            "dedicated": {"secretRef": "redis-dedicated", "dedicated": True},
+        },
+        "blobStores": {
+            "main": {"secretRef": "blob-main", "container": "odoo-backups", "default": True}
+        },
+    },
+}
+REFUSED = re.compile(r"\b403\b|Forbidden|forbidden")
+
+
+def render_chart(values: dict[str, Any], workdir: Path) -> list[dict[str, Any]]:
+    """`helm template` of the chart into the operator namespace, as parsed documents."""
+    values_file = workdir / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    rendered = subprocess.run(
+        [
+            str(binaries.ensure(binaries.HELM)),
+            "template",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--kube-version",
+            binaries.KUBERNETES_VERSION,
+            "--values",
+            str(values_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(rendered) if doc]
+
+
+def service_account_kubeconfig(
+    admin_kubeconfig: Path, api: client.ApiClient, account: str, path: Path
+) -> Path:
+    """A kubeconfig that authenticates as ``account`` with a TokenRequest token.
+
+    Its context's namespace is the operator's, as in a pod: Kopf posts the Events of
+    cluster-scoped objects there.
+    """
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+    )
+    token = (
+        client.CoreV1Api(api)
+        .create_namespaced_service_account_token(account, OPERATOR_NAMESPACE, request)
+        .status.token
+    )
+    admin = yaml.safe_load(admin_kubeconfig.read_text())
+    cluster = dict(admin["clusters"][0]["cluster"])
+    ca = cluster.get("certificate-authority")
+    if ca and not Path(ca).is_absolute():  # relative to the admin kubeconfig's folder
+        cluster["certificate-authority"] = str(admin_kubeconfig.parent / ca)
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "cluster", "cluster": cluster}],
+                "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [
+                    {
+                        "name": account,
+                        "context": {
+                            "cluster": "cluster",
+                            "user": account,
+                            "namespace": OPERATOR_NAMESPACE,
+                        },
+                    }
+                ],
+                "current-context": account,
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+def _delete(api: client.ApiClient, document: dict[str, Any]) -> None:
+    found = dynamic.DynamicClient(api)
+    resource = found.resources.get(api_version=document["apiVersion"], kind=document["kind"])
+    try:
+        resource.delete(
+            name=document["metadata"]["name"], namespace=document["metadata"].get("namespace")
+        )
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+@pytest.fixture
+def operator_as_service_account(
+    k8s: client.ApiClient,
+    kubeconfig: Path,
+    postgres_dsn: str,
+    redis_url: str,
+    blob_connection_string: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[ManagedProcess]:
+    """The operator with the chart's RBAC and nothing more."""
+    kubectl.install_crds(k8s, REPO / "crds")
+    config = register_servers(k8s, postgres_dsn, redis_url, tmp_path, blob_connection_string)
+    documents = render_chart(VALUES, tmp_path)
+    rbac = [doc for doc in documents if doc["kind"] in RBAC_KINDS]
+    assert {doc["kind"] for doc in rbac} == RBAC_KINDS
+    # Installed by whoever installs the chart (an administrator), like the CRDs above.
+    peering = [doc for doc in documents if doc["kind"] in ("ClusterKopfPeering",)]
+    peering_crd = [
+        doc
+        for doc in documents
+        if doc["kind"] == "CustomResourceDefinition" and doc["spec"]["group"] == "kopf.dev"
+    ]
+    kubectl.apply(k8s, rbac)
+    kubectl.apply(k8s, peering_crd)
+    kubectl.wait_established(k8s, [doc["metadata"]["name"] for doc in peering_crd])
+    kubectl.apply(k8s, peering)
+    account = next(doc for doc in rbac if doc["kind"] == "ServiceAccount")["metadata"]["name"]
+    identity = service_account_kubeconfig(kubeconfig, k8s, account, tmp_path / "sa.kubeconfig")
+
+    # The webhook is served on loopback as in the e2e suite; the chart's Service is what
+    # routes the API server to it in a cluster.
+    certificates = issue_webhook_certificates(tmp_path / "webhook-pki")
+    port = free_port()
+    for name, value in webhook_environment(certificates, port).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv(PEERING_ENV, PEERING)
+    process = start_operator(identity, config, tmp_path / "operator.log", webhook=False)
+    try:
+        _wait_for_webhook(k8s, process, f"https://{LOOPBACK_HOST}:{port}/")
+        yield process
+    finally:
+        process.stop()
+        for document in reversed(rbac + peering + peering_crd):
+            _delete(k8s, document)
+
+
+def _wait_for_webhook(api: client.ApiClient, process: ManagedProcess, url: str) -> None:
+    admission = client.AdmissionregistrationV1Api(api)
+
+    def registered() -> bool:
+        try:
+            found = admission.read_validating_webhook_configuration(WEBHOOK_CONFIGURATION)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        hooks = found.webhooks or []
+        return bool(hooks) and all((h.client_config.url or "").startswith(url) for h in hooks)
+
+    process.wait_until(registered, 60, "registering its admission webhook")
+
+
+def _database_exists(postgres_dsn: str, name: str) -> bool:
+    with psycopg.connect(postgres_dsn, autocommit=True) as db:
+        row = db.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return row is not None
+
+
+def test_a_tenant_lifecycle_needs_no_permission_beyond_the_chart(
+    k8s: client.ApiClient, operator_as_service_account: ManagedProcess, postgres_dsn: str
+) -> None:
+    process = operator_as_service_account
+    custom = client.CustomObjectsApi(k8s)
+    name = f"rbac-{uuid.uuid4().hex[:6]}"
+    started = time.monotonic()
+
+    # Created through the webhook (which lists instances as the ServiceAccount), then Ready.
+    custom.create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        PLURAL,
+        make_instance(
+            name, deletionPolicy="Delete", backup={"schedule": "0 2 * * *", "verify": "Never"}
+        ),
+    )
+    try:
+        instance = wait_ready(custom, name, process)
+    except BaseException:
+        core = client.CoreV1Api(k8s)
+        for ev in core.list_namespaced_event(f"odoo-{name}").items:
+            print("EVENT", ev.involved_object.kind, ev.involved_object.name, ev.reason, ev.message)
+        for pod in core.list_namespaced_pod(f"odoo-{name}").items:
+            print("POD", pod.metadata.name, pod.status.phase)
+        job = client.BatchV1Api(k8s).read_namespaced_job("odoo-init", f"odoo-{name}")
+        print("JOB", job.status)
+        raise
+    # Peering is in force: the operator keeps its heartbeat in the chart's peering object.
+    peering = custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", PEERING)
+    heartbeats = peering.get("status") or {}
+    database = instance["status"]["database"]
+    assert _database_exists(postgres_dsn, database)
+
+    backup = f"{name}-manual"
+    custom.create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "odoobackups",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "OdooBackup",
+            "metadata": {"name": backup},
+            "spec": {"instance": name, "reason": "manual"},
+        },
+    )
+
+    def backup_finished() -> bool:
+        found = custom.get_cluster_custom_object(GROUP, VERSION, "odoobackups", backup)
+        phase = (found.get("status") or {}).get("phase")
+        assert phase != "Failed", found["status"]
+        return bool(phase == "Succeeded")
+
+    eventually(backup_finished, f"OdooBackup {backup} Succeeded", timeout=60)
+
+    custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+
+    def instance_gone() -> bool:
+        try:
+            custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    eventually(instance_gone, f"OdooInstance {name} deleted", timeout=60)
+    assert not _database_exists(postgres_dsn, database), "deletionPolicy Delete drops it"
+    custom.delete_cluster_custom_object(GROUP, VERSION, "odoobackups", backup)
+    eventually(
+        lambda: not any(
+            b["metadata"]["name"] == backup
+            for b in custom.list_cluster_custom_object(GROUP, VERSION, "odoobackups")["items"]
+        ),
+        f"OdooBackup {backup} deleted",
+        timeout=30,
+    )
+    elapsed = time.monotonic() - started
+
+    process.stop()  # a clean stop: its cleanup requests are checked too
+    log = process.log_path.read_text(errors="replace")
+    refused = [line for line in log.splitlines() if REFUSED.search(line)]
+    assert not refused, "the API server refused the operator:\n" + "\n".join(refused[:20])
+    assert heartbeats, "the operator never announced itself in the peering object"
+    assert elapsed < 60, f"the lifecycle took {elapsed:.0f}s"
