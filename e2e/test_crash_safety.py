@@ -41,16 +41,19 @@ def start(
     operator_kubeconfig: Path,
     postgres_dsn: str,
     redis_url: str,
+    blob_connection_string: str,
     tmp_path: Path,
 ) -> Iterator[StartOperator]:
     """Starts operator processes one after another; stops whatever still runs at the end."""
     kubectl.install_crds(k8s, REPO / "crds")
-    config = register_servers(k8s, postgres_dsn, redis_url, tmp_path)
+    config = register_servers(k8s, postgres_dsn, redis_url, tmp_path, blob_connection_string)
     started: list[ManagedProcess] = []
 
     def launch() -> ManagedProcess:
         log = tmp_path / f"operator-{len(started)}.log"
-        process = start_operator(operator_kubeconfig, config, log, drift_interval=5)
+        process = start_operator(
+            operator_kubeconfig, config, log, drift_interval=5, upgrade_interval=1
+        )
         started.append(process)
         return process
 
@@ -129,3 +132,67 @@ def test_an_operator_killed_while_provisioning_converges_after_restarts(
             ),
             "the instance deleted",
         )
+
+
+def _upgrade_step(custom: client.CustomObjectsApi, name: str) -> str | None:
+    instance = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+    step = ((instance.get("status") or {}).get("upgrade") or {}).get("step")
+    return None if step is None else str(step)
+
+
+def test_an_operator_killed_at_every_upgrade_step_resumes_and_finishes_it(
+    k8s: client.ApiClient, start: StartOperator, postgres_dsn: str
+) -> None:
+    custom = client.CustomObjectsApi(k8s)
+    name = f"crash-{uuid.uuid4().hex[:6]}"
+    body = make_instance(name, backup={"verify": "Never"}, deletionPolicy="Delete")
+    operator = start()
+    custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
+    try:
+        wait_ready(custom, name, operator)
+        custom.patch_cluster_custom_object(
+            GROUP, VERSION, PLURAL, name, {"spec": {"image": "docker.io/library/odoo:18.0-b"}}
+        )
+        # Killed as soon as each step is recorded; a new operator must carry on from there.
+        for step in ("backup", "copy", "migrate", "health"):
+            eventually(
+                lambda step=step: _upgrade_step(custom, name) in (step, "done", "failed"),
+                f"the upgrade reaching {step}",
+                120,
+            )
+            operator.kill()
+            operator = start()
+        eventually(
+            lambda: _upgrade_step(custom, name) in ("done", "failed"), "the upgrade finished", 180
+        )
+        instance = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+        upgrade = instance["status"]["upgrade"]
+        assert upgrade["step"] == "done", upgrade
+        assert instance["status"]["runningImage"] == "docker.io/library/odoo:18.0-b"
+        database = f"odoo_{name.replace('-', '_')}"
+        with psycopg.connect(postgres_dsn) as superuser:
+            names = {
+                row[0]
+                for row in superuser.execute(
+                    "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{database}%",)
+                ).fetchall()
+            }
+        # The live database and the one kept from before: no stray copy of any attempt.
+        assert names == {database, upgrade["kept"]}
+        assert not (instance["metadata"].get("annotations") or {}).get(
+            "odoo.tenantops.io/maintenance"
+        )
+    finally:
+        custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+        eventually(
+            lambda: (
+                not _exists(lambda: custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name))
+            ),
+            "the instance deleted",
+        )
+        with psycopg.connect(postgres_dsn, autocommit=True) as superuser:
+            for (leftover,) in superuser.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s",
+                (f"odoo_{name.replace('-', '_')}%",),
+            ).fetchall():
+                superuser.execute(f'DROP DATABASE "{leftover}" WITH (FORCE)')

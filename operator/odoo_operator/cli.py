@@ -12,9 +12,10 @@ from pathlib import Path
 def _run(args: argparse.Namespace) -> int:
     import kopf
 
-    from . import handlers, settings  # noqa: F401 - importing registers the handlers
+    from . import handlers, logs, settings  # noqa: F401 - importing registers the handlers
 
     kopf.configure(verbose=args.verbose)
+    logs.configure(args.log_format)
     asyncio.run(
         kopf.operator(
             clusterwide=True,
@@ -175,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the operator against the current kubeconfig")
     run.add_argument("--verbose", action="store_true", help="debug logging")
+    run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=os.environ.get("ODOO_OPERATOR_LOG_FORMAT", "text"),
+        help="text lines, or one JSON object per line (env ODOO_OPERATOR_LOG_FORMAT)",
+    )
     run.add_argument(
         "--liveness",
         default=None,

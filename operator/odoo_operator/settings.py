@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -9,6 +11,7 @@ from typing import Any
 
 import kopf
 
+from . import metrics
 from .backends.kube import KubeClient
 from .model.config import (
     CONFIG_ENV,
@@ -22,6 +25,8 @@ from .model.config import (
     OperatorConfig,
 )
 from .model.names import GROUP
+from .observability import restores as restores  # registers the restore counter
+from .observability import tenant_probe
 from .reconcile.clients import Clients
 
 # Name of the ClusterKopfPeering the operator's replicas share (the chart's ha.enabled).
@@ -111,11 +116,41 @@ async def start(
     path = os.environ.get(CONFIG_ENV)
     config = OperatorConfig.load(Path(path)) if path else OperatorConfig()
     memo["clients"] = Clients(kube=await KubeClient.connect(), config=config)
+    start_metrics(memo, logger)
+
+
+def start_metrics(memo: kopf.Memo, logger: kopf.Logger) -> None:
+    """Serve metrics on ``ODOO_OPERATOR_METRICS_PORT`` and start the tenant probe loop.
+
+    A port that cannot be used stops the operator at startup, saying why.
+    """
+    try:
+        port = metrics.metrics_port()
+    except ValueError as exc:
+        raise kopf.PermanentError(str(exc)) from None
+    if port == 0:
+        logger.info(f"{metrics.METRICS_PORT_ENV}=0: no metrics endpoint, no tenant probes")
+        return
+    try:
+        memo["metrics_server"] = metrics.start_server(port)
+    except OSError as exc:
+        raise kopf.PermanentError(f"cannot serve metrics on port {port}: {exc}") from None
+    memo["tenant_probes"] = tenant_probe.start(memo["clients"])
+    logger.info(f"serving metrics on port {port}")
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    """Close the shared clients."""
+    """Stop the metrics endpoint and the probe loop; close the shared clients."""
+    probes: asyncio.Task[None] | None = memo.get("tenant_probes")
+    if probes is not None:
+        probes.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await probes
+    server = memo.get("metrics_server")
+    if server is not None:
+        await asyncio.to_thread(server.shutdown)
+        server.server_close()
     clients: Clients | None = memo.get("clients")
     if clients is not None:
         await clients.close()

@@ -175,6 +175,28 @@ class PostgresAdmin:
                 await self._apply(connection, tenant, action, password)
         return actions
 
+    async def drop_kept_databases(self, tenant: TenantDatabase) -> list[str]:
+        """Drop every other database the tenant's role owns (copies kept by restores and
+        upgrades, such as ``<db>_pre_upgrade_<id>``), ending their sessions; their names."""
+        async with self._connection() as connection:
+            rows = await (
+                await connection.execute(
+                    "SELECT d.datname FROM pg_catalog.pg_database d"
+                    " JOIN pg_catalog.pg_roles r ON r.oid = d.datdba"
+                    " WHERE r.rolname = %s AND d.datname <> %s ORDER BY 1",
+                    (tenant.role, tenant.database),
+                )
+            ).fetchall()
+            names = [str(row[0]) for row in rows]
+            for name in names:
+                await connection.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+                logger.info(
+                    "PostgreSQL %s: dropped database %s kept for %s", self.server, name, tenant.role
+                )
+        return names
+
     async def drop(self, tenant: TenantDatabase) -> list[Action]:
         """Remove the tenant's database and role, ending their sessions first; idempotent.
 

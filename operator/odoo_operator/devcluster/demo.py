@@ -42,19 +42,22 @@ def start_operator(
     upgrade_interval: float = 10,
     webhook: bool = True,
     webhook_timeout: float = 60.0,
+    metrics_port: int = 0,
 ) -> ManagedProcess:
     """Run ``odoo-operator run`` as a child process against ``kubeconfig``'s cluster.
 
     With ``webhook`` (the default) the operator also serves its admission webhook on a
     free loopback port, with a certificate issued next to ``log_path``; this returns
     once the cluster's webhook configuration points at it, so that whatever the caller
-    creates next is checked.
+    creates next is checked. ``metrics_port`` 0 (the default) turns the metrics endpoint
+    and the tenant probes off, so operators started side by side never compete for a port.
     """
     environment = {
         "KUBECONFIG": str(kubeconfig),
         CONFIG_ENV: str(config),
         "ODOO_OPERATOR_DRIFT_INTERVAL": str(drift_interval),
         "ODOO_OPERATOR_UPGRADE_INTERVAL": str(upgrade_interval),
+        "ODOO_OPERATOR_METRICS_PORT": str(metrics_port),
     }
     webhook_url: str | None = None
     if webhook:

@@ -6,6 +6,7 @@ from typing import Any
 
 import kopf
 
+from .. import metrics
 from ..model.backup import BACKUP_KIND, BACKUP_PLURAL, SUCCEEDED, BackupPolicy
 from ..model.names import API_VERSION, GROUP, INSTANCE_KIND, INSTANCE_LABEL, VERSION
 from ..reconcile.backups import (
@@ -42,8 +43,10 @@ async def take_backup(
         patch.status["message"] = message
         raise kopf.TemporaryError(message, delay=_WAIT_SECONDS) from waiting
     status = dict(result.status)
+    previous_phase = (body.get("status") or {}).get("phase")
     if result.phase != SUCCEEDED:
         patch.status.update(status)
+        metrics.record_backup(instance_name, previous_phase, status)
         if result.phase == "Failed" and (body.get("status") or {}).get("phase") != "Failed":
             kopf.warn(body, reason="BackupFailed", message=status.get("message", ""))
         return
@@ -55,6 +58,7 @@ async def take_backup(
         status["verification"] = verification
         if verification["result"] == "Failed":
             kopf.warn(body, reason="VerificationFailed", message=verification["message"])
+    metrics.record_backup(instance_name, previous_phase, status)
     # Written now, not when the handler returns: retention and the instance read it next.
     await clients.kube.patch_status(API_VERSION, BACKUP_KIND, body["metadata"]["name"], status)
     if instance is None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import kopf
 
+from .. import metrics
 from ..model.conditions import Condition, merge_condition
 from ..model.names import (
     GROUP,
@@ -75,8 +76,24 @@ def _publish(
 
 
 async def _reconcile(
-    memo: kopf.Memo, body: kopf.Body, status: kopf.Status, patch: kopf.Patch, retry: bool
+    memo: kopf.Memo,
+    body: kopf.Body,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    retry: bool,
+    trigger: str = "change",
 ) -> None:
+    with metrics.observe_reconcile(body["metadata"]["name"], trigger) as seen:
+        outcome = await _reconcile_pass(memo, body, status, patch)
+        seen.record(outcome, InstanceSpec.from_resource(body))
+    ready = next(c for c in outcome.conditions if c.type == "Ready")
+    if retry and ready.status != "True" and outcome.phase != "Stalled":
+        raise kopf.TemporaryError(ready.message, delay=_RETRY_SECONDS)
+
+
+async def _reconcile_pass(
+    memo: kopf.Memo, body: kopf.Body, status: kopf.Status, patch: kopf.Patch
+) -> Outcome:
     clients: Clients = memo["clients"]
     generation = int(body["metadata"].get("generation", 0))
     if not any(c.get("type") == "Ready" for c in status.get("conditions", [])):
@@ -93,7 +110,7 @@ async def _reconcile(
         _publish(outcome, body, status, patch, generation)
         if not _is_true(status, "Stalled"):
             kopf.warn(body, reason=stalled.reason, message=str(stalled))
-        return
+        return outcome
     # Backups do not decide Ready (a tenant with a late backup still serves); they get
     # their own condition, published in the same patch as the others.
     health, backup_fields = await instance_backup_state(clients, body)
@@ -104,9 +121,7 @@ async def _reconcile(
     if upgraded is not None:
         outcome.conditions.append(upgraded)
     _publish(outcome, body, status, patch, generation)
-    ready = next(c for c in outcome.conditions if c.type == "Ready")
-    if retry and ready.status != "True":
-        raise kopf.TemporaryError(ready.message, delay=_RETRY_SECONDS)
+    return outcome
 
 
 @kopf.on.resume(GROUP, VERSION, INSTANCE_PLURAL)
@@ -133,7 +148,7 @@ async def repair_drift(
     memo: kopf.Memo, body: kopf.Body, status: kopf.Status, patch: kopf.Patch, **_: Any
 ) -> None:
     """Put back whatever drifted (an edited Deployment, a widened ACL user, ...)."""
-    await _reconcile(memo, body, status, patch, retry=False)
+    await _reconcile(memo, body, status, patch, retry=False, trigger="drift")
 
 
 @kopf.timer(GROUP, VERSION, INSTANCE_PLURAL, interval=UPGRADE_INTERVAL_SECONDS, initial_delay=3.0)
@@ -151,6 +166,7 @@ async def advance_upgrade_step(
     step = upgrade.get("step")
     if step == before:
         return
+    metrics.record_upgrade_step(body["metadata"]["name"], before, upgrade)
     if step == "backup":
         kopf.info(body, reason="UpgradeStarted", message=f"to {upgrade['to']['version']}")
     elif step == "done":
@@ -174,3 +190,4 @@ async def delete_tenant(memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger, *
         raise kopf.TemporaryError(waiting, delay=_RETRY_SECONDS)
     for step in await delete_instance(clients, body):
         logger.info(step)
+    metrics.forget_instance(body["metadata"]["name"])

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import datetime
 import logging
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 from psycopg.conninfo import make_conninfo
 
 from ..builders.backup_job import BACKUP_STORE_SECRET, build_backup_job
-from ..builders.backup_layout import Manifest
+from ..builders.backup_layout import Manifest, new_backup_id
 from ..builders.retention import BackupRecord, parse_retention, plan_retention
 from ..builders.schedule import backup_age_exceeds, due_slot, parse_duration
 from ..builders.tenant import instance_labels
@@ -348,11 +347,6 @@ async def _follow_backup_job(
             f"read the logs of Job {namespace}/{name}",
         )
     )
-
-
-def new_backup_id() -> str:
-    """A backup id that sorts by time: ``20261123T174501Z-3f9a``."""
-    return f"{now().strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(2)}"
 
 
 def _condition(type_: str, status: str, reason: str, message: str) -> dict[str, Any]:

@@ -418,7 +418,10 @@ async def delete_instance(clients: Clients, body: Mapping[str, Any]) -> list[str
     done: list[str] = []
     if spec.deletion_policy == "Delete":
         pg_admin, _ = await clients.postgres(clients.config.postgres_server(spec.database_server))
-        await pg_admin.drop(TenantDatabase(spec.database, spec.database, spec.connection_limit))
+        tenant_database = TenantDatabase(spec.database, spec.database, spec.connection_limit)
+        for kept in await pg_admin.drop_kept_databases(tenant_database):
+            done.append(f"dropped database {kept}, kept by a restore or an upgrade")
+        await pg_admin.drop(tenant_database)
         done.append(f"dropped database and role {spec.database}")
         redis_admin, _ = await clients.redis(clients.config.redis_server(spec.redis_server))
         await redis_admin.drop(tenant_redis_user(spec.name), delete_keys=True)

@@ -1,0 +1,602 @@
+"""Prometheus metrics of the operator and of each tenant.
+
+Everything here is recorded by the code that already knows it (a reconcile pass, a backup
+handler, an upgrade step, the tenant probe loop of :mod:`odoo_operator.observability`) and
+kept in memory. The scrape handler never does I/O: it renders the values gathered
+elsewhere, from a snapshot taken under a lock, so a slow API server or tenant database
+cannot slow a scrape down, and a scrape cannot slow the operator down.
+
+Metrics live on a registry of their own (:data:`REGISTRY`), not prometheus_client's global
+one, so importing this module registers nothing elsewhere and tests can render it alone.
+Per-tenant series carry the label ``instance`` and nothing unbounded: no request, user,
+backup or error-message labels. A deleted tenant's series disappear with it
+(:func:`forget_instance`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from . import logs
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from .model.spec import InstanceSpec
+    from .reconcile.instance import Outcome
+
+METRICS_PORT_ENV = "ODOO_OPERATOR_METRICS_PORT"  # 0 disables the endpoint (and the probes)
+METRICS_ADDR_ENV = "ODOO_OPERATOR_METRICS_ADDR"
+DEFAULT_METRICS_PORT = 9090
+PREFIX = "odoo_operator_"
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# Phases and condition statuses are rendered for every known value, so a dashboard's
+# "tenants by phase" shows zeros instead of gaps and `== 0` comparisons work.
+PHASES = ("Provisioning", "Ready", "Suspended", "Maintenance", "Stalled")
+CONDITION_STATUSES = ("True", "False", "Unknown")
+QUEUE_JOB_STATES = ("pending", "enqueued", "started", "failed")
+
+RECONCILE_TOTAL = Counter(
+    "odoo_operator_reconcile",
+    "Reconcile passes of OdooInstances by trigger (change, drift) and result: ok (the pass "
+    "ran to the end and published conditions, whatever they say), stalled (waiting for a "
+    "human), error (an exception escaped; Kopf retries).",
+    ["trigger", "result"],
+    registry=REGISTRY,
+)
+RECONCILE_ERRORS = Counter(
+    "odoo_operator_reconcile_errors",
+    "Reconcile passes that raised, by exception class (a bounded set: the code's own types).",
+    ["reason"],
+    registry=REGISTRY,
+)
+RECONCILE_DURATION = Histogram(
+    "odoo_operator_reconcile_duration_seconds",
+    "Wall time of one reconcile pass, including backup bookkeeping and status publication.",
+    ["trigger"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+    registry=REGISTRY,
+)
+BACKUPS_TOTAL = Counter(
+    "odoo_operator_backups",
+    "OdooBackups that finished in this operator process, by result (succeeded, failed).",
+    ["result"],
+    registry=REGISTRY,
+)
+VERIFICATIONS_TOTAL = Counter(
+    "odoo_operator_backup_verifications",
+    "Backup verifications (restore into a scratch database), by result (passed, failed).",
+    ["result"],
+    registry=REGISTRY,
+)
+RESTORES_TOTAL = Counter(
+    "odoo_operator_restores",
+    "OdooRestores seen finishing by this operator process, by result (succeeded, failed).",
+    ["result"],
+    registry=REGISTRY,
+)
+UPGRADES_TOTAL = Counter(
+    "odoo_operator_upgrades",
+    "Upgrades that reached a final step, by result: succeeded, failed (nothing was switched) "
+    "or rolled_back (switched, failed the health gate, switched back).",
+    ["result"],
+    registry=REGISTRY,
+)
+UPGRADE_DURATION = Histogram(
+    "odoo_operator_upgrade_duration_seconds",
+    "Start (pre-upgrade backup) to final step of upgrades that succeeded.",
+    buckets=(60, 300, 600, 1200, 1800, 3600, 7200, 14400),
+    registry=REGISTRY,
+)
+UPGRADE_DOWNTIME = Histogram(
+    "odoo_operator_upgrade_downtime_seconds",
+    "Time a tenant was held in maintenance (web and cron at zero) by a successful upgrade.",
+    buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
+    registry=REGISTRY,
+)
+
+
+def _epoch(text: Any) -> float | None:
+    """Seconds since the epoch of an RFC 3339 status time, or None."""
+    if not text:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What one probe of a tenant's database found. ``up`` False: only the duration is known.
+
+    ``cron_overdue`` and ``queue_jobs`` are None when the table does not exist (Odoo not
+    initialized yet; ``queue_job`` not installed).
+    """
+
+    up: bool
+    duration_seconds: float
+    database_size_bytes: float | None = None
+    connections: float | None = None
+    connection_limit: float | None = None
+    longest_transaction_seconds: float | None = None
+    cron_overdue: int | None = None
+    cron_max_lag_seconds: float | None = None
+    queue_jobs: tuple[tuple[str, int], ...] | None = None
+
+
+@dataclass(frozen=True)
+class TenantState:
+    """Everything known about one tenant. Immutable: an update replaces it whole, so a
+    scrape's snapshot is a shallow copy of the dict."""
+
+    phase: str | None = None
+    # (type, status, reason) of each condition, as last published.
+    conditions: tuple[tuple[str, str, str], ...] = ()
+    backup_time: float | None = None
+    backup_size_bytes: float | None = None
+    backup_duration_seconds: float | None = None
+    verification_time: float | None = None
+    verification_passed: bool | None = None
+    backup_failures: int = 0
+    drift_repairs: int = 0
+    probe: ProbeResult | None = None
+
+    def condition(self, type_: str) -> tuple[str, str] | None:
+        """(status, reason) of a condition, or None."""
+        for name, status, reason in self.conditions:
+            if name == type_:
+                return status, reason
+        return None
+
+
+@dataclass
+class _FleetState:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    tenants: dict[str, TenantState] = field(default_factory=dict)
+    # What the probe loop needs to reach a tenant's database, set once its database exists.
+    targets: dict[str, InstanceSpec] = field(default_factory=dict)
+    in_flight: int = 0
+    probe_round_seconds: float | None = None
+    probe_round_tenants: int = 0
+
+    def update(self, instance: str, **changes: Any) -> None:
+        with self.lock:
+            self.tenants[instance] = replace(self.tenants.get(instance, TenantState()), **changes)
+
+    def get(self, instance: str) -> TenantState:
+        with self.lock:
+            return self.tenants.get(instance, TenantState())
+
+
+_STATE = _FleetState()
+
+
+def _newer(current: float | None, candidate: float | None) -> bool:
+    return candidate is not None and (current is None or candidate >= current)
+
+
+class ReconcileObservation:
+    """Times one reconcile pass and records what it found; see :func:`observe_reconcile`."""
+
+    def __init__(self, instance: str, trigger: str) -> None:
+        self.instance = instance
+        self.trigger = trigger
+        self.result: str | None = None
+        self._started = 0.0
+        self._context: contextlib.AbstractContextManager[None] | None = None
+
+    def __enter__(self) -> ReconcileObservation:
+        self._started = time.monotonic()
+        self._context = logs.log_context(
+            instance=self.instance, reconcile=secrets.token_hex(4), trigger=self.trigger
+        )
+        self._context.__enter__()
+        with _STATE.lock:
+            _STATE.in_flight += 1
+        return self
+
+    def record(self, outcome: Outcome, spec: InstanceSpec | None = None) -> None:
+        """The pass ran to the end: remember its phase, conditions and backup summary."""
+        self.result = "stalled" if outcome.phase == "Stalled" else "ok"
+        record_outcome(self.instance, outcome, spec, drift=self.trigger == "drift")
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        RECONCILE_DURATION.labels(self.trigger).observe(time.monotonic() - self._started)
+        with _STATE.lock:
+            _STATE.in_flight -= 1
+        if exc_type is not None and self.result is None:
+            RECONCILE_ERRORS.labels(exc_type.__name__).inc()
+            self.result = "error"
+        RECONCILE_TOTAL.labels(self.trigger, self.result or "ok").inc()
+        if self._context is not None:
+            self._context.__exit__(exc_type, exc, traceback)
+
+
+def observe_reconcile(instance: str, trigger: str) -> ReconcileObservation:
+    """``with observe_reconcile(name, "drift") as seen: ...; seen.record(outcome)``.
+
+    Counts the pass by result, times it, and tags the log lines written meanwhile with
+    the instance and a reconcile id.
+    """
+    return ReconcileObservation(instance, trigger)
+
+
+def record_outcome(
+    instance: str, outcome: Outcome, spec: InstanceSpec | None = None, drift: bool = False
+) -> None:
+    """Remember what a reconcile pass published about ``instance``."""
+    conditions: dict[str, tuple[str, str, str]] = {}
+    for condition in outcome.conditions:
+        conditions[condition.type] = (condition.type, condition.status, condition.reason)
+    current = _STATE.get(instance)
+    changes: dict[str, Any] = {
+        "phase": outcome.phase,
+        "conditions": tuple(sorted(conditions.values())),
+    }
+    last = outcome.fields.get("lastBackup") or {}
+    last_time = _epoch(last.get("time"))
+    if _newer(current.backup_time, last_time):
+        changes["backup_time"] = last_time
+        if last.get("sizeBytes") is not None:
+            changes["backup_size_bytes"] = float(last["sizeBytes"])
+    verified = _epoch((outcome.fields.get("lastVerifiedBackup") or {}).get("time"))
+    if _newer(current.verification_time, verified):
+        changes["verification_time"] = verified
+        changes["verification_passed"] = True
+    health = conditions.get("BackupHealthy")
+    if health is not None and health[2] == "VerificationFailed":
+        changes["verification_passed"] = False
+    if drift and outcome.writes:
+        changes["drift_repairs"] = current.drift_repairs + outcome.writes
+    _STATE.update(instance, **changes)
+    database = conditions.get("DatabaseReady")
+    if spec is not None and database is not None and database[1] == "True":
+        with _STATE.lock:
+            _STATE.targets[instance] = spec
+
+
+def forget_instance(instance: str) -> None:
+    """Drop every series of a deleted tenant."""
+    with _STATE.lock:
+        _STATE.tenants.pop(instance, None)
+        _STATE.targets.pop(instance, None)
+
+
+def record_backup(instance: str, previous_phase: str | None, status: Mapping[str, Any]) -> None:
+    """An OdooBackup of ``instance`` finished (``status``); count it once, whatever the
+    handler re-runs, and keep the newest success and verification."""
+    phase = status.get("phase")
+    if phase not in ("Succeeded", "Failed"):
+        return
+    current = _STATE.get(instance)
+    changes: dict[str, Any] = {}
+    if phase == "Failed":
+        if previous_phase != "Failed":
+            BACKUPS_TOTAL.labels("failed").inc()
+            changes["backup_failures"] = current.backup_failures + 1
+    else:
+        if previous_phase != "Succeeded":
+            BACKUPS_TOTAL.labels("succeeded").inc()
+        completed = _epoch(status.get("completedAt"))
+        if _newer(current.backup_time, completed):
+            changes["backup_time"] = completed
+            changes["backup_size_bytes"] = float(status.get("sizeBytes") or 0)
+            started = _epoch(status.get("startedAt"))
+            if started is not None and completed is not None:
+                changes["backup_duration_seconds"] = max(0.0, completed - started)
+        verification = status.get("verification") or {}
+        checked = _epoch(verification.get("checkedAt"))
+        if verification.get("result") in ("Passed", "Failed") and checked is not None:
+            VERIFICATIONS_TOTAL.labels(str(verification["result"]).lower()).inc()
+            if _newer(current.verification_time, checked):
+                changes["verification_time"] = checked
+                changes["verification_passed"] = verification["result"] == "Passed"
+    with _STATE.lock:  # a backup of an instance this process does not track adds no series
+        if changes and instance in _STATE.tenants:
+            _STATE.tenants[instance] = replace(_STATE.tenants[instance], **changes)
+
+
+def record_upgrade_step(instance: str, before: str | None, upgrade: Mapping[str, Any]) -> None:
+    """An upgrade of ``instance`` moved from step ``before`` to ``upgrade['step']``;
+    counted when that is a final step."""
+    step = upgrade.get("step")
+    if step == "done":
+        UPGRADES_TOTAL.labels("succeeded").inc()
+        started, completed = _epoch(upgrade.get("startedAt")), _epoch(upgrade.get("completedAt"))
+        if started is not None and completed is not None:
+            UPGRADE_DURATION.observe(max(0.0, completed - started))
+        if upgrade.get("downtimeSeconds") is not None:
+            UPGRADE_DOWNTIME.observe(float(upgrade["downtimeSeconds"]))
+    elif step == "failed":
+        UPGRADES_TOTAL.labels("rolled_back" if before == "rollback" else "failed").inc()
+
+
+def record_restore(result: str) -> None:
+    """An OdooRestore finished: ``succeeded`` or ``failed``."""
+    RESTORES_TOTAL.labels(result).inc()
+
+
+def record_probe(instance: str, result: ProbeResult) -> None:
+    """The tenant probe loop's finding for one tenant (ignored once the tenant is gone)."""
+    with _STATE.lock:
+        if instance in _STATE.tenants:
+            _STATE.tenants[instance] = replace(_STATE.tenants[instance], probe=result)
+
+
+def record_probe_round(seconds: float, tenants: int) -> None:
+    """How long the last full round of tenant probes took, and over how many tenants."""
+    with _STATE.lock:
+        _STATE.probe_round_seconds = seconds
+        _STATE.probe_round_tenants = tenants
+
+
+def probe_targets() -> dict[str, tuple[InstanceSpec, str | None]]:
+    """Tenants whose database exists: spec and current phase, for the probe loop."""
+    with _STATE.lock:
+        return {
+            name: (spec, _STATE.tenants.get(name, TenantState()).phase)
+            for name, spec in _STATE.targets.items()
+        }
+
+
+def reset() -> None:
+    """Forget every tenant (tests and benchmarks)."""
+    with _STATE.lock:
+        _STATE.tenants.clear()
+        _STATE.targets.clear()
+        _STATE.probe_round_seconds = None
+        _STATE.probe_round_tenants = 0
+
+
+def set_tenant(instance: str, state: TenantState) -> None:
+    """Set a tenant's whole state (tests and benchmarks)."""
+    with _STATE.lock:
+        _STATE.tenants[instance] = state
+
+
+class _FleetCollector(Collector):
+    """Renders the per-tenant state at scrape time, from a snapshot: no I/O, no awaiting."""
+
+    def collect(self) -> Iterable[Metric]:
+        with _STATE.lock:
+            tenants = dict(_STATE.tenants)
+            in_flight = _STATE.in_flight
+            round_seconds = _STATE.probe_round_seconds
+            round_tenants = _STATE.probe_round_tenants
+        yield from _fleet_metrics(tenants, in_flight, round_seconds, round_tenants)
+
+
+def _gauge(name: str, text: str, labels: tuple[str, ...] = ("instance",)) -> GaugeMetricFamily:
+    return GaugeMetricFamily(PREFIX + name, text, labels=list(labels))
+
+
+def _fleet_metrics(
+    tenants: Mapping[str, TenantState],
+    in_flight: int,
+    round_seconds: float | None,
+    round_tenants: int,
+) -> Iterator[Metric]:
+    by_phase = _gauge("tenants", "OdooInstances known to this operator, by phase.", ("phase",))
+    counts = dict.fromkeys(PHASES, 0)
+    for state in tenants.values():
+        if state.phase is not None:
+            counts[state.phase] = counts.get(state.phase, 0) + 1
+    for phase, count in sorted(counts.items()):
+        by_phase.add_metric([phase], count)
+    yield by_phase
+
+    running = _gauge("reconcile_in_flight", "Reconcile passes running right now.", ())
+    running.add_metric([], in_flight)
+    yield running
+
+    condition = _gauge(
+        "tenant_condition",
+        "Status conditions of each OdooInstance: 1 for the condition's current status, 0 "
+        "for the other two (True, False, Unknown).",
+        ("instance", "condition", "status"),
+    )
+    rpo = _gauge(
+        "backup_rpo_breach",
+        "1 when the tenant's newest good backup is older than its RPO "
+        "(BackupHealthy=False, reason RPOExceeded), else 0. Tenants with backups only.",
+    )
+    upgrade_failed = _gauge(
+        "tenant_upgrade_failed",
+        "1 while the tenant's last upgrade attempt failed (Upgraded=False, reason "
+        "UpgradeFailed), else 0.",
+    )
+    backup_time = _gauge(
+        "backup_last_success_timestamp_seconds",
+        "Completion time of the tenant's newest successful backup (Unix seconds).",
+    )
+    backup_size = _gauge(
+        "backup_last_size_bytes", "Size of the tenant's newest successful backup (all parts)."
+    )
+    backup_duration = _gauge(
+        "backup_last_duration_seconds",
+        "Duration of the tenant's newest successful backup taken by this operator process.",
+    )
+    verify_time = _gauge(
+        "backup_last_verification_timestamp_seconds",
+        "Time of the tenant's newest backup verification (Unix seconds).",
+    )
+    verify_ok = _gauge(
+        "backup_last_verification_success",
+        "1 when the tenant's newest backup verification passed, 0 when it failed.",
+    )
+    failures = CounterMetricFamily(
+        PREFIX + "backup_failures",
+        "Failed OdooBackups of the tenant seen by this operator process.",
+        labels=["instance"],
+    )
+    drift = CounterMetricFamily(
+        PREFIX + "drift_repairs",
+        "Writes (Kubernetes applies and deletes, PostgreSQL and Redis changes) made by "
+        "periodic drift passes: each one put back something that had drifted.",
+        labels=["instance"],
+    )
+    probe_up = _gauge(
+        "tenant_probe_up",
+        "1 when the last read-only probe of the tenant's database succeeded within its "
+        "timeout, else 0.",
+    )
+    probe_duration = _gauge(
+        "tenant_probe_duration_seconds", "Wall time of the last probe of the tenant's database."
+    )
+    size = _gauge("tenant_database_size_bytes", "pg_database_size of the tenant's database.")
+    connections = _gauge(
+        "tenant_database_connections",
+        "Sessions of the tenant's role on its server (the probe's own excluded).",
+    )
+    limit = _gauge(
+        "tenant_database_connection_limit",
+        "CONNECTION LIMIT of the tenant's role (absent when unlimited).",
+    )
+    longest = _gauge(
+        "tenant_longest_transaction_seconds",
+        "Age of the oldest open transaction in the tenant's database (0 when none).",
+    )
+    overdue = _gauge(
+        "tenant_cron_overdue",
+        "Active ir_cron jobs whose nextcall is further in the past than the overdue "
+        "threshold: scheduled actions (postings, reminders, payment runs) that did not run.",
+    )
+    lag = _gauge(
+        "tenant_cron_max_lag_seconds",
+        "How far in the past the most overdue active ir_cron's nextcall is (0 when none).",
+    )
+    queue = _gauge(
+        "tenant_queue_jobs",
+        "queue_job rows by state (pending, enqueued, started, failed), where that module "
+        "is installed.",
+        ("instance", "state"),
+    )
+    for name in sorted(tenants):
+        state = tenants[name]
+        for type_, status, reason in state.conditions:
+            for candidate in CONDITION_STATUSES:
+                condition.add_metric([name, type_, candidate], 1 if status == candidate else 0)
+            if type_ == "BackupHealthy":
+                rpo.add_metric([name], 1 if (status, reason) == ("False", "RPOExceeded") else 0)
+        upgraded = state.condition("Upgraded")
+        if upgraded is not None:
+            upgrade_failed.add_metric([name], 1 if upgraded[1] == "UpgradeFailed" else 0)
+        if state.backup_time is not None:
+            backup_time.add_metric([name], state.backup_time)
+        if state.backup_size_bytes is not None:
+            backup_size.add_metric([name], state.backup_size_bytes)
+        if state.backup_duration_seconds is not None:
+            backup_duration.add_metric([name], state.backup_duration_seconds)
+        if state.verification_time is not None:
+            verify_time.add_metric([name], state.verification_time)
+        if state.verification_passed is not None:
+            verify_ok.add_metric([name], 1 if state.verification_passed else 0)
+        if state.backup_failures:
+            failures.add_metric([name], state.backup_failures)
+        drift.add_metric([name], state.drift_repairs)
+        probe = state.probe
+        if probe is None:
+            continue
+        probe_up.add_metric([name], 1 if probe.up else 0)
+        probe_duration.add_metric([name], probe.duration_seconds)
+        for family, value in (
+            (size, probe.database_size_bytes),
+            (connections, probe.connections),
+            (limit, probe.connection_limit),
+            (longest, probe.longest_transaction_seconds),
+            (overdue, probe.cron_overdue),
+            (lag, probe.cron_max_lag_seconds),
+        ):
+            if value is not None:
+                family.add_metric([name], value)
+        for job_state, count in probe.queue_jobs or ():
+            queue.add_metric([name, job_state], count)
+    yield from (condition, rpo, upgrade_failed, backup_time, backup_size, backup_duration)
+    yield from (verify_time, verify_ok, failures, drift, probe_up, probe_duration)
+    yield from (size, connections, limit, longest, overdue, lag, queue)
+
+    round_gauge = _gauge(
+        "probe_round_duration_seconds",
+        "Wall time of the last full round of tenant database probes.",
+        (),
+    )
+    if round_seconds is not None:
+        round_gauge.add_metric([], round_seconds)
+    yield round_gauge
+    round_count = _gauge(
+        "probe_round_tenants", "Tenants probed in the last full round of probes.", ()
+    )
+    round_count.add_metric([], round_tenants)
+    yield round_count
+
+
+REGISTRY.register(_FleetCollector())
+
+
+def render() -> bytes:
+    """The exposition text of every metric: what a scrape returns."""
+    return generate_latest(REGISTRY)
+
+
+def metric_names() -> set[str]:
+    """Every metric family name this module defines (as rendered, counters without
+    ``_total``), for the dashboard and alert-rule checks."""
+    names: set[str] = set()
+    for collector in (
+        RECONCILE_TOTAL,
+        RECONCILE_ERRORS,
+        RECONCILE_DURATION,
+        BACKUPS_TOTAL,
+        VERIFICATIONS_TOTAL,
+        RESTORES_TOTAL,
+        UPGRADES_TOTAL,
+        UPGRADE_DURATION,
+        UPGRADE_DOWNTIME,
+    ):
+        names.update(metric.name for metric in collector.describe())
+    names.update(metric.name for metric in _fleet_metrics({}, 0, None, 0))
+    return names
+
+
+def metrics_port() -> int:
+    """The port of the metrics endpoint from ``ODOO_OPERATOR_METRICS_PORT`` (0: disabled)."""
+    text = os.environ.get(METRICS_PORT_ENV, str(DEFAULT_METRICS_PORT))
+    try:
+        port = int(text)
+    except ValueError:
+        raise ValueError(f"{METRICS_PORT_ENV} must be a port number, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{METRICS_PORT_ENV} must be between 0 and 65535, got {port}")
+    return port
+
+
+def start_server(port: int) -> WSGIServer:
+    """Serve ``/metrics`` (any path, in fact) on ``port`` from a thread of its own."""
+    address = os.environ.get(METRICS_ADDR_ENV, "0.0.0.0")  # noqa: S104 - in a pod, the pod IP
+    server, _ = start_http_server(port, addr=address, registry=REGISTRY)
+    return server

@@ -1,0 +1,224 @@
+"""The tenant probe loop: business signals read from each tenant's database.
+
+Every ``ODOO_OPERATOR_PROBE_INTERVAL`` seconds (default 60) the loop probes every tenant
+whose database exists, at most ``ODOO_OPERATOR_PROBE_CONCURRENCY`` (default 8) at a time,
+each within ``ODOO_OPERATOR_PROBE_TIMEOUT`` seconds (default 5). A probe logs in as the
+tenant's own role (the password from the tenant's credentials Secret, cached), opens one
+READ ONLY transaction with a statement and lock timeout, and reads:
+
+- database size, sessions of the role and its connection limit, oldest open transaction;
+- active ``ir_cron`` rows whose ``nextcall`` is more than
+  ``ODOO_OPERATOR_CRON_OVERDUE_THRESHOLD`` in the past (default 15m; seconds or
+  ``d``/``h``/``m``), and how far the worst one is behind (Odoo stores ``nextcall`` in UTC);
+- ``queue_job`` rows by state, where that module's table exists.
+
+A slow, refusing or missing database marks only that tenant's ``tenant_probe_up`` 0; the
+loop itself runs as its own task, so it never delays a handler, and the scrape only renders
+what the loop last stored. Tenants in maintenance (a restore or an upgrade renames
+databases) or with a backup or restore running in this process are skipped for that round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from .. import metrics
+from ..builders.schedule import parse_duration
+from ..engine.database import first_line
+from ..model.spec import InstanceSpec
+from ..reconcile.backups import tenant_database_access
+from ..reconcile.clients import Clients
+
+logger = logging.getLogger(__name__)
+
+INTERVAL_ENV = "ODOO_OPERATOR_PROBE_INTERVAL"
+TIMEOUT_ENV = "ODOO_OPERATOR_PROBE_TIMEOUT"
+CONCURRENCY_ENV = "ODOO_OPERATOR_PROBE_CONCURRENCY"
+CRON_THRESHOLD_ENV = "ODOO_OPERATOR_CRON_OVERDUE_THRESHOLD"
+_CREDENTIAL_TTL_SECONDS = 600.0
+
+_OVERVIEW = """
+SELECT pg_database_size(current_database()),
+       (SELECT count(*) FROM pg_stat_activity
+         WHERE usename = current_user AND pid <> pg_backend_pid()),
+       (SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user),
+       (SELECT coalesce(max(extract(epoch FROM clock_timestamp() - xact_start)), 0)
+          FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()
+           AND xact_start IS NOT NULL),
+       to_regclass('ir_cron') IS NOT NULL,
+       to_regclass('queue_job') IS NOT NULL
+"""
+_OVERDUE_CRONS = """
+SELECT count(*),
+       coalesce(extract(epoch FROM max((now() AT TIME ZONE 'UTC') - nextcall)), 0)
+  FROM ir_cron
+ WHERE active AND nextcall < (now() AT TIME ZONE 'UTC') - make_interval(secs => %s)
+"""
+_QUEUE_JOBS = """
+SELECT state, count(*) FROM queue_job
+ WHERE state IN ('pending', 'enqueued', 'started', 'failed') GROUP BY state
+"""
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How often, how many at once, how long each, and when a cron counts as overdue."""
+
+    interval: float = 60.0
+    timeout: float = 5.0
+    concurrency: int = 8
+    cron_threshold_seconds: float = 900.0
+
+    @classmethod
+    def from_environment(cls) -> ProbeSettings:
+        """The settings from ``ODOO_OPERATOR_PROBE_*`` and the cron threshold variable."""
+        threshold = os.environ.get(CRON_THRESHOLD_ENV, "15m")
+        try:
+            seconds = float(threshold)
+        except ValueError:
+            seconds = parse_duration(threshold).total_seconds()
+        return cls(
+            interval=float(os.environ.get(INTERVAL_ENV, "60")),
+            timeout=float(os.environ.get(TIMEOUT_ENV, "5")),
+            concurrency=max(1, int(os.environ.get(CONCURRENCY_ENV, "8"))),
+            cron_threshold_seconds=seconds,
+        )
+
+
+async def probe_database(conninfo: str, settings: ProbeSettings) -> metrics.ProbeResult:
+    """Read one tenant's signals; raises on any failure (the caller records it as down)."""
+    started = time.monotonic()
+    statement_ms = max(1, int(settings.timeout * 1000))
+    target = make_conninfo(
+        conninfo,
+        connect_timeout=str(max(2, math.ceil(settings.timeout))),
+        application_name="odoo-operator-probe",
+        options=f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms}"
+        " -c default_transaction_read_only=on",
+    )
+    connection = await psycopg.AsyncConnection.connect(target, autocommit=False)
+    try:
+        await connection.set_read_only(True)
+        async with connection.transaction():
+            cursor = await connection.execute(_OVERVIEW)
+            row: Any = await cursor.fetchone()
+            size, sessions, limit, longest, has_cron, has_queue = row
+            overdue: int | None = None
+            lag: float | None = None
+            if has_cron:
+                cursor = await connection.execute(
+                    _OVERDUE_CRONS, (settings.cron_threshold_seconds,)
+                )
+                cron_row: Any = await cursor.fetchone()
+                overdue, lag = int(cron_row[0]), float(cron_row[1])
+            queue: tuple[tuple[str, int], ...] | None = None
+            if has_queue:
+                cursor = await connection.execute(_QUEUE_JOBS)
+                found = {str(state): int(count) for state, count in await cursor.fetchall()}
+                queue = tuple((state, found.get(state, 0)) for state in metrics.QUEUE_JOB_STATES)
+    finally:
+        await connection.close()
+    return metrics.ProbeResult(
+        up=True,
+        duration_seconds=time.monotonic() - started,
+        database_size_bytes=float(size),
+        connections=float(sessions),
+        connection_limit=float(limit) if limit is not None and limit >= 0 else None,
+        longest_transaction_seconds=float(longest),
+        cron_overdue=overdue,
+        cron_max_lag_seconds=lag,
+        queue_jobs=queue,
+    )
+
+
+class TenantProber:
+    """The loop; one per operator process, started at startup and cancelled at cleanup."""
+
+    def __init__(self, clients: Clients, settings: ProbeSettings) -> None:
+        self.clients = clients
+        self.settings = settings
+        self._semaphore = asyncio.Semaphore(settings.concurrency)
+        # instance -> (conninfo, fetched at): the password Secret is read again after a
+        # while, and at once after a failed probe (a rotated password).
+        self._conninfo: dict[str, tuple[str, float]] = {}
+        self._down: set[str] = set()  # logged once when a tenant goes down, once when back
+
+    async def _conninfo_of(self, name: str, spec: InstanceSpec) -> str:
+        cached = self._conninfo.get(name)
+        if cached is not None and time.monotonic() - cached[1] < _CREDENTIAL_TTL_SECONDS:
+            return cached[0]
+        access = await tenant_database_access(self.clients, spec)
+        self._conninfo[name] = (access.conninfo, time.monotonic())
+        return access.conninfo
+
+    async def probe_one(self, name: str, spec: InstanceSpec) -> None:
+        """Probe one tenant within the timeout and record what came of it."""
+        async with self._semaphore:
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(self.settings.timeout):
+                    conninfo = await self._conninfo_of(name, spec)
+                    result = await probe_database(conninfo, self.settings)
+            except Exception as exc:  # noqa: BLE001 - any failure means "down" for this tenant
+                self._conninfo.pop(name, None)
+                if name not in self._down:
+                    self._down.add(name)
+                    reason = "timed out" if isinstance(exc, TimeoutError) else first_line(exc)
+                    logger.warning(
+                        "probe of the database of tenant %s failed: %s",
+                        name,
+                        reason,
+                        extra={"instance": name},
+                    )
+                result = metrics.ProbeResult(up=False, duration_seconds=time.monotonic() - started)
+            else:
+                if name in self._down:
+                    self._down.discard(name)
+                    logger.info(
+                        "probe of the database of tenant %s succeeds again",
+                        name,
+                        extra={"instance": name},
+                    )
+            metrics.record_probe(name, result)
+
+    async def run_round(self) -> int:
+        """Probe every tenant once; the number probed."""
+        targets = metrics.probe_targets()
+        for gone in set(self._conninfo) - set(targets):
+            self._conninfo.pop(gone, None)
+        self._down &= set(targets)
+        due = [
+            (name, spec)
+            for name, (spec, phase) in sorted(targets.items())
+            if phase != "Maintenance" and not self.clients.tenant_lock(name).locked()
+        ]
+        started = time.monotonic()
+        await asyncio.gather(*(self.probe_one(name, spec) for name, spec in due))
+        metrics.record_probe_round(time.monotonic() - started, len(due))
+        return len(due)
+
+    async def run(self) -> None:
+        """Probe rounds forever, one every interval (or back to back when a round is slower)."""
+        while True:
+            started = time.monotonic()
+            try:
+                await self.run_round()
+            except Exception:  # the loop must outlive any bug in one round
+                logger.exception("a round of tenant probes failed")
+            await asyncio.sleep(max(0.0, self.settings.interval - (time.monotonic() - started)))
+
+
+def start(clients: Clients, settings: ProbeSettings | None = None) -> asyncio.Task[None]:
+    """Start the loop as a task of the running event loop."""
+    prober = TenantProber(clients, settings or ProbeSettings.from_environment())
+    return asyncio.get_running_loop().create_task(prober.run(), name="odoo-operator-probes")
