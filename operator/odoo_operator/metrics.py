@@ -26,7 +26,13 @@ from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
@@ -44,6 +50,8 @@ METRICS_ADDR_ENV = "ODOO_OPERATOR_METRICS_ADDR"
 DEFAULT_METRICS_PORT = 9090
 PREFIX = "odoo_operator_"
 
+# No ``*_created`` series: they double every counter and histogram and no rule uses them.
+disable_created_metrics()
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 # Phases and condition statuses are rendered for every known value, so a dashboard's
@@ -564,9 +572,9 @@ def render() -> bytes:
 
 
 def metric_names() -> set[str]:
-    """Every metric family name this module defines (as rendered, counters without
-    ``_total``), for the dashboard and alert-rule checks."""
-    names: set[str] = set()
+    """Every sample name a scrape can contain (``x_total`` of counters, ``x_bucket``,
+    ``x_sum`` and ``x_count`` of histograms), for the dashboard and alert-rule checks."""
+    families: list[Metric] = []
     for collector in (
         RECONCILE_TOTAL,
         RECONCILE_ERRORS,
@@ -578,9 +586,14 @@ def metric_names() -> set[str]:
         UPGRADE_DURATION,
         UPGRADE_DOWNTIME,
     ):
-        names.update(metric.name for metric in collector.describe())
-    names.update(metric.name for metric in _fleet_metrics({}, 0, None, 0))
-    return names
+        families.extend(collector.describe())
+    families.extend(_fleet_metrics({}, 0, None, 0))
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+    return {
+        family.name + suffix
+        for family in families
+        for suffix in suffixes.get(family.type, ("",))
+    }
 
 
 def metrics_port() -> int:
