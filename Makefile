@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 PYTEST_FLAGS ?=
 
-.PHONY: bootstrap venv lint test test-unit test-integration test-e2e demo bench-backup clean
+.PHONY: bootstrap venv lint test test-unit test-integration test-e2e demo bench-backup clean \
+	chart-sync image
 
 $(STAMP): pyproject.toml constraints.txt
 	rm -f $(VENV)/.installed-*
@@ -51,6 +52,27 @@ demo: bootstrap
 ## bench-backup: backup/verify/restore of a generated 1 GB tenant (figures in docs/benchmarks.md)
 bench-backup: bootstrap
 	$(BIN)/python -m odoo_operator.devcluster.bench_backup
+
+.PHONY: bench-metrics
+## bench-metrics: render time and memory of the metrics with 1,000 synthetic tenants (docs/benchmarks.md)
+bench-metrics: $(STAMP)
+	$(BIN)/python -m odoo_operator.devcluster.bench_metrics
+
+## chart-sync: copy crds/ into the chart and re-render the kustomize base from the chart
+chart-sync: $(STAMP)
+	cp crds/*.yaml charts/odoo-operator/files/crds/
+	$(eval HELM := $(shell $(BIN)/python -c 'from odoo_operator.devcluster import binaries as b; print(b.ensure(b.HELM))'))
+	$(HELM) template odoo-operator charts/odoo-operator --namespace odoo-operator \
+		--kube-version $(shell $(BIN)/python -c 'from odoo_operator.devcluster import binaries as b; print(b.KUBERNETES_VERSION)') \
+		--values manifests/base/chart-values.yaml > manifests/base/odoo-operator.yaml
+
+IMAGE ?= ghcr.io/tenantops/odoo-operator
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+## image: build the operator image (needs a Docker engine, which CI here does not have)
+image:
+	docker build --build-arg VERSION=$(IMAGE_TAG) \
+		--build-arg REVISION=$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown) \
+		-t $(IMAGE):$(IMAGE_TAG) .
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
 
-from e2e.tenants import DRIFT_INTERVAL_SECONDS, UPGRADE_INTERVAL_SECONDS
+from e2e.tenants import (
+    DRIFT_INTERVAL_SECONDS,
+    GROUP,
+    PLURAL,
+    UPGRADE_INTERVAL_SECONDS,
+    VERSION,
+    NewTenant,
+    delete_quietly,
+    make_instance,
+    wait_ready,
+)
 from odoo_operator.devcluster import kubectl
 from odoo_operator.devcluster.demo import start_operator
 from odoo_operator.devcluster.operator_setup import register_servers
@@ -41,3 +53,27 @@ def operator(
     )
     yield process
     process.stop()
+
+
+@pytest.fixture
+def new_tenant(
+    request: pytest.FixtureRequest, k8s: client.ApiClient, operator: ManagedProcess
+) -> Iterator[NewTenant]:
+    """Creates Ready tenants named ``<TENANT_PREFIX>-<random>`` with the test module's
+    ``TENANT_SPEC`` as defaults (keyword arguments override them); deletes them afterwards."""
+    custom = client.CustomObjectsApi(k8s)
+    prefix = getattr(request.module, "TENANT_PREFIX", "e2e")
+    defaults: dict[str, Any] = getattr(request.module, "TENANT_SPEC", {})
+    made: list[str] = []
+
+    def create(**spec: Any) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        body = make_instance(name, **{**defaults, **spec})
+        custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
+        made.append(name)
+        wait_ready(custom, name, operator)
+        return name
+
+    yield create
+    for name in made:
+        delete_quietly(custom, PLURAL, name)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 from odoo_operator.devcluster import kubectl
 from odoo_operator.devcluster.demo import is_ready
@@ -75,3 +76,15 @@ def redis_as(redis_url: str, username: str, password: str) -> redis.Redis:
     return redis.Redis(
         host=address["host"], port=address["port"], username=username, password=password
     )
+
+
+NewTenant = Callable[..., str]
+
+
+def delete_quietly(api: client.CustomObjectsApi, plural: str, name: str) -> None:
+    """Delete a cluster-scoped object of this API group; one already gone is fine."""
+    try:
+        api.delete_cluster_custom_object(GROUP, VERSION, plural, name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,45 +17,28 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from psycopg import conninfo
 
-from e2e.tenants import GROUP, PLURAL, VERSION, eventually, make_instance, wait_ready
+from e2e.tenants import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    NewTenant,
+    delete_quietly,
+    eventually,
+    wait_ready,
+)
 from odoo_operator.devcluster.operator_setup import BACKUP_CONTAINER
 from odoo_operator.devcluster.processes import ManagedProcess
 
 BACKUPS, RESTORES = "odoobackups", "odoorestores"
 BACKUP_POLICY = {"schedule": "0 2 * * *", "rpo": "26h", "verify": "AfterEachBackup"}
-NewTenant = Callable[..., str]
+TENANT_PREFIX = "bak"
+TENANT_SPEC = {"backup": BACKUP_POLICY, "deletionPolicy": "Delete"}
 
 
 @pytest.fixture
 def custom(k8s: client.ApiClient) -> client.CustomObjectsApi:
     """The API of OdooInstances, OdooBackups and OdooRestores."""
     return client.CustomObjectsApi(k8s)
-
-
-@pytest.fixture
-def new_tenant(custom: client.CustomObjectsApi, operator: ManagedProcess) -> Iterator[NewTenant]:
-    """Ready tenants with backups configured; deleted (and their data dropped) afterwards."""
-    made: list[str] = []
-
-    def create(**spec: Any) -> str:
-        name = f"bak-{uuid.uuid4().hex[:6]}"
-        spec = {"backup": BACKUP_POLICY, "deletionPolicy": "Delete", **spec}
-        custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, make_instance(name, **spec))
-        made.append(name)
-        wait_ready(custom, name, operator)
-        return name
-
-    yield create
-    for name in made:
-        _delete_quietly(custom, PLURAL, name)
-
-
-def _delete_quietly(custom: client.CustomObjectsApi, plural: str, name: str) -> None:
-    try:
-        custom.delete_cluster_custom_object(GROUP, VERSION, plural, name)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
 
 
 def _tenant_login(k8s: client.ApiClient, postgres_dsn: str, name: str) -> str:
@@ -254,7 +236,7 @@ def test_a_tenant_deleted_with_delete_policy_is_backed_up_before_its_data_is_dro
             return row.fetchone() is None
 
     eventually(dropped, "the database dropped after the pre-delete backup", 90)
-    _delete_quietly(custom, BACKUPS, f"{name}-pre-delete")
+    delete_quietly(custom, BACKUPS, f"{name}-pre-delete")
 
 
 def test_a_clone_into_staging_is_neutralized_and_keeps_the_replaced_database(

@@ -8,8 +8,6 @@ from __future__ import annotations
 import base64
 import datetime
 import time
-import uuid
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -23,54 +21,22 @@ from e2e.tenants import (
     PLURAL,
     UPGRADE_INTERVAL_SECONDS,
     VERSION,
+    NewTenant,
     eventually,
-    make_instance,
     wait_ready,
 )
 from odoo_operator.devcluster.binaries import FAILING_IMAGE, NEVER_READY_IMAGE
 from odoo_operator.devcluster.processes import ManagedProcess
 
 NEW_IMAGE = "docker.io/library/odoo:18.0-20261120"
-NewTenant = Callable[..., str]
+TENANT_PREFIX = "upg"
+TENANT_SPEC = {"backup": {"verify": "Never"}, "deletionPolicy": "Delete"}
 
 
 @pytest.fixture
 def custom(k8s: client.ApiClient) -> client.CustomObjectsApi:
     """The API of OdooInstances."""
     return client.CustomObjectsApi(k8s)
-
-
-@pytest.fixture
-def new_tenant(
-    custom: client.CustomObjectsApi, operator: ManagedProcess, postgres_dsn: str
-) -> Iterator[NewTenant]:
-    """Ready tenants with backups (for the pre-upgrade backup); data dropped afterwards."""
-    made: list[str] = []
-
-    def create(**spec: Any) -> str:
-        name = f"upg-{uuid.uuid4().hex[:6]}"
-        spec = {"backup": {"verify": "Never"}, "deletionPolicy": "Delete", **spec}
-        custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, make_instance(name, **spec))
-        made.append(name)
-        wait_ready(custom, name, operator)
-        return name
-
-    yield create
-    for name in made:
-        try:
-            custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-    with psycopg.connect(postgres_dsn, autocommit=True) as superuser:
-        for name in made:
-            pattern = f"odoo_{name.replace('-', '_')}_%"
-            for (leftover,) in superuser.execute(
-                "SELECT datname FROM pg_database WHERE datname LIKE %s", (pattern,)
-            ).fetchall():
-                superuser.execute(
-                    sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(leftover))
-                )
 
 
 def _login(k8s: client.ApiClient, postgres_dsn: str, name: str) -> str:

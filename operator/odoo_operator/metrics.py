@@ -51,13 +51,14 @@ DEFAULT_METRICS_PORT = 9090
 PREFIX = "odoo_operator_"
 
 # No ``*_created`` series: they double every counter and histogram and no rule uses them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
+# Every metric: the operator's counters and histograms, and the per-tenant families of
+# _FleetCollector (registered at the end of this module). What the endpoint serves.
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-# Phases and condition statuses are rendered for every known value, so a dashboard's
-# "tenants by phase" shows zeros instead of gaps and `== 0` comparisons work.
+# Phases are rendered for every known value, so a dashboard's "tenants by phase" shows
+# zeros instead of gaps.
 PHASES = ("Provisioning", "Ready", "Suspended", "Maintenance", "Stalled")
-CONDITION_STATUSES = ("True", "False", "Unknown")
 QUEUE_JOB_STATES = ("pending", "enqueued", "started", "failed")
 
 RECONCILE_TOTAL = Counter(
@@ -424,8 +425,8 @@ def _fleet_metrics(
 
     condition = _gauge(
         "tenant_condition",
-        "Status conditions of each OdooInstance: 1 for the condition's current status, 0 "
-        "for the other two (True, False, Unknown).",
+        "Status conditions of each OdooInstance: one series per condition, labelled with "
+        "its current status (True, False or Unknown); the value is always 1.",
         ("instance", "condition", "status"),
     )
     rpo = _gauge(
@@ -507,8 +508,7 @@ def _fleet_metrics(
     for name in sorted(tenants):
         state = tenants[name]
         for type_, status, reason in state.conditions:
-            for candidate in CONDITION_STATUSES:
-                condition.add_metric([name, type_, candidate], 1 if status == candidate else 0)
+            condition.add_metric([name, type_, status], 1)
             if type_ == "BackupHealthy":
                 rpo.add_metric([name], 1 if (status, reason) == ("False", "RPOExceeded") else 0)
         upgraded = state.condition("Upgraded")
@@ -524,7 +524,8 @@ def _fleet_metrics(
             verify_time.add_metric([name], state.verification_time)
         if state.verification_passed is not None:
             verify_ok.add_metric([name], 1 if state.verification_passed else 0)
-        if state.backup_failures:
+        if state.backup_failures or state.condition("BackupHealthy") is not None:
+            # From 0 for every tenant with backups, so increase() sees the first failure.
             failures.add_metric([name], state.backup_failures)
         drift.add_metric([name], state.drift_repairs)
         probe = state.probe
@@ -567,7 +568,8 @@ REGISTRY.register(_FleetCollector())
 
 
 def render() -> bytes:
-    """The exposition text of every metric: what a scrape returns."""
+    """The exposition text of every metric: what a scrape returns. No I/O: it renders the
+    operator's counters and a snapshot of the per-tenant state."""
     return generate_latest(REGISTRY)
 
 
@@ -590,9 +592,7 @@ def metric_names() -> set[str]:
     families.extend(_fleet_metrics({}, 0, None, 0))
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
     return {
-        family.name + suffix
-        for family in families
-        for suffix in suffixes.get(family.type, ("",))
+        family.name + suffix for family in families for suffix in suffixes.get(family.type, ("",))
     }
 
 
@@ -609,7 +609,8 @@ def metrics_port() -> int:
 
 
 def start_server(port: int) -> WSGIServer:
-    """Serve ``/metrics`` (any path, in fact) on ``port`` from a thread of its own."""
+    """Serve the metrics (on any path, ``/metrics`` included) on ``port``, from threads of
+    their own: a scrape never waits for the operator's event loop, nor the loop for it."""
     address = os.environ.get(METRICS_ADDR_ENV, "0.0.0.0")  # noqa: S104 - in a pod, the pod IP
     server, _ = start_http_server(port, addr=address, registry=REGISTRY)
     return server

@@ -370,7 +370,7 @@ def ensure_kubeconform_schemas() -> Path:
 
 
 def kind_schema_file(group: str, version: str, kind: str) -> str:
-    """The file name kubeconform looks for, e.g. ``deployment-apps-v1.json``, ``service-v1.json``."""
+    """The file kubeconform looks for: ``deployment-apps-v1.json``, ``service-v1.json``, ..."""
     prefix = (group.split(".")[0] + "-") if group else ""
     return f"{kind.lower()}-{prefix}{version}.json".lower()
 
@@ -399,7 +399,9 @@ def _standalone(name: str, definitions: dict[str, Any], seen: tuple[str, ...]) -
     return _convert(definitions[name], definitions, (*seen, name))
 
 
-def _convert(node: dict[str, Any], definitions: dict[str, Any], seen: tuple[str, ...]) -> Any:
+def _convert(
+    node: dict[str, Any], definitions: dict[str, Any], seen: tuple[str, ...]
+) -> dict[str, Any]:
     if "$ref" in node:
         return _standalone(node["$ref"].rsplit("/", 1)[-1], definitions, seen)
     if node.get("format") == "int-or-string":

@@ -1,9 +1,10 @@
 """Install what the local stack needs on a fresh machine.
 
 System packages come from the system package manager (Debian's apt, as root);
-Azurite from npm; the control-plane binaries are built with Go (see
-:mod:`.binaries`). Anything that cannot be installed stops the bootstrap with
-a message that names it.
+Azurite from npm; the control-plane binaries, and helm and kubeconform for the
+chart tests, are built with Go (see :mod:`.binaries`), and kubeconform's
+Kubernetes schemas generated from the pinned Kubernetes module. Anything that
+cannot be installed stops the bootstrap with a message that names it.
 """
 
 from __future__ import annotations
@@ -61,12 +62,17 @@ def install_system_packages() -> None:
 
 
 def bootstrap() -> None:
-    """Make the machine ready to run the local stack: packages, Azurite, binaries."""
+    """Make the machine ready to run the local stack and the tests: packages, Azurite, binaries."""
     install_system_packages()
     ensure_azurite()
-    for name, path in binaries.ensure_all().items():
+    for name, path in binaries.ensure_all(with_packaging_tools=True).items():
         print(f"[bootstrap] {name}: {path}", file=sys.stderr, flush=True)
     print(f"[bootstrap] kwok stages: {binaries.ensure_kwok_stages()}", file=sys.stderr, flush=True)
     print(
         f"[bootstrap] traefik CRDs: {binaries.ensure_traefik_crds()}", file=sys.stderr, flush=True
+    )
+    print(
+        f"[bootstrap] kubeconform schemas: {binaries.ensure_kubeconform_schemas()}",
+        file=sys.stderr,
+        flush=True,
     )

@@ -100,6 +100,7 @@ def register_servers(
         }
         config["backupExecution"] = backup_execution
         config["inProcessFilestoreRoot"] = str(config_dir / "filestores")
+        (config_dir / "filestores").mkdir(parents=True, exist_ok=True)
     config_dir.mkdir(parents=True, exist_ok=True)
     path = config_dir / "operator-config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -142,16 +142,22 @@ async def run_backup_request(clients: Clients, body: Mapping[str, Any]) -> Backu
     if status.get("phase") == RUNNING and str(status.get("execution", "")).startswith("Job "):
         return await _follow_backup_job(clients, request, status)
     if status.get("phase") == RUNNING:
-        # Running with no worker: this operator stopped during the attempt. The blobs of an
-        # unfinished backup have no manifest, so nothing half-written is ever listed.
-        return BackupResult(
-            _failed(
-                status,
-                "Interrupted",
-                "the operator stopped while this backup ran; no manifest was written, so "
-                "nothing of it is listed or restorable. Create a new OdooBackup to retry.",
+        # Running, but no worker: this operator stopped during the attempt. Its blobs have
+        # no manifest, so nothing half-written is listed or restorable; the backup starts
+        # again under a new id, a few times at most.
+        attempts = int(status.get("attempts") or 1)
+        if attempts >= _MAX_ATTEMPTS:
+            return BackupResult(
+                _failed(
+                    status,
+                    "Interrupted",
+                    f"the operator stopped during each of {attempts} attempts; nothing of them "
+                    "is listed or restorable. Create a new OdooBackup to retry.",
+                )
             )
-        )
+        await _discard_attempt(clients, request, status)
+        status = {**status, "attempts": attempts + 1}
+        status.pop("backupId", None)
     instance = await _instance(clients, request.instance)
     if instance is None:
         return BackupResult(
@@ -347,6 +353,22 @@ async def _follow_backup_job(
             f"read the logs of Job {namespace}/{name}",
         )
     )
+
+
+_MAX_ATTEMPTS = 3
+
+
+async def _discard_attempt(
+    clients: Clients, request: BackupRequest, status: Mapping[str, Any]
+) -> None:
+    """Remove what an interrupted attempt uploaded (best effort: it is never listed anyway)."""
+    if not status.get("backupId") or not status.get("store"):
+        return
+    try:
+        store = await clients.blob(clients.config.blob_store(status["store"]))
+        await delete_backup(store, request.instance, status["backupId"])
+    except Exception as exc:  # noqa: BLE001 - leftovers without a manifest harm nothing
+        logger.warning("could not remove the interrupted backup %s: %s", status["backupId"], exc)
 
 
 def _condition(type_: str, status: str, reason: str, message: str) -> dict[str, Any]:

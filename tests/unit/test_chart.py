@@ -1,0 +1,558 @@
+"""The Helm chart: lint, rendering, schema validation, values checks, CRD sync, least privilege.
+
+Rendering uses the helm binary the bootstrap builds from the Go module proxy, validation the
+kubeconform binary built the same way, against JSON schemas generated from the OpenAPI
+document of the pinned Kubernetes version (no network). The kustomize base in manifests/base
+is the chart rendered with its defaults and cert-manager for the webhook (make chart-sync).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+
+from odoo_operator.devcluster import binaries
+from odoo_operator.model.config import OperatorConfig
+
+REPO = Path(__file__).parents[2]
+CHART = REPO / "charts" / "odoo-operator"
+EVERYTHING_ON = CHART / "ci" / "everything-on-values.yaml"
+NAMESPACE = "odoo-operator"
+# Kinds whose schemas are not in Kubernetes' own OpenAPI document: the only ones kubeconform
+# may skip.
+THIRD_PARTY_KINDS = {
+    "Certificate",
+    "Issuer",
+    "ServiceMonitor",
+    "PrometheusRule",
+    "ClusterKopfPeering",
+}
+
+# Every permission the ClusterRole may grant, with the reason the operator needs it.
+# (apiGroup, resource, verb) -> why. A rule the chart adds needs a line here, and a line
+# here without a rule is reported too: the list is the reviewed description of the role.
+ALLOWED: dict[tuple[str, str, str], str] = {
+    ("odoo.tenantops.io", "odooinstances", "get"): "reconcile, backups and restores read it",
+    ("odoo.tenantops.io", "odooinstances", "list"): "Kopf's watch; admission host ownership",
+    ("odoo.tenantops.io", "odooinstances", "watch"): "Kopf serves OdooInstances",
+    ("odoo.tenantops.io", "odooinstances", "patch"): "finalizer, diff base, maintenance mark",
+    ("odoo.tenantops.io", "odoorestores", "get"): "restores read their request",
+    ("odoo.tenantops.io", "odoorestores", "list"): "Kopf's watch",
+    ("odoo.tenantops.io", "odoorestores", "watch"): "Kopf serves OdooRestores",
+    ("odoo.tenantops.io", "odoorestores", "patch"): "Kopf's finalizer and diff base",
+    ("odoo.tenantops.io", "odoobackups", "get"): "the backup a restore or upgrade uses",
+    ("odoo.tenantops.io", "odoobackups", "list"): "Kopf's watch; retention and schedules",
+    ("odoo.tenantops.io", "odoobackups", "watch"): "Kopf serves OdooBackups",
+    ("odoo.tenantops.io", "odoobackups", "create"): "scheduled and safety backups (by apply)",
+    ("odoo.tenantops.io", "odoobackups", "patch"): "finalizer, diff base; apply",
+    ("odoo.tenantops.io", "odoobackups", "delete"): "the retention policy drops old backups",
+    ("odoo.tenantops.io", "odooinstances/status", "patch"): "conditions and phase",
+    ("odoo.tenantops.io", "odoobackups/status", "patch"): "phase, manifest, verification",
+    ("odoo.tenantops.io", "odoorestores/status", "patch"): "phase and steps",
+    ("odoo.tenantops.io", "odooinstances/finalizers", "update"): "blockOwnerDeletion refs",
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"): "Kopf's resource discovery",
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): "CRDs installed later",
+    ("", "namespaces", "get"): "is the tenant namespace ours?",
+    ("", "namespaces", "create"): "the tenant namespace (apply creates it)",
+    ("", "namespaces", "patch"): "the tenant namespace (apply)",
+    ("", "namespaces", "delete"): "deleting a tenant deletes its namespace",
+    ("", "secrets", "get"): "tenant credentials, by name only (resourceNames)",
+    ("", "secrets", "create"): "tenant Secrets, by name only (resourceNames)",
+    ("", "secrets", "patch"): "tenant Secrets, by name only (resourceNames)",
+    ("", "resourcequotas", "get"): "tenant quota",
+    ("", "resourcequotas", "create"): "tenant quota",
+    ("", "resourcequotas", "patch"): "tenant quota",
+    ("", "limitranges", "get"): "tenant limits",
+    ("", "limitranges", "create"): "tenant limits",
+    ("", "limitranges", "patch"): "tenant limits",
+    ("", "serviceaccounts", "get"): "the tenant's token-less identity",
+    ("", "serviceaccounts", "create"): "the tenant's token-less identity",
+    ("", "serviceaccounts", "patch"): "the tenant's token-less identity",
+    ("", "persistentvolumeclaims", "get"): "the filestore",
+    ("", "persistentvolumeclaims", "create"): "the filestore",
+    ("", "persistentvolumeclaims", "patch"): "the filestore (it can grow)",
+    ("", "services", "get"): "the tenant Service",
+    ("", "services", "create"): "the tenant Service",
+    ("", "services", "patch"): "the tenant Service",
+    ("networking.k8s.io", "networkpolicies", "get"): "tenant isolation",
+    ("networking.k8s.io", "networkpolicies", "create"): "tenant isolation",
+    ("networking.k8s.io", "networkpolicies", "patch"): "tenant isolation (drift repair)",
+    ("apps", "deployments", "get"): "web and cron availability",
+    ("apps", "deployments", "create"): "web and cron",
+    ("apps", "deployments", "patch"): "web and cron (rollouts, suspend)",
+    ("policy", "poddisruptionbudgets", "get"): "the web disruption budget",
+    ("policy", "poddisruptionbudgets", "create"): "the web disruption budget",
+    ("policy", "poddisruptionbudgets", "patch"): "the web disruption budget",
+    ("batch", "jobs", "get"): "init, upgrade and backup Job completion",
+    ("batch", "jobs", "create"): "init, upgrade and backup Jobs",
+    ("batch", "jobs", "patch"): "init, upgrade and backup Jobs (apply)",
+    ("traefik.io", "ingressroutes", "get"): "the tenant route",
+    ("traefik.io", "ingressroutes", "create"): "the tenant route",
+    ("traefik.io", "ingressroutes", "patch"): "the tenant route",
+    ("traefik.io", "middlewares", "get"): "headers, rate limit, allow list, DB manager block",
+    ("traefik.io", "middlewares", "create"): "headers, rate limit, allow list, DB manager block",
+    ("traefik.io", "middlewares", "patch"): "headers, rate limit, allow list, DB manager block",
+    ("cert-manager.io", "certificates", "get"): "spec.tls.issuerRef certificates",
+    ("cert-manager.io", "certificates", "create"): "spec.tls.issuerRef certificates",
+    ("cert-manager.io", "certificates", "patch"): "spec.tls.issuerRef certificates",
+    ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "create"): "Kopf",
+    ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "patch"): "its own",
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "create"): "Kopf",
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch"): "its own",
+    ("kopf.dev", "clusterkopfpeerings", "list"): "HA only: Kopf peering",
+    ("kopf.dev", "clusterkopfpeerings", "watch"): "HA only: Kopf peering",
+    ("kopf.dev", "clusterkopfpeerings", "patch"): "HA only: its heartbeat",
+}
+# Grants that must name their objects: a cluster-wide grant on these would reach far beyond
+# what the operator manages.
+MUST_NAME = {
+    ("", "secrets"): {
+        "odoo-credentials",
+        "odoo-config",
+        "odoo-database",
+        "odoo-redis",
+        "odoo-backup-store",
+    },
+}
+
+
+def _tool(component: binaries.Component) -> str:
+    return str(binaries.ensure(component))
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the bootstrap's helm."""
+    return subprocess.run(
+        [_tool(binaries.HELM), *args], capture_output=True, text=True, timeout=120, check=check
+    )
+
+
+def render(*values_args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`helm template` of the chart for the pinned Kubernetes version."""
+    return helm(
+        "template",
+        "odoo-operator",
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        "--kube-version",
+        binaries.KUBERNETES_VERSION,
+        *values_args,
+        check=check,
+    )
+
+
+def documents(text: str) -> list[dict[str, Any]]:
+    """The parsed objects of a rendering."""
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def one(docs: list[dict[str, Any]], kind: str, name_suffix: str = "") -> dict[str, Any]:
+    """The single object of ``kind`` (whose name ends with ``name_suffix``)."""
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix)]
+    assert len(found) == 1, f"{kind} *{name_suffix}: {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def defaults() -> list[dict[str, Any]]:
+    """The chart rendered with its default values."""
+    return documents(render().stdout)
+
+
+@pytest.fixture(scope="module")
+def everything() -> list[dict[str, Any]]:
+    """The chart rendered with every optional part on."""
+    return documents(render("--values", str(EVERYTHING_ON)).stdout)
+
+
+def kubeconform(manifests: str, tmp_path: Path) -> dict[str, Any]:
+    """Validate strictly against the pinned Kubernetes schemas; return kubeconform's report."""
+    binaries.ensure_kubeconform_schemas()
+    path = tmp_path / "manifests.yaml"
+    path.write_text(manifests)
+    result = subprocess.run(
+        [
+            _tool(binaries.KUBECONFORM),
+            "-strict",
+            "-summary",
+            "-verbose",
+            "-output",
+            "json",
+            "-schema-location",
+            binaries.kubeconform_schema_location(),
+            # Only third-party kinds lack a schema; the test checks that nothing else is skipped.
+            "-ignore-missing-schemas",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    report: dict[str, Any] = json.loads(result.stdout)
+    report["exit_code"] = result.returncode
+    return report
+
+
+# -- lint, render, validate ------------------------------------------------------------------
+
+
+def test_helm_lint_is_clean_with_default_and_everything_on_values() -> None:
+    for extra in ([], ["--values", str(EVERYTHING_ON)]):
+        result = helm(
+            "lint", "--strict", "--kube-version", binaries.KUBERNETES_VERSION, str(CHART), *extra
+        )
+        assert "0 chart(s) failed" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("values", ["defaults", "everything"])
+def test_rendered_manifests_match_the_kubernetes_schemas(
+    values: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    args = ["--values", str(EVERYTHING_ON)] if values == "everything" else []
+    report = kubeconform(render(*args).stdout, tmp_path)
+    problems = [
+        r for r in report["resources"] if r["status"] not in ("statusValid", "statusSkipped")
+    ]
+    assert not problems, json.dumps(problems, indent=2)
+    assert report["exit_code"] == 0
+    skipped = {r["kind"] for r in report["resources"] if r["status"] == "statusSkipped"}
+    assert skipped <= THIRD_PARTY_KINDS, f"skipped kinds with a schema: {skipped}"
+    assert report["summary"]["valid"] >= 14
+
+
+def test_the_schemas_are_strict_about_unknown_fields(tmp_path: Path) -> None:
+    manifest = render().stdout.replace("revisionHistoryLimit: 3", "revisionHistoryLimt: 3")
+    report = kubeconform(manifest, tmp_path)
+    invalid = [r for r in report["resources"] if r["status"] == "statusInvalid"]
+    assert [r["kind"] for r in invalid] == ["Deployment"]
+    assert "revisionHistoryLimt" in invalid[0]["msg"]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (["--set", "replicas=3"], "at '/replicas': maximum: got 3, want 1"),
+        (
+            ["--set", "config.postgresServers.main.dsn=postgres://admin:secret@db"],
+            "additional properties 'dsn' not allowed",
+        ),
+        (["--set", "config.backupExecution=cron"], "value must be one of 'job', 'inProcess'"),
+        (["--set", "image.pullPolicy=Sometimes"], "/image/pullPolicy"),
+        (["--set", "webhook.port=443"], "/webhook/port"),
+        (["--set", "config.versions.latest=odoo:18"], "'latest' does not match pattern"),
+        (["--set", "networkPolicy.egress.postgres.cidrs={10.0.0.0}"], "/cidrs/0"),
+        (["--set", "replica=2"], "additional properties 'replica' not allowed"),
+        (
+            [
+                "--set",
+                "config.redisServers.a.secretRef=a,config.redisServers.a.default=true",
+                "--set",
+                "config.redisServers.b.secretRef=b,config.redisServers.b.default=true",
+            ],
+            "config.redisServers: only one entry may be the default, got a, b",
+        ),
+    ],
+)
+def test_bad_values_fail_with_a_message_naming_them(values: list[str], message: str) -> None:
+    result = render(*values, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+# -- CRDs: one source of truth ---------------------------------------------------------------
+
+
+def test_the_charts_crds_are_byte_for_byte_copies_of_crds() -> None:
+    source = {path.name: path.read_bytes() for path in (REPO / "crds").glob("*.yaml")}
+    copies = {path.name: path.read_bytes() for path in (CHART / "files" / "crds").glob("*.yaml")}
+    assert source.keys() == copies.keys(), "run make chart-sync"
+    stale = [name for name in source if source[name] != copies[name]]
+    assert not stale, f"{stale} differ from crds/: run make chart-sync"
+
+
+def test_the_rendered_crds_are_those_of_crds_and_survive_uninstall(
+    defaults: list[dict[str, Any]],
+) -> None:
+    rendered = {
+        d["metadata"]["name"]: d for d in defaults if d["kind"] == "CustomResourceDefinition"
+    }
+    for path in (REPO / "crds").glob("*.yaml"):
+        source = yaml.safe_load(path.read_text())
+        crd = rendered.pop(source["metadata"]["name"])
+        annotations = crd["metadata"].pop("annotations")
+        assert annotations == {"helm.sh/resource-policy": "keep"}
+        assert crd == source
+    assert not rendered
+    without = documents(render("--set", "crds.install=false").stdout)
+    assert not [d for d in without if d["kind"] == "CustomResourceDefinition"]
+
+
+# -- the operator's pod -----------------------------------------------------------------------
+
+
+def test_the_deployment_passes_pod_security_restricted(defaults: list[dict[str, Any]]) -> None:
+    pod = one(defaults, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert not {"hostNetwork", "hostPID", "hostIPC"} & pod.keys()
+    for container in pod["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert context["readOnlyRootFilesystem"] is True
+        assert not context.get("privileged")
+        assert all(p["containerPort"] >= 1024 for p in container["ports"])
+    assert {v["name"] for v in pod["volumes"]} <= {"config", "webhook-tls", "tmp"}
+    assert not [v for v in pod["volumes"] if "hostPath" in v]
+
+
+def test_the_deployment_runs_the_operator_with_liveness_probes_and_webhook_settings(
+    defaults: list[dict[str, Any]],
+) -> None:
+    deployment = one(defaults, "Deployment")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["run", "--liveness=http://0.0.0.0:8080/healthz"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "liveness"}
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]["memory"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["ODOO_OPERATOR_WEBHOOK_HOST"] == "odoo-operator-webhook.odoo-operator.svc"
+    assert env["ODOO_OPERATOR_WEBHOOK_PORT"] == "9443"
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    for variable in ("CERT", "KEY", "CA"):
+        path = Path(env[f"ODOO_OPERATOR_WEBHOOK_{variable}"])
+        assert str(path.parent) in mounts
+    service = one(defaults, "Service", "-webhook")
+    # Kopf registers https://<host>:<listening port>/...: the Service must expose that port.
+    assert service["spec"]["ports"] == [
+        {"name": "webhook", "port": 9443, "targetPort": "webhook", "protocol": "TCP"}
+    ]
+    spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in spread} == {
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+    }
+
+
+def test_the_self_signed_webhook_certificate_covers_the_service_name(
+    defaults: list[dict[str, Any]],
+) -> None:
+    secret = one(defaults, "Secret", "-webhook-tls")
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"]))
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "odoo-operator-webhook.odoo-operator.svc" in names.get_values_for_type(x509.DNSName)
+    assert cert.issuer == ca.subject
+    cert.verify_directly_issued_by(ca)
+
+
+def test_ha_runs_two_peering_replicas_with_a_disruption_budget(
+    everything: list[dict[str, Any]],
+) -> None:
+    deployment = one(everything, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["ODOO_OPERATOR_PEERING"]["value"] == "odoo-operator"
+    assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert one(everything, "ClusterKopfPeering")["metadata"]["name"] == "odoo-operator"
+    assert one(everything, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    # cert-manager issues the serving certificate into the Secret the pod mounts.
+    certificate = one(everything, "Certificate", "-webhook")
+    assert certificate["spec"]["secretName"] == "odoo-operator-webhook-tls"
+    assert "odoo-operator-webhook.odoo-operator.svc" in certificate["spec"]["dnsNames"]
+    assert not [d for d in everything if d["kind"] == "Secret"]
+
+
+def test_the_configmap_is_an_operator_configuration_naming_secrets_only(
+    everything: list[dict[str, Any]],
+) -> None:
+    data = yaml.safe_load(one(everything, "ConfigMap", "-config")["data"]["config.yaml"])
+    config = OperatorConfig.from_mapping(data)
+    assert config.namespace == NAMESPACE
+    assert config.postgres_server(None).secret == "postgres-main"
+    assert config.blob_store(None).container == "odoo-backups"
+    assert config.default_storage_class == "azurefile-csi-premium"
+    assert config.operator_image.startswith("ghcr.io/tenantops/odoo-operator@sha256:")
+    assert config.images["18.0"] == "docker.io/library/odoo:18.0"
+    for section in ("postgresServers", "redisServers", "blobStores"):
+        for entry in data[section].values():
+            assert set(entry) <= {"secretRef", "default", "dedicated", "container"}
+
+
+def test_the_network_policy_selects_the_operator_and_opens_only_its_ports(
+    everything: list[dict[str, Any]],
+) -> None:
+    policy = one(everything, "NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "odoo-operator"
+    ingress_ports = {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
+    assert ingress_ports == {"liveness", "webhook", "metrics"}
+    egress_ports = {p["port"] for rule in policy["egress"] for p in rule["ports"]}
+    assert egress_ports == {53, 443, 6443, 5432, 6379, 6380, 8200}
+
+
+# -- least privilege --------------------------------------------------------------------------
+
+
+def _grants(role: dict[str, Any]) -> Iterator[tuple[tuple[str, str, str], list[str]]]:
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    yield (group, resource, verb), rule.get("resourceNames", [])
+
+
+def test_the_cluster_role_grants_only_the_allowlist(everything: list[dict[str, Any]]) -> None:
+    role = one(everything, "ClusterRole")
+    grants = list(_grants(role))
+    for rule in role["rules"]:
+        for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+            assert "*" not in rule.get(field, []), f"wildcard in {rule}"
+        assert "nonResourceURLs" not in rule
+    granted = {grant for grant, _ in grants}
+    assert granted - ALLOWED.keys() == set(), "grants missing from the allowlist"
+    assert ALLOWED.keys() - granted == set(), "allowlist entries the chart no longer grants"
+    for (group, resource, verb), names in grants:
+        if (group, resource) in MUST_NAME:
+            assert set(names) == MUST_NAME[(group, resource)], (resource, verb)
+        if resource.endswith("webhookconfigurations") and verb == "patch":
+            assert names == ["odoo.tenantops.io"]
+        if resource == "clusterkopfpeerings" and verb == "patch":
+            assert names == ["odoo-operator"]
+        # Escalation paths never granted.
+        assert verb not in ("escalate", "bind", "impersonate", "update") or resource.endswith(
+            "/finalizers"
+        )
+    # No cluster-wide reading of every Secret, ever.
+    assert not [v for (g, r, v), _ in grants if r == "secrets" and v in ("list", "watch")]
+
+
+def test_without_ha_there_is_no_peering_grant(defaults: list[dict[str, Any]]) -> None:
+    role = one(defaults, "ClusterRole")
+    assert not [g for g, _ in _grants(role) if g[0] == "kopf.dev"]
+
+
+def test_the_role_reads_only_the_configured_server_secrets(
+    everything: list[dict[str, Any]], defaults: list[dict[str, Any]]
+) -> None:
+    role = one(everything, "Role")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    rules = {tuple(r["resources"]): r for r in role["rules"]}
+    assert rules[("events",)]["verbs"] == ["create"]
+    assert rules[("secrets",)]["verbs"] == ["get"]
+    assert rules[("secrets",)]["resourceNames"] == [
+        "blob-main",
+        "postgres-dedicated",
+        "postgres-main",
+        "redis-main",
+    ]
+    # No servers configured: no Secret may be read at all (an empty resourceNames means all).
+    assert [r["resources"] for r in one(defaults, "Role")["rules"]] == [["events"]]
+
+
+# -- optional parts ---------------------------------------------------------------------------
+
+
+def test_monitoring_and_argocd_parts_render_only_when_asked(
+    defaults: list[dict[str, Any]], everything: list[dict[str, Any]]
+) -> None:
+    optional = {"ServiceMonitor", "PrometheusRule", "ClusterKopfPeering", "PodDisruptionBudget"}
+    assert not [d for d in defaults if d["kind"] in optional]
+    assert {d["kind"] for d in everything} >= optional
+    health = one(everything, "ConfigMap", "-argocd-health")["data"]
+    for kind in ("OdooInstance", "OdooBackup", "OdooRestore"):
+        script = health[f"resource.customizations.health.odoo.tenantops.io_{kind}"]
+        assert script == (CHART / "files" / "argocd" / f"{kind.lower()}.lua").read_text()
+    rule = one(everything, "PrometheusRule")
+    assert rule["spec"]["groups"][0]["rules"][0]["alert"] == "OdooOperatorDown"
+
+
+# -- the kustomize base -----------------------------------------------------------------------
+
+
+def base_rendering() -> str:
+    """What manifests/base/odoo-operator.yaml must hold (make chart-sync writes it)."""
+    result = render("--values", str(REPO / "manifests" / "base" / "chart-values.yaml"))
+    return result.stdout
+
+
+def test_the_kustomize_base_is_the_chart_rendered(tmp_path: Path) -> None:
+    base = REPO / "manifests" / "base" / "odoo-operator.yaml"
+    assert base.read_text() == base_rendering(), "run make chart-sync"
+    kustomization = yaml.safe_load((REPO / "manifests" / "base" / "kustomization.yaml").read_text())
+    assert kustomization["resources"] == ["namespace.yaml", "odoo-operator.yaml"]
+    report = kubeconform(base.read_text(), tmp_path)
+    assert report["exit_code"] == 0, json.dumps(report["resources"], indent=2)
+
+
+def test_the_aks_overlay_adds_workload_identity_azure_files_and_node_pools(
+    tmp_path: Path,
+) -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl (with its built-in kustomize) is not installed")
+    built = subprocess.run(
+        [kubectl, "kustomize", str(REPO / "manifests" / "overlays" / "aks")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    docs = documents(built)
+    account = one(docs, "ServiceAccount")
+    assert "azure.workload.identity/client-id" in account["metadata"]["annotations"]
+    pod = one(docs, "Deployment")["spec"]["template"]
+    assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    config = OperatorConfig.from_mapping(
+        yaml.safe_load(one(docs, "ConfigMap", "-config")["data"]["config.yaml"])
+    )
+    assert config.default_storage_class == "azurefile-csi-premium"
+    assert config.dedicated_node_selector == {"odoo.tenantops.io/pool": "dedicated"}
+    assert config.dedicated_tolerations[0]["key"] == "odoo.tenantops.io/dedicated"
+    assert config.blob_store(None).secret == "blob-main"
+    assert {d["metadata"]["labels"]["app.kubernetes.io/managed-by"] for d in docs} == {"kustomize"}
+    report = kubeconform(built, tmp_path)
+    assert report["exit_code"] == 0, json.dumps(report["resources"], indent=2)
+
+
+def test_generated_schema_files_follow_kubeconforms_naming() -> None:
+    assert binaries.kind_schema_file("apps", "v1", "Deployment") == "deployment-apps-v1.json"
+    assert binaries.kind_schema_file("", "v1", "Service") == "service-v1.json"
+    assert (
+        binaries.kind_schema_file("rbac.authorization.k8s.io", "v1", "ClusterRole")
+        == "clusterrole-rbac-v1.json"
+    )
+    schemas = binaries.write_kind_schemas(
+        {
+            "io.k8s.Thing": {
+                "x-kubernetes-group-version-kind": [
+                    {"group": "example.io", "version": "v1", "kind": "Thing"}
+                ],
+                "type": "object",
+                "required": ["spec"],
+                "properties": {
+                    "spec": {"$ref": "#/definitions/io.k8s.Thing"},
+                    "port": {"$ref": "#/definitions/io.k8s.apimachinery.pkg.util.intstr.X"},
+                },
+            },
+            "io.k8s.apimachinery.pkg.util.intstr.X": {"type": "string", "format": "int-or-string"},
+        }
+    )
+    thing = schemas["thing-example-v1.json"]
+    assert thing["additionalProperties"] is False
+    assert thing["properties"]["spec"] == {}  # a recursive reference accepts anything
+    assert thing["properties"]["port"] == {"oneOf": [{"type": "string"}, {"type": "integer"}]}

@@ -1,0 +1,244 @@
+"""The alert rules, their runbooks and the Grafana dashboard in monitoring/.
+
+Every expression is parsed with PromQL's grammar (the promql-parser package) and may only
+name metrics that odoo_operator.metrics defines. When a ``promtool`` is available (see
+:func:`_promtool`) the rules also go through ``promtool check rules`` and the
+synthetic-series rule tests in monitoring/tests/; without one those two tests are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import promql_parser
+import pytest
+import yaml
+
+from odoo_operator import metrics
+
+REPO = Path(__file__).parents[2]
+MONITORING = REPO / "monitoring"
+RULES = MONITORING / "prometheus-rules.yaml"
+DASHBOARD = MONITORING / "grafana-dashboard.json"
+RUNBOOK_URL = "https://github.com/tenantops/odoo-operator/blob/main/docs/runbooks/"
+SEVERITIES = {"critical", "warning", "info"}
+# The tiers the issue asks for, by alert name.
+EXPECTED = {
+    "critical": {
+        "OdooBackupRPOBreached",
+        "OdooBackupVerificationFailed",
+        "OdooTenantNotReady",
+        "OdooUpgradeFailed",
+    },
+    "warning": {
+        "OdooBackupFailed",
+        "OdooCronJobsOverdue",
+        "OdooTenantConnectionsNearLimit",
+        "OdooTenantLongTransaction",
+        "OdooTenantProbeDown",
+    },
+    "info": {"OdooReconcileErrorsRising"},
+}
+
+
+def _rules() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(RULES.read_text())
+    return loaded
+
+
+def _alerts() -> list[dict[str, Any]]:
+    return [rule for group in _rules()["spec"]["groups"] for rule in group["rules"]]
+
+
+def _selected_metrics(expr: str) -> set[str]:
+    """The metric names an expression selects, from its syntax tree."""
+    names: set[str] = set()
+
+    def visit(node: Any) -> bool:
+        if isinstance(node, promql_parser.VectorSelector) and node.name:
+            names.add(node.name)
+        return True
+
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    return names
+
+
+def _duration_seconds(text: str) -> float:
+    return float(promql_parser.parse_duration(text).total_seconds())
+
+
+def test_the_rules_file_is_a_prometheus_rule_with_named_groups() -> None:
+    rules = _rules()
+    assert rules["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rules["kind"] == "PrometheusRule"
+    names = [group["name"] for group in rules["spec"]["groups"]]
+    assert len(names) == len(set(names))
+    alerts = [alert["alert"] for alert in _alerts()]
+    assert len(alerts) == len(set(alerts)), "alert names must be unique"
+
+
+@pytest.mark.parametrize("alert", _alerts(), ids=lambda alert: str(alert["alert"]))
+def test_every_alert_is_complete_and_parses(alert: dict[str, Any]) -> None:
+    name = alert["alert"]
+    assert re.fullmatch(r"Odoo[A-Za-z]+", name)
+    assert alert["labels"]["severity"] in SEVERITIES
+    assert alert["labels"].get("component")
+    annotations = alert["annotations"]
+    for key in ("summary", "description", "runbook_url"):
+        assert str(annotations.get(key, "")).strip(), f"{name} has no {key}"
+    assert annotations["runbook_url"] == f"{RUNBOOK_URL}{name}.md"
+    runbook = REPO / "docs" / "runbooks" / f"{name}.md"
+    assert runbook.is_file(), f"{runbook} is missing"
+    text = runbook.read_text()
+    assert text.startswith(f"# {name} ({alert['labels']['severity']})")
+    assert "## Diagnosis" in text
+    assert "## Fix" in text
+    assert "for" in alert
+    assert _duration_seconds(alert["for"]) >= 0
+    used = _selected_metrics(alert["expr"])
+    assert used, f"{name} selects no metric"
+    assert used <= metrics.metric_names(), (
+        f"{name} uses unknown metrics {used - metrics.metric_names()}"
+    )
+
+
+def test_the_tiers_hold_the_alerts_the_issue_asks_for() -> None:
+    by_severity: dict[str, set[str]] = {}
+    for alert in _alerts():
+        by_severity.setdefault(alert["labels"]["severity"], set()).add(alert["alert"])
+    for severity, wanted in EXPECTED.items():
+        assert wanted <= by_severity.get(severity, set()), severity
+    assert (
+        _duration_seconds(next(a for a in _alerts() if a["alert"] == "OdooTenantNotReady")["for"])
+        == 15 * 60
+    )
+
+
+def test_per_tenant_alerts_keep_the_instance_label() -> None:
+    # Aggregations keep `instance` so that the summary can name the tenant.
+    for alert in _alerts():
+        if "$labels.instance" in alert["annotations"]["summary"]:
+            assert "by (instance)" in alert["expr"], alert["alert"]
+
+
+def test_a_broken_expression_is_refused_by_the_parser() -> None:
+    with pytest.raises(ValueError, match="parenthesis"):
+        promql_parser.parse("max by (instance) (odoo_operator_backup_rpo_breach == 1")
+
+
+def _dashboard_queries(dashboard: dict[str, Any]) -> list[str]:
+    queries = []
+    for panel in dashboard["panels"]:
+        for nested in [panel, *panel.get("panels", [])]:
+            queries.extend(target["expr"] for target in nested.get("targets", []))
+    return queries
+
+
+def test_the_dashboard_is_json_and_queries_only_known_metrics() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] == "odoo-operator"
+    queries = _dashboard_queries(dashboard)
+    assert len(queries) >= 20
+    used: set[str] = set()
+    for query in queries:
+        names = _selected_metrics(query)
+        assert names, query
+        used |= names
+    assert used <= metrics.metric_names(), used - metrics.metric_names()
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    instance = variables["instance"]["query"]["query"]
+    match = re.fullmatch(r"label_values\((\w+), instance\)", instance)
+    assert match is not None
+    assert match.group(1) in metrics.metric_names()
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_the_dashboard_covers_the_fleet_and_the_tenant_drill_down() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = "\n".join(_dashboard_queries(dashboard))
+    for needed in (
+        "odoo_operator_tenants",
+        "odoo_operator_backup_last_success_timestamp_seconds",
+        "odoo_operator_backup_rpo_breach",
+        "odoo_operator_tenant_cron_overdue",
+        "odoo_operator_reconcile_duration_seconds_bucket",
+    ):
+        assert needed in queries
+    assert 'instance="$instance"' in queries
+
+
+PROMTOOL_VERSION = "v0.316.0"  # github.com/prometheus/prometheus/cmd/promtool
+
+
+def _promtool() -> str | None:
+    """``PROMTOOL``, else ``promtool`` on PATH, else one built into the project's cache with
+    ``GOBIN=<cache>/promtool-v0.316.0 go install
+    github.com/prometheus/prometheus/cmd/promtool@v0.316.0`` (about 16 minutes on 2 cores)."""
+    cache = Path(os.environ.get("ODOO_OPERATOR_CACHE") or Path.home() / ".cache" / "odoo-operator")
+    built = cache / f"promtool-{PROMTOOL_VERSION}" / "promtool"
+    return (
+        os.environ.get("PROMTOOL")
+        or shutil.which("promtool")
+        or (str(built) if built.is_file() else None)
+    )
+
+
+def _plain_rule_file(tmp_path: Path) -> Path:
+    """The PrometheusRule's spec is a plain Prometheus rule file; written as rules.yaml,
+    and without annotations as rules-without-annotations.yaml (promtool compares them)."""
+    spec = _rules()["spec"]
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    bare = {
+        "groups": [
+            {
+                **group,
+                "rules": [
+                    {k: v for k, v in rule.items() if k != "annotations"} for rule in group["rules"]
+                ],
+            }
+            for group in spec["groups"]
+        ]
+    }
+    (tmp_path / "rules-without-annotations.yaml").write_text(yaml.safe_dump(bare))
+    return path
+
+
+@pytest.mark.skipif(_promtool() is None, reason="no promtool (PROMTOOL, PATH or the cache)")
+def test_promtool_checks_the_rules(tmp_path: Path) -> None:
+    promtool = _promtool()
+    assert promtool is not None
+    result = subprocess.run(
+        [promtool, "check", "rules", str(_plain_rule_file(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(_promtool() is None, reason="no promtool (PROMTOOL, PATH or the cache)")
+def test_promtool_rule_tests_with_synthetic_series(tmp_path: Path) -> None:
+    promtool = _promtool()
+    assert promtool is not None
+    _plain_rule_file(tmp_path)
+    tests = sorted((MONITORING / "tests").glob("*.yaml"))
+    assert len(tests) >= 2
+    for test in tests:
+        copy = tmp_path / test.name
+        copy.write_text(test.read_text())
+        result = subprocess.run(
+            [promtool, "test", "rules", str(copy)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
