@@ -169,7 +169,7 @@ def operator_as_service_account(
     rbac = [doc for doc in documents if doc["kind"] in RBAC_KINDS]
     assert {doc["kind"] for doc in rbac} == RBAC_KINDS
     # Installed by whoever installs the chart (an administrator), like the CRDs above.
-    peering = [doc for doc in documents if doc["kind"] in ("ClusterKopfPeering",)]
+    peering = [doc for doc in documents if doc["kind"] == "ClusterKopfPeering"]
     peering_crd = [
         doc
         for doc in documents

@@ -43,6 +43,39 @@ def contains(observed: Any, desired: Any) -> bool:
     return str(observed) == str(desired)
 
 
+class KubeApiError(RuntimeError):
+    """The API server refused a request (forbidden, invalid, conflict...); says which."""
+
+    def __init__(self, what: str, status: Mapping[str, Any]) -> None:
+        super().__init__(
+            f"{what}: {status.get('code')} {status.get('reason')}: {status.get('message')}"
+        )
+        self.code = status.get("code")
+        self.reason = status.get("reason")
+
+
+def _refusal(answer: Any) -> Mapping[str, Any] | None:
+    """The Status of a refused request, or None. The dynamic client hands some error
+    answers back as a ``Status`` object instead of raising, so every call checks."""
+    if answer is None:
+        return None
+    data = answer.to_dict() if hasattr(answer, "to_dict") else answer
+    if (
+        isinstance(data, Mapping)
+        and data.get("kind") == "Status"
+        and data.get("status") == "Failure"
+    ):
+        return data
+    return None
+
+
+def _checked(answer: Any, what: str) -> Any:
+    refused = _refusal(answer)
+    if refused is not None:
+        raise KubeApiError(what, refused)
+    return answer
+
+
 class KubeClient:
     """Read, apply and delete objects of any kind through one shared connection pool."""
 
@@ -101,7 +134,7 @@ class KubeClient:
         resource = await self._resource(api_version, kind)
         dynamic = await self._client()
         async with self._limit:
-            found = await dynamic.get(resource, namespace=namespace)
+            found = _checked(await dynamic.get(resource, namespace=namespace), f"listing {kind}")
         items: list[dict[str, Any]] = found.to_dict().get("items", [])
         return items
 
@@ -116,7 +149,7 @@ class KubeClient:
         resource = await self._resource(desired["apiVersion"], desired["kind"])
         dynamic = await self._client()
         async with self._limit:
-            await dynamic.server_side_apply(
+            answer = await dynamic.server_side_apply(
                 resource,
                 body=desired,
                 name=meta["name"],
@@ -125,6 +158,7 @@ class KubeClient:
                 force_conflicts=True,
             )
         self.writes += 1
+        _checked(answer, f"applying {desired['kind']} {meta.get('namespace', '')}/{meta['name']}")
         return True
 
     async def patch_status(
@@ -137,16 +171,9 @@ class KubeClient:
     ) -> None:
         """Merge ``status`` into the object's status subresource."""
         resource = await self._resource(api_version, kind)
-        dynamic = await self._client()
-        async with self._limit:
-            await dynamic.patch(
-                resource.subresources["status"],
-                body={"status": dict(status)},
-                name=name,
-                namespace=namespace,
-                content_type="application/merge-patch+json",
-            )
-        self.writes += 1
+        await self._merge_patch(
+            resource.subresources["status"], name, namespace, {"status": dict(status)}
+        )
 
     async def patch_metadata(
         self,
@@ -158,16 +185,22 @@ class KubeClient:
     ) -> None:
         """Merge ``metadata`` (labels, annotations; a None value removes a key)."""
         resource = await self._resource(api_version, kind)
+        await self._merge_patch(resource, name, namespace, {"metadata": dict(metadata)})
+
+    async def _merge_patch(
+        self, resource: Any, name: str, namespace: str | None, body: dict[str, Any]
+    ) -> None:
         dynamic = await self._client()
         async with self._limit:
-            await dynamic.patch(
+            answer = await dynamic.patch(
                 resource,
-                body={"metadata": dict(metadata)},
+                body=body,
                 name=name,
                 namespace=namespace,
                 content_type="application/merge-patch+json",
             )
         self.writes += 1
+        _checked(answer, f"patching {resource.kind} {namespace or ''}/{name}")
 
     async def delete(
         self, api_version: str, kind: str, name: str, namespace: str | None = None
@@ -177,7 +210,7 @@ class KubeClient:
         dynamic = await self._client()
         async with self._limit:
             try:
-                await dynamic.delete(
+                answer = await dynamic.delete(
                     resource,
                     name=name,
                     namespace=namespace,
@@ -185,5 +218,9 @@ class KubeClient:
                 )
             except NotFoundError:
                 return False
+        refused = _refusal(answer)
+        if refused is not None and refused.get("code") == 404:
+            return False
         self.writes += 1
+        _checked(answer, f"deleting {kind} {namespace or ''}/{name}")
         return True

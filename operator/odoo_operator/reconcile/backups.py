@@ -228,24 +228,22 @@ def _succeeded(
         name: {"sizeBytes": part.size, "sha256": part.sha256}
         for name, part in manifest.parts.items()
     }
-    done = dict(status)
+    done = finished(
+        status,
+        SUCCEEDED,
+        "Succeeded",
+        f"backed up in {(now() - started).total_seconds():.1f}s; the manifest is written",
+    )
     done.update(
-        phase=SUCCEEDED,
         backupId=manifest.backup_id,
         store=store,
         location=f"{container}/{manifest.instance}/{manifest.backup_id}/",
         startedAt=timestamp(started),
-        completedAt=timestamp(now()),
         sizeBytes=sum(part.size for part in manifest.parts.values()),
         parts=parts,
         odooVersion=manifest.odoo_version,
         modules=list(manifest.modules),
         execution=execution,
-        message=f"backed up in {(now() - started).total_seconds():.1f}s",
-        conditions=[
-            _condition("Complete", "True", "Succeeded", "the manifest is written"),
-            _condition("Failed", "False", "Succeeded", "no error"),
-        ],
     )
     return done
 
@@ -381,18 +379,23 @@ def _condition(type_: str, status: str, reason: str, message: str) -> dict[str, 
     }
 
 
-def _failed(status: dict[str, Any], reason: str, message: str) -> dict[str, Any]:
-    failed = dict(status)
-    failed.update(
-        phase=FAILED,
+def finished(status: Mapping[str, Any], phase: str, reason: str, message: str) -> dict[str, Any]:
+    """``status`` ended as ``phase``, with the Job-like conditions Complete and Failed."""
+    done = dict(status)
+    done.update(
+        phase=phase,
         completedAt=timestamp(now()),
         message=message,
         conditions=[
-            _condition("Complete", "False", reason, message),
-            _condition("Failed", "True", reason, message),
+            _condition("Complete", "True" if phase == SUCCEEDED else "False", reason, message),
+            _condition("Failed", "True" if phase == FAILED else "False", reason, message),
         ],
     )
-    return failed
+    return done
+
+
+def _failed(status: Mapping[str, Any], reason: str, message: str) -> dict[str, Any]:
+    return finished(status, FAILED, reason, message)
 
 
 async def verify_request(clients: Clients, body: Mapping[str, Any]) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from ..model.backup import (
 )
 from ..model.names import API_VERSION, INSTANCE_KIND, MAINTENANCE_ANNOTATION
 from ..model.spec import InstanceSpec
-from .backups import backup_object, in_process_filestore, now, timestamp
+from .backups import backup_object, finished, in_process_filestore, now, timestamp
 from .clients import Clients
 
 logger = logging.getLogger(__name__)
@@ -42,32 +42,6 @@ logger = logging.getLogger(__name__)
 
 class RestoreWaiting(Exception):  # noqa: N818 - reads as the status it leads to
     """A step is under way (safety backup, scale-down); the restore is retried later."""
-
-
-def _finished(status: dict[str, Any], phase: str, reason: str, message: str) -> dict[str, Any]:
-    done = dict(status)
-    done.update(
-        phase=phase,
-        completedAt=timestamp(now()),
-        message=message,
-        conditions=[
-            {
-                "type": "Complete",
-                "status": "True" if phase == SUCCEEDED else "False",
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": timestamp(now()),
-            },
-            {
-                "type": "Failed",
-                "status": "True" if phase == FAILED else "False",
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": timestamp(now()),
-            },
-        ],
-    )
-    return done
 
 
 async def _set_maintenance(clients: Clients, instance: str, value: str | None) -> None:
@@ -102,7 +76,7 @@ async def run_restore_request(clients: Clients, body: Mapping[str, Any]) -> dict
         # The operator stopped inside the engine. The engine swaps names only after the new
         # database is proven, so the target is either untouched or fully restored.
         await _set_maintenance(clients, request.target, None)
-        return _finished(
+        return finished(
             status,
             FAILED,
             "Interrupted",
@@ -112,7 +86,7 @@ async def run_restore_request(clients: Clients, body: Mapping[str, Any]) -> dict
     backup = await clients.kube.get(API_VERSION, BACKUP_KIND, request.backup)
     backup_status = (backup or {}).get("status") or {}
     if backup is None or backup_status.get("phase") != SUCCEEDED:
-        return _finished(
+        return finished(
             status,
             FAILED,
             "BackupNotUsable",
@@ -121,7 +95,7 @@ async def run_restore_request(clients: Clients, body: Mapping[str, Any]) -> dict
     source = str(backup["spec"]["instance"])
     target_body = await clients.kube.get(API_VERSION, INSTANCE_KIND, request.target)
     if target_body is None:
-        return _finished(
+        return finished(
             status,
             FAILED,
             "TargetNotFound",
@@ -145,7 +119,7 @@ async def run_restore_request(clients: Clients, body: Mapping[str, Any]) -> dict
             raise RestoreWaiting(f"taking the safety backup {safety} of {source}", status)
         safety_phase = (safety_body.get("status") or {}).get("phase")
         if safety_phase == FAILED:
-            return _finished(
+            return finished(
                 status,
                 FAILED,
                 "SafetyBackupFailed",
@@ -180,17 +154,17 @@ async def run_restore_request(clients: Clients, body: Mapping[str, Any]) -> dict
     except RestoreRefused as refused:
         status.pop("step", None)
         await _set_maintenance(clients, request.target, None)
-        return _finished(status, FAILED, "Refused", f"{refused}; {target.name} was not touched")
+        return finished(status, FAILED, "Refused", f"{refused}; {target.name} was not touched")
     except Exception as exc:  # noqa: BLE001 - the engine proves before it swaps; report it
         logger.warning("restore %s failed: %s", request.name, exc)
         status.pop("step", None)
         await _set_maintenance(clients, request.target, None)
-        return _finished(status, FAILED, "RestoreFailed", f"{type(exc).__name__}: {exc}")
+        return finished(status, FAILED, "RestoreFailed", f"{type(exc).__name__}: {exc}")
     await _set_maintenance(clients, request.target, None)
     status.pop("step", None)
     status["keptDatabase"] = outcome.kept_database
     kind = "neutralized clone" if neutralize and not in_place else "restore"
-    return _finished(
+    return finished(
         status,
         SUCCEEDED,
         "Restored",

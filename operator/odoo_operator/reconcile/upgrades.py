@@ -16,6 +16,7 @@ import datetime
 import logging
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -101,6 +102,16 @@ def upgrade_condition(body: Mapping[str, Any], desired_image: str | None) -> Con
             f"{upgrade.get('message') or 'the upgrade has not started'}",
         )
     return Condition("Upgraded", "False", "InProgress", f"upgrading to {wanted}: step {step}")
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one step of an upgrade works with: the tenant and its recorded upgrade."""
+
+    clients: Clients
+    spec: InstanceSpec
+    policy: UpgradePolicy
+    upgrade: dict[str, Any]
 
 
 def _copy_name(database: str, upgrade_id: str) -> str:
@@ -213,8 +224,7 @@ async def advance_upgrade(clients: Clients, body: Mapping[str, Any]) -> Changes 
         return await _maybe_start(
             clients, body, spec, policy, upgrade, running_version, running_image, desired_image
         )
-    handler = _STEPS[step]
-    return await handler(clients, body, spec, policy, upgrade)
+    return await _STEPS[step](Step(clients, spec, policy, upgrade))
 
 
 async def _maybe_start(
@@ -286,13 +296,8 @@ def _changed(before: dict[str, Any], after: dict[str, Any]) -> Changes | None:
     return None if before == after else (after, {})
 
 
-async def _step_backup(
-    clients: Clients,
-    body: Mapping[str, Any],
-    spec: InstanceSpec,
-    policy: UpgradePolicy,
-    upgrade: dict[str, Any],
-) -> Changes | None:
+async def _step_backup(step: Step) -> Changes | None:
+    clients, spec, upgrade = step.clients, step.spec, step.upgrade
     name = f"{spec.name}-pre-upgrade-{upgrade['id']}"
     backup = await clients.kube.get(API_VERSION, BACKUP_KIND, name)
     if backup is None:
@@ -315,13 +320,8 @@ async def _step_backup(
     }, {}
 
 
-async def _step_copy(
-    clients: Clients,
-    body: Mapping[str, Any],
-    spec: InstanceSpec,
-    policy: UpgradePolicy,
-    upgrade: dict[str, Any],
-) -> Changes | None:
+async def _step_copy(step: Step) -> Changes | None:
+    clients, spec, upgrade = step.clients, step.spec, step.upgrade
     await _set_maintenance(clients, spec.name, f"upgrade/{upgrade['id']}")
     if not await _scaled_down(clients, spec):
         return None
@@ -341,13 +341,8 @@ async def _step_copy(
     return {**upgrade, "copy": copy, "step": MIGRATE, "message": f"migrating the copy {copy}"}, {}
 
 
-async def _step_migrate(
-    clients: Clients,
-    body: Mapping[str, Any],
-    spec: InstanceSpec,
-    policy: UpgradePolicy,
-    upgrade: dict[str, Any],
-) -> Changes | None:
+async def _step_migrate(step: Step) -> Changes | None:
+    clients, spec, policy, upgrade = step.clients, step.spec, step.policy, step.upgrade
     image = (
         policy.migration_image if major(spec.version) != major(upgrade["from"]["version"]) else None
     )
@@ -380,13 +375,8 @@ async def _step_migrate(
     return {**upgrade, "step": SWITCH, "message": "switching to the upgraded database"}, {}
 
 
-async def _step_switch(
-    clients: Clients,
-    body: Mapping[str, Any],
-    spec: InstanceSpec,
-    policy: UpgradePolicy,
-    upgrade: dict[str, Any],
-) -> Changes | None:
+async def _step_switch(step: Step) -> Changes | None:
+    clients, spec, upgrade = step.clients, step.spec, step.upgrade
     kept = _kept_name(spec.database, upgrade["id"])
     async with db.connect(await _admin(clients, spec)) as admin:
         # Done before the operator stopped? Then the kept database exists and the copy not.
@@ -403,13 +393,8 @@ async def _step_switch(
     }, running
 
 
-async def _step_health(
-    clients: Clients,
-    body: Mapping[str, Any],
-    spec: InstanceSpec,
-    policy: UpgradePolicy,
-    upgrade: dict[str, Any],
-) -> Changes | None:
+async def _step_health(step: Step) -> Changes | None:
+    clients, spec, policy, upgrade = step.clients, step.spec, step.policy, step.upgrade
     if "healthSince" not in upgrade:
         await _set_maintenance(clients, spec.name, None)
         return {
@@ -438,13 +423,8 @@ async def _step_health(
     }, {}
 
 
-async def _step_rollback(
-    clients: Clients,
-    body: Mapping[str, Any],
-    spec: InstanceSpec,
-    policy: UpgradePolicy,
-    upgrade: dict[str, Any],
-) -> Changes | None:
+async def _step_rollback(step: Step) -> Changes | None:
+    clients, spec, upgrade = step.clients, step.spec, step.upgrade
     await _set_maintenance(clients, spec.name, f"upgrade/{upgrade['id']}")
     if not await _scaled_down(clients, spec):
         return None
