@@ -97,6 +97,7 @@ def no_events(monkeypatch: pytest.MonkeyPatch) -> None:
     """Kopf Events need a running operator; the status is what is tested here."""
     monkeypatch.setattr(kopf, "info", lambda *args, **kwargs: None)
     monkeypatch.setattr(kopf, "warn", lambda *args, **kwargs: None)
+    monkeypatch.setattr(kopf, "event", lambda *args, **kwargs: None)
 
 
 def first_sight(body: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 import kopf
 
 from .. import metrics
-from ..model.backup import BACKUP_KIND, BACKUP_PLURAL, SUCCEEDED, BackupPolicy
+from ..model.backup import BACKUP_KIND, BACKUP_PLURAL, FINISHED, SUCCEEDED, BackupPolicy
 from ..model.names import API_VERSION, GROUP, INSTANCE_KIND, INSTANCE_LABEL, VERSION
 from ..reconcile.backups import (
     BackupWaiting,
@@ -31,6 +31,8 @@ async def take_backup(
     """Carry out a new OdooBackup; then verify it and apply the retention policy."""
     clients: Clients = memo["clients"]
     instance_name = body["spec"]["instance"]
+    if (body.get("status") or {}).get("phase") in FINISHED:
+        return  # resumed after a restart: this backup is history, not work
     if body["metadata"].get("labels", {}).get(INSTANCE_LABEL) != instance_name:
         # Hand-made backups get the label too: `kubectl get odoobackups -l` lists them all.
         patch.metadata.setdefault("labels", {})[INSTANCE_LABEL] = instance_name
@@ -50,7 +52,7 @@ async def take_backup(
         if result.phase == "Failed" and (body.get("status") or {}).get("phase") != "Failed":
             kopf.warn(body, reason="BackupFailed", message=status.get("message", ""))
         return
-    kopf.info(body, reason="BackupSucceeded", message=status.get("message", ""))
+    kopf.event(body, type="Normal", reason="BackupSucceeded", message=status.get("message", ""))
     instance = await clients.kube.get(API_VERSION, INSTANCE_KIND, instance_name)
     policy = BackupPolicy.from_instance(instance or {})
     if instance is not None and policy is not None and policy.verify == "AfterEachBackup":

@@ -69,7 +69,7 @@ def _publish(
         kopf.warn(body, reason=health.reason, message=health.message)
     now_ready = any(c.type == "Ready" and c.status == "True" for c in outcome.conditions)
     if now_ready and not was_ready:
-        kopf.info(body, reason="Ready", message="the tenant is ready")
+        kopf.event(body, type="Normal", reason="Ready", message="the tenant is ready")
     elif was_ready and not now_ready:
         ready = next(c for c in outcome.conditions if c.type == "Ready")
         kopf.warn(body, reason=ready.reason, message=ready.message)
@@ -168,9 +168,11 @@ async def advance_upgrade_step(
         return
     metrics.record_upgrade_step(body["metadata"]["name"], before, upgrade)
     if step == "backup":
-        kopf.info(body, reason="UpgradeStarted", message=f"to {upgrade['to']['version']}")
+        kopf.event(
+            body, type="Normal", reason="UpgradeStarted", message=f"to {upgrade['to']['version']}"
+        )
     elif step == "done":
-        kopf.info(body, reason="Upgraded", message=upgrade["message"])
+        kopf.event(body, type="Normal", reason="Upgraded", message=upgrade["message"])
     elif step == "failed":
         kopf.warn(body, reason="UpgradeFailed", message=upgrade["message"])
     elif step == "rollback":

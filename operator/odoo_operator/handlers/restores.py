@@ -29,6 +29,6 @@ async def restore(memo: kopf.Memo, body: kopf.Body, patch: kopf.Patch, **_: Any)
     previous = (body.get("status") or {}).get("phase")
     if status.get("phase") != previous:
         if status.get("phase") == SUCCEEDED:
-            kopf.info(body, reason="Restored", message=status.get("message", ""))
+            kopf.event(body, type="Normal", reason="Restored", message=status.get("message", ""))
         else:
             kopf.warn(body, reason="RestoreFailed", message=status.get("message", ""))
