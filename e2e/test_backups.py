@@ -6,6 +6,8 @@ work directory (the local volumes are not real).
 from __future__ import annotations
 
 import base64
+import datetime
+import itertools
 import uuid
 from pathlib import Path
 from typing import Any
@@ -328,3 +330,47 @@ def test_a_tampered_backup_is_refused_and_the_target_left_untouched(
     with psycopg.connect(_tenant_login(k8s, postgres_dsn, staging)) as db:
         tables = db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()
     assert tables == (0,), "the staging database must be untouched"
+
+
+def test_the_schedule_takes_a_backup_named_after_its_slot(
+    custom: client.CustomObjectsApi, new_tenant: NewTenant
+) -> None:
+    name = new_tenant(backup={**BACKUP_POLICY, "schedule": "* * * * *", "verify": "Never"})
+    found: list[dict[str, Any]] = []
+
+    def scheduled_backup_succeeded() -> bool:
+        listed = custom.list_cluster_custom_object(
+            GROUP, VERSION, BACKUPS, label_selector=f"odoo.tenantops.io/instance={name}"
+        )["items"]
+        found[:] = [
+            item
+            for item in listed
+            if item["spec"]["reason"] == "scheduled"
+            and (item.get("status") or {}).get("phase") == "Succeeded"
+        ]
+        return bool(found)
+
+    eventually(scheduled_backup_succeeded, "a scheduled backup", 150)
+    # <instance>-<yyyymmdd>-<hhmm>: the slot's name, the same after any restart.
+    suffix = found[0]["metadata"]["name"].removeprefix(f"{name}-")
+    assert len(suffix) == len("20261123-0200")
+    assert custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)["status"].get(
+        "lastScheduledBackup"
+    )
+
+
+def test_backups_of_one_tenant_never_overlap(
+    custom: client.CustomObjectsApi, new_tenant: NewTenant
+) -> None:
+    name = new_tenant(backup={**BACKUP_POLICY, "verify": "Never"})
+    names = [_backup(custom, name) for _ in range(3)]
+    statuses = [_wait_finished(custom, BACKUPS, n)["status"] for n in names]
+    assert [status["phase"] for status in statuses] == ["Succeeded"] * 3
+
+    def moment(text: str) -> datetime.datetime:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    runs = sorted((moment(s["startedAt"]), moment(s["completedAt"])) for s in statuses)
+    # Times have whole seconds: the next may start in the second the previous ended.
+    for (_, first_end), (second_start, _) in itertools.pairwise(runs):
+        assert second_start >= first_end
