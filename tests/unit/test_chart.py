@@ -449,8 +449,7 @@ def test_without_ha_there_is_no_peering_grant(defaults: list[dict[str, Any]]) ->
 def test_the_role_reads_only_the_configured_server_secrets(
     everything: list[dict[str, Any]], defaults: list[dict[str, Any]]
 ) -> None:
-    role = one(everything, "Role")
-    assert role["metadata"]["namespace"] == NAMESPACE
+    role = _role_in(everything, NAMESPACE)
     rules = {tuple(r["resources"]): r for r in role["rules"]}
     assert rules[("events",)]["verbs"] == ["create"]
     assert rules[("secrets",)]["verbs"] == ["get"]
@@ -461,7 +460,22 @@ def test_the_role_reads_only_the_configured_server_secrets(
         "redis-main",
     ]
     # No servers configured: no Secret may be read at all (an empty resourceNames means all).
-    assert [r["resources"] for r in one(defaults, "Role")["rules"]] == [["events"]]
+    assert [r["resources"] for r in _role_in(defaults, NAMESPACE)["rules"]] == [["events"]]
+
+
+def test_events_of_cluster_scoped_objects_may_be_created_in_default_and_nothing_else(
+    defaults: list[dict[str, Any]],
+) -> None:
+    # Kopf posts them in the namespace "default"; found by the RBAC lifecycle test.
+    assert _role_in(defaults, "default")["rules"] == [
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}
+    ]
+
+
+def _role_in(docs: list[dict[str, Any]], namespace: str) -> dict[str, Any]:
+    roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["namespace"] == namespace]
+    assert len(roles) == 1, roles
+    return roles[0]
 
 
 # -- optional parts ---------------------------------------------------------------------------
