@@ -46,7 +46,7 @@ def make_instance(name: str, **spec: Any) -> dict[str, Any]:
 
 def wait_ready(api: client.CustomObjectsApi, name: str, process: ManagedProcess) -> Any:
     """Wait for Ready=True at the current generation; fail with status and operator log."""
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 180  # generous: a loaded 2-core machine is slow
     while time.monotonic() < deadline:
         obj = api.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
         if is_ready(obj):
