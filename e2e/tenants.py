@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import pytest
 import redis
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from psycopg import conninfo
 
 from odoo_operator.devcluster import kubectl
 from odoo_operator.devcluster.demo import is_ready
@@ -88,3 +90,16 @@ def delete_quietly(api: client.CustomObjectsApi, plural: str, name: str) -> None
     except ApiException as exc:
         if exc.status != 404:
             raise
+
+
+def tenant_login(k8s: client.ApiClient, server_dsn: str, name: str) -> str:
+    """A connection string to the tenant's database as its own role, on ``server_dsn``'s
+    server, with the credentials the operator keeps in the tenant's namespace."""
+    data = client.CoreV1Api(k8s).read_namespaced_secret("odoo-database", f"odoo-{name}").data
+    values = {k: base64.b64decode(v).decode() for k, v in data.items()}
+    return conninfo.make_conninfo(
+        server_dsn,
+        user=values["username"],
+        password=values["password"],
+        dbname=values["database"],
+    )

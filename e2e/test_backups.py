@@ -5,7 +5,6 @@ work directory (the local volumes are not real).
 
 from __future__ import annotations
 
-import base64
 import datetime
 import itertools
 import uuid
@@ -26,6 +25,7 @@ from e2e.tenants import (
     NewTenant,
     delete_quietly,
     eventually,
+    tenant_login,
     wait_ready,
 )
 from odoo_operator.devcluster.operator_setup import BACKUP_CONTAINER
@@ -41,17 +41,6 @@ TENANT_SPEC = {"backup": BACKUP_POLICY, "deletionPolicy": "Delete"}
 def custom(k8s: client.ApiClient) -> client.CustomObjectsApi:
     """The API of OdooInstances, OdooBackups and OdooRestores."""
     return client.CustomObjectsApi(k8s)
-
-
-def _tenant_login(k8s: client.ApiClient, postgres_dsn: str, name: str) -> str:
-    data = client.CoreV1Api(k8s).read_namespaced_secret("odoo-database", f"odoo-{name}").data
-    values = {k: base64.b64decode(v).decode() for k, v in data.items()}
-    return conninfo.make_conninfo(
-        postgres_dsn,
-        user=values["username"],
-        password=values["password"],
-        dbname=values["database"],
-    )
 
 
 def seed_odoo_like_database(login: str, filestore: Path, partners: int = 25) -> None:
@@ -151,7 +140,7 @@ def test_an_on_demand_backup_is_stored_verified_and_published_on_the_instance(
     blob_connection_string: str,
 ) -> None:
     name = new_tenant()
-    seed_odoo_like_database(_tenant_login(k8s, postgres_dsn, name), _filestore(operator, name))
+    seed_odoo_like_database(tenant_login(k8s, postgres_dsn, name), _filestore(operator, name))
 
     backup = _wait_finished(custom, BACKUPS, _backup(custom, name))
     status = backup["status"]
@@ -256,7 +245,7 @@ def test_a_clone_into_staging_is_neutralized_and_keeps_the_replaced_database(
 ) -> None:
     production, staging = new_tenant(), new_tenant()
     seed_odoo_like_database(
-        _tenant_login(k8s, postgres_dsn, production), _filestore(operator, production)
+        tenant_login(k8s, postgres_dsn, production), _filestore(operator, production)
     )
     backup = _wait_finished(custom, BACKUPS, _backup(custom, production))
     assert backup["status"]["phase"] == "Succeeded", backup["status"]
@@ -265,11 +254,11 @@ def test_a_clone_into_staging_is_neutralized_and_keeps_the_replaced_database(
     status = restore["status"]
     assert status["phase"] == "Succeeded", status
     assert (status["mode"], status["neutralized"]) == ("Clone", True)
-    with psycopg.connect(_tenant_login(k8s, postgres_dsn, staging)) as db:
+    with psycopg.connect(tenant_login(k8s, postgres_dsn, staging)) as db:
         assert db.execute("SELECT count(*) FROM res_partner").fetchone() == (25,)
         assert db.execute("SELECT bool_or(active) FROM ir_mail_server").fetchone() == (False,)
         assert db.execute("SELECT bool_or(active) FROM ir_cron").fetchone() == (False,)
-    with psycopg.connect(_tenant_login(k8s, postgres_dsn, production)) as db:
+    with psycopg.connect(tenant_login(k8s, postgres_dsn, production)) as db:
         assert db.execute("SELECT bool_and(active) FROM ir_mail_server").fetchone() == (True,)
     with psycopg.connect(postgres_dsn, autocommit=True) as superuser:
         kept = superuser.execute(
@@ -289,7 +278,7 @@ def test_an_in_place_restore_takes_a_safety_backup_first_and_brings_back_the_old
     postgres_dsn: str,
 ) -> None:
     name = new_tenant()
-    login = _tenant_login(k8s, postgres_dsn, name)
+    login = tenant_login(k8s, postgres_dsn, name)
     seed_odoo_like_database(login, _filestore(operator, name))
     backup = _wait_finished(custom, BACKUPS, _backup(custom, name))
     with psycopg.connect(login, autocommit=True) as db:
@@ -321,7 +310,7 @@ def test_a_tampered_backup_is_refused_and_the_target_left_untouched(
 ) -> None:
     production, staging = new_tenant(), new_tenant()
     seed_odoo_like_database(
-        _tenant_login(k8s, postgres_dsn, production), _filestore(operator, production)
+        tenant_login(k8s, postgres_dsn, production), _filestore(operator, production)
     )
     backup = _wait_finished(custom, BACKUPS, _backup(custom, production))
     container = BlobServiceClient.from_connection_string(
@@ -333,7 +322,7 @@ def test_a_tampered_backup_is_refused_and_the_target_left_untouched(
     restore = _restore(custom, backup["metadata"]["name"], staging)
     assert restore["status"]["phase"] == "Failed"
     assert "does not match its manifest" in restore["status"]["message"]
-    with psycopg.connect(_tenant_login(k8s, postgres_dsn, staging)) as db:
+    with psycopg.connect(tenant_login(k8s, postgres_dsn, staging)) as db:
         tables = db.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()
     assert tables == (0,), "the staging database must be untouched"
 

@@ -5,7 +5,6 @@ FAILING_IMAGE fails its Job, NEVER_READY_IMAGE never becomes ready.
 
 from __future__ import annotations
 
-import base64
 import datetime
 import time
 from typing import Any
@@ -14,7 +13,7 @@ import psycopg
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from psycopg import conninfo, sql
+from psycopg import sql
 
 from e2e.tenants import (
     GROUP,
@@ -23,6 +22,7 @@ from e2e.tenants import (
     VERSION,
     NewTenant,
     eventually,
+    tenant_login,
     wait_ready,
 )
 from odoo_operator.devcluster.binaries import FAILING_IMAGE, NEVER_READY_IMAGE
@@ -37,17 +37,6 @@ TENANT_SPEC = {"backup": {"verify": "Never"}, "deletionPolicy": "Delete"}
 def custom(k8s: client.ApiClient) -> client.CustomObjectsApi:
     """The API of OdooInstances."""
     return client.CustomObjectsApi(k8s)
-
-
-def _login(k8s: client.ApiClient, postgres_dsn: str, name: str) -> str:
-    data = client.CoreV1Api(k8s).read_namespaced_secret("odoo-database", f"odoo-{name}").data
-    values = {k: base64.b64decode(v).decode() for k, v in data.items()}
-    return conninfo.make_conninfo(
-        postgres_dsn,
-        user=values["username"],
-        password=values["password"],
-        dbname=values["database"],
-    )
 
 
 def _seed(login: str) -> None:
@@ -116,7 +105,7 @@ def test_a_same_major_image_change_is_upgraded_on_a_copy_and_switched_in(
     postgres_dsn: str,
 ) -> None:
     name = new_tenant()
-    login = _login(k8s, postgres_dsn, name)
+    login = tenant_login(k8s, postgres_dsn, name)
     _seed(login)
     before = _content_checksum(login)
 
@@ -148,7 +137,7 @@ def test_a_failing_upgrade_job_rolls_back_with_the_database_unchanged_and_is_not
     postgres_dsn: str,
 ) -> None:
     name = new_tenant()
-    login = _login(k8s, postgres_dsn, name)
+    login = tenant_login(k8s, postgres_dsn, name)
     _seed(login)
     before = _content_checksum(login)
     old_image = _web_image(k8s, name)
@@ -182,7 +171,7 @@ def test_a_failed_health_gate_swaps_the_untouched_database_back(
     postgres_dsn: str,
 ) -> None:
     name = new_tenant(upgrade={"healthTimeout": "1m"})
-    login = _login(k8s, postgres_dsn, name)
+    login = tenant_login(k8s, postgres_dsn, name)
     _seed(login)
     before = _content_checksum(login)
     old_image = _web_image(k8s, name)
@@ -194,7 +183,7 @@ def test_a_failed_health_gate_swaps_the_untouched_database_back(
     assert upgrade["step"] == "failed", upgrade
     assert "not available within 1m" in upgrade["message"]
     assert instance["status"]["runningImage"] == old_image
-    assert _content_checksum(_login(k8s, postgres_dsn, name)) == before
+    assert _content_checksum(tenant_login(k8s, postgres_dsn, name)) == before
     eventually(lambda: _web_image(k8s, name) == old_image, "web back on the old image")
     wait_ready(custom, name, operator)
 
