@@ -34,7 +34,11 @@ SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 STORAGE_CLASS = "devcluster-local"
-PRE_CREATED_VOLUMES = 40
+# The class has no provisioner, so nothing reclaims a released volume: every filestore
+# claim ever bound uses one up for the life of the cluster. A full test run creates well
+# over a hundred tenants (clones included); a claim left Pending keeps the tenant's init
+# Job unscheduled, which looks like a hung tenant rather than an exhausted pool.
+PRE_CREATED_VOLUMES = 400
 
 
 @dataclass(frozen=True)
