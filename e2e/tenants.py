@@ -26,13 +26,16 @@ UPGRADE_INTERVAL_SECONDS = 1.0  # how often the e2e operator advances an upgrade
 SAMPLE = kubectl.load_documents(REPO / "manifests" / "samples" / "odooinstance-acme.yaml")[0]
 
 
-def eventually(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    """Poll ``check`` until it holds; fail naming ``what`` when it never does."""
+def eventually(
+    check: Callable[[], bool], what: str, timeout: float = 60.0, poll: float = 0.5
+) -> None:
+    """Poll ``check`` every ``poll`` seconds until it holds; fail naming ``what`` when it
+    never does."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
-        time.sleep(0.5)
+        time.sleep(poll)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 

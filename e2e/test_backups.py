@@ -205,12 +205,10 @@ def test_retention_prunes_old_backups_with_their_blobs_but_keeps_retained_ones(
         return len(survivors) == 2
 
     eventually(pruned, "one unretained backup pruned once past the RPO", 240)
-    # The retained one stays; of the other two the newer is kept (times have whole seconds,
-    # so two backups of the same second are ordered by id).
-    assert kept["metadata"]["name"] in survivors
-    (gone_backup,) = {first["metadata"]["name"], newest["metadata"]["name"]} - survivors
-    gone_id = (first if gone_backup == first["metadata"]["name"] else newest)["status"]["backupId"]
-    gone = f"{name}/{gone_id}/"
+    # The retained one stays; of the other two the newer is kept (completion times have
+    # milliseconds, so even backups finished in the same second are ordered).
+    assert survivors == {kept["metadata"]["name"], newest["metadata"]["name"]}
+    gone = f"{name}/{first['status']['backupId']}/"
     eventually(lambda: not list(container.list_blobs(name_starts_with=gone)), "its blobs deleted")
 
 
@@ -366,6 +364,72 @@ def test_backups_of_one_tenant_never_overlap(
         return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
     runs = sorted((moment(s["startedAt"]), moment(s["completedAt"])) for s in statuses)
-    # Times have whole seconds: the next may start in the second the previous ended.
     for (_, first_end), (second_start, _) in itertools.pairwise(runs):
         assert second_start >= first_end
+
+
+def _verification_of(custom: client.CustomObjectsApi, backup: str) -> dict[str, Any]:
+    found = custom.get_cluster_custom_object(GROUP, VERSION, BACKUPS, backup)
+    return dict((found.get("status") or {}).get("verification") or {})
+
+
+def test_a_backup_is_verified_again_when_its_verify_annotation_changes(
+    custom: client.CustomObjectsApi, new_tenant: NewTenant
+) -> None:
+    name = new_tenant(backup={**BACKUP_POLICY, "verify": "Never"})
+    backup = _wait_finished(custom, BACKUPS, _backup(custom, name))["metadata"]["name"]
+    assert _verification_of(custom, backup) == {}  # verify: Never
+
+    for request in ("audit-2026-q4", "audit-2027-q1"):
+        custom.patch_cluster_custom_object(
+            GROUP,
+            VERSION,
+            BACKUPS,
+            backup,
+            {"metadata": {"annotations": {"odoo.tenantops.io/verify": request}}},
+        )
+        eventually(
+            lambda request=request: _verification_of(custom, backup).get("request") == request,
+            f"the verification answering {request}",
+        )
+        verification = _verification_of(custom, backup)
+        assert verification["result"] == "Passed", verification
+    instance = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+    assert instance["status"]["lastVerifiedBackup"]["name"] == backup
+
+
+def test_verify_scheduled_checks_the_newest_good_backup_at_the_times_of_its_own_schedule(
+    custom: client.CustomObjectsApi, new_tenant: NewTenant
+) -> None:
+    policy = {**BACKUP_POLICY, "verify": "Scheduled", "verifySchedule": "* * * * *"}
+    name = new_tenant(backup=policy)
+    backups = [_wait_finished(custom, BACKUPS, _backup(custom, name)) for _ in range(2)]
+    newest = backups[-1]["metadata"]["name"]
+
+    eventually(
+        lambda: _verification_of(custom, newest).get("result") == "Passed",
+        "a scheduled verification of the newest backup",
+        150,
+    )
+    # Every verification there is answered the schedule: none ran after a backup.
+    for backup in backups:
+        verification = _verification_of(custom, backup["metadata"]["name"])
+        assert not verification or verification.get("request", "").startswith("scheduled-")
+    instance = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+    assert instance["status"]["lastScheduledVerification"]
+    assert instance["status"]["lastVerifiedBackup"]["name"] == newest
+
+
+def test_a_bad_verify_schedule_is_refused_at_admission(
+    custom: client.CustomObjectsApi, new_tenant: NewTenant
+) -> None:
+    name = new_tenant(backup={**BACKUP_POLICY, "verify": "Never"})
+    with pytest.raises(ApiException) as refused:
+        custom.patch_cluster_custom_object(
+            GROUP,
+            VERSION,
+            PLURAL,
+            name,
+            {"spec": {"backup": {"verify": "Scheduled", "verifySchedule": "61 * * * *"}}},
+        )
+    assert "spec.backup.verifySchedule" in refused.value.body

@@ -10,9 +10,11 @@ import base64
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+from azure.storage.blob import BlobServiceClient
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from psycopg import conninfo
@@ -25,11 +27,12 @@ from e2e.tenants import (
     eventually,
     make_instance,
     redis_as,
+    tenant_login,
     wait_ready,
 )
 from odoo_operator.devcluster import kubectl
 from odoo_operator.devcluster.demo import start_operator
-from odoo_operator.devcluster.operator_setup import register_servers
+from odoo_operator.devcluster.operator_setup import BACKUP_CONTAINER, register_servers
 from odoo_operator.devcluster.processes import ManagedProcess
 
 StartOperator = Callable[[], ManagedProcess]
@@ -196,3 +199,78 @@ def test_an_operator_killed_at_every_upgrade_step_resumes_and_finishes_it(
                 (f"odoo_{name.replace('-', '_')}%",),
             ).fetchall():
                 superuser.execute(f'DROP DATABASE "{leftover}" WITH (FORCE)')
+
+
+def _backup_status(custom: client.CustomObjectsApi, name: str) -> dict[str, Any]:
+    found = custom.get_cluster_custom_object(GROUP, VERSION, "odoobackups", name)
+    return dict(found.get("status") or {})
+
+
+def test_an_operator_killed_mid_backup_leaves_nothing_restorable_and_the_backup_starts_again(
+    k8s: client.ApiClient, start: StartOperator, postgres_dsn: str, blob_connection_string: str
+) -> None:
+    custom = client.CustomObjectsApi(k8s)
+    name = f"crash-{uuid.uuid4().hex[:6]}"
+    operator = start()
+    body = make_instance(name, backup={"verify": "Never"}, deletionPolicy="Delete")
+    custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
+    container = BlobServiceClient.from_connection_string(
+        blob_connection_string
+    ).get_container_client(BACKUP_CONTAINER)
+    try:
+        wait_ready(custom, name, operator)
+        # Tens of megabytes of poorly compressible rows: a dump that lasts long enough to be
+        # interrupted.
+        with psycopg.connect(tenant_login(k8s, postgres_dsn, name), autocommit=True) as db:
+            db.execute("CREATE TABLE account_move_line (id serial PRIMARY KEY, ref text)")
+            db.execute(
+                "INSERT INTO account_move_line (ref) SELECT string_agg(md5(random()::text), '')"
+                " FROM generate_series(1, 1000000) g GROUP BY g % 200000"
+            )
+        backup = f"{name}-manual"
+        custom.create_cluster_custom_object(
+            GROUP,
+            VERSION,
+            "odoobackups",
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "OdooBackup",
+                "metadata": {"name": backup},
+                "spec": {"instance": name},
+            },
+        )
+        eventually(
+            lambda: _backup_status(custom, backup).get("phase") == "Running",
+            "the backup running",
+            poll=0.05,
+        )
+        operator.kill()
+        interrupted = _backup_status(custom, backup)
+        assert interrupted["phase"] == "Running", interrupted  # the kill came first
+        first_attempt = f"{name}/{interrupted['backupId']}/"
+        # What the killed attempt uploaded has no manifest: it is not a backup.
+        leftovers = {blob.name for blob in container.list_blobs(name_starts_with=first_attempt)}
+        assert f"{first_attempt}manifest.json" not in leftovers
+
+        operator = start()
+        eventually(
+            lambda: _backup_status(custom, backup).get("phase") in ("Succeeded", "Failed"),
+            "the backup finished after the restart",
+            180,
+        )
+        status = _backup_status(custom, backup)
+        assert status["phase"] == "Succeeded", status
+        assert status["attempts"] == 2
+        assert status["backupId"] != interrupted["backupId"]
+        assert not list(container.list_blobs(name_starts_with=first_attempt))
+        manifest = f"{name}/{status['backupId']}/manifest.json"
+        assert container.get_blob_client(manifest).exists()
+    finally:
+        custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+        eventually(
+            lambda: (
+                not _exists(lambda: custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name))
+            ),
+            "the instance deleted",
+            180,
+        )

@@ -128,6 +128,47 @@ def test_a_same_major_image_change_is_upgraded_on_a_copy_and_switched_in(
     )
     assert upgrade["downtimeSeconds"] > 0
     print(f"\nmaintenance (traffic down) for a same-major upgrade: {upgrade['downtimeSeconds']}s")
+    # The default grace period (7d) keeps the previous database; the first backup of the
+    # upgraded one is taken at once.
+    post = custom.get_cluster_custom_object(
+        GROUP, VERSION, "odoobackups", f"{name}-post-upgrade-{upgrade['id']}"
+    )
+    assert post["spec"]["reason"] == "post-upgrade"
+    assert "keptDroppedAt" not in _instance(custom, name)["status"]["upgrade"]
+
+
+def _database_exists(postgres_dsn: str, database: str) -> bool:
+    with psycopg.connect(postgres_dsn) as superuser:
+        found = superuser.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+        return found.fetchone() is not None
+
+
+def test_the_previous_database_is_dropped_after_the_grace_period_and_a_post_upgrade_backup(
+    k8s: client.ApiClient,
+    custom: client.CustomObjectsApi,
+    new_tenant: NewTenant,
+    postgres_dsn: str,
+) -> None:
+    name = new_tenant(upgrade={"keepPreviousDatabase": "0m"})
+    login = tenant_login(k8s, postgres_dsn, name)
+    _seed(login)
+    _set_image(custom, name, NEW_IMAGE)
+    upgrade = _wait_step(custom, name, ("done", "failed"))["status"]["upgrade"]
+    assert upgrade["step"] == "done", upgrade
+
+    def dropped() -> bool:
+        return bool(_instance(custom, name)["status"]["upgrade"].get("keptDroppedAt"))
+
+    eventually(dropped, "the previous database dropped", 120)
+    upgrade = _instance(custom, name)["status"]["upgrade"]
+    assert not _database_exists(postgres_dsn, upgrade["kept"])
+    # Only once a backup of the upgraded database exists.
+    post = custom.get_cluster_custom_object(
+        GROUP, VERSION, "odoobackups", upgrade["postUpgradeBackup"]
+    )
+    assert (post["spec"]["reason"], post["status"]["phase"]) == ("post-upgrade", "Succeeded")
+    assert upgrade["kept"] in upgrade["message"]
+    assert _database_exists(postgres_dsn, f"odoo_{name.replace('-', '_')}")
 
 
 def test_a_failing_upgrade_job_rolls_back_with_the_database_unchanged_and_is_not_retried(

@@ -15,8 +15,10 @@ from odoo_operator.model.spec import InstanceSpec
 from odoo_operator.reconcile.backups import (
     backup_health,
     instance_backup_summary,
+    precise_timestamp,
     scheduled_backup_name,
     timestamp,
+    verification_request,
 )
 
 NOW = datetime.datetime.now(datetime.UTC)
@@ -91,6 +93,28 @@ def test_the_summary_names_the_newest_backup_and_the_newest_verified_one() -> No
     assert summary["lastVerifiedBackup"]["name"] == "old"
 
 
+def test_backups_finished_in_the_same_second_are_ordered_by_their_milliseconds() -> None:
+    second = NOW.replace(microsecond=0)
+    early = _backup("zz-early", 0, completedAt=precise_timestamp(second.replace(microsecond=1000)))
+    late = _backup("aa-late", 0, completedAt=precise_timestamp(second.replace(microsecond=900000)))
+    # A whole-second time written by an older release sorts before both.
+    legacy = _backup("legacy", 0, completedAt=timestamp(second))
+    summary = instance_backup_summary([late, early, legacy])
+    assert summary["lastBackup"]["name"] == "aa-late"
+    assert precise_timestamp(second.replace(microsecond=900000)).endswith(".900Z")
+
+
+def test_a_verify_annotation_is_a_request_until_a_verification_answers_it() -> None:
+    body = _backup("a", 1)
+    assert verification_request(body) is None
+    body["metadata"]["annotations"] = {"odoo.tenantops.io/verify": "audit-q4"}
+    assert verification_request(body) == "audit-q4"
+    body["status"]["verification"] = {"result": "Passed", "request": "audit-q4"}
+    assert verification_request(body) is None
+    body["metadata"]["annotations"]["odoo.tenantops.io/verify"] = "audit-q1"
+    assert verification_request(body) == "audit-q1"
+
+
 def test_a_scheduled_slot_always_gets_the_same_backup_name() -> None:
     slot = datetime.datetime(2026, 11, 23, 2, 0, 41, tzinfo=datetime.UTC)
     assert scheduled_backup_name("acme", slot) == "acme-20261123-0200"
@@ -100,6 +124,7 @@ def test_a_policy_is_read_with_the_crd_defaults() -> None:
     policy = BackupPolicy.from_instance(_instance())
     assert policy == BackupPolicy()
     assert (policy.schedule, policy.rpo, policy.verify) == ("0 2 * * *", "26h", "AfterEachBackup")
+    assert policy.verify_schedule == "0 4 * * 0"
 
 
 def test_clones_are_neutralized_unless_asked_otherwise_and_in_place_restores_are_not() -> None:

@@ -128,13 +128,21 @@ class KubeClient:
         return result
 
     async def list(
-        self, api_version: str, kind: str, namespace: str | None = None
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Every object of a kind (in ``namespace``, or cluster-wide), read consistently."""
+        """Every object of a kind (in ``namespace``, or cluster-wide; matching
+        ``label_selector`` when given), read consistently."""
         resource = await self._resource(api_version, kind)
         dynamic = await self._client()
         async with self._limit:
-            found = _checked(await dynamic.get(resource, namespace=namespace), f"listing {kind}")
+            found = _checked(
+                await dynamic.get(resource, namespace=namespace, label_selector=label_selector),
+                f"listing {kind}",
+            )
         items: list[dict[str, Any]] = found.to_dict().get("items", [])
         return items
 

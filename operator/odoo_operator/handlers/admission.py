@@ -67,6 +67,10 @@ def backup_policy_problems(body: Mapping[str, Any], config: OperatorConfig) -> l
     schedule_problem = validate_schedule(policy.schedule, policy.time_zone)
     if schedule_problem is not None:
         problems.append(f"spec.backup.schedule: {schedule_problem}.")
+    if policy.verify == "Scheduled":
+        verify_problem = validate_schedule(policy.verify_schedule, policy.time_zone)
+        if verify_problem is not None and verify_problem != schedule_problem:
+            problems.append(f"spec.backup.verifySchedule: {verify_problem}.")
     return problems
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -11,11 +12,11 @@ from ..model.backup import BACKUP_KIND, BACKUP_PLURAL, FINISHED, SUCCEEDED, Back
 from ..model.names import API_VERSION, GROUP, INSTANCE_KIND, INSTANCE_LABEL, VERSION
 from ..reconcile.backups import (
     BackupWaiting,
-    backups_of,
     delete_backup_data,
-    instance_backup_summary,
     prune,
+    publish_backups_on_instance,
     run_backup_request,
+    verification_request,
     verify_request,
 )
 from ..reconcile.clients import Clients
@@ -55,21 +56,62 @@ async def take_backup(
     kopf.event(body, type="Normal", reason="BackupSucceeded", message=status.get("message", ""))
     instance = await clients.kube.get(API_VERSION, INSTANCE_KIND, instance_name)
     policy = BackupPolicy.from_instance(instance or {})
-    if instance is not None and policy is not None and policy.verify == "AfterEachBackup":
-        verification = await verify_request(clients, {**body, "status": status})
-        status["verification"] = verification
-        if verification["result"] == "Failed":
-            kopf.warn(body, reason="VerificationFailed", message=verification["message"])
+    request = verification_request(body)  # an annotation set while the backup ran
+    if instance is not None and (
+        request is not None or (policy is not None and policy.verify == "AfterEachBackup")
+    ):
+        status["verification"] = await _verify(clients, body, status, request)
     metrics.record_backup(instance_name, previous_phase, status)
     # Written now, not when the handler returns: retention and the instance read it next.
     await clients.kube.patch_status(API_VERSION, BACKUP_KIND, body["metadata"]["name"], status)
     if instance is None:
         return
-    # Publish the new backup on the instance at once, not at the next drift pass.
-    summary = instance_backup_summary(await backups_of(clients, instance_name))
-    await clients.kube.patch_status(API_VERSION, INSTANCE_KIND, instance_name, summary)
+    await publish_backups_on_instance(clients, instance_name)
     for name in await prune(clients, instance):
         logger.info(f"pruned OdooBackup {name} by the retention policy")
+
+
+async def _verify(
+    clients: Clients, body: kopf.Body, status: Mapping[str, Any], request: str | None
+) -> dict[str, Any]:
+    """Verify the backup (``status`` its current status); the verification for its status,
+    with an Event saying how it went."""
+    verification = await verify_request(clients, {**body, "status": status})
+    if request is not None:
+        verification["request"] = request
+    if verification["result"] == "Failed":
+        kopf.warn(body, reason="VerificationFailed", message=verification["message"])
+    elif verification["result"] == "Passed":
+        kopf.event(body, type="Normal", reason="Verified", message=verification["message"])
+    return verification
+
+
+def _verification_asked(body: kopf.Body, **_: Any) -> bool:
+    return (body.get("status") or {}).get("phase") == SUCCEEDED and (
+        verification_request(body) is not None
+    )
+
+
+@kopf.on.resume(GROUP, VERSION, BACKUP_PLURAL, when=_verification_asked)
+@kopf.on.update(
+    GROUP, VERSION, BACKUP_PLURAL, field="metadata.annotations", when=_verification_asked
+)
+async def verify_on_request(memo: kopf.Memo, body: kopf.Body, **_: Any) -> None:
+    """Verify a succeeded backup again when its verify annotation asks (by hand, or by the
+    instance's ``verifySchedule``)."""
+    clients: Clients = memo["clients"]
+    request = verification_request(body)
+    if request is None:
+        return
+    status = dict(body.get("status") or {})
+    status["verification"] = await _verify(clients, body, status, request)
+    instance_name = body["spec"]["instance"]
+    metrics.record_backup(instance_name, SUCCEEDED, status)
+    await clients.kube.patch_status(
+        API_VERSION, BACKUP_KIND, body["metadata"]["name"], {"verification": status["verification"]}
+    )
+    if await clients.kube.get(API_VERSION, INSTANCE_KIND, instance_name) is not None:
+        await publish_backups_on_instance(clients, instance_name)
 
 
 @kopf.on.delete(GROUP, VERSION, BACKUP_PLURAL)

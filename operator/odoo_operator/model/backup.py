@@ -16,8 +16,8 @@ BACKUP_KIND = "OdooBackup"
 RESTORE_PLURAL = "odoorestores"
 RESTORE_KIND = "OdooRestore"
 
-BackupReason = Literal["manual", "scheduled", "pre-upgrade", "pre-delete"]
-VerifyMode = Literal["AfterEachBackup", "Never"]
+BackupReason = Literal["manual", "scheduled", "pre-upgrade", "post-upgrade", "pre-delete"]
+VerifyMode = Literal["AfterEachBackup", "Scheduled", "Never"]
 
 # Phases of OdooBackup and OdooRestore, as Jobs have them.
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
@@ -35,6 +35,7 @@ class BackupPolicy:
     rpo: str = "26h"
     retention: Mapping[str, int] = field(default_factory=dict)
     verify: VerifyMode = "AfterEachBackup"
+    verify_schedule: str = "0 4 * * 0"
 
     @classmethod
     def from_instance(cls, body: Mapping[str, Any]) -> BackupPolicy | None:
@@ -50,6 +51,7 @@ class BackupPolicy:
             rpo=str(raw.get("rpo", "26h")),
             retention={str(k): int(v) for k, v in (raw.get("retention") or {}).items()},
             verify=raw.get("verify", "AfterEachBackup"),
+            verify_schedule=str(raw.get("verifySchedule", "0 4 * * 0")),
         )
 
 

@@ -18,6 +18,10 @@ ROTATE_CREDENTIALS_ANNOTATION = f"{GROUP}/rotate-credentials"
 # Set by the operator during a restore (later: an upgrade): web and cron are held at zero
 # while it is present; its value names what holds the tenant ("restore/<OdooRestore>").
 MAINTENANCE_ANNOTATION = f"{GROUP}/maintenance"
+# Set (or change) this annotation's value on a succeeded OdooBackup to verify it again; the
+# verification records the value it answered (status.verification.request). The schedule of
+# spec.backup.verify: Scheduled sets it too.
+VERIFY_ANNOTATION = f"{GROUP}/verify"
 
 
 def tenant_namespace(instance_name: str) -> str:

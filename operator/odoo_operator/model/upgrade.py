@@ -48,6 +48,7 @@ class UpgradePolicy:
     migration_image: str | None = None
     health_timeout: str = "10m"
     window: MaintenanceWindow | None = None
+    keep_previous_database: str = "7d"
 
     @classmethod
     def from_instance(cls, body: Mapping[str, Any]) -> UpgradePolicy:
@@ -68,6 +69,7 @@ class UpgradePolicy:
             migration_image=upgrade.get("migrationImage"),
             health_timeout=str(upgrade.get("healthTimeout", "10m")),
             window=window,
+            keep_previous_database=str(upgrade.get("keepPreviousDatabase", "7d")),
         )
 
 

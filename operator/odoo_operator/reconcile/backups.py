@@ -39,7 +39,7 @@ from ..model.backup import (
 )
 from ..model.conditions import Condition
 from ..model.config import BlobStoreRef, ConfigError
-from ..model.names import API_VERSION, INSTANCE_KIND, INSTANCE_LABEL
+from ..model.names import API_VERSION, INSTANCE_KIND, INSTANCE_LABEL, VERIFY_ANNOTATION
 from ..model.spec import InstanceSpec
 from .clients import Clients
 from .instance import CREDENTIALS_SECRET
@@ -55,6 +55,12 @@ def now() -> datetime.datetime:
 def timestamp(moment: datetime.datetime) -> str:
     """RFC 3339 in UTC, as Kubernetes writes times."""
     return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def precise_timestamp(moment: datetime.datetime) -> str:
+    """RFC 3339 in UTC with milliseconds: two backups finished in the same second still
+    have an order, which retention and ``lastBackup`` rely on."""
+    return moment.astimezone(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_time(text: str | None) -> datetime.datetime | None:
@@ -192,7 +198,7 @@ async def run_backup_request(clients: Clients, body: Mapping[str, Any]) -> Backu
                 "phase": RUNNING,
                 "backupId": backup_id,
                 "store": store_ref.name,
-                "startedAt": timestamp(started),
+                "startedAt": precise_timestamp(started),
                 "execution": "operator",
                 "message": "backing up the database and the filestore",
             },
@@ -209,7 +215,9 @@ async def run_backup_request(clients: Clients, body: Mapping[str, Any]) -> Backu
             )
         except Exception as exc:  # noqa: BLE001 - any failure ends this backup, with its reason
             logger.warning("backup %s of %s failed: %s", backup_id, request.instance, exc)
-            status.update(backupId=backup_id, store=store_ref.name, startedAt=timestamp(started))
+            status.update(
+                backupId=backup_id, store=store_ref.name, startedAt=precise_timestamp(started)
+            )
             return BackupResult(_failed(status, "BackupFailed", f"{type(exc).__name__}: {exc}"))
     return BackupResult(
         _succeeded(status, manifest, store_ref.name, store_ref.container, started, "operator")
@@ -238,7 +246,7 @@ def _succeeded(
         backupId=manifest.backup_id,
         store=store,
         location=f"{container}/{manifest.instance}/{manifest.backup_id}/",
-        startedAt=timestamp(started),
+        startedAt=precise_timestamp(started),
         sizeBytes=sum(part.size for part in manifest.parts.values()),
         parts=parts,
         odooVersion=manifest.odoo_version,
@@ -302,7 +310,7 @@ async def _start_backup_job(
         phase=RUNNING,
         backupId=backup_id,
         store=store_ref.name,
-        startedAt=timestamp(started),
+        startedAt=precise_timestamp(started),
         execution=f"Job {spec.namespace}/{job['metadata']['name']}",
         message="the backup Job is running",
     )
@@ -384,7 +392,7 @@ def finished(status: Mapping[str, Any], phase: str, reason: str, message: str) -
     done = dict(status)
     done.update(
         phase=phase,
-        completedAt=timestamp(now()),
+        completedAt=precise_timestamp(now()),
         message=message,
         conditions=[
             _condition("Complete", "True" if phase == SUCCEEDED else "False", reason, message),
@@ -421,23 +429,31 @@ async def verify_request(clients: Clients, body: Mapping[str, Any]) -> dict[str,
 
 
 async def backups_of(clients: Clients, instance: str) -> list[dict[str, Any]]:
-    """Every OdooBackup object of an instance."""
-    return [
-        item
-        for item in await clients.kube.list(API_VERSION, BACKUP_KIND)
-        if (item.get("spec") or {}).get("instance") == instance
-    ]
+    """Every OdooBackup object of an instance that the operator has taken up (it labels
+    hand-made ones before their first run), filtered by the API server."""
+    listed = await clients.kube.list(
+        API_VERSION, BACKUP_KIND, label_selector=f"{INSTANCE_LABEL}={instance}"
+    )
+    # The label is a lookup aid anyone can edit; the spec says whose backup it is.
+    return [item for item in listed if (item.get("spec") or {}).get("instance") == instance]
 
 
-async def prune(clients: Clients, instance_body: Mapping[str, Any]) -> list[str]:
-    """Apply the instance's retention policy; delete pruned OdooBackups (their finalizer
-    deletes the blobs). Returns the names deleted."""
+async def prune(
+    clients: Clients,
+    instance_body: Mapping[str, Any],
+    backups: list[dict[str, Any]] | None = None,
+) -> list[str]:
+    """Apply the instance's retention policy to its OdooBackups (``backups``, listed when
+    not given); delete the pruned ones (their finalizer deletes the blobs). Returns the
+    names deleted."""
     policy = BackupPolicy.from_instance(instance_body)
     if policy is None:
         return []
+    if backups is None:
+        backups = await backups_of(clients, instance_body["metadata"]["name"])
     by_id: dict[str, str] = {}
     records = []
-    for item in await backups_of(clients, instance_body["metadata"]["name"]):
+    for item in backups:
         status = item.get("status") or {}
         completed = parse_time(status.get("completedAt"))
         if status.get("phase") != SUCCEEDED or completed is None:
@@ -513,6 +529,16 @@ async def schedule_backups(clients: Clients, instance_body: Mapping[str, Any]) -
     return name
 
 
+_NEVER = datetime.datetime.min.replace(tzinfo=datetime.UTC)
+
+
+def _completion_order(backup: Mapping[str, Any]) -> tuple[datetime.datetime, str]:
+    """Sort key of finished backups: completion time (whole-second times written by older
+    releases compare correctly with millisecond ones), then name for a stable order."""
+    status = backup.get("status") or {}
+    return parse_time(status.get("completedAt")) or _NEVER, str(backup["metadata"]["name"])
+
+
 def backup_health(
     instance_body: Mapping[str, Any], backups: list[dict[str, Any]]
 ) -> Condition | None:
@@ -523,7 +549,7 @@ def backup_health(
         return None
     finished = sorted(
         (b for b in backups if (b.get("status") or {}).get("phase") in FINISHED),
-        key=lambda b: str((b.get("status") or {}).get("completedAt") or ""),
+        key=_completion_order,
     )
     good = [b for b in finished if b["status"]["phase"] == SUCCEEDED]
     newest_good = parse_time(good[-1]["status"]["completedAt"]) if good else None
@@ -570,7 +596,7 @@ def instance_backup_summary(backups: list[dict[str, Any]]) -> dict[str, Any]:
     """``lastBackup`` and ``lastVerifiedBackup`` for the instance's status."""
     good = sorted(
         (b for b in backups if (b.get("status") or {}).get("phase") == SUCCEEDED),
-        key=lambda b: str(b["status"].get("completedAt") or ""),
+        key=_completion_order,
     )
     summary: dict[str, Any] = {}
     if good:
@@ -609,13 +635,66 @@ async def instance_backup_state(
     scheduled = await schedule_backups(clients, instance_body)
     if scheduled is not None:
         fields["lastScheduledBackup"] = timestamp(now())
-    # Retention also runs here, not only after a backup: a backup that ages past the RPO
-    # becomes prunable without a newer one. Nothing to prune costs one list, no write.
-    for name in await prune(clients, instance_body):
-        logger.info("pruned OdooBackup %s by the retention policy", name)
     backups = await backups_of(clients, instance_body["metadata"]["name"])
+    # Retention also runs here, not only after a backup: a backup that ages past the RPO
+    # becomes prunable without a newer one. Nothing to prune costs no write.
+    pruned = await prune(clients, instance_body, backups)
+    for name in pruned:
+        logger.info("pruned OdooBackup %s by the retention policy", name)
+    backups = [b for b in backups if b["metadata"]["name"] not in pruned]
+    if await schedule_verification(clients, instance_body, backups):
+        fields["lastScheduledVerification"] = timestamp(now())
     fields.update(instance_backup_summary(backups))
     return backup_health(instance_body, backups), fields
+
+
+async def schedule_verification(
+    clients: Clients, instance_body: Mapping[str, Any], backups: list[dict[str, Any]]
+) -> bool:
+    """With ``verify: Scheduled``, when ``verifySchedule`` is due: ask for a verification of
+    the newest good backup (annotation :data:`VERIFY_ANNOTATION`, answered by the OdooBackup
+    handler). True when a scheduled time was consumed, with or without a backup to verify.
+    """
+    policy = BackupPolicy.from_instance(instance_body)
+    if policy is None or policy.verify != "Scheduled":
+        return False
+    status = instance_body.get("status") or {}
+    created = parse_time(instance_body["metadata"].get("creationTimestamp")) or now()
+    last = parse_time(status.get("lastScheduledVerification"))
+    slot = due_slot(policy.verify_schedule, policy.time_zone, last, now(), created)
+    if slot is None:
+        return False
+    good = sorted(
+        (b for b in backups if (b.get("status") or {}).get("phase") == SUCCEEDED),
+        key=_completion_order,
+    )
+    if not good:
+        logger.info(
+            "scheduled verification of %s: no good backup yet", instance_body["metadata"]["name"]
+        )
+        return True
+    newest = good[-1]["metadata"]["name"]
+    await clients.kube.patch_metadata(
+        API_VERSION,
+        BACKUP_KIND,
+        newest,
+        {"annotations": {VERIFY_ANNOTATION: f"scheduled-{slot.strftime('%Y%m%d-%H%M')}"}},
+    )
+    return True
+
+
+def verification_request(body: Mapping[str, Any]) -> str | None:
+    """The value of the OdooBackup's verify annotation when it has not been answered yet."""
+    token = (body["metadata"].get("annotations") or {}).get(VERIFY_ANNOTATION)
+    answered = ((body.get("status") or {}).get("verification") or {}).get("request")
+    return str(token) if token and token != answered else None
+
+
+async def publish_backups_on_instance(clients: Clients, instance: str) -> None:
+    """Write ``lastBackup`` and ``lastVerifiedBackup`` on the instance at once, not at its
+    next drift pass."""
+    summary = instance_backup_summary(await backups_of(clients, instance))
+    await clients.kube.patch_status(API_VERSION, INSTANCE_KIND, instance, summary)
 
 
 async def pre_delete_backup_pending(

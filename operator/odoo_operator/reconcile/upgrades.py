@@ -47,7 +47,7 @@ from ..model.upgrade import (
     UpgradePolicy,
     major,
 )
-from .backups import backup_object, now, parse_time, timestamp
+from .backups import backup_object, backups_of, now, parse_time, timestamp
 from .clients import Clients
 
 logger = logging.getLogger(__name__)
@@ -220,6 +220,10 @@ async def advance_upgrade(clients: Clients, body: Mapping[str, Any]) -> Changes 
     if step in FINAL_STEPS and held_by == f"upgrade/{upgrade.get('id')}":
         await _set_maintenance(clients, spec.name, None)  # never leave a tenant held
         return None
+    if step == DONE and upgrade.get("kept") and not upgrade.get("keptDroppedAt"):
+        cleaned = await _drop_previous_database(clients, spec, policy, upgrade)
+        if cleaned is not None:
+            return cleaned
     if step is None or step in FINAL_STEPS:
         return await _maybe_start(
             clients, body, spec, policy, upgrade, running_version, running_image, desired_image
@@ -403,6 +407,7 @@ async def _step_health(step: Step) -> Changes | None:
             "message": f"waiting for web and cron on {upgrade['to']['image']}",
         }, {}
     if await _running(clients, spec, upgrade["to"]["image"]):
+        await _take_post_upgrade_backup(clients, spec, upgrade)
         since = parse_time(upgrade.get("maintenanceSince")) or now()
         return {
             **upgrade,
@@ -445,6 +450,75 @@ async def _step_rollback(step: Step) -> Changes | None:
         f"database; the upgraded one is kept as {failed}",
     )
     return changes[0], running
+
+
+def _post_upgrade_backup_name(spec: InstanceSpec, upgrade: Mapping[str, Any]) -> str:
+    return f"{spec.name}-post-upgrade-{upgrade['id']}"
+
+
+async def _post_upgrade_backup(
+    clients: Clients, spec: InstanceSpec, upgrade: Mapping[str, Any]
+) -> str | None:
+    """A succeeded OdooBackup of the tenant started after the upgrade finished: one that
+    holds the upgraded database. Takes one (``post-upgrade``) when there is none and a blob
+    store is configured; returns its name once one has succeeded, else None."""
+    finished = parse_time(upgrade.get("completedAt"))
+    if finished is None:
+        return None
+    own = _post_upgrade_backup_name(spec, upgrade)
+    found = False
+    for item in await backups_of(clients, spec.name):
+        status = item.get("status") or {}
+        started = parse_time(status.get("startedAt"))
+        is_own = item["metadata"]["name"] == own  # created after the switch: it counts
+        found = found or is_own
+        after = is_own or (started is not None and started >= finished)
+        if status.get("phase") == SUCCEEDED and after:
+            return str(item["metadata"]["name"])
+    if not found:
+        await _take_post_upgrade_backup(clients, spec, upgrade)
+    return None
+
+
+async def _take_post_upgrade_backup(
+    clients: Clients, spec: InstanceSpec, upgrade: Mapping[str, Any]
+) -> None:
+    """The first backup of the upgraded database (a pre-upgrade backup cannot be restored
+    into the new version), when a blob store is configured."""
+    if clients.config.blob_stores:
+        name = _post_upgrade_backup_name(spec, upgrade)
+        await clients.kube.apply(backup_object(spec.name, name, "post-upgrade"))
+
+
+async def _drop_previous_database(
+    clients: Clients, spec: InstanceSpec, policy: UpgradePolicy, upgrade: dict[str, Any]
+) -> Changes | None:
+    """After a successful upgrade: drop the kept pre-upgrade database once the grace period
+    has passed and a post-upgrade backup has succeeded; the status changes, or None."""
+    completed = parse_time(upgrade.get("completedAt")) or now()
+    if now() - completed < parse_duration(policy.keep_previous_database):
+        return None  # checked first: this runs at every upgrade tick, and costs no read here
+    backup = await _post_upgrade_backup(clients, spec, upgrade)
+    if backup is None:
+        return None
+    async with db.connect(await _admin(clients, spec)) as admin:
+        await db.drop_database(admin, upgrade["kept"])
+    logger.info(
+        "upgrade %s of %s: dropped %s (kept %s; backup %s holds the upgraded database)",
+        upgrade["id"],
+        spec.name,
+        upgrade["kept"],
+        policy.keep_previous_database,
+        backup,
+    )
+    return {
+        **upgrade,
+        "keptDroppedAt": timestamp(now()),
+        "postUpgradeBackup": backup,
+        "message": f"upgraded to {upgrade['to']['version']} ({upgrade['to']['image']}); the "
+        f"previous database {upgrade['kept']} was dropped after {policy.keep_previous_database}"
+        f" and the post-upgrade backup {backup}",
+    }, {}
 
 
 def _fail(upgrade: dict[str, Any], message: str) -> Changes:
