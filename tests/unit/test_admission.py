@@ -351,3 +351,23 @@ def test_a_webhook_certificate_without_its_key_stops_the_operator(
 def test_without_a_certificate_there_is_no_webhook(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(WEBHOOK_CERT_ENV, raising=False)
     assert not webhook_enabled()
+
+
+def test_a_zero_health_timeout_is_refused_but_a_zero_grace_period_is_not() -> None:
+    body = {"spec": {"version": "18.0", "upgrade": {"healthTimeout": "0m"}}}
+    (problem,) = admission_handlers.upgrade_problems(body, None)
+    assert problem.startswith("spec.upgrade.healthTimeout")
+    body["spec"]["upgrade"] = {"healthTimeout": "5m", "keepPreviousDatabase": "0m"}
+    assert admission_handlers.upgrade_problems(body, None) == []
+
+
+def test_a_bad_verify_schedule_is_refused_only_when_verification_is_scheduled() -> None:
+    config = OperatorConfig.from_mapping(
+        {"blobStores": {"main": {"secretRef": "blob", "container": "odoo", "default": True}}}
+    )
+    backup = {"verify": "Never", "verifySchedule": "61 * * * *"}
+    body = {"spec": {"version": "18.0", "backup": backup}}
+    assert admission_handlers.backup_policy_problems(body, config) == []
+    backup["verify"] = "Scheduled"
+    (problem,) = admission_handlers.backup_policy_problems(body, config)
+    assert problem.startswith("spec.backup.verifySchedule")

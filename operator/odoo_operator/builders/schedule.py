@@ -153,12 +153,13 @@ def backup_age_exceeds(rpo: timedelta, newest_good: datetime | None, now: dateti
     return now - newest_good > rpo
 
 
-def parse_duration(text: str) -> timedelta:
+def parse_duration(text: str, allow_zero: bool = False) -> timedelta:
     """``"26h"``, ``"90m"``, ``"7d"``, ``"1h30m"``, ``"1d2h30m"`` as a :class:`timedelta`.
 
     Whole numbers with the units ``d``, ``h`` and ``m``, largest first, each at most once,
     no spaces: the format the CRD accepts for ``spec.backup.rpo``. A zero duration is
-    refused, since an RPO of zero could never be met.
+    refused unless ``allow_zero``, since an RPO of zero could never be met; a grace period
+    of zero ("no waiting") is meaningful.
     """
     match = _DURATION.fullmatch(text)
     if not text or match is None:
@@ -174,7 +175,7 @@ def parse_duration(text: str) -> timedelta:
         )
     except OverflowError:
         raise ValueError(f"duration {text!r} is too long to represent") from None
-    if duration <= timedelta(0):
+    if duration <= timedelta(0) and not allow_zero:
         raise ValueError(f"duration {text!r} is zero; give a duration longer than that")
     return duration
 

@@ -75,9 +75,25 @@ def backup_policy_problems(body: Mapping[str, Any], config: OperatorConfig) -> l
 
 
 def upgrade_problems(body: Mapping[str, Any], old: Mapping[str, Any] | None) -> list[str]:
-    """A change of major that cannot be carried out: skipped majors, no migration image."""
+    """An unusable ``spec.upgrade`` duration, or a change of major that cannot be carried
+    out: skipped majors, no migration image."""
+    problems = upgrade_duration_problems(UpgradePolicy.from_instance(body))
     if old is None:
-        return []
+        return problems
+    return problems + major_change_problems(body, old)
+
+
+def upgrade_duration_problems(policy: UpgradePolicy) -> list[str]:
+    """A zero health timeout (the pattern allows "0m") would roll back every upgrade."""
+    try:
+        parse_duration(policy.health_timeout)
+    except ValueError as exc:
+        return [f"spec.upgrade.healthTimeout: {exc}."]
+    return []
+
+
+def major_change_problems(body: Mapping[str, Any], old: Mapping[str, Any]) -> list[str]:
+    """Skipped majors, or a major change without a migration image."""
     before, after = (str((o.get("spec") or {}).get("version", "")) for o in (old, body))
     if not before or not after or major(after) <= major(before):
         return []  # same major, or a downgrade (refused by admission_problems)

@@ -496,7 +496,7 @@ async def _drop_previous_database(
     """After a successful upgrade: drop the kept pre-upgrade database once the grace period
     has passed and a post-upgrade backup has succeeded; the status changes, or None."""
     completed = parse_time(upgrade.get("completedAt")) or now()
-    if now() - completed < parse_duration(policy.keep_previous_database):
+    if now() - completed < parse_duration(policy.keep_previous_database, allow_zero=True):
         return None  # checked first: this runs at every upgrade tick, and costs no read here
     backup = await _post_upgrade_backup(clients, spec, upgrade)
     if backup is None:
