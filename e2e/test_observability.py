@@ -153,6 +153,30 @@ def test_a_ready_tenant_shows_in_the_phase_and_condition_gauges(
     assert limit == 50
 
 
+def test_a_ready_tenant_whose_pods_do_not_answer_is_reported_unreachable(
+    observed: MetricsOperator, tenant: str
+) -> None:
+    # The local cluster's pods are simulated: Kubernetes calls them available, but nothing
+    # listens behind the tenant's Service. The synthetic check must not be fooled by that.
+    eventually(
+        lambda: (
+            observed.value(
+                "odoo_operator_tenant_health_check_up", instance=tenant, target="service"
+            )
+            == 0
+        ),
+        "the synthetic check of the tenant's Service to report it down",
+        30,
+    )
+    duration = observed.value(
+        "odoo_operator_tenant_health_check_duration_seconds", instance=tenant, target="service"
+    )
+    assert duration is not None
+    assert duration <= 3.5  # within the probe timeout (3 s)
+    log = observed.process.log_path.read_text()
+    assert f"synthetic check of tenant {tenant} through service failed" in log
+
+
 def test_an_overdue_scheduled_action_raises_the_overdue_cron_gauge(
     k8s: client.ApiClient, postgres_dsn: str, observed: MetricsOperator, tenant: str
 ) -> None:

@@ -154,6 +154,14 @@ class ProbeResult:
 
 
 @dataclass(frozen=True)
+class HealthCheck:
+    """One synthetic request to a tenant's ``/web/health``: answered 200 in time or not."""
+
+    up: bool
+    duration_seconds: float
+
+
+@dataclass(frozen=True)
 class TenantState:
     """Everything known about one tenant. Immutable: an update replaces it whole, so a
     scrape's snapshot is a shallow copy of the dict."""
@@ -169,6 +177,8 @@ class TenantState:
     backup_failures: int = 0
     drift_repairs: int = 0
     probe: ProbeResult | None = None
+    # (target, check) per synthetic check target ("service", "public").
+    health_checks: tuple[tuple[str, HealthCheck], ...] = ()
 
     def condition(self, type_: str) -> tuple[str, str] | None:
         """(status, reason) of a condition, or None."""
@@ -357,6 +367,17 @@ def record_probe(instance: str, result: ProbeResult) -> None:
             _STATE.tenants[instance] = replace(_STATE.tenants[instance], probe=result)
 
 
+def record_health_check(instance: str, target: str, check: HealthCheck) -> None:
+    """A synthetic check of the tenant's health endpoint through ``target`` (ignored once
+    the tenant is gone)."""
+    with _STATE.lock:
+        if instance in _STATE.tenants:
+            state = _STATE.tenants[instance]
+            others = tuple((t, c) for t, c in state.health_checks if t != target)
+            checks = tuple(sorted((*others, (target, check)), key=lambda item: item[0]))
+            _STATE.tenants[instance] = replace(state, health_checks=checks)
+
+
 def record_probe_round(seconds: float, tenants: int) -> None:
     """How long the last full round of tenant probes took, and over how many tenants."""
     with _STATE.lock:
@@ -505,8 +526,23 @@ def _fleet_metrics(
         "is installed.",
         ("instance", "state"),
     )
+    health_up = _gauge(
+        "tenant_health_check_up",
+        "1 when the last synthetic GET of the tenant's /web/health through target "
+        "(service: its Service inside the cluster; public: its first host) answered 200 "
+        "within the timeout, else 0.",
+        ("instance", "target"),
+    )
+    health_duration = _gauge(
+        "tenant_health_check_duration_seconds",
+        "Wall time of the last synthetic check of the tenant's /web/health, by target.",
+        ("instance", "target"),
+    )
     for name in sorted(tenants):
         state = tenants[name]
+        for target, check in state.health_checks:
+            health_up.add_metric([name, target], 1 if check.up else 0)
+            health_duration.add_metric([name, target], check.duration_seconds)
         for type_, status, reason in state.conditions:
             condition.add_metric([name, type_, status], 1)
             if type_ == "BackupHealthy":
@@ -548,6 +584,7 @@ def _fleet_metrics(
     yield from (condition, rpo, upgrade_failed, backup_time, backup_size, backup_duration)
     yield from (verify_time, verify_ok, failures, drift, probe_up, probe_duration)
     yield from (size, connections, limit, longest, overdue, lag, queue)
+    yield from (health_up, health_duration)
 
     round_gauge = _gauge(
         "probe_round_duration_seconds",

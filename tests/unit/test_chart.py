@@ -402,7 +402,12 @@ def test_the_network_policy_selects_the_operator_and_opens_only_its_ports(
     ingress_ports = {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
     assert ingress_ports == {"liveness", "webhook", "metrics"}
     egress_ports = {p["port"] for rule in policy["egress"] for p in rule["ports"]}
-    assert egress_ports == {53, 443, 6443, 5432, 6379, 6380, 8200}
+    assert egress_ports == {53, 443, 6443, 5432, 6379, 6380, 8200, 8069}
+    (health_check,) = [r for r in policy["egress"] if r["ports"][0]["port"] == 8069]
+    # Odoo's HTTP port only in the namespaces the operator manages: its synthetic checks.
+    assert health_check["to"] == [
+        {"namespaceSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "odoo-operator"}}}
+    ]
 
 
 # -- least privilege --------------------------------------------------------------------------
@@ -493,6 +498,16 @@ def test_monitoring_and_argocd_parts_render_only_when_asked(
         assert script == (CHART / "files" / "argocd" / f"{kind.lower()}.lua").read_text()
     rule = one(everything, "PrometheusRule")
     assert rule["spec"]["groups"][0]["rules"][0]["alert"] == "OdooOperatorDown"
+
+
+def test_the_service_monitor_keeps_the_tenants_instance_label(
+    everything: list[dict[str, Any]],
+) -> None:
+    # Per-tenant series name the tenant in `instance`; without honorLabels Prometheus replaces
+    # it with the target's address and the alert rules (by instance) lose the tenant.
+    monitor = one(everything, "ServiceMonitor")
+    assert [endpoint.get("honorLabels") for endpoint in monitor["spec"]["endpoints"]] == [True]
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
 
 
 # -- the kustomize base -----------------------------------------------------------------------

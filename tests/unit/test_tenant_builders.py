@@ -115,3 +115,14 @@ def test_only_backup_pods_may_reach_out_to_the_blob_store() -> None:
     storage = policies["allow-backup-to-storage"]["spec"]
     assert storage["podSelector"] == {"matchLabels": {"app.kubernetes.io/component": "backup"}}
     assert storage["egress"] == [{"ports": [{"protocol": "TCP", "port": 443}]}]
+
+
+def test_only_the_operators_namespace_may_reach_the_web_pods_health_port() -> None:
+    policies = {p["metadata"]["name"]: p for p in build_network_policies(_tenant())}
+    check = policies["allow-operator-health-check"]["spec"]
+    assert check["podSelector"] == {"matchLabels": {"app.kubernetes.io/component": "web"}}
+    (rule,) = check["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8069}]  # not the websocket port
+    assert rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "odoo-operator"}}}
+    ]

@@ -28,8 +28,9 @@ def _egress_to(endpoint: Endpoint) -> dict[str, Any]:
 
 
 def build_network_policies(tenant: Tenant) -> list[dict[str, Any]]:
-    """Default deny; ingress from the ingress controller; egress to DNS, database, Redis,
-    and for backup pods to the blob store."""
+    """Default deny; ingress from the ingress controller (and, to the HTTP port, from the
+    operator's health check); egress to DNS, database, Redis, and for backup pods to the
+    blob store."""
 
     def policy(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -61,6 +62,29 @@ def build_network_policies(tenant: Tenant) -> list[dict[str, Any]]:
                             {"protocol": "TCP", "port": ODOO_HTTP_PORT},
                             {"protocol": "TCP", "port": ODOO_WEBSOCKET_PORT},
                         ],
+                    }
+                ],
+            },
+        ),
+        # The operator's synthetic check of /web/health (see odoo_operator.observability):
+        # web pods, the HTTP port only, from the operator's namespace.
+        policy(
+            "allow-operator-health-check",
+            {
+                "podSelector": {"matchLabels": {"app.kubernetes.io/component": "web"}},
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {
+                        "from": [
+                            {
+                                "namespaceSelector": {
+                                    "matchLabels": {
+                                        "kubernetes.io/metadata.name": tenant.operator_namespace
+                                    }
+                                }
+                            }
+                        ],
+                        "ports": [{"protocol": "TCP", "port": ODOO_HTTP_PORT}],
                     }
                 ],
             },

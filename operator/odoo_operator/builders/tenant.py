@@ -49,6 +49,7 @@ class Tenant:
     redis_key_prefix: str
     credentials: TenantCredentials
     ingress_namespace: str = "traefik"
+    operator_namespace: str = "odoo-operator"
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Mapping[str, Any], ...] = ()
     storage_class: str | None = None

@@ -12,6 +12,14 @@ READ ONLY transaction with a statement and lock timeout, and reads:
   ``d``/``h``/``m``), and how far the worst one is behind (Odoo stores ``nextcall`` in UTC);
 - ``queue_job`` rows by state, where that module's table exists.
 
+In the same round, and within the same limits, a **synthetic check** sends ``GET /web/health``
+(Odoo's own health endpoint) to each serving tenant (phase Ready or Stalled) through each
+target of ``ODOO_OPERATOR_HEALTH_CHECKS`` (comma-separated; default ``service``):
+``service`` is the tenant's Service inside the cluster (``http://odoo.<namespace>.svc:8069``,
+allowed by the tenant's NetworkPolicy ``allow-operator-health-check``), ``public`` its first
+host over HTTPS through the ingress controller; ``none`` turns the checks off. A 200 in time
+is up; anything else, including a redirect, is down.
+
 A slow, refusing or missing database marks only that tenant's ``tenant_probe_up`` 0; the
 loop itself runs as its own task, so it never delays a handler, and the scrape only renders
 what the loop last stored. Tenants in maintenance (a restore or an upgrade renames
@@ -26,13 +34,16 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
+import aiohttp
 import psycopg
 from psycopg.conninfo import make_conninfo
 
 from .. import metrics
 from ..builders.schedule import parse_duration
+from ..builders.tenant import ODOO_HTTP_PORT
 from ..engine.database import first_line
 from ..model.spec import InstanceSpec
 from ..reconcile.backups import tenant_database_access
@@ -40,6 +51,12 @@ from ..reconcile.clients import Clients
 
 logger = logging.getLogger(__name__)
 
+HEALTH_CHECKS_ENV = "ODOO_OPERATOR_HEALTH_CHECKS"
+HEALTH_CHECK_TARGETS = ("service", "public")
+HEALTH_PATH = "/web/health"
+# Phases in which a tenant is meant to answer: not while it is provisioned, suspended or held
+# in maintenance by a restore or an upgrade.
+_SERVING_PHASES = ("Ready", "Stalled")
 INTERVAL_ENV = "ODOO_OPERATOR_PROBE_INTERVAL"
 TIMEOUT_ENV = "ODOO_OPERATOR_PROBE_TIMEOUT"
 CONCURRENCY_ENV = "ODOO_OPERATOR_PROBE_CONCURRENCY"
@@ -78,6 +95,7 @@ class ProbeSettings:
     timeout: float = 5.0
     concurrency: int = 8
     cron_threshold_seconds: float = 900.0
+    health_checks: tuple[str, ...] = ("service",)
 
     @classmethod
     def from_environment(cls) -> ProbeSettings:
@@ -92,7 +110,49 @@ class ProbeSettings:
             timeout=float(os.environ.get(TIMEOUT_ENV, "5")),
             concurrency=max(1, int(os.environ.get(CONCURRENCY_ENV, "8"))),
             cron_threshold_seconds=seconds,
+            health_checks=parse_health_check_targets(os.environ.get(HEALTH_CHECKS_ENV, "service")),
         )
+
+
+def parse_health_check_targets(text: str) -> tuple[str, ...]:
+    """``service``, ``public``, both (comma-separated) or ``none``; ValueError otherwise."""
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if names in ((), ("none",)):
+        return ()
+    unknown = [name for name in names if name not in HEALTH_CHECK_TARGETS]
+    if unknown:
+        raise ValueError(
+            f"{HEALTH_CHECKS_ENV}: unknown target(s) {', '.join(unknown)}; use service, "
+            "public, both comma-separated, or none"
+        )
+    return names
+
+
+def health_check_urls(spec: InstanceSpec, targets: tuple[str, ...]) -> dict[str, str]:
+    """Where each synthetic check target reaches the tenant's health endpoint."""
+    urls = {}
+    if "service" in targets:
+        urls["service"] = f"http://odoo.{spec.namespace}.svc:{ODOO_HTTP_PORT}{HEALTH_PATH}"
+    if "public" in targets and spec.hosts:
+        urls["public"] = f"https://{spec.hosts[0]}{HEALTH_PATH}"
+    return urls
+
+
+async def check_health(
+    session: aiohttp.ClientSession, url: str, timeout: float
+) -> metrics.HealthCheck:
+    """One synthetic GET of ``url``: up when it answers 200 within ``timeout`` seconds."""
+    started = time.monotonic()
+    try:
+        async with (
+            asyncio.timeout(timeout),
+            session.get(url, allow_redirects=False) as response,
+        ):
+            await response.read()
+            up = response.status == HTTPStatus.OK
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        up = False
+    return metrics.HealthCheck(up=up, duration_seconds=time.monotonic() - started)
 
 
 async def probe_database(conninfo: str, settings: ProbeSettings) -> metrics.ProbeResult:
@@ -152,6 +212,8 @@ class TenantProber:
         # while, and at once after a failed probe (a rotated password).
         self._conninfo: dict[str, tuple[str, float]] = {}
         self._down: set[str] = set()  # logged once when a tenant goes down, once when back
+        self._unreachable: set[tuple[str, str]] = set()  # (tenant, target), logged likewise
+        self._session: aiohttp.ClientSession | None = None
 
     async def _conninfo_of(self, name: str, spec: InstanceSpec) -> str:
         cached = self._conninfo.get(name)
@@ -191,31 +253,74 @@ class TenantProber:
                     )
             metrics.record_probe(name, result)
 
+    async def check_one(self, name: str, spec: InstanceSpec) -> None:
+        """Run the tenant's synthetic checks and record them; log changes of reachability."""
+        if self._session is None:
+            return
+        for target, url in health_check_urls(spec, self.settings.health_checks).items():
+            async with self._semaphore:
+                check = await check_health(self._session, url, self.settings.timeout)
+            metrics.record_health_check(name, target, check)
+            key = (name, target)
+            if not check.up and key not in self._unreachable:
+                self._unreachable.add(key)
+                logger.warning(
+                    "synthetic check of tenant %s through %s failed: %s",
+                    name,
+                    target,
+                    url,
+                    extra={"instance": name},
+                )
+            elif check.up and key in self._unreachable:
+                self._unreachable.discard(key)
+                logger.info(
+                    "synthetic check of tenant %s through %s succeeds again",
+                    name,
+                    target,
+                    extra={"instance": name},
+                )
+
     async def run_round(self) -> int:
-        """Probe every tenant once; the number probed."""
+        """Probe every tenant once, and check the serving ones; the number probed."""
         targets = metrics.probe_targets()
         for gone in set(self._conninfo) - set(targets):
             self._conninfo.pop(gone, None)
         self._down &= set(targets)
+        self._unreachable = {key for key in self._unreachable if key[0] in targets}
         due = [
             (name, spec)
             for name, (spec, phase) in sorted(targets.items())
             if phase != "Maintenance" and not self.clients.tenant_lock(name).locked()
         ]
+        serving = [
+            (name, spec)
+            for name, (spec, phase) in sorted(targets.items())
+            if phase in _SERVING_PHASES
+        ]
         started = time.monotonic()
-        await asyncio.gather(*(self.probe_one(name, spec) for name, spec in due))
+        await asyncio.gather(
+            *(self.probe_one(name, spec) for name, spec in due),
+            *(self.check_one(name, spec) for name, spec in serving),
+        )
         metrics.record_probe_round(time.monotonic() - started, len(due))
         return len(due)
 
     async def run(self) -> None:
         """Probe rounds forever, one every interval (or back to back when a round is slower)."""
-        while True:
-            started = time.monotonic()
+        # One HTTP session for every check, closed when the loop is cancelled at cleanup.
+        async with aiohttp.ClientSession() as session:
+            self._session = session
             try:
-                await self.run_round()
-            except Exception:  # the loop must outlive any bug in one round
-                logger.exception("a round of tenant probes failed")
-            await asyncio.sleep(max(0.0, self.settings.interval - (time.monotonic() - started)))
+                while True:
+                    started = time.monotonic()
+                    try:
+                        await self.run_round()
+                    except Exception:  # the loop must outlive any bug in one round
+                        logger.exception("a round of tenant probes failed")
+                    elapsed = time.monotonic() - started
+                    await asyncio.sleep(max(0.0, self.settings.interval - elapsed))
+            finally:
+                self._session = None
 
 
 def start(clients: Clients, settings: ProbeSettings | None = None) -> asyncio.Task[None]:

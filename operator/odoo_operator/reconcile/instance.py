@@ -178,6 +178,7 @@ def _resolve_tenant(clients: Clients, spec: InstanceSpec, **resolved: Any) -> Te
     return Tenant(
         spec=spec,
         ingress_namespace=config.ingress_namespace,
+        operator_namespace=config.namespace,
         node_selector=config.dedicated_node_selector if dedicated else {},
         tolerations=config.dedicated_tolerations if dedicated else (),
         storage_class=config.default_storage_class,
