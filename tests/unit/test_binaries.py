@@ -51,3 +51,36 @@ def test_a_supported_version_on_path_is_used(tmp_path: Path) -> None:
 def test_building_without_go_names_what_to_install(tmp_path: Path) -> None:
     with pytest.raises(binaries.ToolMissingError, match=r"install Go >= 1\.26"):
         binaries.ensure(binaries.KWOK)
+
+
+def test_the_bootstrap_provides_promtool_from_the_cache_without_building() -> None:
+    # What `make bootstrap` asks for; with everything cached nothing is built (PATH has no go).
+    for component in binaries.ALL_COMPONENTS + binaries.PACKAGING_TOOLS:
+        _script(binaries.cached_path(component).parent, component.binary, "cached")
+    found = binaries.ensure_all(with_packaging_tools=True)
+    assert found["promtool"] == binaries.cached_path(binaries.PROMTOOL)
+    assert found["promtool"].parent.name == f"promtool-v{binaries.PROMTOOL_VERSION}"
+
+
+@pytest.mark.parametrize(
+    ("output", "used"),
+    [
+        ("promtool, version 3.16.0 (branch: HEAD, revision: 0123abcd)", True),  # a release
+        ("promtool, version v0.316.0 (branch: , revision: unknown)", True),  # the bootstrap's
+        ("promtool, version 2.42.0+ds (branch: debian/sid, revision: 2.42.0+ds-5)", False),
+    ],
+)
+def test_a_promtool_on_path_is_used_only_from_prometheus_3(
+    tmp_path: Path, output: str, used: bool
+) -> None:
+    found = _script(tmp_path / "path", "promtool", output)
+    assert binaries.locate(binaries.PROMTOOL) == (found if used else None)
+
+
+@pytest.mark.parametrize("tool", binaries.PACKAGING_TOOLS, ids=lambda tool: tool.binary)
+def test_each_packaging_tool_has_a_pinned_wrapper_module(tool: binaries.Component) -> None:
+    module = Path(binaries.__file__).parent / "gomodules" / tool.family
+    go_mod = (module / "go.mod").read_text()
+    assert f" v{tool.version}\n" in go_mod, f"{tool.binary} v{tool.version} is not required"
+    assert f" v{tool.version} h1:" in (module / "go.sum").read_text()
+    assert (module / "tools.go").read_text().startswith("//go:build tools\n")

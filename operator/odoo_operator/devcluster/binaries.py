@@ -36,6 +36,8 @@ ETCD_VERSION = "3.6.16"
 KWOK_VERSION = "0.8.0"
 HELM_VERSION = "3.22.0"
 KUBECONFORM_VERSION = "0.8.0"
+# Prometheus tags its Go module v0.3xx.y for release 3.xx.y: v0.316.0 is Prometheus 3.16.0.
+PROMTOOL_VERSION = "0.316.0"
 
 _GO_MODULES = Path(__file__).parent / "gomodules"
 _BUILD_HEARTBEAT_SECONDS = 30.0
@@ -64,14 +66,23 @@ KUBE_SCHEDULER = Component(
 ETCD = Component("etcd", ETCD_VERSION, "--version", r"etcd Version: 3\.[67]\.", "etcd")
 KWOK = Component("kwok", KWOK_VERSION, "--version", r"kwok version v0\.[78]\.", "kwok")
 ALL_COMPONENTS = (ETCD, KUBE_APISERVER, KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, KWOK)
-# Packaging tools: the chart tests render with helm and validate with kubeconform.
+# Packaging tools: the chart tests render with helm and validate with kubeconform; the
+# alert-rule tests check and unit-test monitoring/prometheus-rules.yaml with promtool.
 HELM = Component("helm", HELM_VERSION, "version", r'Version:"v3\.', "helm")
 KUBECONFORM = Component("kubeconform", KUBECONFORM_VERSION, "-v", r"v0\.[6-9]\.", "kubeconform")
-PACKAGING_TOOLS = (HELM, KUBECONFORM)
+# A release build says "version 3.16.0", the bootstrap's own build "version v0.316.0".
+PROMTOOL = Component(
+    "promtool", PROMTOOL_VERSION, "--version", r"promtool, version (3\.|v0\.3\d\d\.)", "promtool"
+)
+PACKAGING_TOOLS = (HELM, KUBECONFORM, PROMTOOL)
 # Main package of each tool built from a wrapper module, and the variable its version goes in.
 _TOOL_MAIN = {
     "helm": ("helm.sh/helm/v3/cmd/helm", "helm.sh/helm/v3/internal/version.version"),
     "kubeconform": ("github.com/yannh/kubeconform/cmd/kubeconform", "main.version"),
+    "promtool": (
+        "github.com/prometheus/prometheus/cmd/promtool",
+        "github.com/prometheus/common/version.Version",
+    ),
 }
 
 
@@ -138,7 +149,8 @@ def ensure(component: Component) -> Path:
 def ensure_all(with_packaging_tools: bool = False) -> dict[str, Path]:
     """Return every control-plane binary by name, building what is missing.
 
-    With ``with_packaging_tools``, helm and kubeconform too (what the bootstrap does).
+    With ``with_packaging_tools``, helm, kubeconform and promtool too (what the bootstrap
+    does).
     Families build concurrently: module downloads of one overlap compilation of another.
     """
     components = ALL_COMPONENTS + (PACKAGING_TOOLS if with_packaging_tools else ())

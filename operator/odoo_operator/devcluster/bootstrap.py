@@ -1,10 +1,11 @@
 """Install what the local stack needs on a fresh machine.
 
 System packages come from the system package manager (Debian's apt, as root);
-Azurite from npm; the control-plane binaries, and helm and kubeconform for the
-chart tests, are built with Go (see :mod:`.binaries`), and kubeconform's
-Kubernetes schemas generated from the pinned Kubernetes module. Anything that
-cannot be installed stops the bootstrap with a message that names it.
+Azurite from npm; the control-plane binaries, helm and kubeconform for the
+chart tests and promtool for the alert-rule tests are built with Go (see
+:mod:`.binaries`), and kubeconform's Kubernetes schemas generated from the pinned
+Kubernetes module. Anything that cannot be installed stops the bootstrap with a message
+that names it.
 """
 
 from __future__ import annotations
