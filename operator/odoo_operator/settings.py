@@ -21,6 +21,7 @@ from .model.config import (
     WEBHOOK_CONFIGURATION,
     WEBHOOK_HOST_ENV,
     WEBHOOK_KEY_ENV,
+    WEBHOOK_MANAGED_ENV,
     WEBHOOK_PORT_ENV,
     OperatorConfig,
 )
@@ -56,6 +57,17 @@ def configure_peering(settings: kopf.OperatorSettings) -> None:
 def webhook_enabled() -> bool:
     """Whether the admission webhook is configured (its serving certificate is given)."""
     return bool(os.environ.get(WEBHOOK_CERT_ENV))
+
+
+def webhook_managed() -> bool:
+    """Whether the operator writes its own ValidatingWebhookConfiguration.
+
+    Installed by Helm or kustomize it does not: the configuration is part of the release,
+    fail-closed, and outlives any one pod. When Kopf managed it, a pod that stopped cleanly
+    emptied it, so a rolling update (the new pod registers, then the old one stops) left
+    OdooInstances checked by the CRD schema only until the next restart.
+    """
+    return os.environ.get(WEBHOOK_MANAGED_ENV, "true").strip().lower() != "false"
 
 
 def webhook_server() -> kopf.WebhookServer:
@@ -104,9 +116,11 @@ async def start(
     configure_peering(settings)
     if webhook_enabled():
         settings.admission.server = webhook_server()
-        # Kopf creates this ValidatingWebhookConfiguration, points it at the server and
-        # empties it again when the operator stops cleanly.
-        settings.admission.managed = WEBHOOK_CONFIGURATION
+        if webhook_managed():
+            # Kopf creates this ValidatingWebhookConfiguration, points it at the server and
+            # empties it again when the operator stops cleanly: right for one process on a
+            # workstation, not for pods that replace each other (see webhook_managed).
+            settings.admission.managed = WEBHOOK_CONFIGURATION
     else:
         logger.warning(
             f"{WEBHOOK_CERT_ENV} is not set: no admission webhook, so OdooInstances are "

@@ -21,6 +21,7 @@ import yaml
 from cryptography import x509
 
 from odoo_operator.devcluster import binaries
+from odoo_operator.handlers import admission as admission_handlers
 from odoo_operator.model.config import OperatorConfig
 
 REPO = Path(__file__).parents[2]
@@ -104,10 +105,6 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("cert-manager.io", "certificates", "get"): "spec.tls.issuerRef certificates",
     ("cert-manager.io", "certificates", "create"): "spec.tls.issuerRef certificates",
     ("cert-manager.io", "certificates", "patch"): "spec.tls.issuerRef certificates",
-    ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "create"): "Kopf",
-    ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "patch"): "its own",
-    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "create"): "Kopf",
-    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch"): "its own",
     ("kopf.dev", "clusterkopfpeerings", "list"): "HA only: Kopf peering",
     ("kopf.dev", "clusterkopfpeerings", "watch"): "HA only: Kopf peering",
     ("kopf.dev", "clusterkopfpeerings", "patch"): "HA only: its heartbeat",
@@ -359,6 +356,46 @@ def test_the_self_signed_webhook_certificate_covers_the_service_name(
     cert.verify_directly_issued_by(ca)
 
 
+def test_the_release_owns_a_fail_closed_webhook_configuration_trusting_its_ca(
+    defaults: list[dict[str, Any]],
+) -> None:
+    configuration = one(defaults, "ValidatingWebhookConfiguration")
+    (webhook,) = configuration["webhooks"]
+    assert webhook["failurePolicy"] == "Fail"
+    assert webhook["sideEffects"] == "None"
+    (rule,) = webhook["rules"]
+    # Deletions are never gated: a tenant can always be removed, operator or not.
+    assert rule["operations"] == ["CREATE", "UPDATE"]
+    assert (rule["apiGroups"], rule["resources"]) == (["odoo.tenantops.io"], ["odooinstances"])
+    service = webhook["clientConfig"]["service"]
+    assert service == {
+        "name": "odoo-operator-webhook",
+        "namespace": "odoo-operator",
+        "port": 9443,
+        # Kopf serves each admission handler under its id.
+        "path": f"/{admission_handlers.validate_instance.__name__}",
+    }
+    secret = one(defaults, "Secret", "-webhook-tls")
+    assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+    deployment = one(defaults, "Deployment")
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["ODOO_OPERATOR_WEBHOOK_MANAGED"] == "false"  # the operator never rewrites it
+
+
+def test_with_cert_manager_the_ca_injector_fills_the_webhook_ca_bundle(
+    everything: list[dict[str, Any]],
+) -> None:
+    configuration = one(everything, "ValidatingWebhookConfiguration")
+    assert configuration["metadata"]["annotations"] == {
+        "cert-manager.io/inject-ca-from": "odoo-operator/odoo-operator-webhook"
+    }
+    assert "caBundle" not in configuration["webhooks"][0]["clientConfig"]
+    assert one(everything, "Certificate", "-webhook")["metadata"]["name"] == "odoo-operator-webhook"
+
+
 def test_ha_runs_two_peering_replicas_with_a_disruption_budget(
     everything: list[dict[str, Any]],
 ) -> None:
@@ -434,8 +471,6 @@ def test_the_cluster_role_grants_only_the_allowlist(everything: list[dict[str, A
     for (group, resource, verb), names in grants:
         if (group, resource) in MUST_NAME:
             assert set(names) == MUST_NAME[(group, resource)], (resource, verb)
-        if resource.endswith("webhookconfigurations") and verb == "patch":
-            assert names == ["odoo.tenantops.io"]
         if resource == "clusterkopfpeerings" and verb == "patch":
             assert names == ["odoo-operator"]
         # Escalation paths never granted.

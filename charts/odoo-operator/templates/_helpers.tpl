@@ -108,3 +108,45 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- fail "webhook.certManager.issuerRef needs a name (or leave it empty for a self-signed CA)" -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The ValidatingWebhookConfiguration, owned by the release: it outlives every operator pod, so
+admission never lapses during a rolling update or while a standby takes over. Fail-closed:
+while no operator pod serves, creating or changing an OdooInstance is refused (deletions are
+not gated). caBundle is the chart-generated CA; with cert-manager, its CA injector fills it.
+*/}}
+{{- define "odoo-operator.webhookConfiguration" -}}
+{{- $root := .root }}
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: odoo.tenantops.io
+  labels:
+    {{- include "odoo-operator.labels" $root | nindent 4 }}
+  {{- if $root.Values.webhook.certManager.enabled }}
+  annotations:
+    cert-manager.io/inject-ca-from: {{ printf "%s/%s-webhook" $root.Release.Namespace (include "odoo-operator.fullname" $root) }}
+  {{- end }}
+webhooks:
+  - name: validate-instance.odoo.tenantops.io
+    admissionReviewVersions: ["v1"]
+    sideEffects: None
+    failurePolicy: Fail
+    matchPolicy: Equivalent
+    timeoutSeconds: 10
+    rules:
+      - apiGroups: ["odoo.tenantops.io"]
+        apiVersions: ["v1alpha1"]
+        resources: ["odooinstances"]
+        operations: ["CREATE", "UPDATE"]
+        scope: Cluster
+    clientConfig:
+      service:
+        name: {{ include "odoo-operator.webhookService" $root }}
+        namespace: {{ $root.Release.Namespace }}
+        port: {{ $root.Values.webhook.port }}
+        path: /validate_instance
+      {{- with .caBundle }}
+      caBundle: {{ . }}
+      {{- end }}
+{{- end -}}

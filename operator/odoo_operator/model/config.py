@@ -33,6 +33,9 @@ WEBHOOK_CA_ENV = "ODOO_OPERATOR_WEBHOOK_CA"
 WEBHOOK_HOST_ENV = "ODOO_OPERATOR_WEBHOOK_HOST"
 WEBHOOK_PORT_ENV = "ODOO_OPERATOR_WEBHOOK_PORT"
 WEBHOOK_ADDR_ENV = "ODOO_OPERATOR_WEBHOOK_ADDR"
+# "false" when the ValidatingWebhookConfiguration is installed with the operator (the Helm
+# chart does): the operator then only serves the webhook and never writes the configuration.
+WEBHOOK_MANAGED_ENV = "ODOO_OPERATOR_WEBHOOK_MANAGED"
 # The ValidatingWebhookConfiguration the operator creates and keeps pointing at its server.
 WEBHOOK_CONFIGURATION = GROUP
 
