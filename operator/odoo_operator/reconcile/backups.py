@@ -21,6 +21,7 @@ from typing import Any
 
 from psycopg.conninfo import make_conninfo
 
+from ..backends.blobstore import BlobStore
 from ..builders.backup_job import BACKUP_STORE_SECRET, build_backup_job
 from ..builders.backup_layout import Manifest, new_backup_id
 from ..builders.retention import BackupRecord, parse_retention, plan_retention
@@ -219,9 +220,16 @@ async def run_backup_request(clients: Clients, body: Mapping[str, Any]) -> Backu
                 backupId=backup_id, store=store_ref.name, startedAt=precise_timestamp(started)
             )
             return BackupResult(_failed(status, "BackupFailed", f"{type(exc).__name__}: {exc}"))
-    return BackupResult(
-        _succeeded(status, manifest, store_ref.name, store_ref.container, started, "operator")
-    )
+    done = _succeeded(status, manifest, store_ref.name, store_ref.container, started, "operator")
+    return BackupResult(await _with_store_protection(done, store))
+
+
+async def _with_store_protection(status: dict[str, Any], store: BlobStore) -> dict[str, Any]:
+    """Record the container's write-once protection (WORM, immutability policy, legal hold)
+    on the backup: its blobs cannot be deleted before that protection allows, whatever the
+    retention policy says."""
+    protection = await store.immutability()
+    return {**status, "storeProtection": protection} if protection else status
 
 
 def _succeeded(
@@ -345,11 +353,10 @@ async def _follow_backup_job(
         None,
     )
     if manifest is not None and "Complete" in finished:
-        return BackupResult(
-            _succeeded(
-                status, manifest, store_ref.name, store_ref.container, started, status["execution"]
-            )
+        done = _succeeded(
+            status, manifest, store_ref.name, store_ref.container, started, status["execution"]
         )
+        return BackupResult(await _with_store_protection(done, store))
     reason = "the Job failed" if "Failed" in finished else "the Job completed"
     return BackupResult(
         _failed(
