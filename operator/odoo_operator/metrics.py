@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import (
     CollectorRegistry,
@@ -119,6 +119,185 @@ UPGRADE_DOWNTIME = Histogram(
     buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
     registry=REGISTRY,
 )
+
+# The external systems the operator calls, and the operations timed on each: fixed sets, so
+# the labels of the two metrics below stay bounded. Another operation name is recorded as
+# "other" (see observe_call).
+ExternalSystem = Literal["kubernetes", "postgresql", "redis", "blob"]
+EXTERNAL_OPERATIONS: Mapping[ExternalSystem, tuple[str, ...]] = {
+    # discover: the API discovery the dynamic client makes once; patch: status or metadata.
+    "kubernetes": ("discover", "get", "list", "apply", "patch", "delete"),
+    # One admin session each (a pooled connection and its statements), named after the
+    # PostgresAdmin method.
+    "postgresql": ("observe", "ensure", "rotate_password", "drop", "drop_kept_databases"),
+    # The commands RedisAdmin sends.
+    "redis": ("acl_getuser", "acl_setuser", "acl_deluser", "acl_cat", "scan", "unlink"),
+    # upload: one staged block or a one-request upload; commit: the block list.
+    "blob": (
+        "upload",
+        "commit",
+        "download",
+        "exists",
+        "list",
+        "delete",
+        "create_container",
+        "properties",
+    ),
+}
+OTHER_OPERATION = "other"
+CALL_ERROR_REASONS = ("timeout", "unavailable", "refused", "not_found", "conflict", "other")
+
+EXTERNAL_CALL_DURATION = Histogram(
+    "odoo_operator_external_call_duration_seconds",
+    "Wall time of calls to external systems (system: kubernetes, postgresql, redis, blob) "
+    "by operation, failed calls included.",
+    ["system", "operation"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    registry=REGISTRY,
+)
+EXTERNAL_CALL_ERRORS = Counter(
+    "odoo_operator_external_call_errors",
+    "Calls to external systems that failed, by system, operation and reason (timeout, "
+    "unavailable, refused, not_found, conflict, other).",
+    ["system", "operation", "reason"],
+    registry=REGISTRY,
+)
+
+
+def _http_reason(code: int) -> str:
+    if code in (408, 504):
+        return "timeout"
+    if code in (401, 403):
+        return "refused"
+    if code == 404:
+        return "not_found"
+    if code in (409, 412):
+        return "conflict"
+    if code == 429 or code >= 500:
+        return "unavailable"
+    return "other"
+
+
+def _sqlstate_reason(sqlstate: str) -> str:
+    if sqlstate == "57014":  # query_canceled: statement_timeout or lock_timeout
+        return "timeout"
+    if sqlstate.startswith("08") or sqlstate in ("53300", "57P01", "57P02", "57P03"):
+        return "unavailable"  # connection failure, too many connections, shutting down
+    if sqlstate.startswith("28") or sqlstate == "42501":
+        return "refused"  # invalid authorization, insufficient privilege
+    if sqlstate.startswith("23") or sqlstate in ("42710", "42P04"):
+        return "conflict"  # integrity violation, duplicate object or database
+    return "other"
+
+
+# Client-library exceptions by class name, matched along the class hierarchy (the most
+# specific class first), so this module imports none of the client libraries. Built-in
+# names match the libraries' own classes of the same name as well (redis's TimeoutError
+# and ConnectionError do not derive from the built-in ones).
+_REASON_BY_CLASS = {
+    "TimeoutError": "timeout",  # built-in (asyncio's too), redis
+    "PoolTimeout": "timeout",  # psycopg_pool: no connection within the pool's timeout
+    "ServiceRequestTimeoutError": "timeout",  # azure-core
+    "ServiceResponseTimeoutError": "timeout",
+    "PermissionError": "refused",
+    "AuthenticationError": "refused",  # redis: wrong user or password
+    "NoPermissionError": "refused",  # redis: NOPERM
+    # Kubernetes' and Azure's errors carry an HTTP status as well, unless no response came.
+    "ClientAuthenticationError": "refused",  # azure-core
+    "ResourceNotFoundError": "not_found",  # azure-core
+    "ResourceExistsError": "conflict",  # azure-core
+    "NotFoundError": "not_found",  # kubernetes_asyncio's dynamic client
+    "KeyError": "other",  # a bug, not an answer
+    "IndexError": "other",
+    "LookupError": "not_found",  # the backends' "no such blob", "no such role"
+    "ConnectionError": "unavailable",  # built-in (refused, reset...), redis
+    "ServiceRequestError": "unavailable",  # azure-core: the request could not be sent
+    "ServiceResponseError": "unavailable",  # azure-core: no usable response
+    "OperationalError": "unavailable",  # psycopg without a SQLSTATE: no connection
+    "OSError": "unavailable",  # DNS and socket errors
+}
+
+
+def call_error_reason(error: BaseException) -> str:
+    """Why a call to an external system failed, as one of :data:`CALL_ERROR_REASONS`.
+
+    The only place that classifies errors, and only from their types and codes, never
+    from a message (which can name hosts, tenants or secrets). In order: an HTTP status
+    (Kubernetes, Azure), a SQLSTATE (PostgreSQL), the class (:data:`_REASON_BY_CLASS`).
+    An error the table does not know is classified by its explicit cause (``raise ...
+    from``): the backends wrap client errors in their own. ``timeout``: no answer in
+    time; ``unavailable``: not reachable or not serving (HTTP 429 and 5xx included);
+    ``refused``: credentials or permissions; ``not_found``, ``conflict``: the answer said
+    so; ``other``: anything else (a bad request, a bug).
+    """
+    current: BaseException | None = error
+    for _ in range(5):  # causes are short chains; the bound guards against cycles
+        if current is None:
+            break
+        for attribute in ("status_code", "status", "code"):  # Azure, Kubernetes, KubeApiError
+            code = getattr(current, attribute, None)
+            if isinstance(code, int) and not isinstance(code, bool) and 100 <= code <= 599:
+                return _http_reason(code)
+        sqlstate = getattr(current, "sqlstate", None)
+        if isinstance(sqlstate, str):
+            return _sqlstate_reason(sqlstate)
+        for cls in type(current).__mro__:
+            if cls.__name__ in _REASON_BY_CLASS:
+                return _REASON_BY_CLASS[cls.__name__]
+        current = current.__cause__
+    return "other"
+
+
+class CallObservation:
+    """Times one call to an external system; see :func:`observe_call`."""
+
+    __slots__ = ("_failure", "_started", "operation", "system")
+
+    def __init__(self, system: ExternalSystem, operation: str) -> None:
+        if system not in EXTERNAL_OPERATIONS:
+            raise ValueError(f"unknown external system {system!r}")
+        self.system = system
+        self.operation = operation if operation in EXTERNAL_OPERATIONS[system] else OTHER_OPERATION
+        self._failure: str | None = None
+        self._started = 0.0
+
+    def __enter__(self) -> CallObservation:
+        self._started = time.monotonic()
+        return self
+
+    def fail(self, error: BaseException) -> None:
+        """Count the call as failed with ``error`` although nothing was raised: an error
+        the client hands back as an answer."""
+        self._failure = call_error_reason(error)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        EXTERNAL_CALL_DURATION.labels(self.system, self.operation).observe(
+            time.monotonic() - self._started
+        )
+        reason = self._failure
+        # Only errors count: not a cancellation (a BaseException), nor the end of a stream.
+        if (
+            reason is None
+            and isinstance(exc, Exception)
+            and not isinstance(exc, StopIteration | StopAsyncIteration)
+        ):
+            reason = call_error_reason(exc)
+        if reason is not None:
+            EXTERNAL_CALL_ERRORS.labels(self.system, self.operation, reason).inc()
+
+
+def observe_call(system: ExternalSystem, operation: str) -> CallObservation:
+    """``with observe_call("redis", "acl_getuser"): await ...``: times the block as one
+    call to ``system``, failed or not, and counts an exception that leaves it by
+    :func:`call_error_reason` (then lets it propagate). A plain ``with``: it works around
+    an ``await`` too. ``operation`` outside :data:`EXTERNAL_OPERATIONS` is recorded as
+    ``other``, so the labels stay bounded whatever a caller passes."""
+    return CallObservation(system, operation)
 
 
 def _epoch(text: Any) -> float | None:
@@ -624,6 +803,8 @@ def metric_names() -> set[str]:
         UPGRADES_TOTAL,
         UPGRADE_DURATION,
         UPGRADE_DOWNTIME,
+        EXTERNAL_CALL_DURATION,
+        EXTERNAL_CALL_ERRORS,
     ):
         families.extend(collector.describe())
     families.extend(_fleet_metrics({}, 0, None, 0))

@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from types import SimpleNamespace
 from typing import Any
 
+import psycopg
 import pytest
+import redis.exceptions
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError, ServiceRequestError
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.dynamic.exceptions import ConflictError, ForbiddenError, NotFoundError
 from prometheus_client.parser import text_string_to_metric_families
+from psycopg_pool import PoolTimeout
 
 from odoo_operator import logs, metrics
+from odoo_operator.backends.blobstore import BlobStore
+from odoo_operator.backends.kube import KubeApiError, KubeClient
+from odoo_operator.backends.postgres import DatabaseServerUnavailable, PostgresAdmin
+from odoo_operator.backends.redis import RedisAdmin, RedisServerUnavailable
+from odoo_operator.builders.postgres import SuperuserRequiredError, TenantDatabase
+from odoo_operator.builders.redis_acl import TenantRedisUser
 from odoo_operator.devcluster.ports import free_port
 from odoo_operator.model.conditions import Condition
 from odoo_operator.model.spec import InstanceSpec
@@ -23,6 +37,7 @@ from odoo_operator.reconcile.instance import Outcome
 # Every label a series may carry: none names a request, a user, a backup or a message.
 ALLOWED_LABELS = {"instance", "condition", "status", "state", "phase", "trigger", "result"}
 ALLOWED_LABELS |= {"reason", "le"}
+ALLOWED_LABELS |= {"system", "operation"}  # external calls: fixed sets, see metrics.py
 
 
 @pytest.fixture(autouse=True)
@@ -270,6 +285,272 @@ def test_probe_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
     assert settings.cron_threshold_seconds == 5400
     monkeypatch.setenv(tenant_probe.CRON_THRESHOLD_ENV, "60")
     assert tenant_probe.ProbeSettings.from_environment().cron_threshold_seconds == 60
+
+
+def _calls(system: str, operation: str) -> float:
+    return (
+        _value(
+            "odoo_operator_external_call_duration_seconds_count",
+            system=system,
+            operation=operation,
+        )
+        or 0
+    )
+
+
+def _errors(system: str, operation: str, reason: str | None = None) -> float:
+    """Failed calls counted with ``reason``, or with any reason."""
+    reasons = metrics.CALL_ERROR_REASONS if reason is None else (reason,)
+    return sum(
+        _value(
+            "odoo_operator_external_call_errors_total",
+            system=system,
+            operation=operation,
+            reason=name,
+        )
+        or 0
+        for name in reasons
+    )
+
+
+def _caused_by(error: BaseException, cause: BaseException) -> BaseException:
+    error.__cause__ = cause
+    return error
+
+
+def test_an_external_call_is_timed_under_its_system_and_operation() -> None:
+    calls = _calls("redis", "acl_getuser")
+    spent = _value(
+        "odoo_operator_external_call_duration_seconds_sum", system="redis", operation="acl_getuser"
+    )
+    with metrics.observe_call("redis", "acl_getuser"):
+        time.sleep(0.02)
+    assert _calls("redis", "acl_getuser") == calls + 1
+    assert (
+        _value(
+            "odoo_operator_external_call_duration_seconds_sum",
+            system="redis",
+            operation="acl_getuser",
+        )
+        or 0
+    ) >= (spent or 0) + 0.02
+    assert _errors("redis", "acl_getuser") == 0
+    samples = _scrape()
+    assert set(samples) <= metrics.metric_names()
+    assert "odoo_operator_external_call_duration_seconds_bucket" in samples
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (TimeoutError(), "timeout"),
+        (redis.exceptions.TimeoutError("Timeout reading from socket"), "timeout"),
+        (PoolTimeout("couldn't get a connection after 30.00 sec"), "timeout"),
+        (psycopg.errors.QueryCanceled("canceling statement due to statement timeout"), "timeout"),
+        (ApiException(status=504), "timeout"),
+        (ConnectionRefusedError(111, "Connection refused"), "unavailable"),
+        (redis.exceptions.ConnectionError("Error 111 connecting to redis:6379"), "unavailable"),
+        (psycopg.OperationalError("connection to server failed"), "unavailable"),
+        (ServiceRequestError("cannot connect"), "unavailable"),
+        (ApiException(status=503), "unavailable"),
+        (ApiException(status=429), "unavailable"),
+        (redis.exceptions.AuthenticationError("invalid username-password pair"), "refused"),
+        (redis.exceptions.NoPermissionError("NOPERM no permissions"), "refused"),
+        (ForbiddenError(ApiException(status=403)), "refused"),
+        (psycopg.errors.InsufficientPrivilege("permission denied"), "refused"),
+        (NotFoundError(ApiException(status=404)), "not_found"),
+        (ResourceNotFoundError(message="The specified blob does not exist."), "not_found"),
+        (LookupError("role acme does not exist"), "not_found"),
+        (ConflictError(ApiException(status=409)), "conflict"),
+        (ResourceExistsError(message="The specified container already exists."), "conflict"),
+        (KubeApiError("applying Job t/x", {"code": 422, "reason": "Invalid"}), "other"),
+        (ValueError("a password is required"), "other"),
+        (KeyError("spec"), "other"),
+        # The backends' own errors are classified by the client error they were raised from.
+        (_caused_by(DatabaseServerUnavailable("pg:5432 is unavailable"), PoolTimeout()), "timeout"),
+        (
+            _caused_by(SuperuserRequiredError("x"), psycopg.errors.InsufficientPrivilege()),
+            "refused",
+        ),
+        (
+            _caused_by(RedisServerUnavailable("x"), redis.exceptions.ConnectionError()),
+            "unavailable",
+        ),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else str(value),
+)
+def test_a_failed_external_call_is_counted_by_a_bounded_reason_and_re_raised(
+    error: Exception, reason: str
+) -> None:
+    calls = _calls("postgresql", "ensure")
+    before = _errors("postgresql", "ensure", reason)
+    others = _errors("postgresql", "ensure") - before
+    with pytest.raises(type(error)) as raised, metrics.observe_call("postgresql", "ensure"):
+        raise error
+    assert raised.value is error
+    assert metrics.call_error_reason(error) == reason
+    assert _errors("postgresql", "ensure", reason) == before + 1
+    assert _errors("postgresql", "ensure") - (before + 1) == others  # once, one reason
+    assert _calls("postgresql", "ensure") == calls + 1  # failed calls are timed too
+
+
+def test_external_call_labels_stay_within_the_fixed_sets() -> None:
+    with metrics.observe_call("kubernetes", "watch acme/odoo-web"):  # not an operation
+        pass
+    with (
+        pytest.raises(RuntimeError),
+        metrics.observe_call("blob", "backups/acme/2026-03-01.dump"),
+    ):
+        raise RuntimeError("acme.blob.core.windows.net said no")
+    with pytest.raises(ValueError, match="unknown external system"):
+        metrics.observe_call("ftp", "get")  # type: ignore[arg-type]
+    assert _calls("kubernetes", "other") >= 1
+    assert _errors("blob", "other", "other") >= 1
+    allowed: dict[str, set[str]] = {
+        system: {*operations, metrics.OTHER_OPERATION}
+        for system, operations in metrics.EXTERNAL_OPERATIONS.items()
+    }
+    seen = 0
+    for family in metrics.REGISTRY.collect():
+        if not family.name.startswith("odoo_operator_external_call_"):
+            continue
+        for sample in family.samples:
+            seen += 1
+            assert sample.labels["operation"] in allowed[sample.labels["system"]], sample
+            assert sample.labels.get("reason", "other") in metrics.CALL_ERROR_REASONS, sample
+            assert set(sample.labels) <= {"system", "operation", "reason", "le"}
+    assert seen
+    assert "acme" not in metrics.render().decode()
+
+
+async def test_a_cancelled_call_or_the_end_of_a_stream_is_not_an_error() -> None:
+    calls = _calls("blob", "download")
+
+    async def slow_download() -> None:
+        with metrics.observe_call("blob", "download"):
+            await asyncio.sleep(30)
+
+    task = asyncio.create_task(slow_download())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with pytest.raises(StopAsyncIteration), metrics.observe_call("blob", "download"):
+        raise StopAsyncIteration
+    assert _calls("blob", "download") == calls + 2
+    assert _errors("blob", "download") == 0
+
+
+class _FakeDynamic:
+    """The dynamic client's surface KubeClient uses; each verb answers or raises."""
+
+    def __init__(self, **verbs: Any) -> None:
+        self.resources = self
+        self._verbs = verbs
+
+    async def get(self, *args: Any, **kwargs: Any) -> Any:
+        if "api_version" in kwargs:  # resources.get: the resource lookup
+            return SimpleNamespace(kind=kwargs["kind"], subresources={})
+        return await self._answer("get")
+
+    async def server_side_apply(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._answer("server_side_apply")
+
+    async def delete(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._answer("delete")
+
+    async def _answer(self, verb: str) -> Any:
+        answer = self._verbs[verb]
+        if isinstance(answer, Exception):
+            raise answer
+        return SimpleNamespace(to_dict=lambda: answer)
+
+
+def _kube(**verbs: Any) -> KubeClient:
+    kube = KubeClient(api=None)  # type: ignore[arg-type]
+    kube._dynamic = _FakeDynamic(**verbs)  # type: ignore[assignment]
+    return kube
+
+
+async def test_a_kubernetes_object_that_is_not_there_is_an_answer_not_an_error() -> None:
+    reads, deletes = _calls("kubernetes", "get"), _calls("kubernetes", "delete")
+    kube = _kube(
+        get=NotFoundError(ApiException(status=404)), delete=NotFoundError(ApiException(status=404))
+    )
+    assert await kube.get("v1", "ConfigMap", "odoo", "acme") is None
+    assert await kube.delete("v1", "ConfigMap", "odoo", "acme") is False
+    assert (_calls("kubernetes", "get"), _calls("kubernetes", "delete")) == (reads + 1, deletes + 1)
+    assert _errors("kubernetes", "get") == 0
+    assert _errors("kubernetes", "delete") == 0
+
+
+async def test_a_refused_kubernetes_request_counts_raised_or_handed_back() -> None:
+    refused = _errors("kubernetes", "apply", "refused")
+    kube = _kube(
+        get=NotFoundError(ApiException(status=404)),
+        server_side_apply=ForbiddenError(ApiException(status=403)),
+    )
+    desired = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "t"}}
+    with pytest.raises(ForbiddenError):
+        await kube.apply(desired)
+    assert _errors("kubernetes", "apply", "refused") == refused + 1
+    status = {"kind": "Status", "status": "Failure", "code": 403, "reason": "Forbidden"}
+    kube = _kube(get=NotFoundError(ApiException(status=404)), server_side_apply=status)
+    with pytest.raises(KubeApiError, match="403 Forbidden"):
+        await kube.apply(desired)
+    assert _errors("kubernetes", "apply", "refused") == refused + 2
+    assert kube.writes == 1  # as before: a write was sent
+
+
+async def test_postgres_admin_sessions_are_timed_by_method_and_count_failures(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    admin = PostgresAdmin("host=pg.example port=5432 user=admin password=secret dbname=postgres")
+
+    @contextlib.asynccontextmanager
+    async def no_connection() -> AsyncIterator[Any]:
+        raise PoolTimeout("couldn't get a connection after 30.00 sec")
+        yield  # a generator, for asynccontextmanager
+
+    async def why() -> str:
+        return "connection refused"
+
+    monkeypatch.setattr(admin._pool, "connection", no_connection)
+    monkeypatch.setattr(admin, "_why_no_connection", why)
+    calls, timeouts = _calls("postgresql", "observe"), _errors("postgresql", "observe", "timeout")
+    with pytest.raises(DatabaseServerUnavailable):
+        await admin.observe(TenantDatabase("acme", "acme", 10))
+    assert _calls("postgresql", "observe") == calls + 1
+    assert _errors("postgresql", "observe", "timeout") == timeouts + 1
+
+
+async def test_redis_commands_are_timed_by_name_and_count_failures() -> None:
+    class Unreachable:
+        async def execute_command(self, *args: Any) -> Any:
+            raise redis.exceptions.ConnectionError("Error 111 connecting to redis.example:6379")
+
+    admin = RedisAdmin("redis://admin:secret@redis.example:6379/0")
+    admin._client = Unreachable()  # type: ignore[assignment]
+    calls = _calls("redis", "acl_getuser")
+    unavailable = _errors("redis", "acl_getuser", "unavailable")
+    with pytest.raises(RedisServerUnavailable):
+        await admin.observe(TenantRedisUser("acme", "odoo:acme:"))
+    assert _calls("redis", "acl_getuser") == calls + 1
+    assert _errors("redis", "acl_getuser", "unavailable") == unavailable + 1
+
+
+async def test_blob_calls_are_timed_by_operation_and_a_missing_blob_counts_as_not_found() -> None:
+    class Container:
+        container_name = "backups"
+
+        async def delete_blob(self, name: str) -> None:
+            raise ResourceNotFoundError(message="The specified blob does not exist.")
+
+    store = BlobStore(Container(), account="acct")  # type: ignore[arg-type]
+    calls, missing = _calls("blob", "delete"), _errors("blob", "delete", "not_found")
+    assert await store.delete("acme/2026-03-01/db.dump") is False
+    assert _calls("blob", "delete") == calls + 1
+    assert _errors("blob", "delete", "not_found") == missing + 1
 
 
 class _Locks:

@@ -37,6 +37,8 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobBlock
 from azure.storage.blob.aio import ContainerClient
 
+from odoo_operator import metrics
+
 logger = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
@@ -198,10 +200,10 @@ class BlobStore:
     async def ensure_container(self) -> bool:
         """Create the container unless it exists; True when it was created."""
         # Look first: a SAS scoped to the container may read it but not create containers.
-        if await self._call(self._client.exists()):
+        if await self._call("exists", self._client.exists()):
             return False
         try:
-            await self._call(self._client.create_container())
+            await self._call("create_container", self._client.create_container())
         except ResourceExistsError:  # created meanwhile by someone else
             return False
         return True
@@ -230,7 +232,7 @@ class BlobStore:
         buffer = bytearray()
 
         async def stage(block_id: str, block: bytes) -> None:
-            await self._call(blob.stage_block(block_id, block, length=len(block)))
+            await self._call("upload", blob.stage_block(block_id, block, length=len(block)))
 
         async def flush(block: bytes) -> None:
             nonlocal size
@@ -265,10 +267,11 @@ class BlobStore:
                 in_flight.clear()
             sha256 = digest.hexdigest()
             await self._call(
+                "commit",
                 blob.commit_block_list(
                     [BlobBlock(block_id=block_id) for block_id in block_ids],
                     metadata={**(metadata or {}), "sha256": sha256, "size": str(size)},
-                )
+                ),
             )
         finally:
             for task in in_flight:
@@ -282,7 +285,8 @@ class BlobStore:
     ) -> None:
         """Store ``data`` as blob ``name`` in one request, replacing any previous blob."""
         await self._call(
-            self._client.upload_blob(name, data, overwrite=True, metadata=metadata or None)
+            "upload",
+            self._client.upload_blob(name, data, overwrite=True, metadata=metadata or None),
         )
 
     async def download_stream(self, name: str) -> AsyncGenerator[bytes, None]:
@@ -290,24 +294,26 @@ class BlobStore:
 
         Raises :class:`BlobNotFound` when it does not exist.
         """
-        downloader = await self._call(self._client.download_blob(name, max_concurrency=1))
+        downloader = await self._call(
+            "download", self._client.download_blob(name, max_concurrency=1)
+        )
         iterator = downloader.chunks()
         while True:
             try:
-                chunk = await self._call(iterator.__anext__())
+                chunk = await self._call("download", iterator.__anext__())
             except StopAsyncIteration:
                 return
             yield chunk
 
     async def read_bytes(self, name: str) -> bytes:
         """The whole content of a small blob; :class:`BlobNotFound` when it does not exist."""
-        downloader = await self._call(self._client.download_blob(name))
-        data: bytes = await self._call(downloader.readall())
+        downloader = await self._call("download", self._client.download_blob(name))
+        data: bytes = await self._call("download", downloader.readall())
         return data
 
     async def exists(self, name: str) -> bool:
         """Whether blob ``name`` exists."""
-        result: bool = await self._call(self._client.get_blob_client(name).exists())
+        result: bool = await self._call("exists", self._client.get_blob_client(name).exists())
         return result
 
     async def list_names(self, prefix: str = "") -> list[str]:
@@ -318,13 +324,13 @@ class BlobStore:
             async for name in self._client.list_blob_names(name_starts_with=prefix or None):
                 names.append(name)
 
-        await self._call(collect())
+        await self._call("list", collect())
         return names
 
     async def delete(self, name: str) -> bool:
         """Delete blob ``name``; False when it was already gone."""
         try:
-            await self._call(self._client.delete_blob(name))
+            await self._call("delete", self._client.delete_blob(name))
         except BlobNotFound:
             return False
         return True
@@ -350,7 +356,7 @@ class BlobStore:
         credentials not allowed to read them give None, logged at debug level.
         """
         try:
-            properties = await self._call(self._client.get_container_properties())
+            properties = await self._call("properties", self._client.get_container_properties())
         except BlobStoreUnavailable as error:
             logger.debug("cannot read the immutability of %s: %s", self.location, error)
             return None
@@ -363,10 +369,13 @@ class BlobStore:
             found.append("legal hold")
         return ", ".join(found) or None
 
-    async def _call(self, operation: Awaitable[T]) -> T:
-        """Await one SDK call, turning its errors into this module's."""
+    async def _call(self, operation: str, request: Awaitable[T]) -> T:
+        """Await one SDK call, turning its errors into this module's. The call is timed
+        as ``operation``, and an error counted with the SDK's own exception
+        (:func:`odoo_operator.metrics.observe_call`)."""
         try:
-            return await operation
+            with metrics.observe_call("blob", operation):
+                return await request
         except ResourceNotFoundError as error:
             if (getattr(error, "error_code", None) or "") == "ContainerNotFound":
                 raise self._unavailable(

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.dynamic import DynamicClient
 from kubernetes_asyncio.dynamic.exceptions import NotFoundError
 
+from .. import metrics
 from ..model.names import FIELD_MANAGER
+
+# What KubeClient._request returns for a 404 its caller takes as an answer.
+_ABSENT: Final = object()
 
 
 def contains(observed: Any, desired: Any) -> bool:
@@ -101,8 +105,32 @@ class KubeClient:
 
     async def _client(self) -> DynamicClient:
         if self._dynamic is None:
-            self._dynamic = await DynamicClient(self._api)
+            with metrics.observe_call("kubernetes", "discover"):
+                self._dynamic = await DynamicClient(self._api)
         return self._dynamic
+
+    async def _request(
+        self, operation: str, send: Callable[[], Awaitable[Any]], *, absent_ok: bool = False
+    ) -> Any:
+        """Send one request within the concurrency bound, timed and counted as
+        ``operation`` (:func:`odoo_operator.metrics.observe_call`); return the answer.
+
+        A refusal the client hands back as a Status instead of raising counts as an error
+        here; the caller still checks the answer. With ``absent_ok`` a 404 is an answer, not
+        an error: raised, it makes the result :data:`_ABSENT`.
+        """
+        async with self._limit:
+            with metrics.observe_call("kubernetes", operation) as call:
+                try:
+                    answer = await send()
+                except NotFoundError:
+                    if absent_ok:
+                        return _ABSENT
+                    raise
+                refused = _refusal(answer)
+                if refused is not None and not (absent_ok and refused.get("code") == 404):
+                    call.fail(KubeApiError(operation, refused))
+        return answer
 
     async def _resource(self, api_version: str, kind: str) -> Any:
         dynamic = await self._client()
@@ -114,11 +142,11 @@ class KubeClient:
         """The live object, or None when it does not exist."""
         resource = await self._resource(api_version, kind)
         dynamic = await self._client()
-        async with self._limit:
-            try:
-                found = await dynamic.get(resource, name=name, namespace=namespace)
-            except NotFoundError:
-                return None
+        found = await self._request(
+            "get", lambda: dynamic.get(resource, name=name, namespace=namespace), absent_ok=True
+        )
+        if found is _ABSENT:
+            return None
         result: dict[str, Any] = found.to_dict()
         # Some client versions hand an error back as a Status object instead of raising.
         if result.get("kind") == "Status" and result.get("apiVersion") == "v1":
@@ -138,11 +166,13 @@ class KubeClient:
         ``label_selector`` when given), read consistently."""
         resource = await self._resource(api_version, kind)
         dynamic = await self._client()
-        async with self._limit:
-            found = _checked(
-                await dynamic.get(resource, namespace=namespace, label_selector=label_selector),
-                f"listing {kind}",
-            )
+        found = _checked(
+            await self._request(
+                "list",
+                lambda: dynamic.get(resource, namespace=namespace, label_selector=label_selector),
+            ),
+            f"listing {kind}",
+        )
         items: list[dict[str, Any]] = found.to_dict().get("items", [])
         return items
 
@@ -156,15 +186,17 @@ class KubeClient:
             return False
         resource = await self._resource(desired["apiVersion"], desired["kind"])
         dynamic = await self._client()
-        async with self._limit:
-            answer = await dynamic.server_side_apply(
+        answer = await self._request(
+            "apply",
+            lambda: dynamic.server_side_apply(
                 resource,
                 body=desired,
                 name=meta["name"],
                 namespace=meta.get("namespace"),
                 field_manager=FIELD_MANAGER,
                 force_conflicts=True,
-            )
+            ),
+        )
         self.writes += 1
         _checked(answer, f"applying {desired['kind']} {meta.get('namespace', '')}/{meta['name']}")
         return True
@@ -199,14 +231,16 @@ class KubeClient:
         self, resource: Any, name: str, namespace: str | None, body: dict[str, Any]
     ) -> None:
         dynamic = await self._client()
-        async with self._limit:
-            answer = await dynamic.patch(
+        answer = await self._request(
+            "patch",
+            lambda: dynamic.patch(
                 resource,
                 body=body,
                 name=name,
                 namespace=namespace,
                 content_type="application/merge-patch+json",
-            )
+            ),
+        )
         self.writes += 1
         _checked(answer, f"patching {resource.kind} {namespace or ''}/{name}")
 
@@ -216,16 +250,18 @@ class KubeClient:
         """Delete an object (foreground); return False when it was already gone."""
         resource = await self._resource(api_version, kind)
         dynamic = await self._client()
-        async with self._limit:
-            try:
-                answer = await dynamic.delete(
-                    resource,
-                    name=name,
-                    namespace=namespace,
-                    body={"propagationPolicy": "Foreground"},
-                )
-            except NotFoundError:
-                return False
+        answer = await self._request(
+            "delete",
+            lambda: dynamic.delete(
+                resource,
+                name=name,
+                namespace=namespace,
+                body={"propagationPolicy": "Foreground"},
+            ),
+            absent_ok=True,
+        )
+        if answer is _ABSENT:
+            return False
         refused = _refusal(answer)
         if refused is not None and refused.get("code") == 404:
             return False

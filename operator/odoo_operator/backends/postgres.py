@@ -25,6 +25,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from odoo_operator import metrics
 from odoo_operator.builders.postgres import (
     DATABASE_ENCODING,
     TENANT_ROLE_ATTRIBUTES,
@@ -132,7 +133,7 @@ class PostgresAdmin:
 
     async def observe(self, tenant: TenantDatabase) -> DatabaseState:
         """Read the tenant's role and database from the catalogs; SELECTs only."""
-        async with self._connection() as connection:
+        async with self._connection("observe") as connection:
             return await _observe(connection, tenant)
 
     async def ensure(self, tenant: TenantDatabase, password: str | None) -> list[Action]:
@@ -151,7 +152,7 @@ class PostgresAdmin:
         :class:`~odoo_operator.builders.postgres.TenantDatabaseConflictError` when the database
         belongs to someone else, and :class:`DatabaseServerUnavailable`.
         """
-        async with self._connection() as connection:
+        async with self._connection("ensure") as connection:
             state = await _observe(connection, tenant)
             actions = plan_ensure(state, tenant, set_password=password is not None)
             if password is None and any(a.kind is ActionKind.CREATE_ROLE for a in actions):
@@ -168,7 +169,7 @@ class PostgresAdmin:
 
         Raises :class:`LookupError` when the role does not exist (``ensure`` creates it).
         """
-        async with self._connection() as connection:
+        async with self._connection("rotate_password") as connection:
             state = await _observe(connection, tenant)
             actions = plan_password_rotation(state, tenant)
             for action in actions:
@@ -178,7 +179,7 @@ class PostgresAdmin:
     async def drop_kept_databases(self, tenant: TenantDatabase) -> list[str]:
         """Drop every other database the tenant's role owns (copies kept by restores and
         upgrades, such as ``<db>_pre_upgrade_<id>``), ending their sessions; their names."""
-        async with self._connection() as connection:
+        async with self._connection("drop_kept_databases") as connection:
             rows = await (
                 await connection.execute(
                     "SELECT d.datname FROM pg_catalog.pg_database d"
@@ -202,7 +203,7 @@ class PostgresAdmin:
 
         Returns the steps taken: ``[]`` when both were already gone.
         """
-        async with self._connection() as connection:
+        async with self._connection("drop") as connection:
             state = await _observe(connection, tenant)
             actions = plan_drop(state, tenant)
             for action in actions:
@@ -283,18 +284,24 @@ class PostgresAdmin:
             ) from error
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[AdminConnection]:
-        """A pooled connection; failures to reach the server become DatabaseServerUnavailable."""
-        try:
-            async with self._pool.connection() as connection:
-                try:
-                    yield connection
-                except psycopg.OperationalError as error:
-                    if _is_server_failure(error, connection):
-                        raise self._unavailable(self._reason(error)) from error
-                    raise
-        except PoolTimeout as error:
-            raise self._unavailable(await self._why_no_connection()) from error
+    async def _connection(self, operation: str) -> AsyncIterator[AdminConnection]:
+        """A pooled connection; failures to reach the server become DatabaseServerUnavailable.
+
+        The whole session (waiting for the connection included) is timed as one call
+        ``operation`` to PostgreSQL, and an error leaving it counted
+        (:func:`odoo_operator.metrics.observe_call`).
+        """
+        with metrics.observe_call("postgresql", operation):
+            try:
+                async with self._pool.connection() as connection:
+                    try:
+                        yield connection
+                    except psycopg.OperationalError as error:
+                        if _is_server_failure(error, connection):
+                            raise self._unavailable(self._reason(error)) from error
+                        raise
+            except PoolTimeout as error:
+                raise self._unavailable(await self._why_no_connection()) from error
 
     async def _why_no_connection(self) -> str:
         # The pool only says it timed out; its workers keep the reason. One direct attempt,

@@ -33,6 +33,7 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
+from odoo_operator import metrics
 from odoo_operator.builders.redis_acl import (
     CommandCatalog,
     TenantRedisUser,
@@ -221,11 +222,13 @@ class RedisAdmin:
                 pattern = _glob_escape(user.key_prefix) + "*"
                 cursor = 0
                 while True:
-                    cursor, keys = await client.scan(
-                        cursor=cursor, match=pattern, count=self._scan_count
-                    )
+                    with metrics.observe_call("redis", "scan"):
+                        cursor, keys = await client.scan(
+                            cursor=cursor, match=pattern, count=self._scan_count
+                        )
                     if keys:
-                        removed += int(await client.unlink(*keys))
+                        with metrics.observe_call("redis", "unlink"):
+                            removed += int(await client.unlink(*keys))
                     if cursor == 0:
                         break
         if deleted or removed:
@@ -295,7 +298,8 @@ class RedisAdmin:
             async with client.pipeline(transaction=False) as pipe:
                 for name in names:
                     pipe.execute_command("ACL", "CAT", name)
-                members = await pipe.execute()
+                with metrics.observe_call("redis", "acl_cat"):
+                    members = await pipe.execute()
             self._catalog = CommandCatalog.from_categories(
                 {
                     name: [_text(m) for m in found]
@@ -358,8 +362,13 @@ class RedisAdmin:
 
 async def _command(client: redis.asyncio.Redis, *args: str) -> Any:
     """A raw command with no reply parsing: redis-py has no callback for two-word names
-    passed as separate arguments, so ``ACL GETUSER`` comes back as the server sent it."""
-    return await client.execute_command(*args)  # type: ignore[no-untyped-call]
+    passed as separate arguments, so ``ACL GETUSER`` comes back as the server sent it.
+
+    Timed as one call to Redis named after the command, ``ACL GETUSER`` as ``acl_getuser``
+    (:func:`odoo_operator.metrics.observe_call`)."""
+    words = args[:2] if args[0].upper() == "ACL" else args[:1]
+    with metrics.observe_call("redis", "_".join(words).lower()):
+        return await client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
 async def _getuser(client: redis.asyncio.Redis, user: TenantRedisUser) -> dict[str, Any] | None:
