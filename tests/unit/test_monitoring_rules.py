@@ -34,6 +34,7 @@ EXPECTED = {
         "OdooBackupRPOBreached",
         "OdooBackupVerificationFailed",
         "OdooTenantNotReady",
+        "OdooTenantUnreachable",
         "OdooUpgradeFailed",
     },
     "warning": {
