@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,22 @@ def eventually(
             return
         time.sleep(poll)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def create_backup(
+    custom: client.CustomObjectsApi, instance: str, name: str | None = None, **spec: Any
+) -> str:
+    """Create an OdooBackup of ``instance`` (named ``name``, or after the instance with a
+    random suffix) with further spec fields; return its name."""
+    name = name or f"{instance}-{uuid.uuid4().hex[:4]}"
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "OdooBackup",
+        "metadata": {"name": name},
+        "spec": {"instance": instance, **spec},
+    }
+    custom.create_cluster_custom_object(GROUP, VERSION, "odoobackups", body)
+    return name
 
 
 def make_instance(name: str, **spec: Any) -> dict[str, Any]:

@@ -21,7 +21,16 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from e2e.tenants import GROUP, PLURAL, REPO, VERSION, eventually, make_instance, wait_ready
+from e2e.tenants import (
+    GROUP,
+    PLURAL,
+    REPO,
+    VERSION,
+    create_backup,
+    eventually,
+    make_instance,
+    wait_ready,
+)
 from odoo_operator.devcluster import kubectl
 from odoo_operator.devcluster.demo import start_operator
 from odoo_operator.devcluster.operator_setup import register_servers
@@ -77,17 +86,7 @@ def test_a_backup_job_is_admitted_under_restricted_and_without_a_manifest_the_ba
     backup_name = f"{name}-manual"
     try:
         wait_ready(custom, name, job_operator)
-        custom.create_cluster_custom_object(
-            GROUP,
-            VERSION,
-            "odoobackups",
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "OdooBackup",
-                "metadata": {"name": backup_name},
-                "spec": {"instance": name},
-            },
-        )
+        create_backup(custom, name, backup_name)
         found: dict[str, Any] = {}
 
         def running_as_job() -> bool:

@@ -23,6 +23,7 @@ from e2e.tenants import (
     PLURAL,
     VERSION,
     NewTenant,
+    create_backup,
     delete_quietly,
     eventually,
     tenant_login,
@@ -88,15 +89,7 @@ def _filestore(operator: ManagedProcess, name: str) -> Path:
 
 
 def _backup(custom: client.CustomObjectsApi, instance: str, retain: bool = False) -> str:
-    name = f"{instance}-{uuid.uuid4().hex[:4]}"
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "OdooBackup",
-        "metadata": {"name": name},
-        "spec": {"instance": instance, "retain": retain},
-    }
-    custom.create_cluster_custom_object(GROUP, VERSION, BACKUPS, body)
-    return name
+    return create_backup(custom, instance, retain=retain)
 
 
 def _wait_finished(

@@ -24,6 +24,7 @@ from e2e.tenants import (
     PLURAL,
     REPO,
     VERSION,
+    create_backup,
     eventually,
     make_instance,
     redis_as,
@@ -73,6 +74,15 @@ def _exists(read: Callable[[], object]) -> bool:
             return False
         raise
     return True
+
+
+def _delete_and_wait(custom: client.CustomObjectsApi, name: str) -> None:
+    custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+    eventually(
+        lambda: not _exists(lambda: custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)),
+        "the instance deleted",
+        180,
+    )
 
 
 def _role_exists(postgres_dsn: str, role: str) -> bool:
@@ -128,13 +138,7 @@ def test_an_operator_killed_while_provisioning_converges_after_restarts(
         custom.patch_cluster_custom_object(
             GROUP, VERSION, PLURAL, name, {"spec": {"deletionPolicy": "Delete"}}
         )
-        custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
-        eventually(
-            lambda: (
-                not _exists(lambda: custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name))
-            ),
-            "the instance deleted",
-        )
+        _delete_and_wait(custom, name)
 
 
 def _upgrade_step(custom: client.CustomObjectsApi, name: str) -> str | None:
@@ -186,13 +190,7 @@ def test_an_operator_killed_at_every_upgrade_step_resumes_and_finishes_it(
             "odoo.tenantops.io/maintenance"
         )
     finally:
-        custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
-        eventually(
-            lambda: (
-                not _exists(lambda: custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name))
-            ),
-            "the instance deleted",
-        )
+        _delete_and_wait(custom, name)
         with psycopg.connect(postgres_dsn, autocommit=True) as superuser:
             for (leftover,) in superuser.execute(
                 "SELECT datname FROM pg_database WHERE datname LIKE %s",
@@ -227,18 +225,7 @@ def test_an_operator_killed_mid_backup_leaves_nothing_restorable_and_the_backup_
                 "INSERT INTO account_move_line (ref) SELECT string_agg(md5(random()::text), '')"
                 " FROM generate_series(1, 1000000) g GROUP BY g % 200000"
             )
-        backup = f"{name}-manual"
-        custom.create_cluster_custom_object(
-            GROUP,
-            VERSION,
-            "odoobackups",
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "OdooBackup",
-                "metadata": {"name": backup},
-                "spec": {"instance": name},
-            },
-        )
+        backup = create_backup(custom, name)
         eventually(
             lambda: _backup_status(custom, backup).get("phase") == "Running",
             "the backup running",
@@ -266,11 +253,4 @@ def test_an_operator_killed_mid_backup_leaves_nothing_restorable_and_the_backup_
         manifest = f"{name}/{status['backupId']}/manifest.json"
         assert container.get_blob_client(manifest).exists()
     finally:
-        custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
-        eventually(
-            lambda: (
-                not _exists(lambda: custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name))
-            ),
-            "the instance deleted",
-            180,
-        )
+        _delete_and_wait(custom, name)

@@ -22,7 +22,16 @@ from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import conninfo, sql
 
-from e2e.tenants import GROUP, PLURAL, REPO, VERSION, eventually, make_instance, wait_ready
+from e2e.tenants import (
+    GROUP,
+    PLURAL,
+    REPO,
+    VERSION,
+    create_backup,
+    eventually,
+    make_instance,
+    wait_ready,
+)
 from odoo_operator.devcluster import kubectl
 from odoo_operator.devcluster.demo import start_operator
 from odoo_operator.devcluster.operator_setup import register_servers
@@ -268,18 +277,7 @@ def test_a_backup_publishes_its_time_size_and_verification(
     k8s: client.ApiClient, observed: MetricsOperator, tenant: str
 ) -> None:
     custom = client.CustomObjectsApi(k8s)
-    name = f"{tenant}-{uuid.uuid4().hex[:4]}"
-    custom.create_cluster_custom_object(
-        GROUP,
-        VERSION,
-        "odoobackups",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "OdooBackup",
-            "metadata": {"name": name},
-            "spec": {"instance": tenant},
-        },
-    )
+    name = create_backup(custom, tenant)
     found: dict[str, Any] = {}
 
     def finished() -> bool:

@@ -27,6 +27,16 @@ def _egress_to(endpoint: Endpoint) -> dict[str, Any]:
     return rule
 
 
+def _from_namespace(namespace: str, *ports: int) -> dict[str, Any]:
+    """An ingress rule: TCP ``ports`` from every pod of ``namespace``."""
+    return {
+        "from": [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+        ],
+        "ports": [{"protocol": "TCP", "port": port} for port in ports],
+    }
+
+
 def build_network_policies(tenant: Tenant) -> list[dict[str, Any]]:
     """Default deny; ingress from the ingress controller (and, to the HTTP port, from the
     operator's health check); egress to DNS, database, Redis, and for backup pods to the
@@ -48,21 +58,7 @@ def build_network_policies(tenant: Tenant) -> list[dict[str, Any]]:
                 "podSelector": {"matchLabels": {"app.kubernetes.io/component": "web"}},
                 "policyTypes": ["Ingress"],
                 "ingress": [
-                    {
-                        "from": [
-                            {
-                                "namespaceSelector": {
-                                    "matchLabels": {
-                                        "kubernetes.io/metadata.name": tenant.ingress_namespace
-                                    }
-                                }
-                            }
-                        ],
-                        "ports": [
-                            {"protocol": "TCP", "port": ODOO_HTTP_PORT},
-                            {"protocol": "TCP", "port": ODOO_WEBSOCKET_PORT},
-                        ],
-                    }
+                    _from_namespace(tenant.ingress_namespace, ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT)
                 ],
             },
         ),
@@ -73,20 +69,7 @@ def build_network_policies(tenant: Tenant) -> list[dict[str, Any]]:
             {
                 "podSelector": {"matchLabels": {"app.kubernetes.io/component": "web"}},
                 "policyTypes": ["Ingress"],
-                "ingress": [
-                    {
-                        "from": [
-                            {
-                                "namespaceSelector": {
-                                    "matchLabels": {
-                                        "kubernetes.io/metadata.name": tenant.operator_namespace
-                                    }
-                                }
-                            }
-                        ],
-                        "ports": [{"protocol": "TCP", "port": ODOO_HTTP_PORT}],
-                    }
-                ],
+                "ingress": [_from_namespace(tenant.operator_namespace, ODOO_HTTP_PORT)],
             },
         ),
         policy(

@@ -517,15 +517,23 @@ def backup_object(instance: str, name: str, reason: str, retain: bool = False) -
     }
 
 
+def _due(
+    instance_body: Mapping[str, Any], expression: str, time_zone: str, last_run_field: str
+) -> datetime.datetime | None:
+    """The latest time of ``expression`` passed since ``status.<last_run_field>`` (or since
+    the instance was created), or None when none is due."""
+    status = instance_body.get("status") or {}
+    created = parse_time(instance_body["metadata"].get("creationTimestamp")) or now()
+    last = parse_time(status.get(last_run_field))
+    return due_slot(expression, time_zone, last, now(), created)
+
+
 async def schedule_backups(clients: Clients, instance_body: Mapping[str, Any]) -> str | None:
     """Create the scheduled OdooBackup when one is due; return its name, else None."""
     policy = BackupPolicy.from_instance(instance_body)
     if policy is None or policy.suspend:
         return None
-    status = instance_body.get("status") or {}
-    created = parse_time(instance_body["metadata"].get("creationTimestamp")) or now()
-    last = parse_time(status.get("lastScheduledBackup"))
-    slot = due_slot(policy.schedule, policy.time_zone, last, now(), created)
+    slot = _due(instance_body, policy.schedule, policy.time_zone, "lastScheduledBackup")
     if slot is None:
         return None
     name = scheduled_backup_name(instance_body["metadata"]["name"], slot)
@@ -665,10 +673,9 @@ async def schedule_verification(
     policy = BackupPolicy.from_instance(instance_body)
     if policy is None or policy.verify != "Scheduled":
         return False
-    status = instance_body.get("status") or {}
-    created = parse_time(instance_body["metadata"].get("creationTimestamp")) or now()
-    last = parse_time(status.get("lastScheduledVerification"))
-    slot = due_slot(policy.verify_schedule, policy.time_zone, last, now(), created)
+    slot = _due(
+        instance_body, policy.verify_schedule, policy.time_zone, "lastScheduledVerification"
+    )
     if slot is None:
         return False
     good = sorted(
