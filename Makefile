@@ -58,9 +58,11 @@ bench-backup: bootstrap
 bench-metrics: $(STAMP)
 	$(BIN)/python -m odoo_operator.devcluster.bench_metrics
 
-## chart-sync: copy crds/ into the chart and re-render the kustomize base from the chart
+## chart-sync: copy crds/ and the monitoring rules and dashboard into the chart, re-render the kustomize base
 chart-sync: $(STAMP)
 	cp crds/*.yaml charts/odoo-operator/files/crds/
+	mkdir -p charts/odoo-operator/files/monitoring
+	cp monitoring/prometheus-rules.yaml monitoring/grafana-dashboard.json charts/odoo-operator/files/monitoring/
 	$(eval HELM := $(shell $(BIN)/python -c 'from odoo_operator.devcluster import binaries as b; print(b.ensure(b.HELM))'))
 	$(HELM) template odoo-operator charts/odoo-operator --namespace odoo-operator \
 		--kube-version $(shell $(BIN)/python -c 'from odoo_operator.devcluster import binaries as b; print(b.KUBERNETES_VERSION)') \

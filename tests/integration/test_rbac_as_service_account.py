@@ -13,8 +13,11 @@ as Status objects instead of raising them.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import re
+import socket
 import subprocess
 import time
 import uuid
@@ -40,7 +43,7 @@ from odoo_operator.devcluster.webhook_certs import (
     issue_webhook_certificates,
     webhook_environment,
 )
-from odoo_operator.model.config import WEBHOOK_CONFIGURATION
+from odoo_operator.model.config import WEBHOOK_CONFIGURATION, WEBHOOK_MANAGED_ENV
 from odoo_operator.settings import PEERING_ENV
 
 REPO = Path(__file__).parents[2]
@@ -182,37 +185,63 @@ def operator_as_service_account(
     account = next(doc for doc in rbac if doc["kind"] == "ServiceAccount")["metadata"]["name"]
     identity = service_account_kubeconfig(kubeconfig, k8s, account, tmp_path / "sa.kubeconfig")
 
-    # The webhook is served on loopback as in the e2e suite; the chart's Service is what
-    # routes the API server to it in a cluster.
+    # The webhook is served on loopback as in the e2e suite, with the chart's
+    # configuration installed by the administrator (the operator may not write it), pointed
+    # at loopback: in a cluster the chart's Service routes the API server to the pod.
+    # tests/integration/test_chart_webhook.py proves the Service route itself.
     certificates = issue_webhook_certificates(tmp_path / "webhook-pki")
     port = free_port()
     for name, value in webhook_environment(certificates, port).items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv(WEBHOOK_MANAGED_ENV, "false")
     monkeypatch.setenv(PEERING_ENV, PEERING)
+    configuration = next(d for d in documents if d["kind"] == "ValidatingWebhookConfiguration")
+    path = configuration["webhooks"][0]["clientConfig"]["service"]["path"]
+    configuration["webhooks"][0]["clientConfig"] = {
+        "url": f"https://{LOOPBACK_HOST}:{port}{path}",
+        "caBundle": base64.b64encode(certificates.ca.read_bytes()).decode(),
+    }
+    admission = client.AdmissionregistrationV1Api(k8s)
+    saved = _take_aside(k8s, admission)
     process = start_operator(identity, config, tmp_path / "operator.log", webhook=False)
     try:
-        _wait_for_webhook(k8s, process, f"https://{LOOPBACK_HOST}:{port}/")
+        kubectl.apply(k8s, [configuration])
+        process.wait_until(
+            lambda: _port_open(LOOPBACK_HOST, port), 60, "serving its admission webhook"
+        )
         yield process
     finally:
         process.stop()
+        _delete(k8s, configuration)
+        if saved is not None:
+            admission.create_validating_webhook_configuration(saved)
         for document in reversed(rbac + peering + peering_crd):
             _delete(k8s, document)
 
 
-def _wait_for_webhook(api: client.ApiClient, process: ManagedProcess, url: str) -> None:
-    admission = client.AdmissionregistrationV1Api(api)
+def _take_aside(
+    api: client.ApiClient, admission: client.AdmissionregistrationV1Api
+) -> dict[str, Any] | None:
+    """Remove a configuration of the same name that another test's operator left (Kopf
+    manages it there); return it as a body to create again afterwards."""
+    try:
+        found = admission.read_validating_webhook_configuration(WEBHOOK_CONFIGURATION)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    body: dict[str, Any] = api.sanitize_for_serialization(found)
+    body["metadata"] = {
+        k: v for k, v in body["metadata"].items() if k in ("name", "labels", "annotations")
+    }
+    admission.delete_validating_webhook_configuration(WEBHOOK_CONFIGURATION)
+    return body
 
-    def registered() -> bool:
-        try:
-            found = admission.read_validating_webhook_configuration(WEBHOOK_CONFIGURATION)
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        hooks = found.webhooks or []
-        return bool(hooks) and all((h.client_config.url or "").startswith(url) for h in hooks)
 
-    process.wait_until(registered, 60, "registering its admission webhook")
+def _port_open(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+        return True
+    return False
 
 
 class Refusals:

@@ -27,6 +27,9 @@ from odoo_operator.model.config import OperatorConfig
 REPO = Path(__file__).parents[2]
 CHART = REPO / "charts" / "odoo-operator"
 EVERYTHING_ON = CHART / "ci" / "everything-on-values.yaml"
+MONITORING = REPO / "monitoring"
+# Copied into the chart's files/monitoring/ by make chart-sync.
+MONITORING_FILES = ("prometheus-rules.yaml", "grafana-dashboard.json")
 NAMESPACE = "odoo-operator"
 # Kinds whose schemas are not in Kubernetes' own OpenAPI document: the only ones kubeconform
 # may skip.
@@ -251,6 +254,15 @@ def test_the_schemas_are_strict_about_unknown_fields(tmp_path: Path) -> None:
         (["--set", "networkPolicy.egress.postgres.cidrs={10.0.0.0}"], "/cidrs/0"),
         (["--set", "replica=2"], "additional properties 'replica' not allowed"),
         (
+            ["--set", "metrics.prometheusRule.rules[0].alert=Old"],
+            "additional properties 'rules' not allowed",
+        ),
+        (
+            ["--set", "metrics.prometheusRule.extraRules[0].alert=NoExpr"],
+            "at '/metrics/prometheusRule/extraRules/0': missing property 'expr'",
+        ),
+        (["--set", "metrics.grafanaDashboard.namespace=Monitoring"], "/grafanaDashboard/namespace"),
+        (
             [
                 "--set",
                 "config.redisServers.a.secretRef=a,config.redisServers.a.default=true",
@@ -276,6 +288,15 @@ def test_the_charts_crds_are_byte_for_byte_copies_of_crds() -> None:
     assert source.keys() == copies.keys(), "run make chart-sync"
     stale = [name for name in source if source[name] != copies[name]]
     assert not stale, f"{stale} differ from crds/: run make chart-sync"
+
+
+def test_the_charts_monitoring_files_are_byte_for_byte_copies_of_monitoring() -> None:
+    for name in MONITORING_FILES:
+        copy = CHART / "files" / "monitoring" / name
+        assert copy.is_file(), f"{copy} is missing: run make chart-sync"
+        assert copy.read_bytes() == (MONITORING / name).read_bytes(), (
+            f"{copy} differs from monitoring/{name}: run make chart-sync"
+        )
 
 
 def test_the_rendered_crds_are_those_of_crds_and_survive_uninstall(
@@ -373,7 +394,7 @@ def test_the_release_owns_a_fail_closed_webhook_configuration_trusting_its_ca(
         "namespace": "odoo-operator",
         "port": 9443,
         # Kopf serves each admission handler under its id.
-        "path": f"/{admission_handlers.validate_instance.__name__}",
+        "path": f"/{admission_handlers.WEBHOOK_HANDLER_ID}",
     }
     secret = one(defaults, "Secret", "-webhook-tls")
     assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
@@ -527,12 +548,62 @@ def test_monitoring_and_argocd_parts_render_only_when_asked(
     optional = {"ServiceMonitor", "PrometheusRule", "ClusterKopfPeering", "PodDisruptionBudget"}
     assert not [d for d in defaults if d["kind"] in optional]
     assert {d["kind"] for d in everything} >= optional
+    assert not [d for d in defaults if d["metadata"]["name"].endswith("-grafana-dashboard")]
     health = one(everything, "ConfigMap", "-argocd-health")["data"]
     for kind in ("OdooInstance", "OdooBackup", "OdooRestore"):
         script = health[f"resource.customizations.health.odoo.tenantops.io_{kind}"]
         assert script == (CHART / "files" / "argocd" / f"{kind.lower()}.lua").read_text()
+
+
+def _alert_names(groups: list[dict[str, Any]]) -> list[str]:
+    return [rule["alert"] for group in groups for rule in group["rules"] if "alert" in rule]
+
+
+def test_the_prometheus_rule_ships_the_alert_rules_of_monitoring(
+    everything: list[dict[str, Any]],
+) -> None:
+    source = yaml.safe_load((MONITORING / "prometheus-rules.yaml").read_text())["spec"]["groups"]
     rule = one(everything, "PrometheusRule")
-    assert rule["spec"]["groups"][0]["rules"][0]["alert"] == "OdooOperatorDown"
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    *shipped, extra = rule["spec"]["groups"]
+    assert _alert_names(shipped) == _alert_names(source)
+    assert shipped == source
+    # The Prometheus templates of the annotations are not Helm's: they come out as written.
+    summaries = [r["annotations"]["summary"] for group in shipped for r in group["rules"]]
+    assert "Tenant {{ $labels.instance }} has no good backup within its RPO" in summaries
+    per_tenant = [s for s in summaries if "{{ $labels.instance }}" in s]
+    assert len(per_tenant) >= 10
+    # metrics.prometheusRule.extraRules: one more group, after the shipped ones.
+    assert extra["name"] == "odoo-operator.extra"
+    assert _alert_names([extra]) == ["OdooOperatorDown"]
+    assert extra["rules"][0]["labels"] == {"severity": "critical"}
+
+
+def test_without_extra_rules_the_prometheus_rule_has_no_extra_group() -> None:
+    docs = documents(render("--set", "metrics.prometheusRule.enabled=true").stdout)
+    source = yaml.safe_load((MONITORING / "prometheus-rules.yaml").read_text())["spec"]["groups"]
+    rule = one(docs, "PrometheusRule")
+    assert rule["metadata"]["namespace"] == NAMESPACE
+    assert [g["name"] for g in rule["spec"]["groups"]] == [g["name"] for g in source]
+
+
+def test_the_grafana_dashboard_ships_as_a_configmap_for_the_sidecar(
+    everything: list[dict[str, Any]],
+) -> None:
+    source = (MONITORING / "grafana-dashboard.json").read_text()
+    dashboard = one(everything, "ConfigMap", "-grafana-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "Odoo"}
+    assert dashboard["metadata"]["namespace"] == "monitoring"
+    assert list(dashboard["data"]) == ["odoo-operator.json"]
+    assert json.loads(dashboard["data"]["odoo-operator.json"]) == json.loads(source)
+    assert dashboard["data"]["odoo-operator.json"] == source
+    # By default: the release namespace and the Grafana chart's sidecar label only.
+    docs = documents(render("--set", "metrics.grafanaDashboard.enabled=true").stdout)
+    default = one(docs, "ConfigMap", "-grafana-dashboard")["metadata"]
+    assert default["namespace"] == NAMESPACE
+    assert default["labels"]["grafana_dashboard"] == "1"
+    assert "annotations" not in default
 
 
 def test_the_service_monitor_keeps_the_tenants_instance_label(

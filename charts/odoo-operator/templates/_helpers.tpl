@@ -145,7 +145,7 @@ webhooks:
         name: {{ include "odoo-operator.webhookService" $root }}
         namespace: {{ $root.Release.Namespace }}
         port: {{ $root.Values.webhook.port }}
-        path: /validate_instance
+        path: /validate-instance
       {{- with .caBundle }}
       caBundle: {{ . }}
       {{- end }}

@@ -263,6 +263,8 @@ class ControlPlane:
                 f"--service-account-key-file={self.sa_keys.cert}",
                 f"--service-account-signing-key-file={self.sa_keys.key}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                # No kube-proxy: webhook Service references go to the endpoints, not the ClusterIP.
+                "--enable-aggregator-routing=true",
                 # Privileged pods are allowed by the server, so PodSecurity is what refuses them.
                 "--allow-privileged=true",
                 "--profiling=false",

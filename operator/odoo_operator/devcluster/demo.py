@@ -6,6 +6,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ def start_operator(
     webhook: bool = True,
     webhook_timeout: float = 60.0,
     metrics_port: int = 0,
+    environment: Mapping[str, str] | None = None,
 ) -> ManagedProcess:
     """Run ``odoo-operator run`` as a child process against ``kubeconfig``'s cluster.
 
@@ -51,8 +53,11 @@ def start_operator(
     once the cluster's webhook configuration points at it, so that whatever the caller
     creates next is checked. ``metrics_port`` 0 (the default) turns the metrics endpoint
     and the tenant probes off, so operators started side by side never compete for a port.
+    ``environment`` adds (or overrides) variables of the operator's environment, e.g. a webhook
+    served with a chart's certificates and ``ODOO_OPERATOR_WEBHOOK_MANAGED=false`` (with
+    ``webhook=False``: nothing then waits for a configuration the operator never writes).
     """
-    environment = {
+    variables = {
         "KUBECONFIG": str(kubeconfig),
         CONFIG_ENV: str(config),
         "ODOO_OPERATOR_DRIFT_INTERVAL": str(drift_interval),
@@ -63,13 +68,13 @@ def start_operator(
     if webhook:
         certificates = issue_webhook_certificates(log_path.parent / "webhook-pki")
         port = free_port()
-        environment.update(webhook_environment(certificates, port))
+        variables.update(webhook_environment(certificates, port))
         webhook_url = f"https://{LOOPBACK_HOST}:{port}/"
     operator = ManagedProcess(
         "operator",
         [sys.executable, "-m", "odoo_operator.cli", "run"],
         log_path,
-        env=dict(os.environ, **environment),
+        env={**os.environ, **variables, **(environment or {})},
     ).start()
     if webhook_url is not None:
         try:

@@ -133,9 +133,17 @@ async def validate_instance(
         raise kopf.AdmissionError(" ".join(problems), code=_REFUSAL_CODE)
 
 
+# Kopf serves a handler under its id, and the chart's webhook configuration names that path;
+# a Service path may not contain "_", so the id is not the function's name.
+WEBHOOK_HANDLER_ID = "validate-instance"
+
 if webhook_enabled():
     # CREATE and UPDATE only: a DELETE carries no new spec, and Kopf's default ("*")
     # would put deletions behind this fail-closed webhook too.
-    kopf.on.validate(GROUP, VERSION, INSTANCE_PLURAL, operations=["CREATE", "UPDATE"])(
-        validate_instance
-    )
+    kopf.on.validate(
+        GROUP,
+        VERSION,
+        INSTANCE_PLURAL,
+        id=WEBHOOK_HANDLER_ID,
+        operations=["CREATE", "UPDATE"],
+    )(validate_instance)
