@@ -119,6 +119,11 @@ def _done(control_plane: ControlPlane, kind: str, name: str) -> bool:
     phase = (found.get("status") or {}).get("phase")
     if phase == "Failed":
         raise ComponentError("operator", f"{kind} {name} failed: {found['status'].get('message')}")
+    if phase == "Succeeded" and kind == "OdooRestore":
+        # Done for the reader once the restored tenant serves again (maintenance lifted).
+        target = found["spec"]["target"]["instance"]
+        instance = control_plane.api("GET", f"{_PATHS['OdooInstance']}/{target}")
+        return is_ready(instance) and (instance.get("status") or {}).get("phase") == "Ready"
     return phase == "Succeeded"
 
 

@@ -35,8 +35,15 @@ async def take_backup(
     if (body.get("status") or {}).get("phase") in FINISHED:
         return  # resumed after a restart: this backup is history, not work
     if body["metadata"].get("labels", {}).get(INSTANCE_LABEL) != instance_name:
-        # Hand-made backups get the label too: `kubectl get odoobackups -l` lists them all.
-        patch.metadata.setdefault("labels", {})[INSTANCE_LABEL] = instance_name
+        # Hand-made backups get the label too: `kubectl get odoobackups -l` lists them all,
+        # and so does the operator (backups_of). Written now, not with the handler's patch:
+        # publishing the finished backup on its instance lists by this label.
+        await clients.kube.patch_metadata(
+            API_VERSION,
+            BACKUP_KIND,
+            body["metadata"]["name"],
+            {"labels": {INSTANCE_LABEL: instance_name}},
+        )
     try:
         result = await run_backup_request(clients, body)
     except BackupWaiting as waiting:
