@@ -361,6 +361,11 @@ def test_backups_of_one_tenant_never_overlap(
         assert second_start >= first_end
 
 
+def _last_verified(custom: client.CustomObjectsApi, instance: str) -> str | None:
+    status = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, instance).get("status") or {}
+    return (status.get("lastVerifiedBackup") or {}).get("name")
+
+
 def _verification_of(custom: client.CustomObjectsApi, backup: str) -> dict[str, Any]:
     found = custom.get_cluster_custom_object(GROUP, VERSION, BACKUPS, backup)
     return dict((found.get("status") or {}).get("verification") or {})
@@ -387,8 +392,8 @@ def test_a_backup_is_verified_again_when_its_verify_annotation_changes(
         )
         verification = _verification_of(custom, backup)
         assert verification["result"] == "Passed", verification
-    instance = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
-    assert instance["status"]["lastVerifiedBackup"]["name"] == backup
+    # The instance is written right after the backup: read until both are.
+    eventually(lambda: _last_verified(custom, name) == backup, "lastVerifiedBackup on the instance")
 
 
 def test_verify_scheduled_checks_the_newest_good_backup_at_the_times_of_its_own_schedule(
@@ -408,9 +413,9 @@ def test_verify_scheduled_checks_the_newest_good_backup_at_the_times_of_its_own_
     for backup in backups:
         verification = _verification_of(custom, backup["metadata"]["name"])
         assert not verification or verification.get("request", "").startswith("scheduled-")
+    eventually(lambda: _last_verified(custom, name) == newest, "lastVerifiedBackup on the instance")
     instance = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
     assert instance["status"]["lastScheduledVerification"]
-    assert instance["status"]["lastVerifiedBackup"]["name"] == newest
 
 
 def test_a_bad_verify_schedule_is_refused_at_admission(
