@@ -117,9 +117,7 @@ def test_a_same_major_image_change_is_upgraded_on_a_copy_and_switched_in(
     backup = custom.get_cluster_custom_object(GROUP, VERSION, "odoobackups", upgrade["backup"])
     assert (backup["spec"]["reason"], backup["status"]["phase"]) == ("pre-upgrade", "Succeeded")
     assert _content_checksum(login) == before  # the upgraded copy holds the same data
-    with psycopg.connect(postgres_dsn) as superuser:
-        kept = superuser.execute("SELECT 1 FROM pg_database WHERE datname = %s", (upgrade["kept"],))
-        assert kept.fetchone() is not None
+    assert _database_exists(postgres_dsn, upgrade["kept"])
     wait_ready(custom, name, operator)
     assert _web_image(k8s, name) == NEW_IMAGE
     eventually(

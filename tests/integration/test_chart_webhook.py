@@ -115,7 +115,7 @@ class ChartWebhook:
         return self.custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body, dry_run="All")
 
 
-def _restorable(
+def restorable_configuration(
     api: client.ApiClient, saved: client.V1ValidatingWebhookConfiguration
 ) -> dict[str, Any]:
     """A saved configuration as a body to create again (server-set metadata dropped)."""
@@ -288,7 +288,9 @@ def chart_webhook(
                 _forget_tenant(k8s, custom, postgres_dsn, redis_url, tenant)
         finally:
             if saved is not None:
-                admission.create_validating_webhook_configuration(_restorable(k8s, saved))
+                admission.create_validating_webhook_configuration(
+                    restorable_configuration(k8s, saved)
+                )
             for delete in (core.delete_namespaced_endpoints, core.delete_namespaced_service):
                 try:
                     delete(name, namespace)

@@ -31,6 +31,7 @@ import yaml
 from e2e.tenants import GROUP, PLURAL, VERSION, make_instance
 from kubernetes import client, dynamic
 from kubernetes.client.rest import ApiException
+from tests.integration.test_chart_webhook import restorable_configuration
 
 from odoo_operator.devcluster import binaries, kubectl
 from odoo_operator.devcluster.controlplane import ControlPlane
@@ -230,12 +231,8 @@ def _take_aside(
         if exc.status == 404:
             return None
         raise
-    body: dict[str, Any] = api.sanitize_for_serialization(found)
-    body["metadata"] = {
-        k: v for k, v in body["metadata"].items() if k in ("name", "labels", "annotations")
-    }
     admission.delete_validating_webhook_configuration(WEBHOOK_CONFIGURATION)
-    return body
+    return restorable_configuration(api, found)
 
 
 def _port_open(host: str, port: int) -> bool:
