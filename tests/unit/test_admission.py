@@ -13,6 +13,7 @@ import pytest
 from odoo_operator.backends.kube import KubeClient
 from odoo_operator.handlers import admission as admission_handlers
 from odoo_operator.model.admission import admission_problems, normalize_host
+from odoo_operator.model.backup import RestoreRequest
 from odoo_operator.model.config import (
     WEBHOOK_ADDR_ENV,
     WEBHOOK_CA_ENV,
@@ -270,13 +271,26 @@ def test_an_update_taking_another_instances_host_is_refused() -> None:
 class _InstancesReader:
     """Stands in for the KubeClient the webhook lists OdooInstances with."""
 
-    def __init__(self, *instances: tuple[str, list[str]]) -> None:
-        self.items = [{"metadata": {"name": n}, "spec": {"hosts": h}} for n, h in instances]
+    def __init__(
+        self, *instances: tuple[str, list[str]], namespaces: Mapping[str, str | None] = {}
+    ) -> None:
+        self.items: list[dict[str, Any]] = [
+            {"metadata": {"name": n}, "spec": {"version": "18.0", "hosts": h}} for n, h in instances
+        ]
+        self.namespaces = namespaces  # name -> instance label (None: no label)
         self.calls = 0
 
     async def list(self, *_: str) -> list[dict[str, Any]]:
         self.calls += 1
         return self.items
+
+    async def get(self, api_version: str, kind: str, name: str, *_: str) -> Any:
+        self.calls += 1
+        if kind != "Namespace" or name not in self.namespaces:
+            return None
+        owner = self.namespaces[name]
+        labels = {} if owner is None else {"odoo.tenantops.io/instance": owner}
+        return {"metadata": {"name": name, "labels": labels}}
 
 
 def _body(name: str, **spec: Any) -> kopf.Body:
@@ -371,3 +385,114 @@ def test_a_bad_verify_schedule_is_refused_only_when_verification_is_scheduled() 
     backup["verify"] = "Scheduled"
     (problem,) = admission_handlers.backup_policy_problems(body, config)
     assert problem.startswith("spec.backup.verifySchedule")
+
+
+# -- tenant boundaries: databases, names, namespaces, transitions ------------------------
+
+
+def test_a_database_of_another_instance_on_the_same_server_is_refused() -> None:
+    claims = {("main", "odoo_victim"): "victim"}
+    spec = instance("attacker", database={"serverRef": "main", "name": "odoo_victim"})
+    (problem,) = admission_problems(spec, None, CONFIG, NOBODY, claims)
+    assert problem.startswith("spec.database.name odoo_victim is already the database of")
+    assert "OdooInstance victim" in problem
+
+
+def test_the_same_database_name_on_another_server_is_admitted() -> None:
+    claims = {("main", "odoo_victim"): "victim"}
+    spec = instance(
+        "other", database={"serverRef": "dedicated", "name": "odoo_victim"}, tenancy="dedicated"
+    )
+    spec = dataclasses.replace(spec, redis_server="dedicated")
+    assert admission_problems(spec, None, CONFIG, NOBODY, claims) == []
+
+
+@pytest.mark.parametrize(
+    "name", ["postgres", "template0", "template1", "azure_maintenance", "azure_sys", "pg_x"]
+)
+def test_reserved_database_names_are_refused(name: str) -> None:
+    spec = instance("acme", database={"serverRef": "main", "name": name})
+    (problem,) = admission_problems(spec, None, CONFIG, NOBODY)
+    assert problem.startswith(f"spec.database.name {name} is reserved")
+
+
+def test_an_instance_named_after_the_operators_namespace_is_refused() -> None:
+    (problem,) = admission_problems(instance("operator"), None, CONFIG, NOBODY)
+    assert problem.startswith("metadata.name operator would make the tenant namespace")
+
+
+def test_naming_the_defaulted_database_differently_is_refused_but_naming_it_the_same_is_not() -> (
+    None
+):
+    stored = instance("acme")
+    moved = instance("acme", database={"serverRef": "main", "name": "odoo_new"})
+    (problem,) = admission_problems(moved, stored, CONFIG, NOBODY)
+    assert problem.startswith("spec.database.name cannot change from odoo_acme")
+    same = instance("acme", database={"serverRef": "main", "name": "odoo_acme"})
+    assert admission_problems(same, stored, CONFIG, NOBODY) == []
+
+
+def test_moving_a_tenant_to_another_database_server_is_refused() -> None:
+    stored = instance("acme", database={})  # the default server, main
+    moved = dataclasses.replace(stored, database_server="dedicated")
+    problems = admission_problems(moved, stored, CONFIG, NOBODY)
+    assert any(p.startswith("spec.database.serverRef cannot change from main") for p in problems)
+    explicit = dataclasses.replace(stored, database_server="main")
+    assert admission_problems(explicit, stored, CONFIG, NOBODY) == []
+
+
+async def test_a_namespace_that_is_not_the_instances_is_refused_on_create() -> None:
+    foreign = _InstancesReader(namespaces={"odoo-acme": None})
+    with pytest.raises(kopf.AdmissionError, match="odoo-acme already exists and is not a tenant"):
+        await admission_handlers.validate_instance(body=_body("acme"), memo=_memo(foreign))
+    other = _InstancesReader(namespaces={"odoo-acme": "globex"})
+    with pytest.raises(kopf.AdmissionError, match="belongs to OdooInstance globex"):
+        await admission_handlers.validate_instance(body=_body("acme"), memo=_memo(other))
+    retained = _InstancesReader(namespaces={"odoo-acme": "acme"})
+    await admission_handlers.validate_instance(body=_body("acme"), memo=_memo(retained))
+
+
+def test_the_deletion_policy_of_an_instance_being_deleted_cannot_change() -> None:
+    old = {"metadata": {"name": "acme", "deletionTimestamp": "2026-01-01T00:00:00Z"}, "spec": {}}
+    new = {"metadata": old["metadata"], "spec": {"deletionPolicy": "Delete"}}
+    (problem,) = admission_handlers.lifecycle_problems(new, old)
+    assert problem.startswith("spec.deletionPolicy cannot change from Retain to Delete")
+    alive = {"metadata": {"name": "acme"}, "spec": {}}
+    assert admission_handlers.lifecycle_problems(new, alive) == []
+
+
+def test_a_filestore_below_the_size_in_effect_is_refused_even_when_it_was_defaulted() -> None:
+    spec = {"version": "18.0", "hosts": ["a.example.com"]}
+    old = {"metadata": {"name": "acme"}, "spec": spec, "status": {"filestoreSize": "20Gi"}}
+    smaller = {"metadata": {"name": "acme"}, "spec": {**spec, "filestore": {"size": "15Gi"}}}
+    (problem,) = admission_handlers.filestore_problems(smaller, old)
+    assert problem.startswith("spec.filestore.size 15Gi is smaller than the tenant's filestore")
+    defaulted = {"metadata": {"name": "acme"}, "spec": spec}
+    shrunk = {"metadata": {"name": "acme"}, "spec": {**spec, "filestore": {"size": "5Gi"}}}
+    assert admission_handlers.filestore_problems(shrunk, defaulted) != []
+    grown = {"metadata": {"name": "acme"}, "spec": {**spec, "filestore": {"size": "30Gi"}}}
+    assert admission_handlers.filestore_problems(grown, old) == []
+
+
+def _restore(target: str, backup: str = "b1", **spec: Any) -> RestoreRequest:
+    body = {"metadata": {"name": "r"}, "spec": {"backup": backup, "target": {"instance": target}}}
+    body["spec"].update(spec)
+    return RestoreRequest.from_resource(body)
+
+
+def test_a_restore_of_another_instances_backup_needs_the_opt_in_naming_it() -> None:
+    (problem,) = _restore("bank").problems("acme", instance("bank"))
+    assert problem.startswith("spec.fromInstance must be acme")
+    (wrong,) = _restore("bank", fromInstance="globex").problems("acme", instance("bank"))
+    assert "(it names globex)" in wrong
+    assert _restore("bank", fromInstance="acme").problems("acme", instance("bank")) == []
+    assert _restore("acme").problems("acme", instance("acme")) == []
+
+
+def test_a_non_production_target_is_always_neutralized() -> None:
+    staging = instance("stage", environment="staging")
+    request = _restore("stage", fromInstance="acme", neutralize=False)
+    (problem,) = request.problems("acme", staging)
+    assert problem.startswith("spec.neutralize cannot be false: stage is a staging instance")
+    assert _restore("stage").neutralizes(in_place=True, production_target=False)
+    assert not _restore("acme").neutralizes(in_place=True, production_target=True)

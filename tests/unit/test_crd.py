@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,4 +40,43 @@ def test_odooinstance_is_cluster_scoped_with_the_agreed_names() -> None:
     assert crd["spec"]["group"] == "odoo.tenantops.io"
     assert crd["spec"]["names"]["shortNames"] == ["odoo"]
     columns = [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
-    assert columns == ["Version", "Phase", "Ready", "URL", "Last Backup", "Age"]
+    assert columns == ["Version", "Env", "Phase", "Ready", "URL", "Last Backup", "Age"]
+
+
+def _config_schema() -> dict[str, Any]:
+    crd = yaml.safe_load((CRDS[0].parent / "odooinstances.odoo.tenantops.io.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    config: dict[str, Any] = schema["properties"]["spec"]["properties"]["config"]
+    return config
+
+
+def _cel_pattern(rule: str) -> re.Pattern[str]:
+    # The rule's one matches('...') literal, unescaped as CEL does. Its syntax (character
+    # classes, \xHH escapes, anchors) means the same to RE2 and to Python's re.
+    (literal,) = re.findall(r"matches\('((?:[^'\\]|\\.)*)'\)", rule)
+    return re.compile(literal.replace("\\\\", "\\"))
+
+
+def test_spec_config_values_with_a_line_break_or_control_character_are_refused() -> None:
+    (rule,) = _config_schema()["additionalProperties"]["x-kubernetes-validations"]
+    assert rule["rule"].startswith("!self.matches(")
+    assert "single line" in rule["message"]
+    refused = _cel_pattern(rule["rule"])
+    for value in ["600\naddons_path = /tmp/evil", "600\r", "\x00", "a\tb", "\x7f", "\x85"]:
+        assert refused.search(value), value
+    for value in ["600", "Acme ERP <erp@acme.example.com>", ":INFO,werkzeug:WARNING", "é"]:
+        assert not refused.search(value), value
+
+
+def test_spec_config_keys_must_look_like_odoo_option_names_in_any_case() -> None:
+    config = _config_schema()
+    (rule,) = config["x-kubernetes-validations"]
+    assert "size(k) <= 64" in rule["rule"]
+    assert rule["message"].startswith("spec.config keys")
+    name = _cel_pattern(rule["rule"])
+    for key in ["limit_time_real", "LIMIT_TIME_REAL", "Addons_Path"]:
+        assert name.search(key), key
+    for key in ["", "a b", "a\nb", "a=b", "a:b", "[options]", "1st"]:
+        assert not name.search(key), key
+    # The old denylist is gone: the allowlist is the webhook's, and it folds case.
+    assert "startsWith('db_')" not in rule["rule"]

@@ -41,6 +41,12 @@ def format_quantity(value: Decimal, binary: bool) -> str:
     return f"{int(milli.to_integral_value(rounding='ROUND_CEILING'))}m"
 
 
+def quantity_value(quantity: str | int | float) -> Decimal:
+    """The number a quantity stands for (``"1Gi"`` -> 1073741824); ValueError when malformed."""
+    value: Decimal = parse_quantity(str(quantity).strip())
+    return value
+
+
 def canonical_quantity(quantity: str | int | float) -> str:
     """A quantity as the API server stores it: ``"1000m"`` -> ``"1"``, ``"1536Mi"`` stays."""
     text = str(quantity).strip()

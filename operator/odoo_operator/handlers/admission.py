@@ -14,16 +14,25 @@ admitting what nobody checked.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
 from ..backends.kube import KubeClient
+from ..builders.quantities import quantity_value
 from ..builders.schedule import parse_duration, validate_schedule
-from ..model.admission import admission_problems, normalize_host
-from ..model.backup import BackupPolicy
+from ..model.admission import admission_problems, database_server, normalize_host
+from ..model.backup import BACKUP_KIND, RESTORE_PLURAL, BackupPolicy, RestoreRequest
 from ..model.config import ConfigError, OperatorConfig
-from ..model.names import API_VERSION, GROUP, INSTANCE_KIND, INSTANCE_PLURAL, VERSION
+from ..model.names import (
+    API_VERSION,
+    GROUP,
+    INSTANCE_KIND,
+    INSTANCE_LABEL,
+    INSTANCE_PLURAL,
+    VERSION,
+)
 from ..model.spec import InstanceSpec
 from ..model.upgrade import UpgradePolicy, major
 from ..reconcile.clients import Clients
@@ -32,22 +41,93 @@ from ..settings import webhook_enabled
 _REFUSAL_CODE = 422  # Unprocessable Entity, as the apiserver answers schema violations
 
 
-async def hosts_claimed_by_others(kube: KubeClient, name: str) -> dict[str, str]:
-    """Each host served by an OdooInstance other than ``name``, mapped to that instance.
+@dataclass(frozen=True)
+class FleetClaims:
+    """What the other OdooInstances hold: hosts, and databases per PostgreSQL server."""
+
+    hosts: dict[str, str]
+    databases: dict[tuple[str, str], str]
+
+
+async def fleet_claims(kube: KubeClient, name: str, config: OperatorConfig) -> FleetClaims:
+    """Each host and (server, database) used by an OdooInstance other than ``name``.
 
     A list call rather than a Kopf index: the apiserver answers it from a consistent
     read, while an index is still empty for a moment after the operator starts and
-    would let a host take-over through in that moment. An instance being deleted
-    still claims its hosts: its route serves until it is gone.
+    would let a take-over through in that moment. An instance being deleted still
+    claims its hosts and database: its route serves and its database exists until it
+    is gone. The database is the one recorded in status when there is one (the name the
+    operator resolved), else the one its spec asks for.
     """
-    claimed: dict[str, str] = {}
+    claims = FleetClaims(hosts={}, databases={})
     for item in await kube.list(API_VERSION, INSTANCE_KIND):
         owner = str(item["metadata"]["name"])
         if owner == name:
             continue
-        for host in (item.get("spec") or {}).get("hosts") or []:
-            claimed.setdefault(normalize_host(str(host)), owner)
-    return claimed
+        spec = item.get("spec") or {}
+        for host in spec.get("hosts") or []:
+            claims.hosts.setdefault(normalize_host(str(host)), owner)
+        try:
+            other = InstanceSpec.from_resource(item)
+        except (KeyError, TypeError, ValueError):
+            continue  # an object stored before today's schema; it claims its hosts only
+        recorded = (item.get("status") or {}).get("database")
+        server = database_server(other, config)
+        for database in {other.database, str(recorded)} if recorded else {other.database}:
+            claims.databases.setdefault((server, database), owner)
+    return claims
+
+
+async def hosts_claimed_by_others(kube: KubeClient, name: str) -> dict[str, str]:
+    """Each host served by an OdooInstance other than ``name``, mapped to that instance."""
+    return (await fleet_claims(kube, name, OperatorConfig())).hosts
+
+
+async def namespace_problems(kube: KubeClient, spec: InstanceSpec) -> list[str]:
+    """An existing namespace odoo-<name> that is not this instance's would be taken over."""
+    live = await kube.get("v1", "Namespace", spec.namespace)
+    if live is None:
+        return []
+    owner = ((live.get("metadata") or {}).get("labels") or {}).get(INSTANCE_LABEL)
+    if owner == spec.name:
+        return []  # left behind by an earlier instance of this name (deletionPolicy Retain)
+    return [
+        f"metadata.name {spec.name}: the namespace {spec.namespace} already exists and "
+        + (f"belongs to OdooInstance {owner}" if owner else "is not a tenant namespace")
+        + "; choose another instance name."
+    ]
+
+
+def lifecycle_problems(body: Mapping[str, Any], old: Mapping[str, Any]) -> list[str]:
+    """Spec changes that can no longer take effect on an instance being deleted."""
+    if not (old.get("metadata") or {}).get("deletionTimestamp"):
+        return []
+    before = (old.get("spec") or {}).get("deletionPolicy", "Retain")
+    after = (body.get("spec") or {}).get("deletionPolicy", "Retain")
+    if before == after:
+        return []
+    return [
+        f"spec.deletionPolicy cannot change from {before} to {after} while the instance is "
+        "being deleted: the deletion already runs under its policy."
+    ]
+
+
+def filestore_problems(body: Mapping[str, Any], old: Mapping[str, Any]) -> list[str]:
+    """A filestore smaller than the one the tenant has (status.filestoreSize, else the old
+    spec's effective size): shrinking a volume would lose attachments."""
+    size = InstanceSpec.from_resource(body).filestore_size
+    recorded = (old.get("status") or {}).get("filestoreSize")
+    current = str(recorded) if recorded else InstanceSpec.from_resource(old).filestore_size
+    try:
+        shrinks = quantity_value(size) < quantity_value(current)
+    except ValueError:
+        return []  # the schema refuses malformed quantities with its own message
+    if not shrinks:
+        return []
+    return [
+        f"spec.filestore.size {size} is smaller than the tenant's filestore ({current}); "
+        "it can only grow: shrinking a volume would lose attachments."
+    ]
 
 
 def backup_policy_problems(body: Mapping[str, Any], config: OperatorConfig) -> list[str]:
@@ -124,18 +204,42 @@ async def validate_instance(
     clients: Clients = memo["clients"]
     spec = InstanceSpec.from_resource(body)
     previous = InstanceSpec.from_resource(old) if old is not None else None
-    claimed = await hosts_claimed_by_others(clients.kube, spec.name)
-    problems = admission_problems(spec, previous, clients.config, claimed)
+    claims = await fleet_claims(clients.kube, spec.name, clients.config)
+    problems = admission_problems(spec, previous, clients.config, claims.hosts, claims.databases)
     problems += backup_policy_problems(body, clients.config)
     problems += upgrade_problems(body, old)
+    if old is None:
+        problems += await namespace_problems(clients.kube, spec)
+    else:
+        problems += lifecycle_problems(body, old) + filestore_problems(body, old)
     if problems:
         # Kopf logs the refusal with its message; the requester gets it from the apiserver.
+        raise kopf.AdmissionError(" ".join(problems), code=_REFUSAL_CODE)
+
+
+async def validate_restore(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Refuse an OdooRestore that would put one tenant's data into another without the
+    opt-in naming the source, or live data into a non-production instance.
+
+    The reconciler checks the same again before it touches anything. A restore naming a
+    backup or instance that does not exist yet is let through: it fails with its reason.
+    """
+    clients: Clients = memo["clients"]
+    request = RestoreRequest.from_resource(body)
+    backup = await clients.kube.get(API_VERSION, BACKUP_KIND, request.backup)
+    target = await clients.kube.get(API_VERSION, INSTANCE_KIND, request.target)
+    if backup is None or target is None:
+        return
+    source = str((backup.get("spec") or {}).get("instance", ""))
+    problems = request.problems(source, InstanceSpec.from_resource(target))
+    if problems:
         raise kopf.AdmissionError(" ".join(problems), code=_REFUSAL_CODE)
 
 
 # Kopf serves a handler under its id, and the chart's webhook configuration names that path;
 # a Service path may not contain "_", so the id is not the function's name.
 WEBHOOK_HANDLER_ID = "validate-instance"
+RESTORE_WEBHOOK_HANDLER_ID = "validate-restore"
 
 if webhook_enabled():
     # CREATE and UPDATE only: a DELETE carries no new spec, and Kopf's default ("*")
@@ -147,3 +251,10 @@ if webhook_enabled():
         id=WEBHOOK_HANDLER_ID,
         operations=["CREATE", "UPDATE"],
     )(validate_instance)
+    kopf.on.validate(
+        GROUP,
+        VERSION,
+        RESTORE_PLURAL,
+        id=RESTORE_WEBHOOK_HANDLER_ID,
+        operations=["CREATE"],  # an OdooRestore is immutable (its schema says so)
+    )(validate_restore)

@@ -30,33 +30,94 @@ def normalize_host(host: str) -> str:
     return host.strip().rstrip(".").lower()
 
 
+# Databases every PostgreSQL server has, or that Azure Database for PostgreSQL keeps for
+# itself; a tenant named like one of them would alter the server's own objects.
+RESERVED_DATABASE_NAMES = frozenset(
+    {"postgres", "template0", "template1", "azure_maintenance", "azure_sys", "azuresu"}
+)
+
+
+def reserved_database_problem(name: str, field: str = "spec.database.name") -> str | None:
+    """Why ``name`` may never be a tenant's database or role name, or None when it may be."""
+    if name in RESERVED_DATABASE_NAMES or name.startswith("pg_"):
+        return (
+            f"{field} {name} is reserved by PostgreSQL or the server's provider "
+            f"({', '.join(sorted(RESERVED_DATABASE_NAMES))} and pg_*); choose another name "
+            "or leave it unset for odoo_<instance>."
+        )
+    return None
+
+
+def database_server(spec: InstanceSpec, config: OperatorConfig) -> str:
+    """The registered PostgreSQL server the tenant's database lives on (its name)."""
+    return spec.database_server or config.default_postgres or ""
+
+
 def admission_problems(
     spec: InstanceSpec,
     old: InstanceSpec | None,
     config: OperatorConfig,
     hosts_claimed_by_others: Mapping[str, str],
+    databases_claimed_by_others: Mapping[tuple[str, str], str] | None = None,
 ) -> list[str]:
     """Every reason to refuse ``spec``; an empty list admits it.
 
     ``old`` is the stored object on UPDATE and None on CREATE.
     ``hosts_claimed_by_others`` maps each host (as :func:`normalize_host` gives it)
-    served by another OdooInstance to that instance's name.
+    served by another OdooInstance to that instance's name;
+    ``databases_claimed_by_others`` maps each (server, database) another instance uses
+    to that instance's name: database and role names are unique per server.
     """
-    problems = _state_problems(spec, config, hosts_claimed_by_others)
+    databases = databases_claimed_by_others or {}
+    problems = _state_problems(spec, config, hosts_claimed_by_others, databases)
     if old is None:
         return problems
-    already_there = set(_state_problems(old, config, hosts_claimed_by_others))
-    return [p for p in problems if p not in already_there] + _transition_problems(spec, old)
+    already_there = set(_state_problems(old, config, hosts_claimed_by_others, databases))
+    return [p for p in problems if p not in already_there] + _transition_problems(spec, old, config)
 
 
 def _state_problems(
-    spec: InstanceSpec, config: OperatorConfig, hosts_claimed_by_others: Mapping[str, str]
+    spec: InstanceSpec,
+    config: OperatorConfig,
+    hosts_claimed_by_others: Mapping[str, str],
+    databases_claimed_by_others: Mapping[tuple[str, str], str],
 ) -> list[str]:
     return [
+        *name_problems(spec, config),
         *_host_problems(spec, config, hosts_claimed_by_others),
         *_server_problems(spec, config),
+        *_database_problems(spec, config, databases_claimed_by_others),
         *_image_problems(spec, config),
     ]
+
+
+def name_problems(spec: InstanceSpec, config: OperatorConfig) -> list[str]:
+    """An instance whose tenant namespace would be the operator's own."""
+    if spec.namespace == config.namespace:
+        return [
+            f"metadata.name {spec.name} would make the tenant namespace {spec.namespace}, "
+            "which is the operator's own namespace; choose another name."
+        ]
+    return []
+
+
+def _database_problems(
+    spec: InstanceSpec,
+    config: OperatorConfig,
+    databases_claimed_by_others: Mapping[tuple[str, str], str],
+) -> list[str]:
+    reserved = reserved_database_problem(spec.database)
+    if reserved is not None:
+        return [reserved]
+    owner = databases_claimed_by_others.get((database_server(spec, config), spec.database))
+    if owner is not None and owner != spec.name:
+        return [
+            f"spec.database.name {spec.database} is already the database of OdooInstance "
+            f"{owner} on server {database_server(spec, config)}; a database (and its role) "
+            "belongs to one tenant only. To move data between tenants, restore a backup "
+            "with an OdooRestore."
+        ]
+    return []
 
 
 def _host_problems(
@@ -156,7 +217,35 @@ def _image_problems(spec: InstanceSpec, config: OperatorConfig) -> list[str]:
     ]
 
 
-def _transition_problems(spec: InstanceSpec, old: InstanceSpec) -> list[str]:
+def _transition_problems(
+    spec: InstanceSpec, old: InstanceSpec, config: OperatorConfig
+) -> list[str]:
+    return [*_version_problems(spec, old), *_database_move_problems(spec, old, config)]
+
+
+def _database_move_problems(
+    spec: InstanceSpec, old: InstanceSpec, config: OperatorConfig
+) -> list[str]:
+    # Compared on the effective names, so setting spec.database.name where it was defaulted
+    # cannot move a live tenant to a new, empty database.
+    problems = []
+    if spec.database != old.database:
+        problems.append(
+            f"spec.database.name cannot change from {old.database} (the tenant's database) "
+            f"to {spec.database}: moving a tenant to another database is a restore "
+            "(OdooRestore), not an edit."
+        )
+    before, after = database_server(old, config), database_server(spec, config)
+    if before != after:
+        problems.append(
+            f"spec.database.serverRef cannot change from {before} to {after}: the tenant's "
+            "database stays on the server it was created on; move it with a backup and an "
+            "OdooRestore into a new instance."
+        )
+    return problems
+
+
+def _version_problems(spec: InstanceSpec, old: InstanceSpec) -> list[str]:
     new_version, old_version = _parse_version(spec.version), _parse_version(old.version)
     if new_version is None or old_version is None or new_version >= old_version:
         return []

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .spec import InstanceSpec
+
 BACKUP_PLURAL = "odoobackups"
 BACKUP_KIND = "OdooBackup"
 RESTORE_PLURAL = "odoorestores"
@@ -84,6 +86,7 @@ class RestoreRequest:
     backup: str
     target: str
     neutralize: bool | None = None  # None: the default of the mode (clone yes, in place no)
+    from_instance: str | None = None  # the opt-in naming another instance as the source
 
     @classmethod
     def from_resource(cls, body: Mapping[str, Any]) -> RestoreRequest:
@@ -95,8 +98,34 @@ class RestoreRequest:
             backup=str(spec["backup"]),
             target=str((spec.get("target") or {})["instance"]),
             neutralize=None if neutralize is None else bool(neutralize),
+            from_instance=spec.get("fromInstance") or None,
         )
 
-    def neutralizes(self, in_place: bool) -> bool:
-        """Whether the restored database is neutralized: clones are, by default."""
+    def neutralizes(self, in_place: bool, production_target: bool = True) -> bool:
+        """Whether the restored database is neutralized: clones are, by default, and a
+        restore into a non-production instance always is."""
+        if not production_target:
+            return True
         return (not in_place) if self.neutralize is None else self.neutralize
+
+    def problems(self, source: str, target: InstanceSpec) -> list[str]:
+        """Why this restore of a backup of ``source`` into ``target`` must not run.
+
+        One tenant's data lands in another only with an opt-in naming the source, and a
+        non-production instance never receives live (un-neutralized) data.
+        """
+        problems = []
+        if source != self.target and self.from_instance != source:
+            named = f" (it names {self.from_instance})" if self.from_instance else ""
+            problems.append(
+                f"spec.fromInstance must be {source} to restore a backup of OdooInstance "
+                f"{source} into {self.target}{named}: that replaces {self.target}'s data with "
+                f"another tenant's. Set spec.fromInstance: {source} to confirm a migration "
+                "between instances."
+            )
+        if not target.production and self.neutralize is False:
+            problems.append(
+                f"spec.neutralize cannot be false: {target.name} is a {target.environment} "
+                "instance, and a restore into a non-production instance is always neutralized."
+            )
+        return problems

@@ -14,6 +14,8 @@ from .names import tenant_namespace
 
 Tenancy = Literal["shared", "dedicated"]
 DeletionPolicy = Literal["Retain", "Delete"]
+Environment = Literal["production", "staging", "development"]
+ENVIRONMENTS: tuple[Environment, ...] = ("production", "staging", "development")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class InstanceSpec:
     suspend: bool = False
     deletion_policy: DeletionPolicy = "Retain"
     config: Mapping[str, str] = field(default_factory=dict)
+    environment: Environment = "production"
 
     @property
     def namespace(self) -> str:
@@ -57,6 +60,11 @@ class InstanceSpec:
     def database(self) -> str:
         """The tenant database name (also the name of its role)."""
         return self.database_name or f"odoo_{self.name.replace('-', '_')}"
+
+    @property
+    def production(self) -> bool:
+        """Whether the tenant serves real business (non-production tenants get neutralized data)."""
+        return self.environment == "production"
 
     @property
     def url(self) -> str:
@@ -102,4 +110,5 @@ class InstanceSpec:
             suspend=bool(spec.get("suspend", False)),
             deletion_policy=spec.get("deletionPolicy", "Retain"),
             config={str(k): str(v) for k, v in spec.get("config", {}).items()},
+            environment=spec.get("environment", "production"),
         )

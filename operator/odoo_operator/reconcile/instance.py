@@ -26,6 +26,7 @@ from ..builders.postgres import TenantDatabase
 from ..builders.redis_acl import tenant_redis_user
 from ..builders.tenant import Tenant, TenantCredentials, labels
 from ..builders.workloads import build_init_job
+from ..model.admission import name_problems, reserved_database_problem
 from ..model.conditions import Condition, merge_condition
 from ..model.config import ConfigError
 from ..model.names import (
@@ -209,7 +210,12 @@ async def reconcile_instance(
         # A restore (or upgrade) holds the tenant: no pod may write to the database meanwhile.
         spec = dataclasses.replace(spec, suspend=True)
     config = clients.config
-    outcome.fields = {"namespace": spec.namespace, "database": spec.database, "url": spec.url}
+    outcome.fields = {
+        "namespace": spec.namespace,
+        "database": spec.database,
+        "url": spec.url,
+        "filestoreSize": spec.filestore_size,
+    }
     writes_before = clients.kube.writes
     try:
         pg_server = config.postgres_server(spec.database_server)
@@ -219,6 +225,10 @@ async def reconcile_instance(
         config.image_for(spec.version, spec.image)
     except ConfigError as exc:
         raise Stalled("InvalidConfiguration", str(exc)) from exc
+    # Repeated from admission: the webhook may be bypassed, fail open or be absent.
+    reserved = [*name_problems(spec, config), reserved_database_problem(spec.database)]
+    if any(reserved):
+        raise Stalled("ReservedName", " ".join(p for p in reserved if p))
     if not (body.get("status") or {}).get("runningImage"):
         # The first rollout: from now on only an upgrade changes what runs.
         outcome.fields["runningVersion"] = spec.version
@@ -257,7 +267,7 @@ async def reconcile_instance(
     for obj in build_foundation(tenant):
         await clients.kube.apply(obj)
 
-    database = TenantDatabase(spec.database, spec.database, spec.connection_limit)
+    database = TenantDatabase(spec.database, spec.database, spec.connection_limit, spec.name)
     try:
         state = await pg_admin.observe(database)
         # A password is sent only to create the role or to re-key it: never on an idle pass.
@@ -419,7 +429,9 @@ async def delete_instance(clients: Clients, body: Mapping[str, Any]) -> list[str
     done: list[str] = []
     if spec.deletion_policy == "Delete":
         pg_admin, _ = await clients.postgres(clients.config.postgres_server(spec.database_server))
-        tenant_database = TenantDatabase(spec.database, spec.database, spec.connection_limit)
+        tenant_database = TenantDatabase(
+            spec.database, spec.database, spec.connection_limit, spec.name
+        )
         for kept in await pg_admin.drop_kept_databases(tenant_database):
             done.append(f"dropped database {kept}, kept by a restore or an upgrade")
         await pg_admin.drop(tenant_database)
@@ -431,6 +443,12 @@ async def delete_instance(clients: Clients, body: Mapping[str, Any]) -> list[str
         done.append(
             f"kept database {spec.database}, its role and Redis keys (deletionPolicy Retain)"
         )
-    if await clients.kube.delete("v1", "Namespace", spec.namespace):
+    live = await clients.kube.get("v1", "Namespace", spec.namespace)
+    owner = (((live or {}).get("metadata") or {}).get("labels") or {}).get(INSTANCE_LABEL)
+    if live is not None and owner != spec.name:
+        # Never delete a namespace this instance did not create (an instance named
+        # "operator" would otherwise take the operator's own namespace with it).
+        done.append(f"left namespace {spec.namespace} alone: it is not this tenant's")
+    elif await clients.kube.delete("v1", "Namespace", spec.namespace):
         done.append(f"deleting namespace {spec.namespace}")
     return done

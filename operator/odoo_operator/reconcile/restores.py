@@ -3,12 +3,14 @@
 Steps, each recorded in status so a restarted operator knows where it stopped:
 
 1. check the backup succeeded and both instances exist;
-2. in place only: a safety backup of the current state (an OdooBackup, kept by ``retain``);
-3. maintenance: the target's web and cron scaled to zero (annotation on the instance);
-4. the engine checks manifest, checksums, instance and Odoo version before touching
+2. refusals: another instance's backup without ``spec.fromInstance`` naming it, or live data
+   into a non-production instance;
+3. a safety backup of the target's current state (an OdooBackup, kept by ``retain``);
+4. maintenance: the target's web and cron scaled to zero (annotation on the instance);
+5. the engine checks manifest, checksums, instance and Odoo version before touching
    anything, restores into a new database, proves it, neutralizes a clone, and only then
    swaps names, keeping the replaced database as ``<db>_pre_restore_<id>``;
-5. maintenance lifted; the instance's reconciler brings web and cron back.
+6. maintenance lifted; the instance's reconciler brings web and cron back.
 
 Restores run in the operator: they need the server's admin login, which never leaves the
 operator's namespace.
@@ -103,30 +105,35 @@ async def run_restore_request(clients: Clients, body: Mapping[str, Any]) -> dict
             "an instance of the same or a newer Odoo version)",
         )
     target = InstanceSpec.from_resource(target_body)
+    # Checked here as well as at admission: the webhook may be bypassed or absent.
+    refusals = request.problems(source, target)
+    if refusals:
+        return finished(status, FAILED, "Refused", f"{' '.join(refusals)} Nothing touched.")
     in_place = request.target == source
-    neutralize = request.neutralizes(in_place)
+    neutralize = request.neutralizes(in_place, target.production)
     status.update(
         mode="InPlace" if in_place else "Clone",
         neutralized=neutralize,
         startedAt=status.get("startedAt") or timestamp(now()),
     )
-    if in_place:
-        safety = f"{request.name}-safety"
-        status["safetyBackup"] = safety
-        safety_body = await clients.kube.get(API_VERSION, BACKUP_KIND, safety)
-        if safety_body is None:
-            await clients.kube.apply(backup_object(source, safety, "manual", retain=True))
-            raise RestoreWaiting(f"taking the safety backup {safety} of {source}", status)
-        safety_phase = (safety_body.get("status") or {}).get("phase")
-        if safety_phase == FAILED:
-            return finished(
-                status,
-                FAILED,
-                "SafetyBackupFailed",
-                f"the safety backup {safety} failed; {source} was not touched",
-            )
-        if safety_phase != SUCCEEDED:
-            raise RestoreWaiting(f"waiting for the safety backup {safety}", status)
+    # Nothing is destroyed without a successful backup of it: the target's current database
+    # is backed up first, in place and for clones alike.
+    safety = f"{request.name}-safety"
+    status["safetyBackup"] = safety
+    safety_body = await clients.kube.get(API_VERSION, BACKUP_KIND, safety)
+    if safety_body is None:
+        await clients.kube.apply(backup_object(target.name, safety, "manual", retain=True))
+        raise RestoreWaiting(f"taking the safety backup {safety} of {target.name}", status)
+    safety_phase = (safety_body.get("status") or {}).get("phase")
+    if safety_phase == FAILED:
+        return finished(
+            status,
+            FAILED,
+            "SafetyBackupFailed",
+            f"the safety backup {safety} failed; {target.name} was not touched",
+        )
+    if safety_phase != SUCCEEDED:
+        raise RestoreWaiting(f"waiting for the safety backup {safety}", status)
     await _set_maintenance(clients, request.target, f"restore/{request.name}")
     if not await _scaled_down(clients, target):
         raise RestoreWaiting(f"waiting for the web and cron pods of {target.name} to stop", status)
