@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 from typing import Any
 
+from ..model.odoo_options import has_control_characters, validated_config_options
 from .quantities import canonical_quantity, canonical_resources
 from .tenant import (
     ODOO_HTTP_PORT,
@@ -26,13 +27,19 @@ CONFIG_CHECKSUM_ANNOTATION = "odoo.tenantops.io/config-checksum"
 _CONFIG_PATH = "/etc/odoo/odoo.conf"
 _DATA_DIR = "/var/lib/odoo"
 _HEALTH_PATH = "/web/health"
+INIT_JOB_TTL_SECONDS = 7 * 24 * 3600
 
 
 def render_odoo_conf(tenant: Tenant) -> str:
-    """odoo.conf: the operator owns database access, the master password and db listing."""
+    """odoo.conf: the operator's options, then the tenant's allow-listed extras, each once.
+
+    The operator owns database access, the master password, db listing, ports and workers.
+    ``spec.config`` is checked again here (the admission webhook checks it first): an option
+    outside the allowlist, a name spelled twice or a value spanning lines raises ValueError
+    rather than reaching a file that Odoo would refuse, or read as more options.
+    """
     spec, creds = tenant.spec, tenant.credentials
-    options: dict[str, str] = {
-        **spec.config,  # allow-listed extras first: everything below wins over them
+    owned: dict[str, str] = {
         "db_host": tenant.database.host,
         "db_port": str(tenant.database.port),
         "db_user": spec.database,
@@ -48,6 +55,17 @@ def render_odoo_conf(tenant: Tenant) -> str:
         "gevent_port": str(ODOO_WEBSOCKET_PORT),
         "workers": str(spec.workers),
     }
+    extras = validated_config_options(spec.config)
+    if extras.keys() & owned.keys():
+        # The allowlist and the operator's options are disjoint; should they ever meet,
+        # configparser would refuse the duplicate and Odoo would not start.
+        raise ValueError(f"spec.config sets {sorted(extras.keys() & owned.keys())}")
+    # Extras first, as before the allowlist: an unchanged tenant keeps its config checksum.
+    options = {**extras, **owned}
+    for key, value in options.items():
+        if has_control_characters(value):
+            # The value is not shown: it may be a password.
+            raise ValueError(f"refusing to render odoo.conf: the value of {key} spans lines")
     lines = ["[options]", *(f"{key} = {value}" for key, value in options.items())]
     return "\n".join(lines) + "\n"
 
@@ -201,14 +219,19 @@ def _deployment(
     pod_labels = labels(tenant, component)
     pod_spec = _pod_spec(tenant, args, with_ports)
     if with_ports:
+        # Web pods spread over zones and, within a zone, over nodes: one node drained or
+        # lost must not take every replica. ScheduleAnyway: a small cluster still runs them.
         pod_spec["topologySpreadConstraints"] = [
             {
                 "maxSkew": 1,
-                "topologyKey": "topology.kubernetes.io/zone",
+                "topologyKey": key,
                 "whenUnsatisfiable": "ScheduleAnyway",
                 "labelSelector": {"matchLabels": pod_labels},
             }
+            for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
         ]
+    if component == "cron":
+        pod_spec["containers"][0].update(_cron_probes(tenant))
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -229,6 +252,52 @@ def _deployment(
                 },
                 "spec": pod_spec,
             },
+        },
+    }
+
+
+def cron_liveness_command(database_port: int) -> list[str]:
+    """The cron container's probe: exit 0 while the pod holds a connection to PostgreSQL.
+
+    The cron pod runs Odoo with ``--no-http``: no port answers an HTTP or TCP probe, and
+    the process outliving its work is the failure to catch. Each cron thread keeps a
+    connection to PostgreSQL open while it waits for jobs; when that connection breaks (a
+    database restart or failover) the thread ends and Odoo (17.0 and 18.0) never starts it
+    again, leaving a live process that runs no scheduled action. The probe reads the pod's
+    TCP table (its network namespace holds this one container) and fails when no
+    connection to the database port is established; a restart brings the threads back.
+    It needs only the Python interpreter every Odoo image has.
+    """
+    script = (
+        "import sys\n"
+        f"port = ':{database_port:04X}'\n"
+        "established = False\n"
+        "for table in ('/proc/net/tcp', '/proc/net/tcp6'):\n"
+        "    try:\n"
+        "        rows = [row.split() for row in open(table).read().splitlines()[1:]]\n"
+        "    except OSError:\n"
+        "        continue\n"
+        # Columns: slot, local address, remote address, state (01 is ESTABLISHED).
+        "    established = established or any(\n"
+        "        len(r) > 3 and r[2].endswith(port) and r[3] == '01' for r in rows\n"
+        "    )\n"
+        "sys.exit(0 if established else 1)\n"
+    )
+    return ["python3", "-c", script]
+
+
+def _cron_probes(tenant: Tenant) -> dict[str, Any]:
+    probe = {"exec": {"command": cron_liveness_command(tenant.database.port)}}
+    return {
+        # Loading a large registry takes minutes before the cron threads connect.
+        "startupProbe": {**probe, "periodSeconds": 10, "failureThreshold": 60},
+        # Five minutes without a connection: restarting cannot make things worse, since a
+        # cron pod without its database runs nothing either.
+        "livenessProbe": {
+            **probe,
+            "periodSeconds": 60,
+            "timeoutSeconds": 10,
+            "failureThreshold": 5,
         },
     }
 
@@ -272,7 +341,13 @@ def build_disruption_budget(tenant: Tenant) -> dict[str, Any] | None:
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": metadata(tenant, "odoo-web", "web"),
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels(tenant, "web")}},
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": labels(tenant, "web")},
+            # A pod that is not ready serves nobody: evicting it costs nothing, and must not
+            # be blocked by the budget (a crash-looping pod would otherwise stall a drain).
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
     }
 
 
@@ -291,6 +366,14 @@ def build_init_job(tenant: Tenant) -> dict[str, Any]:
         "metadata": metadata(tenant, "odoo-init", "init"),
         "spec": {
             "backoffLimit": 2,
+            # The finished Job and its pod's log are kept a week, then removed. The operator
+            # creates this Job only while the instance's Initialized condition is not True,
+            # and records that condition at the first pass that sees the Job succeed (a drift
+            # pass runs every two minutes), so a Job gone after success is not run again;
+            # the week covers an operator that is down meanwhile. Running -i again would
+            # reload base data in init mode over the tenant's. A failed Job gone after the
+            # week is created anew: the retry its Initialized message offers.
+            "ttlSecondsAfterFinished": INIT_JOB_TTL_SECONDS,
             "template": {"metadata": {"labels": labels(tenant, "init")}, "spec": pod_spec},
         },
     }

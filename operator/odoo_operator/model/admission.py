@@ -19,7 +19,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from .config import OperatorConfig, ServerRef
+from .config import OperatorConfig, ServerRef, instance_image_policy_problems
+from .odoo_options import config_option_problems
 from .spec import InstanceSpec
 
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
@@ -88,6 +89,8 @@ def _state_problems(
         *_server_problems(spec, config),
         *_database_problems(spec, config, databases_claimed_by_others),
         *_image_problems(spec, config),
+        *instance_image_policy_problems(spec.version, spec.image, config),
+        *config_option_problems(spec.config, spec.environment, config.policy),
     ]
 
 

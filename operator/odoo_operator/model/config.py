@@ -7,18 +7,25 @@ endpoint and admin credentials; those credentials never leave that namespace.
 Secret keys: PostgreSQL servers ``dsn`` (a libpq connection string of an admin
 with CREATEDB and CREATEROLE); Redis servers ``url`` (``redis://user:pass@host:port/0``
 of a user allowed to run ACL commands).
+
+The ``policy`` section limits what tenants may ask for (see :class:`TenantPolicy`); its
+defaults change nothing for existing tenants except that outgoing mail options are
+forbidden outside production.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from .names import GROUP
+from .spec import ENVIRONMENTS
 
 CONFIG_ENV = "ODOO_OPERATOR_CONFIG"  # path of the configuration file
 
@@ -67,6 +74,65 @@ class BlobStoreRef:
     container: str
 
 
+MailOptions = Literal["allowed", "forbidden"]
+# A restored copy of production in staging or development would mail real customers
+# through an SMTP server named in odoo.conf: Odoo's neutralization switches off the mail
+# servers stored in the database, not the one in the file.
+DEFAULT_MAIL_OPTIONS: Mapping[str, MailOptions] = {
+    "production": "allowed",
+    "staging": "forbidden",
+    "development": "forbidden",
+}
+_POLICY_KEYS = ("allowedRegistries", "mailOptions", "requireImageDigest")
+# A digest as an image reference carries it: algorithm, then the hex encoding of its length.
+_DIGEST = re.compile(r"@(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
+
+
+@dataclass(frozen=True)
+class TenantPolicy:
+    """What tenants may ask for beyond the CRD schema: the configuration's ``policy`` key.
+
+    ``mail_options``: per environment, whether ``spec.config`` may set outgoing mail options
+    (default: allowed in production only). ``require_image_digest``: every image a tenant
+    runs must be pinned by digest (default false). ``allowed_registries``: registries, or
+    registry paths, images must come from (default empty: any).
+    """
+
+    mail_options: Mapping[str, MailOptions] = field(
+        default_factory=lambda: dict(DEFAULT_MAIL_OPTIONS)
+    )
+    require_image_digest: bool = False
+    allowed_registries: tuple[str, ...] = ()
+
+    def mail_options_allowed(self, environment: str) -> bool:
+        """Whether a tenant of ``environment`` may set outgoing mail options."""
+        return self.mail_options.get(environment, "forbidden") == "allowed"
+
+    @classmethod
+    def from_mapping(cls, raw: Any) -> TenantPolicy:
+        """Parse the ``policy`` section; an unknown key is an error, as a typo would
+        otherwise silently weaken the policy."""
+        if raw is None:
+            return cls()
+        if not isinstance(raw, Mapping):
+            raise ConfigError("policy must be a mapping")
+        unknown = sorted(str(key) for key in raw if key not in _POLICY_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"policy.{unknown[0]} is not a policy setting (known: {', '.join(_POLICY_KEYS)})"
+            )
+        require_digest = raw.get("requireImageDigest", False)
+        if not isinstance(require_digest, bool):
+            raise ConfigError(
+                f"policy.requireImageDigest must be true or false, got {require_digest!r}"
+            )
+        return cls(
+            mail_options=_mail_options(raw.get("mailOptions")),
+            require_image_digest=require_digest,
+            allowed_registries=_registries(raw.get("allowedRegistries")),
+        )
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     """Everything the operator is configured with, with documented defaults."""
@@ -95,6 +161,7 @@ class OperatorConfig:
     backup_execution: str = "job"
     operator_image: str = "ghcr.io/tenantops/odoo-operator:latest"
     in_process_filestore_root: str | None = None
+    policy: TenantPolicy = field(default_factory=TenantPolicy)
 
     def image_for(self, version: str, override: str | None) -> str:
         """The Odoo image for a major version, unless the instance overrides it."""
@@ -154,6 +221,7 @@ class OperatorConfig:
             backup_execution=_backup_execution(data.get("backupExecution", "job")),
             operator_image=str(data.get("operatorImage", cls.operator_image)),
             in_process_filestore_root=data.get("inProcessFilestoreRoot"),
+            policy=TenantPolicy.from_mapping(data.get("policy")),
         )
 
     @classmethod
@@ -227,3 +295,98 @@ def _positive(value: Any, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{key} must be a whole number of at least 1, got {value!r}")
     return value
+
+
+def _mail_options(raw: Any) -> dict[str, MailOptions]:
+    options = dict(DEFAULT_MAIL_OPTIONS)
+    if raw is None:
+        return options
+    if not isinstance(raw, Mapping):
+        raise ConfigError("policy.mailOptions must map environments to allowed or forbidden")
+    for environment, value in raw.items():
+        if environment not in ENVIRONMENTS:
+            raise ConfigError(
+                f"policy.mailOptions.{environment} is not an environment "
+                f"(known: {', '.join(ENVIRONMENTS)})"
+            )
+        if value not in ("allowed", "forbidden"):
+            raise ConfigError(
+                f"policy.mailOptions.{environment} must be allowed or forbidden, got {value!r}"
+            )
+        options[environment] = value
+    return options
+
+
+def _registries(raw: Any) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(entry, str) for entry in raw):
+        raise ConfigError(
+            "policy.allowedRegistries must be a list of registries such as registry.example.com"
+        )
+    # Compared with image repositories in lower case, without a trailing slash.
+    registries = tuple(entry.strip().rstrip("/").lower() for entry in raw)
+    for entry in registries:
+        if not entry or "://" in entry or any(c.isspace() for c in entry):
+            raise ConfigError(
+                f"policy.allowedRegistries entry {entry!r} must be a registry host, optionally "
+                "with a path (registry.example.com or registry.example.com/odoo), without scheme"
+            )
+    return registries
+
+
+def image_repository(image: str) -> str:
+    """The repository an image reference names, with its registry spelled out, in lower case.
+
+    ``odoo:18.0`` is ``docker.io/library/odoo``: a first path component is a registry only
+    when it looks like a host (a dot, a port, or ``localhost``), as container runtimes read it.
+    """
+    name = image.split("@", 1)[0]
+    last_slash = name.rfind("/")
+    if ":" in name[last_slash + 1 :]:
+        name = name[: name.rfind(":")]
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return f"{first}/{rest}".lower()
+    return f"docker.io/{name if rest else 'library/' + name}".lower()
+
+
+def image_policy_problems(image: str, policy: TenantPolicy, field: str = "spec.image") -> list[str]:
+    """Why ``image`` breaks the operator's image policy; an empty list allows it.
+
+    ``field`` names where the image comes from in each message: ``spec.image``, or for an
+    instance without one, its entry of the operator's version map.
+    """
+    shown = image if image.isprintable() else json.dumps(image)
+    problems: list[str] = []
+    if policy.require_image_digest and not _DIGEST.search(image):
+        problems.append(
+            f"{field}: {shown} is not pinned by digest, and the operator's "
+            "policy.requireImageDigest asks for one (repository@sha256:<64 hex digits>), "
+            "so that what runs is exactly what was reviewed."
+        )
+    if policy.allowed_registries:
+        repository = image_repository(image)
+        if not any(
+            repository == allowed or repository.startswith(f"{allowed}/")
+            for allowed in policy.allowed_registries
+        ):
+            problems.append(
+                f"{field}: {shown} is not from a registry the operator's "
+                f"policy.allowedRegistries allows ({', '.join(policy.allowed_registries)})."
+            )
+    return problems
+
+
+def instance_image_policy_problems(
+    version: str, override: str | None, config: OperatorConfig
+) -> list[str]:
+    """:func:`image_policy_problems` of the image an instance would run: ``spec.image``, or
+    else its version's entry in the version map (no image at all is another rule's problem)."""
+    if override:
+        return image_policy_problems(override, config.policy)
+    image = config.images.get(version)
+    if image is None:
+        return []
+    field = f"versions[{json.dumps(version)}] of the operator's configuration (spec.image is unset)"
+    return image_policy_problems(image, config.policy, field)

@@ -36,6 +36,7 @@ from ..model.names import (
     MAINTENANCE_ANNOTATION,
     ROTATE_CREDENTIALS_ANNOTATION,
 )
+from ..model.odoo_options import config_option_problems
 from ..model.spec import InstanceSpec
 from .clients import Clients
 
@@ -229,6 +230,9 @@ async def reconcile_instance(
     reserved = [*name_problems(spec, config), reserved_database_problem(spec.database)]
     if any(reserved):
         raise Stalled("ReservedName", " ".join(p for p in reserved if p))
+    refused_options = config_option_problems(spec.config, spec.environment, config.policy)
+    if refused_options:
+        raise Stalled("InvalidConfiguration", " ".join(refused_options))
     if not (body.get("status") or {}).get("runningImage"):
         # The first rollout: from now on only an upgrade changes what runs.
         outcome.fields["runningVersion"] = spec.version
