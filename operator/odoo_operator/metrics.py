@@ -42,8 +42,8 @@ from . import logs
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
+    from .model.outcome import Outcome
     from .model.spec import InstanceSpec
-    from .reconcile.instance import Outcome
 
 METRICS_PORT_ENV = "ODOO_OPERATOR_METRICS_PORT"  # 0 disables the endpoint (and the probes)
 METRICS_ADDR_ENV = "ODOO_OPERATOR_METRICS_ADDR"
@@ -346,6 +346,9 @@ class TenantState:
     scrape's snapshot is a shallow copy of the dict."""
 
     phase: str | None = None
+    # What the tenant is for and where it runs, from its spec (odoo_operator_tenant_info).
+    environment: str | None = None
+    tenancy: str | None = None
     # (type, status, reason) of each condition, as last published.
     conditions: tuple[tuple[str, str, str], ...] = ()
     backup_time: float | None = None
@@ -471,6 +474,8 @@ def record_outcome(
         changes["verification_passed"] = False
     if drift and outcome.writes:
         changes["drift_repairs"] = current.drift_repairs + outcome.writes
+    if spec is not None:
+        changes["environment"], changes["tenancy"] = spec.environment, spec.tenancy
     _STATE.update(instance, **changes)
     database = conditions.get("DatabaseReady")
     if spec is not None and database is not None and database[1] == "True":
@@ -717,8 +722,16 @@ def _fleet_metrics(
         "Wall time of the last synthetic check of the tenant's /web/health, by target.",
         ("instance", "target"),
     )
+    info = _gauge(
+        "tenant_info",
+        "One series per tenant, value 1, labelled with its spec.environment (production, "
+        "staging, development) and tenancy: join on instance to split any tenant metric.",
+        ("instance", "environment", "tenancy"),
+    )
     for name in sorted(tenants):
         state = tenants[name]
+        if state.environment is not None:
+            info.add_metric([name, state.environment, state.tenancy or ""], 1)
         for target, check in state.health_checks:
             health_up.add_metric([name, target], 1 if check.up else 0)
             health_duration.add_metric([name, target], check.duration_seconds)
@@ -763,7 +776,7 @@ def _fleet_metrics(
     yield from (condition, rpo, upgrade_failed, backup_time, backup_size, backup_duration)
     yield from (verify_time, verify_ok, failures, drift, probe_up, probe_duration)
     yield from (size, connections, limit, longest, overdue, lag, queue)
-    yield from (health_up, health_duration)
+    yield from (health_up, health_duration, info)
 
     round_gauge = _gauge(
         "probe_round_duration_seconds",

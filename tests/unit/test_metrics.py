@@ -30,14 +30,15 @@ from odoo_operator.builders.postgres import SuperuserRequiredError, TenantDataba
 from odoo_operator.builders.redis_acl import TenantRedisUser
 from odoo_operator.devcluster.ports import free_port
 from odoo_operator.model.conditions import Condition
+from odoo_operator.model.outcome import Outcome
 from odoo_operator.model.spec import InstanceSpec
 from odoo_operator.observability import restores, tenant_probe
-from odoo_operator.reconcile.instance import Outcome
 
 # Every label a series may carry: none names a request, a user, a backup or a message.
 ALLOWED_LABELS = {"instance", "condition", "status", "state", "phase", "trigger", "result"}
 ALLOWED_LABELS |= {"reason", "le"}
 ALLOWED_LABELS |= {"system", "operation"}  # external calls: fixed sets, see metrics.py
+ALLOWED_LABELS |= {"environment", "tenancy"}  # tenant_info: enums of the CRD
 
 
 @pytest.fixture(autouse=True)
@@ -520,7 +521,7 @@ async def test_postgres_admin_sessions_are_timed_by_method_and_count_failures(
     monkeypatch.setattr(admin, "_why_no_connection", why)
     calls, timeouts = _calls("postgresql", "observe"), _errors("postgresql", "observe", "timeout")
     with pytest.raises(DatabaseServerUnavailable):
-        await admin.observe(TenantDatabase("acme", "acme", 10))
+        await admin.observe(TenantDatabase("acme", "acme", 10, "acme"))
     assert _calls("postgresql", "observe") == calls + 1
     assert _errors("postgresql", "observe", "timeout") == timeouts + 1
 
@@ -631,3 +632,18 @@ def test_kopf_timer_successes_are_dropped_and_everything_else_kept() -> None:
     failed.levelno = logging.ERROR
     assert drop.filter(failed)
     assert drop.filter(_record("Timer 'repair_drift' succeeded.", name="odoo_operator.x"))
+
+
+def test_each_tenant_is_labelled_with_its_environment_and_tenancy() -> None:
+    spec = InstanceSpec.from_resource(
+        {
+            "metadata": {"name": "stage"},
+            "spec": {"version": "18.0", "hosts": ["s.example.com"], "environment": "staging"},
+        }
+    )
+    metrics.record_outcome("stage", Outcome(phase="Ready"), spec)
+    text = metrics.render().decode()
+    assert (
+        'odoo_operator_tenant_info{environment="staging",instance="stage",tenancy="shared"} 1.0'
+        in text
+    )

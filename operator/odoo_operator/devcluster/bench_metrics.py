@@ -67,7 +67,7 @@ def populate(tenants: int) -> None:
     """Record what the operator would know about ``tenants`` synthetic tenants."""
     from .. import metrics
     from ..model.conditions import Condition
-    from ..reconcile.instance import Outcome
+    from ..model.outcome import Outcome
 
     now = time.time()
     for number in range(tenants):
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     render = _timed(metrics.render, args.runs)
 
     from ..model.conditions import Condition
-    from ..reconcile.instance import Outcome
+    from ..model.outcome import Outcome
 
     outcome = Outcome(phase="Ready")
     outcome.conditions = [Condition(t, s, r, "synthetic") for t, s, r in CONDITIONS]  # type: ignore[arg-type]

@@ -16,11 +16,11 @@ from ..model.names import (
     ROTATE_CREDENTIALS_ANNOTATION,
     VERSION,
 )
+from ..model.outcome import Outcome
 from ..model.spec import InstanceSpec
 from ..reconcile.backups import instance_backup_state, pre_delete_backup_pending
 from ..reconcile.clients import Clients
 from ..reconcile.instance import (
-    Outcome,
     Stalled,
     announce_first_sight,
     config_image,

@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes_asyncio.dynamic.exceptions import ResourceNotFoundError
@@ -37,6 +36,7 @@ from ..model.names import (
     ROTATE_CREDENTIALS_ANNOTATION,
 )
 from ..model.odoo_options import config_option_problems
+from ..model.outcome import Outcome
 from ..model.spec import InstanceSpec
 from .clients import Clients
 
@@ -44,20 +44,6 @@ logger = logging.getLogger(__name__)
 
 CREDENTIALS_SECRET = "odoo-credentials"  # noqa: S105 - an object name, not a value
 _CREDENTIAL_KEYS = ("database-password", "redis-password", "admin-password")
-
-
-@dataclass
-class Outcome:
-    """What a reconcile found: conditions to publish and status fields."""
-
-    conditions: list[Condition] = field(default_factory=list)
-    phase: str = "Provisioning"
-    fields: dict[str, Any] = field(default_factory=dict)
-    writes: int = 0
-
-    def set(self, type_: str, ok: bool, reason: str, message: str) -> None:
-        """Record a part's condition."""
-        self.conditions.append(Condition(type_, "True" if ok else "False", reason, message))
 
 
 class Stalled(Exception):  # noqa: N818 - the kstatus condition it reports
