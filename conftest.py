@@ -117,3 +117,37 @@ def blob_connection_string() -> Iterator[str]:
         yield server.connection_string
     finally:
         server.stop()
+
+
+_ADMIN_ROLE_ATTRIBUTES = (
+    "SELECT rolname::text, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin,"
+    " rolreplication, rolbypassrls, rolconnlimit, rolvaliduntil::text"
+    " FROM pg_catalog.pg_roles WHERE rolname = current_user"
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def admin_role_untouched(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The PostgreSQL server's admin role keeps every attribute through each test module.
+
+    No manifest may alter the server's own administrator (a tenant database named
+    ``postgres`` once made the operator run ``ALTER ROLE postgres NOSUPERUSER``), so every
+    module that uses the server is checked before and after, whatever it tests.
+    """
+    uses_postgres = any(
+        "postgres_dsn" in getattr(item, "fixturenames", ())
+        for item in request.session.items
+        if item.module is request.module
+    )
+    if not uses_postgres:
+        yield
+        return
+    import psycopg
+
+    dsn = request.getfixturevalue("postgres_dsn")
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        before = connection.execute(_ADMIN_ROLE_ATTRIBUTES).fetchone()
+    yield
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        after = connection.execute(_ADMIN_ROLE_ATTRIBUTES).fetchone()
+    assert after == before, f"the server's admin role changed during {request.module.__name__}"

@@ -5,6 +5,11 @@ code the operator runs in-process. It reads the database as the tenant's role (n
 admin login), mounts the filestore read-only, and writes to the blob store with the
 store's credentials copied into the tenant namespace (a container-scoped SAS connection
 string, or nothing at all with Workload Identity).
+
+With Workload Identity (the store's ``workloadIdentity``) the Job runs as a ServiceAccount of
+its own, annotated with the managed identity's client id, and its pods carry the label that
+makes AKS's Workload Identity webhook project a token Microsoft Entra ID exchanges for the
+identity's. The tenant's web and cron pods (ServiceAccount ``odoo``) never get that token.
 """
 
 from __future__ import annotations
@@ -12,12 +17,67 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..model.config import ConfigError, WorkloadIdentity
 from ..model.spec import InstanceSpec
 from .tenant import instance_labels
 from .workloads import DATABASE_SECRET, FILESTORE_CLAIM
 
 BACKUP_STORE_SECRET = "odoo-backup-store"  # noqa: S105 - an object name, not a value
+# The webhook mutates only pods with this label (its objectSelector), and reads the client
+# id from this annotation of the pod's ServiceAccount.
+WORKLOAD_IDENTITY_USE_LABEL = "azure.workload.identity/use"
+WORKLOAD_IDENTITY_CLIENT_ID_ANNOTATION = "azure.workload.identity/client-id"
 _DATA_DIR = "/var/lib/odoo"
+_TENANT_SERVICE_ACCOUNT = "odoo"  # builders/namespace.py: token-less, shared by every pod
+
+
+def build_backup_service_account(spec: InstanceSpec, identity: WorkloadIdentity) -> dict[str, Any]:
+    """The ServiceAccount backup Jobs of a Workload Identity store run as, in the tenant
+    namespace: its name is the subject the identity's federated credential trusts."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {
+            "name": identity.service_account,
+            "namespace": spec.namespace,
+            "labels": instance_labels(spec.name, "backup"),
+            "annotations": {WORKLOAD_IDENTITY_CLIENT_ID_ANNOTATION: identity.client_id},
+        },
+        # The webhook's token is a volume of its own; nothing needs the API-server token.
+        "automountServiceAccountToken": False,
+    }
+
+
+def build_backup_store_secret(
+    spec: InstanceSpec,
+    store_data: Mapping[str, str],
+    identity: WorkloadIdentity | None = None,
+) -> dict[str, Any]:
+    """Secret :data:`BACKUP_STORE_SECRET`: what of the store's Secret (``store_data``, its
+    base64 ``data``) the backup Job needs, copied into the tenant namespace.
+
+    Only ``connectionString`` and ``accountUrl``; with Workload Identity only ``accountUrl``
+    (a connection string there would be a key the identity exists to avoid), and its
+    absence is a :class:`ConfigError`.
+    """
+    keys = ("accountUrl",) if identity is not None else ("connectionString", "accountUrl")
+    data = {key: value for key, value in store_data.items() if key in keys}
+    if identity is not None and "accountUrl" not in data:
+        raise ConfigError(
+            "the blob store has workloadIdentity, so its Secret needs accountUrl "
+            "(https://<account>.blob.core.windows.net)"
+        )
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": BACKUP_STORE_SECRET,
+            "namespace": spec.namespace,
+            "labels": instance_labels(spec.name, "backup"),
+        },
+        "type": "Opaque",
+        "data": data,
+    }
 
 
 def backup_job_name(backup_id: str) -> str:
@@ -36,13 +96,21 @@ def build_backup_job(
     image: str,
     container: str,
     store_secret_key: str | None,
+    workload_identity: WorkloadIdentity | None = None,
 ) -> dict[str, Any]:
     """A one-shot Job carrying out OdooBackup ``backup_name`` as ``backup_id``.
 
     ``store_secret_key`` is the key of :data:`BACKUP_STORE_SECRET` holding the connection
     string, or None when the pod authenticates with Workload Identity (the account URL
-    then comes from the same Secret's ``accountUrl``).
+    then comes from the same Secret's ``accountUrl``). With ``workload_identity`` the pod
+    runs as its ServiceAccount (:func:`build_backup_service_account`, applied first) and is
+    labelled for the webhook; a connection string is then refused, not silently dropped.
     """
+    if workload_identity is not None and store_secret_key is not None:
+        raise ValueError(
+            "a backup Job with Workload Identity signs in as the identity; "
+            f"it takes no connection string (got store_secret_key={store_secret_key!r})"
+        )
 
     def from_secret(name: str, key: str) -> dict[str, Any]:
         return {"secretKeyRef": {"name": name, "key": key}}
@@ -77,6 +145,11 @@ def build_backup_job(
             }
         )
     job_labels = {**instance_labels(spec.name, "backup"), "odoo.tenantops.io/backup": backup_name}
+    pod_labels = dict(job_labels)
+    service_account = _TENANT_SERVICE_ACCOUNT
+    if workload_identity is not None:
+        pod_labels[WORKLOAD_IDENTITY_USE_LABEL] = "true"
+        service_account = workload_identity.service_account
     container_spec = {
         "name": "backup",
         "image": image,
@@ -124,10 +197,13 @@ def build_backup_job(
             "activeDeadlineSeconds": 6 * 3600,
             "ttlSecondsAfterFinished": 7 * 24 * 3600,
             "template": {
-                "metadata": {"labels": job_labels},
+                "metadata": {"labels": pod_labels},
                 "spec": {
                     "restartPolicy": "Never",
-                    "serviceAccountName": "odoo",
+                    "serviceAccountName": service_account,
+                    # Also with Workload Identity: the webhook adds its own projected token
+                    # (audience api://AzureADTokenExchange), which the kubelet mounts whatever
+                    # this says; this only keeps out a token for the Kubernetes API.
                     "automountServiceAccountToken": False,
                     "securityContext": {
                         "runAsNonRoot": True,

@@ -5,7 +5,19 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from .tenant import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT, Endpoint, Tenant, metadata
+from ..model.config import WorkloadIdentity
+from ..model.spec import InstanceSpec
+from .backup_job import WORKLOAD_IDENTITY_USE_LABEL
+from .tenant import (
+    ODOO_HTTP_PORT,
+    ODOO_WEBSOCKET_PORT,
+    Endpoint,
+    Tenant,
+    instance_labels,
+    metadata,
+)
+
+BACKUP_IDENTITY_EGRESS_POLICY = "allow-backup-to-entra-id"
 
 
 def _peer(endpoint: Endpoint) -> list[dict[str, Any]]:
@@ -101,7 +113,8 @@ def build_network_policies(tenant: Tenant) -> list[dict[str, Any]]:
             },
         ),
         # Backup Jobs write to Azure Blob Storage over HTTPS. Its addresses are many and
-        # change, so the rule can only name the port; only backup pods get it.
+        # change, so the rule can only name the port; only backup pods get it. It also lets
+        # Workload Identity backup pods reach Entra ID (build_backup_identity_egress_policy).
         policy(
             "allow-backup-to-storage",
             {
@@ -111,3 +124,45 @@ def build_network_policies(tenant: Tenant) -> list[dict[str, Any]]:
             },
         ),
     ]
+
+
+def build_backup_identity_egress_policy(
+    spec: InstanceSpec, identity: WorkloadIdentity
+) -> dict[str, Any]:
+    """Egress on TCP 443 to Microsoft Entra ID for Workload Identity backup pods, where they
+    exchange their projected token for the managed identity's.
+
+    A NetworkPolicy names addresses, not hosts: login.microsoftonline.com resolves to
+    Microsoft's shared front ends, whose ranges change. So the rule goes to the store's
+    ``egressCIDRs`` when the platform team keeps such a list (e.g. from the
+    AzureActiveDirectory service tag), and otherwise to any address, on port 443 only.
+
+    While ``allow-backup-to-storage`` admits port 443 to any address for every backup pod,
+    this rule widens nothing (rules add up, so neither does ``egressCIDRs`` narrow anything
+    yet). It states what the identity needs, only for pods labelled for the webhook, and
+    keeps Entra ID reachable should the storage rule be narrowed (a private endpoint).
+    Neither rule opens the instance metadata endpoint (169.254.169.254:80): a failed token
+    exchange must not fall back to the node's own identity.
+    """
+    rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": 443}]}
+    if identity.egress_cidrs:
+        rule["to"] = [{"ipBlock": {"cidr": cidr}} for cidr in identity.egress_cidrs]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": BACKUP_IDENTITY_EGRESS_POLICY,
+            "namespace": spec.namespace,
+            "labels": instance_labels(spec.name, "backup"),
+        },
+        "spec": {
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/component": "backup",
+                    WORKLOAD_IDENTITY_USE_LABEL: "true",
+                }
+            },
+            "policyTypes": ["Egress"],
+            "egress": [rule],
+        },
+    }

@@ -15,6 +15,7 @@ forbidden outside production.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -60,18 +61,49 @@ class ServerRef:
     dedicated: bool = False
 
 
+# The ServiceAccount backup Jobs of a Workload Identity store run as, in each tenant namespace.
+DEFAULT_BACKUP_SERVICE_ACCOUNT = "odoo-backup"
+_WORKLOAD_IDENTITY_KEYS = ("clientId", "serviceAccount", "egressCIDRs")
+# The client id of a managed identity or app registration, as az prints it.
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+# A ServiceAccount name: an RFC 1123 subdomain.
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# "odoo" is the token-less identity of the tenant's web and cron pods (builders/namespace.py),
+# which run tenant-chosen addons: a federated credential trusting it would trust that code,
+# and two builders would fight over its annotations. "default" is any pod's that names none.
+_RESERVED_SERVICE_ACCOUNTS = ("odoo", "default")
+
+
+@dataclass(frozen=True)
+class WorkloadIdentity:
+    """Azure Workload Identity for a blob store's backup Jobs: ``workloadIdentity`` of its entry.
+
+    ``client_id``: the user-assigned managed identity (or app registration) allowed to write
+    the container. ``service_account``: the ServiceAccount, created in each tenant namespace
+    whose backups go to the store, that the identity's federated credentials trust.
+    ``egress_cidrs``: where backup pods may reach Microsoft Entra ID on TCP 443; empty means
+    any address (a NetworkPolicy cannot name login.microsoftonline.com).
+    """
+
+    client_id: str
+    service_account: str = DEFAULT_BACKUP_SERVICE_ACCOUNT
+    egress_cidrs: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class BlobStoreRef:
     """A registered blob store: the Secret with its endpoint and credentials, and a container.
 
     Secret keys: ``connectionString`` (an account key or SAS connection string), or
     ``accountUrl`` alone to authenticate with Azure Workload Identity (azure-identity's
-    default credential chain).
+    default credential chain). With ``workload_identity`` set, backup Jobs get the account
+    URL only, never a connection string, and sign in as that identity.
     """
 
     name: str
     secret: str
     container: str
+    workload_identity: WorkloadIdentity | None = None
 
 
 MailOptions = Literal["allowed", "forbidden"]
@@ -277,12 +309,67 @@ def _blob_stores(raw: Mapping[str, Any]) -> tuple[dict[str, BlobStoreRef], str |
         container = str(entry["container"])
         if not 3 <= len(container) <= 63:
             raise ConfigError(f"blobStores.{name}.container must have 3 to 63 characters")
-        stores[name] = BlobStoreRef(name, str(entry["secretRef"]), container)
+        identity = _workload_identity(entry.get("workloadIdentity"), f"blobStores.{name}")
+        stores[name] = BlobStoreRef(name, str(entry["secretRef"]), container, identity)
         if entry.get("default"):
             defaults.append(name)
     if len(defaults) > 1:
         raise ConfigError(f"blobStores: only one store may be the default, got {defaults}")
     return stores, (defaults[0] if defaults else None)
+
+
+def _workload_identity(raw: Any, store: str) -> WorkloadIdentity | None:
+    """Parse a store's ``workloadIdentity``; an unknown key is an error, as a misspelt
+    ``serviceAccount`` or ``egressCIDRs`` would otherwise be ignored without a word."""
+    if raw is None:
+        return None
+    key = f"{store}.workloadIdentity"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{key} must be a mapping with clientId (and serviceAccount)")
+    unknown = sorted(str(k) for k in raw if k not in _WORKLOAD_IDENTITY_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{key}.{unknown[0]} is not a Workload Identity setting "
+            f"(known: {', '.join(_WORKLOAD_IDENTITY_KEYS)})"
+        )
+    client_id = raw.get("clientId")
+    if not isinstance(client_id, str) or not _UUID.match(client_id):
+        raise ConfigError(
+            f"{key}.clientId must be the client id (a UUID such as "
+            f"00000000-0000-0000-0000-000000000000) of the managed identity, got {client_id!r}"
+        )
+    account = raw.get("serviceAccount", DEFAULT_BACKUP_SERVICE_ACCOUNT)
+    if not isinstance(account, str) or len(account) > 253 or not _SUBDOMAIN.match(account):
+        raise ConfigError(
+            f"{key}.serviceAccount must be a ServiceAccount name (lower case letters, digits, "
+            f"'-' and '.'), got {account!r}"
+        )
+    if account in _RESERVED_SERVICE_ACCOUNTS:
+        raise ConfigError(
+            f"{key}.serviceAccount may not be {account!r}: backup Jobs need a ServiceAccount "
+            "of their own, which no other pod of the tenant runs as"
+        )
+    return WorkloadIdentity(
+        client_id=client_id.lower(),
+        service_account=account,
+        egress_cidrs=_cidrs(raw.get("egressCIDRs"), f"{key}.egressCIDRs"),
+    )
+
+
+def _cidrs(raw: Any, key: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(entry, str) for entry in raw):
+        raise ConfigError(f"{key} must be a list of CIDRs such as 20.190.128.0/18")
+    cidrs: list[str] = []
+    for entry in raw:
+        try:
+            # strict: a CIDR with host bits set (20.190.128.1/18) is more likely a typo
+            # than a way to write its network.
+            cidrs.append(str(ipaddress.ip_network(entry.strip(), strict=True)))
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {entry!r} is not a CIDR ({exc})") from None
+    return tuple(cidrs)
 
 
 def _backup_execution(value: Any) -> str:

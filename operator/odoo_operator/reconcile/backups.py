@@ -22,11 +22,15 @@ from typing import Any
 from psycopg.conninfo import make_conninfo
 
 from ..backends.blobstore import BlobStore
-from ..builders.backup_job import BACKUP_STORE_SECRET, build_backup_job
+from ..builders.backup_job import (
+    build_backup_job,
+    build_backup_service_account,
+    build_backup_store_secret,
+)
 from ..builders.backup_layout import Manifest, new_backup_id
+from ..builders.network import build_backup_identity_egress_policy
 from ..builders.retention import BackupRecord, parse_retention, plan_retention
 from ..builders.schedule import backup_age_exceeds, due_slot, parse_duration
-from ..builders.tenant import instance_labels
 from ..engine import DatabaseAccess, delete_backup, list_backups, run_backup, verify_backup
 from ..model.backup import (
     BACKUP_KIND,
@@ -278,29 +282,24 @@ async def _start_backup_job(
         "v1", "Secret", store_ref.secret, clients.config.namespace
     )
     store_data = (store_secret or {}).get("data") or {}
-    key = "connectionString" if "connectionString" in store_data else None
+    identity = store_ref.workload_identity
+    # With Workload Identity the Job signs in as the identity: no key reaches the tenant.
+    key = None if identity else ("connectionString" if "connectionString" in store_data else None)
     dedicated = spec.tenancy == "dedicated"
     owner = await clients.kube.get("v1", "Namespace", spec.namespace)
     if owner is None:
         return BackupResult(
             _failed(status, "InstanceNotProvisioned", f"namespace {spec.namespace} is missing")
         )
-    await clients.kube.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {
-                "name": BACKUP_STORE_SECRET,
-                "namespace": spec.namespace,
-                "labels": instance_labels(spec.name, "backup"),
-            },
-            "type": "Opaque",
-            # Only what the Job needs to write backups: never a database admin login.
-            "data": {
-                k: v for k, v in store_data.items() if k in ("connectionString", "accountUrl")
-            },
-        }
-    )
+    try:
+        # Only what the Job needs to write backups: never a database admin login.
+        store_copy = build_backup_store_secret(spec, store_data, identity)
+    except ConfigError as exc:
+        return BackupResult(_failed(status, "InvalidConfiguration", str(exc)))
+    if identity is not None:
+        await clients.kube.apply(build_backup_service_account(spec, identity))
+        await clients.kube.apply(build_backup_identity_egress_policy(spec, identity))
+    await clients.kube.apply(store_copy)
     job = build_backup_job(
         spec,
         node_selector=clients.config.dedicated_node_selector if dedicated else {},
@@ -311,6 +310,7 @@ async def _start_backup_job(
         image=clients.config.operator_image,
         container=store_ref.container,
         store_secret_key=key,
+        workload_identity=identity,
     )
     await clients.kube.apply(job)
     running = dict(status)
