@@ -129,7 +129,14 @@ EXTERNAL_OPERATIONS: Mapping[ExternalSystem, tuple[str, ...]] = {
     "kubernetes": ("discover", "get", "list", "apply", "patch", "delete"),
     # One admin session each (a pooled connection and its statements), named after the
     # PostgresAdmin method.
-    "postgresql": ("observe", "ensure", "rotate_password", "drop", "drop_kept_databases"),
+    "postgresql": (
+        "observe",
+        "ensure",
+        "rotate_password",
+        "drop",
+        "drop_kept_databases",
+        "harden_server",
+    ),
     # The commands RedisAdmin sends.
     "redis": ("acl_getuser", "acl_setuser", "acl_deluser", "acl_cat", "scan", "unlink"),
     # upload: one staged block or a one-request upload; commit: the block list.

@@ -59,7 +59,9 @@ def new_tenant(superuser: psycopg.Connection) -> Iterator[NewTenant]:
 
     def make() -> TenantDatabase:
         name = unique("tenant")
-        tenant = TenantDatabase(role=name, database=f"{name}_db", connection_limit=5)
+        tenant = TenantDatabase(
+            role=name, database=f"{name}_db", connection_limit=5, instance=name.replace("_", "-")
+        )
         made.append(tenant)
         return tenant
 
@@ -98,7 +100,9 @@ async def test_a_new_tenant_logs_in_with_its_password_to_its_own_database(
     actions = await admin.ensure(tenant, password)
     assert [action.kind for action in actions] == [
         ActionKind.CREATE_ROLE,
+        ActionKind.MARK_ROLE,
         ActionKind.CREATE_DATABASE,
+        ActionKind.MARK_DATABASE,
         ActionKind.REVOKE_PUBLIC,
     ]
     dsn = as_role(postgres_dsn, tenant.role, password, tenant.database)
@@ -125,6 +129,10 @@ async def test_a_new_tenant_logs_in_with_its_password_to_its_own_database(
     )
     assert state.role.connection_limit == 5
     assert state.database.owner == tenant.role
+    assert (state.role.owner_instance, state.database.owner_instance) == (
+        tenant.instance,
+        tenant.instance,
+    )
     assert not state.database.public_has_privileges
     stored = superuser.execute(
         "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (tenant.role,)
@@ -253,11 +261,21 @@ async def test_a_non_superuser_admin_provisions_repairs_and_drops_a_tenant(
         actions = await restricted.ensure(tenant, password)
         assert [action.kind for action in actions] == [
             ActionKind.CREATE_ROLE,
+            ActionKind.MARK_ROLE,
             ActionKind.GRANT_ROLE_TO_ADMIN,
             ActionKind.CREATE_DATABASE,
+            ActionKind.MARK_DATABASE,
             ActionKind.REVOKE_PUBLIC,
         ]
-        assert (await restricted.observe(tenant)).admin_is_superuser is False
+        state = await restricted.observe(tenant)
+        assert state.admin_is_superuser is False
+        # COMMENT ON ROLE needs CREATEROLE, COMMENT ON DATABASE the owner's privileges.
+        assert state.role is not None
+        assert state.database is not None
+        assert (state.role.owner_instance, state.database.owner_instance) == (
+            tenant.instance,
+            tenant.instance,
+        )
         dsn = as_role(postgres_dsn, tenant.role, password, tenant.database)
         async with await psycopg.AsyncConnection.connect(dsn) as connection:
             await connection.execute("SELECT 1")
@@ -353,7 +371,7 @@ async def test_an_unreachable_server_is_named_without_the_password() -> None:
     dsn = f"host=127.0.0.1 port={port} user=postgres password={secret} dbname=postgres"
     async with PostgresAdmin(dsn, acquire_timeout=1.0) as unreachable:
         with pytest.raises(DatabaseServerUnavailable) as raised:
-            await unreachable.observe(TenantDatabase("acme", "acme", 5))
+            await unreachable.observe(TenantDatabase("acme", "acme", 5, "acme"))
     message = str(raised.value)
     assert f"127.0.0.1:{port}" in message
     assert "Connection refused" in message or "connection failed" in message

@@ -1,4 +1,5 @@
-"""The PostgreSQL plan: what ensure and drop would do for each observed state, and verifiers."""
+"""The PostgreSQL plan: what ensure and drop would do for each observed state, what they
+refuse to touch because another instance (or nobody) marked it, and verifiers."""
 
 from __future__ import annotations
 
@@ -6,28 +7,38 @@ import base64
 import hashlib
 import hmac
 import re
+from collections.abc import Callable
 
 import pytest
 
 from odoo_operator.builders.postgres import (
+    OWNERSHIP_MARK_PREFIX,
+    REASON_NOT_MANAGED,
+    REASON_OWNED_BY_ANOTHER_INSTANCE,
+    REASON_RESERVED_NAME,
     Action,
     ActionKind,
     DatabaseObjectState,
     DatabaseState,
+    NotOwnedError,
     RoleAttribute,
     RoleState,
     SuperuserRequiredError,
     TenantDatabase,
     TenantDatabaseConflictError,
+    ownership_mark,
+    parse_ownership_mark,
     plan_drop,
+    plan_drop_kept_databases,
     plan_ensure,
     plan_password_rotation,
     plan_role_changes,
     postgres_saslprep,
     scram_sha256_verifier,
 )
+from odoo_operator.model.names import reserved_name_problem
 
-TENANT = TenantDatabase(role="acme", database="acme", connection_limit=20)
+TENANT = TenantDatabase(role="acme", database="acme", connection_limit=20, instance="acme")
 
 MATCHING_ROLE = RoleState(
     name="acme",
@@ -38,6 +49,7 @@ MATCHING_ROLE = RoleState(
     bypass_rls=False,
     can_login=True,
     connection_limit=20,
+    owner_instance="acme",
 )
 MATCHING_DATABASE = DatabaseObjectState(
     name="acme",
@@ -46,6 +58,7 @@ MATCHING_DATABASE = DatabaseObjectState(
     public_can_connect=False,
     public_can_create_temp=False,
     public_can_create=False,
+    owner_instance="acme",
 )
 
 
@@ -55,12 +68,13 @@ def state(
     *,
     admin_is_superuser: bool = True,
     admin_has_tenant_privileges: bool = True,
+    admin_role: str = "admin",
 ) -> DatabaseState:
     """An observed state, by default one that matches TENANT exactly."""
     return DatabaseState(
         role=role,
         database=database,
-        admin_role="admin",
+        admin_role=admin_role,
         admin_is_superuser=admin_is_superuser,
         admin_has_tenant_privileges=admin_has_tenant_privileges,
     )
@@ -70,11 +84,13 @@ def kinds(actions: list[Action]) -> list[ActionKind]:
     return [action.kind for action in actions]
 
 
-def test_a_missing_tenant_is_created_role_first_then_its_closed_database() -> None:
+def test_a_missing_tenant_is_created_role_first_then_its_closed_database_both_marked() -> None:
     actions = plan_ensure(state(role=None, database=None), TENANT)
     assert kinds(actions) == [
         ActionKind.CREATE_ROLE,
+        ActionKind.MARK_ROLE,
         ActionKind.CREATE_DATABASE,
+        ActionKind.MARK_DATABASE,
         ActionKind.REVOKE_PUBLIC,
     ]
     assert all(action.description for action in actions)
@@ -89,8 +105,10 @@ def test_a_non_superuser_admin_joins_the_role_before_creating_its_database() -> 
     )
     assert kinds(actions) == [
         ActionKind.CREATE_ROLE,
+        ActionKind.MARK_ROLE,
         ActionKind.GRANT_ROLE_TO_ADMIN,
         ActionKind.CREATE_DATABASE,
+        ActionKind.MARK_DATABASE,
         ActionKind.REVOKE_PUBLIC,
     ]
 
@@ -197,7 +215,227 @@ def test_tenant_names_and_limits_the_server_would_mangle_are_refused(
     role: str, database: str, limit: int, message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
-        TenantDatabase(role=role, database=database, connection_limit=limit)
+        TenantDatabase(role=role, database=database, connection_limit=limit, instance="acme")
+
+
+# Ownership: a second instance "intruder" whose spec names the database of instance "victim".
+VICTIM_ROLE = RoleState(**{**MATCHING_ROLE.__dict__, "owner_instance": "victim"})
+VICTIM_DATABASE = DatabaseObjectState(**{**MATCHING_DATABASE.__dict__, "owner_instance": "victim"})
+UNMARKED_ROLE = RoleState(**{**MATCHING_ROLE.__dict__, "owner_instance": None})
+UNMARKED_DATABASE = DatabaseObjectState(**{**MATCHING_DATABASE.__dict__, "owner_instance": None})
+
+
+def every_plan(observed: DatabaseState, desired: TenantDatabase = TENANT) -> list[NotOwnedError]:
+    """The refusal of each plan that could change or drop the tenant; fails if one plans."""
+    attempts: list[Callable[[], object]] = [
+        lambda: plan_ensure(observed, desired),
+        lambda: plan_ensure(observed, desired, set_password=True),
+        lambda: plan_ensure(observed, desired, adopt_unmarked=True),
+        lambda: plan_ensure(observed, desired, set_password=True, adopt_unmarked=True),
+        lambda: plan_password_rotation(observed, desired),
+        lambda: plan_drop(observed, desired),
+        lambda: plan_drop_kept_databases(observed, desired, [MATCHING_DATABASE]),
+    ]
+    refusals: list[NotOwnedError] = []
+    for attempt in attempts:
+        with pytest.raises(NotOwnedError) as raised:
+            attempt()
+        refusals.append(raised.value)
+    return refusals
+
+
+def test_a_role_and_database_marked_for_another_instance_are_refused_by_every_plan() -> None:
+    for refusal in every_plan(state(role=VICTIM_ROLE, database=VICTIM_DATABASE)):
+        assert refusal.reason == REASON_OWNED_BY_ANOTHER_INSTANCE
+        assert refusal.other_instance == "victim"
+        assert isinstance(refusal, TenantDatabaseConflictError)
+        message = str(refusal)
+        assert "role acme belongs to OdooInstance victim" in message
+        assert "its own database name" in message
+
+
+def test_a_database_marked_for_another_instance_is_refused_even_when_the_role_is_ours() -> None:
+    for refusal in every_plan(state(database=VICTIM_DATABASE)):
+        assert refusal.reason == REASON_OWNED_BY_ANOTHER_INSTANCE
+        assert "database acme belongs to OdooInstance victim" in str(refusal)
+
+
+def test_an_unmarked_role_is_refused_unless_adoption_is_allowed() -> None:
+    observed = state(role=UNMARKED_ROLE, database=UNMARKED_DATABASE)
+    for plan in (
+        lambda: plan_ensure(observed, TENANT),
+        lambda: plan_ensure(observed, TENANT, set_password=True),
+        lambda: plan_password_rotation(observed, TENANT),
+        lambda: plan_drop(observed, TENANT),
+        lambda: plan_drop_kept_databases(observed, TENANT, []),
+    ):
+        with pytest.raises(NotOwnedError) as raised:
+            plan()
+        assert raised.value.reason == REASON_NOT_MANAGED
+        assert raised.value.other_instance is None
+        assert "role acme exists but carries no ownership mark" in str(raised.value)
+        assert f"IS '{OWNERSHIP_MARK_PREFIX}acme'" in str(raised.value)
+
+
+def test_an_unmarked_database_without_our_role_is_refused_even_with_adoption() -> None:
+    # The database's owner can write its comment, so a database is never adopted on its own.
+    with pytest.raises(NotOwnedError) as raised:
+        plan_ensure(state(role=None, database=UNMARKED_DATABASE), TENANT, adopt_unmarked=True)
+    assert raised.value.reason == REASON_NOT_MANAGED
+    assert "database acme" in str(raised.value)
+
+
+def test_legacy_adoption_marks_the_role_and_its_database_before_anything_else() -> None:
+    observed = state(role=UNMARKED_ROLE, database=UNMARKED_DATABASE)
+    assert kinds(plan_ensure(observed, TENANT, adopt_unmarked=True)) == [
+        ActionKind.MARK_ROLE,
+        ActionKind.MARK_DATABASE,
+    ]
+    restricted = state(
+        role=UNMARKED_ROLE,
+        database=UNMARKED_DATABASE,
+        admin_is_superuser=False,
+        admin_has_tenant_privileges=False,
+    )
+    # COMMENT ON DATABASE needs the owner's privileges, which the admin gets by the GRANT.
+    assert kinds(plan_ensure(restricted, TENANT, adopt_unmarked=True, set_password=True)) == [
+        ActionKind.MARK_ROLE,
+        ActionKind.SET_PASSWORD,
+        ActionKind.GRANT_ROLE_TO_ADMIN,
+        ActionKind.MARK_DATABASE,
+    ]
+    assert kinds(
+        plan_ensure(state(role=UNMARKED_ROLE, database=None), TENANT, adopt_unmarked=True)
+    ) == [
+        ActionKind.MARK_ROLE,
+        ActionKind.CREATE_DATABASE,
+        ActionKind.MARK_DATABASE,
+        ActionKind.REVOKE_PUBLIC,
+    ]
+
+
+def test_adoption_refuses_an_unmarked_database_another_role_owns() -> None:
+    foreign = DatabaseObjectState(**{**UNMARKED_DATABASE.__dict__, "owner": "globex"})
+    with pytest.raises(NotOwnedError) as raised:
+        plan_ensure(state(role=UNMARKED_ROLE, database=foreign), TENANT, adopt_unmarked=True)
+    assert raised.value.reason == REASON_NOT_MANAGED
+
+
+@pytest.mark.parametrize(
+    ("attribute", "field"),
+    [
+        ("SUPERUSER", "superuser"),
+        ("CREATEROLE", "create_role"),
+        ("REPLICATION", "replication"),
+        ("BYPASSRLS", "bypass_rls"),
+    ],
+)
+def test_an_unmarked_privileged_role_is_never_adopted_nor_altered(
+    attribute: str, field: str
+) -> None:
+    privileged = RoleState(**{**UNMARKED_ROLE.__dict__, field: True})
+    for refusal in every_plan(state(role=privileged, database=UNMARKED_DATABASE)):
+        assert refusal.reason == REASON_RESERVED_NAME
+        assert f"role acme exists with {attribute}" in str(refusal)
+
+
+def test_an_unmarked_database_owned_by_our_role_is_ours_and_gets_marked() -> None:
+    # What a restore or an upgrade swaps in: a fresh copy, owned by the tenant role, no comment.
+    observed = state(database=UNMARKED_DATABASE)
+    assert kinds(plan_ensure(observed, TENANT)) == [ActionKind.MARK_DATABASE]
+    assert kinds(plan_password_rotation(observed, TENANT)) == [ActionKind.SET_PASSWORD]
+    assert ActionKind.DROP_DATABASE in kinds(plan_drop(observed, TENANT))
+
+
+@pytest.mark.parametrize("role", [MATCHING_ROLE, UNMARKED_ROLE], ids=["marked", "unmarked"])
+def test_the_admin_role_is_refused_whatever_its_mark(role: RoleState) -> None:
+    superuser_admin = RoleState(**{**role.__dict__, "superuser": True})
+    for refusal in every_plan(state(role=superuser_admin, admin_role="acme")):
+        assert refusal.reason == REASON_RESERVED_NAME
+        assert "acme is the admin role" in str(refusal)
+
+
+def test_no_plan_for_a_refused_tenant_ever_alters_the_admin_role() -> None:
+    # The reported bug: spec.database.name set to the admin's own role name.
+    admin_as_seen = RoleState(
+        name="acme",
+        superuser=True,
+        create_db=True,
+        create_role=True,
+        replication=True,
+        bypass_rls=True,
+        can_login=True,
+        connection_limit=-1,
+    )
+    with pytest.raises(NotOwnedError):
+        plan_ensure(state(role=admin_as_seen, database=None, admin_role="acme"), TENANT)
+
+
+def test_kept_databases_are_dropped_only_when_none_is_marked_for_another_instance() -> None:
+    kept = DatabaseObjectState(**{**MATCHING_DATABASE.__dict__, "name": "acme_pre_upgrade_1"})
+    swapped_out = DatabaseObjectState(**{**UNMARKED_DATABASE.__dict__, "name": "acme_old"})
+    assert plan_drop_kept_databases(state(), TENANT, [kept, swapped_out]) == [
+        "acme_pre_upgrade_1",
+        "acme_old",
+    ]
+    foreign = DatabaseObjectState(**{**kept.__dict__, "name": "acme_x", "owner_instance": "victim"})
+    with pytest.raises(NotOwnedError) as raised:
+        plan_drop_kept_databases(state(), TENANT, [kept, foreign])
+    assert raised.value.reason == REASON_OWNED_BY_ANOTHER_INSTANCE
+    assert "acme_x" in str(raised.value)
+    assert plan_drop_kept_databases(state(role=None, database=None), TENANT, []) == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "postgres",
+        "template0",
+        "template1",
+        "Postgres",
+        "TEMPLATE1",
+        "pg_foo",
+        "PG_Foo",
+        "azure_maintenance",
+        "azure_sys",
+        "azuresu",
+        "azure_anything",
+        "public",
+    ],
+)
+def test_server_owned_names_are_reserved_for_role_and_database(name: str) -> None:
+    problem = reserved_name_problem(name)
+    assert problem is not None
+    assert "reserved" in problem
+    with pytest.raises(ValueError, match="reserved"):
+        TenantDatabase(role=name, database="odoo_acme", connection_limit=1, instance="acme")
+    with pytest.raises(ValueError, match="reserved"):
+        TenantDatabase(role="odoo_acme", database=name, connection_limit=1, instance="acme")
+
+
+@pytest.mark.parametrize("name", ["odoo_acme", "acme", "postgresql_tenant", "my_pg_db", "odoo_pg_"])
+def test_ordinary_tenant_names_are_not_reserved(name: str) -> None:
+    assert reserved_name_problem(name) is None
+
+
+def test_the_ownership_mark_names_its_instance_and_nothing_else_parses_as_one() -> None:
+    assert ownership_mark("shop-1.eu") == "odoo.tenantops.io/instance=shop-1.eu"
+    assert parse_ownership_mark(ownership_mark("shop-1.eu")) == "shop-1.eu"
+    for comment in (
+        None,
+        "",
+        "customer database, do not touch",
+        OWNERSHIP_MARK_PREFIX,
+        f"{OWNERSHIP_MARK_PREFIX}Shop",
+        f"{OWNERSHIP_MARK_PREFIX}shop ",
+        f" {OWNERSHIP_MARK_PREFIX}shop",
+        f"{OWNERSHIP_MARK_PREFIX}shop_1",
+    ):
+        assert parse_ownership_mark(comment) is None, comment
+    with pytest.raises(ValueError, match="Kubernetes object name"):
+        ownership_mark("Not_A_Name")
+    with pytest.raises(ValueError, match="Kubernetes object name"):
+        TenantDatabase(role="acme", database="acme", connection_limit=1, instance="")
 
 
 VERIFIER = re.compile(

@@ -6,6 +6,11 @@ tenant that is already right costs a few SELECTs and no DDL. The admin may be a 
 as on Azure Database for PostgreSQL flexible server, a role with only CREATEDB and
 CREATEROLE. PostgreSQL 13 or newer is needed (``DROP DATABASE ... WITH (FORCE)``).
 
+Nothing is changed or dropped unless the plan found it marked as the instance's own (see
+:func:`odoo_operator.builders.postgres.check_ownership`); the refusal comes before the first
+statement. :meth:`PostgresAdmin.harden_server` closes what every new server leaves open to
+all roles. docs/postgres-servers.md explains both to the people who run the servers.
+
 Identifiers are always composed with :class:`psycopg.sql.Identifier` and values passed as
 parameters or :class:`psycopg.sql.Literal` (DDL takes no bind parameters). Passwords are sent
 only as SCRAM-SHA-256 verifiers and never appear in a message, log line or action.
@@ -13,6 +18,7 @@ only as SCRAM-SHA-256 verifiers and never appear in a message, log line or actio
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,7 +27,7 @@ from typing import Any, assert_never
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -37,7 +43,10 @@ from odoo_operator.builders.postgres import (
     RoleState,
     SuperuserRequiredError,
     TenantDatabase,
+    ownership_mark,
+    parse_ownership_mark,
     plan_drop,
+    plan_drop_kept_databases,
     plan_ensure,
     plan_password_rotation,
     scram_sha256_verifier,
@@ -50,6 +59,22 @@ AdminConnection = psycopg.AsyncConnection[TupleRow]
 # SQLSTATEs that mean the server, not the statement, is the problem: too many connections,
 # administrator or crash shutdown, "the database system is starting up".
 _SERVER_GONE_SQLSTATES = frozenset({"53300", "57P01", "57P02", "57P03"})
+
+# The columns DatabaseObjectState is read from, for a row of pg_catalog.pg_database; the
+# last one is the ownership mark.
+_DATABASE_COLUMNS = sql.SQL(
+    "datname::text, pg_catalog.pg_get_userbyid(datdba)::text,"
+    " pg_catalog.pg_encoding_to_char(encoding)::text,"
+    " pg_catalog.has_database_privilege('public', oid, 'CONNECT'),"
+    " pg_catalog.has_database_privilege('public', oid, 'TEMPORARY'),"
+    " pg_catalog.has_database_privilege('public', oid, 'CREATE'),"
+    " pg_catalog.shobj_description(oid, 'pg_database')"
+)
+# template1 is what CREATE DATABASE copies by default; no tenant has business there. The
+# postgres database stays open: Odoo connects to it when it starts (to list databases).
+_CLOSED_TEMPLATE = "template1"
+_TEMPLATE_PRIVILEGES = ("CONNECT", "TEMPORARY")
+_MAINTENANCE_DATABASE = "postgres"
 
 
 class DatabaseServerUnavailable(Exception):  # noqa: N818 - names the state, as conditions do
@@ -136,7 +161,9 @@ class PostgresAdmin:
         async with self._connection("observe") as connection:
             return await _observe(connection, tenant)
 
-    async def ensure(self, tenant: TenantDatabase, password: str | None) -> list[Action]:
+    async def ensure(
+        self, tenant: TenantDatabase, password: str | None, *, adopt_unmarked: bool = False
+    ) -> list[Action]:
         """Make the tenant's role and database as specified; return the steps that were needed.
 
         The role gets LOGIN and no other attribute, the connection limit of ``tenant``, and
@@ -146,7 +173,15 @@ class PostgresAdmin:
         collation, owned by the role, and closed to PUBLIC. Nothing that already matches is
         touched: on an unchanged tenant this runs no DDL and returns ``[]``.
 
-        Raises :class:`ValueError` when the role must be created and ``password`` is None,
+        Both carry the ownership mark of ``tenant.instance``; a new role gets it in the
+        transaction that creates it. ``adopt_unmarked`` takes over an unmarked role and
+        database left by an earlier operator version, on the conditions of
+        :func:`~odoo_operator.builders.postgres.check_ownership`; pass it only when the names
+        are the instance's default ones.
+
+        Raises :class:`~odoo_operator.builders.postgres.NotOwnedError` (before any statement)
+        when the role or database is not this instance's,
+        :class:`ValueError` when the role must be created and ``password`` is None,
         :class:`~odoo_operator.builders.postgres.SuperuserRequiredError` when the role was given
         SUPERUSER (or REPLICATION, BYPASSRLS) and the admin cannot take it back,
         :class:`~odoo_operator.builders.postgres.TenantDatabaseConflictError` when the database
@@ -154,20 +189,28 @@ class PostgresAdmin:
         """
         async with self._connection("ensure") as connection:
             state = await _observe(connection, tenant)
-            actions = plan_ensure(state, tenant, set_password=password is not None)
+            actions = plan_ensure(
+                state, tenant, set_password=password is not None, adopt_unmarked=adopt_unmarked
+            )
             if password is None and any(a.kind is ActionKind.CREATE_ROLE for a in actions):
                 raise ValueError(
                     f"role {tenant.role} does not exist on {self.server}: a password is "
                     f"required to create it"
                 )
-            for action in actions:
-                await self._apply(connection, tenant, action, password)
+            for step in _atomic_steps(actions):
+                if len(step) == 1:
+                    await self._apply(connection, tenant, step[0], password)
+                    continue
+                async with connection.transaction():
+                    for action in step:
+                        await self._apply(connection, tenant, action, password)
         return actions
 
     async def rotate_password(self, tenant: TenantDatabase, password: str) -> list[Action]:
         """Replace the password of the tenant's existing role; the one action taken.
 
-        Raises :class:`LookupError` when the role does not exist (``ensure`` creates it).
+        Raises :class:`LookupError` when the role does not exist (``ensure`` creates it) and
+        :class:`~odoo_operator.builders.postgres.NotOwnedError` when it is not this instance's.
         """
         async with self._connection("rotate_password") as connection:
             state = await _observe(connection, tenant)
@@ -178,17 +221,25 @@ class PostgresAdmin:
 
     async def drop_kept_databases(self, tenant: TenantDatabase) -> list[str]:
         """Drop every other database the tenant's role owns (copies kept by restores and
-        upgrades, such as ``<db>_pre_upgrade_<id>``), ending their sessions; their names."""
+        upgrades, such as ``<db>_pre_upgrade_<id>``), ending their sessions; their names.
+
+        Raises :class:`~odoo_operator.builders.postgres.NotOwnedError`, and drops nothing,
+        when the role or the tenant database is not this instance's or one of those copies
+        is marked as another instance's.
+        """
         async with self._connection("drop_kept_databases") as connection:
+            state = await _observe(connection, tenant)
             rows = await (
                 await connection.execute(
-                    "SELECT d.datname FROM pg_catalog.pg_database d"
-                    " JOIN pg_catalog.pg_roles r ON r.oid = d.datdba"
-                    " WHERE r.rolname = %s AND d.datname <> %s ORDER BY 1",
+                    sql.SQL(
+                        "SELECT {} FROM pg_catalog.pg_database"
+                        " WHERE datdba = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = %s)"
+                        " AND datname <> %s ORDER BY 1"
+                    ).format(_DATABASE_COLUMNS),
                     (tenant.role, tenant.database),
                 )
             ).fetchall()
-            names = [str(row[0]) for row in rows]
+            names = plan_drop_kept_databases(state, tenant, [_database_state(row) for row in rows])
             for name in names:
                 await connection.execute(
                     sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
@@ -201,7 +252,9 @@ class PostgresAdmin:
     async def drop(self, tenant: TenantDatabase) -> list[Action]:
         """Remove the tenant's database and role, ending their sessions first; idempotent.
 
-        Returns the steps taken: ``[]`` when both were already gone.
+        Returns the steps taken: ``[]`` when both were already gone. Raises
+        :class:`~odoo_operator.builders.postgres.NotOwnedError`, and drops nothing, when
+        either is not this instance's.
         """
         async with self._connection("drop") as connection:
             state = await _observe(connection, tenant)
@@ -209,6 +262,84 @@ class PostgresAdmin:
             for action in actions:
                 await self._apply(connection, tenant, action, None)
         return actions
+
+    async def harden_server(self) -> list[str]:
+        """Close what a new server leaves open to every role; what was changed (``[]``: nothing).
+
+        Revokes CONNECT and TEMPORARY on ``template1`` from PUBLIC, and CREATE on schema
+        ``public`` of the ``postgres`` database (PostgreSQL 15 and newer already leave it
+        out). CONNECT on ``postgres`` stays: Odoo connects there at start-up. Idempotent.
+
+        Raises :class:`~odoo_operator.builders.postgres.SuperuserRequiredError` when the admin
+        may not make a change (PostgreSQL only lets an object's owner revoke what PUBLIC has,
+        and on a managed server the admin owns neither); the message lists the statements a
+        superuser must run and what was changed before.
+        """
+        changed: list[str] = []
+        refused: list[str] = []
+        async with self._connection("harden_server") as connection:
+            await self._close_template(connection, changed, refused)
+            current = await (await connection.execute("SELECT current_database()::text")).fetchone()
+            if current is not None and current[0] == _MAINTENANCE_DATABASE:
+                await self._close_public_schema(connection, changed, refused)
+            elif await (
+                await connection.execute(
+                    "SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s",
+                    (_MAINTENANCE_DATABASE,),
+                )
+            ).fetchone():
+                # A schema can only be changed from inside its database, and the admin
+                # connection string may name another one.
+                async with await psycopg.AsyncConnection.connect(
+                    make_conninfo(self._conninfo, dbname=_MAINTENANCE_DATABASE),
+                    autocommit=True,
+                    connect_timeout=self._connect_timeout,
+                ) as maintenance:
+                    await self._close_public_schema(maintenance, changed, refused)
+        if refused:
+            raise SuperuserRequiredError(
+                f"the admin connection to {self.server} may not harden the server: a superuser "
+                f"(on a managed server, the provider's support) must run "
+                f"{'; '.join(refused)}"
+                + (f" (done already: {'; '.join(changed)})" if changed else "")
+            )
+        return changed
+
+    async def _close_template(
+        self, connection: AdminConnection, changed: list[str], refused: list[str]
+    ) -> None:
+        granted = await _template_privileges_of_public(connection)
+        if not granted:
+            return
+        statement = sql.SQL("REVOKE {} ON DATABASE {} FROM PUBLIC").format(
+            sql.SQL(", ").join(sql.SQL(privilege) for privilege in granted),
+            sql.Identifier(_CLOSED_TEMPLATE),
+        )
+        await _revoke(connection, statement)
+        if await _template_privileges_of_public(connection):
+            refused.append(statement.as_string(connection))
+            return
+        description = f"revoked {', '.join(granted)} on database {_CLOSED_TEMPLATE} from PUBLIC"
+        logger.info("PostgreSQL %s: %s", self.server, description)
+        changed.append(description)
+
+    async def _close_public_schema(
+        self, connection: AdminConnection, changed: list[str], refused: list[str]
+    ) -> None:
+        if not await _public_may_create_in_public_schema(connection):
+            return
+        statement = sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        await _revoke(connection, statement)
+        if await _public_may_create_in_public_schema(connection):
+            refused.append(
+                f"{statement.as_string(connection)} (connected to database {_MAINTENANCE_DATABASE})"
+            )
+            return
+        description = (
+            f"revoked CREATE on schema public of database {_MAINTENANCE_DATABASE} from PUBLIC"
+        )
+        logger.info("PostgreSQL %s: %s", self.server, description)
+        changed.append(description)
 
     async def _apply(
         self,
@@ -246,6 +377,14 @@ class PostgresAdmin:
                     raise ValueError(f"no password given for role {tenant.role}")
                 statement = sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(
                     role, sql.Literal(scram_sha256_verifier(password))
+                )
+            case ActionKind.MARK_ROLE:
+                statement = sql.SQL("COMMENT ON ROLE {} IS {}").format(
+                    role, sql.Literal(ownership_mark(tenant.instance))
+                )
+            case ActionKind.MARK_DATABASE:
+                statement = sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                    database, sql.Literal(ownership_mark(tenant.instance))
                 )
             case ActionKind.GRANT_ROLE_TO_ADMIN:
                 statement = sql.SQL("GRANT {} TO CURRENT_USER").format(role)
@@ -346,24 +485,34 @@ async def _observe(connection: AdminConnection, tenant: TenantDatabase) -> Datab
         await connection.execute(
             "SELECT rolname::text, rolsuper, rolcreatedb, rolcreaterole, rolreplication,"
             " rolbypassrls, rolcanlogin, rolconnlimit,"
-            " pg_catalog.pg_has_role(current_user, oid, 'USAGE')"
+            " pg_catalog.pg_has_role(current_user, oid, 'USAGE'),"
+            " pg_catalog.shobj_description(oid, 'pg_authid')"
             " FROM pg_catalog.pg_roles WHERE rolname = %s",
             (tenant.role,),
         )
     ).fetchone()
     database_row = await (
         await connection.execute(
-            "SELECT datname::text, pg_catalog.pg_get_userbyid(datdba)::text,"
-            " pg_catalog.pg_encoding_to_char(encoding)::text,"
-            " pg_catalog.has_database_privilege('public', oid, 'CONNECT'),"
-            " pg_catalog.has_database_privilege('public', oid, 'TEMPORARY'),"
-            " pg_catalog.has_database_privilege('public', oid, 'CREATE')"
-            " FROM pg_catalog.pg_database WHERE datname = %s",
+            sql.SQL("SELECT {} FROM pg_catalog.pg_database WHERE datname = %s").format(
+                _DATABASE_COLUMNS
+            ),
             (tenant.database,),
         )
     ).fetchone()
-    role = None if role_row is None else RoleState(*role_row[:8])
-    database = None if database_row is None else DatabaseObjectState(*database_row)
+    role = None
+    if role_row is not None:
+        role = RoleState(
+            name=role_row[0],
+            superuser=role_row[1],
+            create_db=role_row[2],
+            create_role=role_row[3],
+            replication=role_row[4],
+            bypass_rls=role_row[5],
+            can_login=role_row[6],
+            connection_limit=role_row[7],
+            owner_instance=parse_ownership_mark(role_row[9]),
+        )
+    database = None if database_row is None else _database_state(database_row)
     return DatabaseState(
         role=role,
         database=database,
@@ -371,6 +520,74 @@ async def _observe(connection: AdminConnection, tenant: TenantDatabase) -> Datab
         admin_is_superuser=admin[1],
         admin_has_tenant_privileges=bool(role_row is not None and role_row[8]),
     )
+
+
+def _atomic_steps(actions: list[Action]) -> list[list[Action]]:
+    # A role created but left unmarked (the operator dying in between) would be refused as
+    # someone else's on the next pass, so a new role and its mark are committed together.
+    # CREATE DATABASE cannot run in a transaction; a new database left unmarked is still
+    # recognised, by its owner, and marked on the next pass.
+    steps: list[list[Action]] = []
+    for action in actions:
+        if (
+            action.kind is ActionKind.MARK_ROLE
+            and steps
+            and steps[-1][-1].kind is ActionKind.CREATE_ROLE
+        ):
+            steps[-1].append(action)
+        else:
+            steps.append([action])
+    return steps
+
+
+async def _revoke(connection: AdminConnection, statement: sql.Composed | sql.SQL) -> None:
+    # Whether it worked is read back afterwards: PostgreSQL answers a REVOKE by a role that
+    # may not revoke with a warning, or with an error, depending on what the role holds.
+    with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
+        await connection.execute(statement)
+
+
+async def _template_privileges_of_public(connection: AdminConnection) -> list[str]:
+    row = await (
+        await connection.execute(
+            sql.SQL("SELECT {} FROM pg_catalog.pg_database WHERE datname = %s").format(
+                sql.SQL(", ").join(
+                    sql.SQL("pg_catalog.has_database_privilege('public', oid, {})").format(
+                        sql.Literal(privilege)
+                    )
+                    for privilege in _TEMPLATE_PRIVILEGES
+                )
+            ),
+            (_CLOSED_TEMPLATE,),
+        )
+    ).fetchone()
+    if row is None:
+        return []
+    return [
+        privilege for privilege, granted in zip(_TEMPLATE_PRIVILEGES, row, strict=True) if granted
+    ]
+
+
+def _database_state(row: TupleRow) -> DatabaseObjectState:
+    return DatabaseObjectState(
+        name=row[0],
+        owner=row[1],
+        encoding=row[2],
+        public_can_connect=row[3],
+        public_can_create_temp=row[4],
+        public_can_create=row[5],
+        owner_instance=parse_ownership_mark(row[6]),
+    )
+
+
+async def _public_may_create_in_public_schema(connection: AdminConnection) -> bool:
+    row = await (
+        await connection.execute(
+            "SELECT pg_catalog.has_schema_privilege('public', oid, 'CREATE')"
+            " FROM pg_catalog.pg_namespace WHERE nspname = 'public'"
+        )
+    ).fetchone()
+    return bool(row is not None and row[0])
 
 
 def _attribute_keywords(changes: tuple[tuple[RoleAttribute, bool], ...]) -> sql.Composable:

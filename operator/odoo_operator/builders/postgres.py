@@ -4,6 +4,12 @@ Everything here is pure. The backend (:mod:`odoo_operator.backends.postgres`) re
 catalogs into :class:`DatabaseState`, asks :func:`plan_ensure` or :func:`plan_drop` what
 differs from :class:`TenantDatabase`, and turns each :class:`Action` into SQL composed with
 ``psycopg.sql.Identifier``; no SQL text is built here.
+
+Ownership: every role and database the operator creates carries a comment naming the
+OdooInstance it was made for (:func:`ownership_mark`). The plans refuse, with
+:class:`NotOwnedError`, to alter, re-key or drop a role or database that carries another
+instance's mark or none at all, so that a spec naming someone else's database (or the
+server's own ``postgres``) cannot take it over. See docs/postgres-servers.md.
 """
 
 from __future__ import annotations
@@ -12,10 +18,14 @@ import base64
 import enum
 import hashlib
 import hmac
+import re
 import secrets
 import stringprep
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from ..model.names import reserved_name_problem
 
 # PostgreSQL's own defaults for verifiers it builds (scram_iterations, SCRAM_DEFAULT_SALT_LEN).
 SCRAM_ITERATIONS = 4096
@@ -25,14 +35,47 @@ SCRAM_SALT_BYTES = 16
 MAX_IDENTIFIER_BYTES = 63
 DATABASE_ENCODING = "UTF8"
 
+# The comment (COMMENT ON ROLE / COMMENT ON DATABASE) that marks a role or database as made
+# by the operator for one OdooInstance: this prefix followed by the instance's name. A
+# comment rather than a naming convention because a name can be chosen in a spec, while a
+# role's comment can only be written by a superuser or a CREATEROLE admin, never by a tenant.
+OWNERSHIP_MARK_PREFIX = "odoo.tenantops.io/instance="
+# A Kubernetes object name (RFC 1123 subdomain), which is what an OdooInstance is called.
+_INSTANCE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+
+# The reasons a NotOwnedError gives, meant for a status condition's reason field.
+REASON_OWNED_BY_ANOTHER_INSTANCE = "DatabaseOwnedByAnotherInstance"
+REASON_NOT_MANAGED = "NotManagedByOperator"
+REASON_RESERVED_NAME = "ReservedName"
+
+
+def ownership_mark(instance: str) -> str:
+    """The comment that marks a role or database as the operator's, made for ``instance``."""
+    if not _INSTANCE_NAME.fullmatch(instance):
+        raise ValueError(f"{instance!r} is not a Kubernetes object name")
+    return f"{OWNERSHIP_MARK_PREFIX}{instance}"
+
+
+def parse_ownership_mark(comment: str | None) -> str | None:
+    """The OdooInstance an ownership mark names; None for no comment or any other comment."""
+    if comment is None or not comment.startswith(OWNERSHIP_MARK_PREFIX):
+        return None
+    instance = comment[len(OWNERSHIP_MARK_PREFIX) :]
+    return instance if _INSTANCE_NAME.fullmatch(instance) else None
+
 
 @dataclass(frozen=True)
 class TenantDatabase:
-    """What one tenant gets on its PostgreSQL server: a login role owning one database."""
+    """What one tenant gets on its PostgreSQL server: a login role owning one database.
+
+    ``instance`` is the name of the OdooInstance the role and database are made for; it is
+    written into their ownership marks.
+    """
 
     role: str
     database: str
     connection_limit: int
+    instance: str
 
     def __post_init__(self) -> None:
         for what, name in (("role", self.role), ("database", self.database)):
@@ -45,8 +88,13 @@ class TenantDatabase:
                 )
             if "\x00" in name:
                 raise ValueError(f"the tenant's {what} name {name!r} contains a NUL character")
-        if self.role.startswith("pg_"):
-            raise ValueError(f"role name {self.role!r}: the prefix pg_ is reserved by PostgreSQL")
+            problem = reserved_name_problem(name)
+            if problem is not None:
+                raise ValueError(f"the tenant's {what} name {problem}")
+        if not _INSTANCE_NAME.fullmatch(self.instance):
+            raise ValueError(
+                f"the owning instance {self.instance!r} is not a Kubernetes object name"
+            )
         if self.connection_limit < -1:
             raise ValueError(
                 f"connection limit {self.connection_limit} for role {self.role!r}: "
@@ -78,6 +126,15 @@ TENANT_ROLE_ATTRIBUTES: dict[RoleAttribute, bool] = {
     RoleAttribute.REPLICATION: False,
     RoleAttribute.BYPASSRLS: False,
 }
+# A role with any of these administers the server; one the operator did not mark is never
+# adopted or altered, whatever its name (CREATEDB is repaired on tenant roles but does not
+# make a role an administrator).
+PRIVILEGED_ATTRIBUTES = (
+    RoleAttribute.SUPERUSER,
+    RoleAttribute.CREATEROLE,
+    RoleAttribute.REPLICATION,
+    RoleAttribute.BYPASSRLS,
+)
 
 
 @dataclass(frozen=True)
@@ -92,6 +149,8 @@ class RoleState:
     bypass_rls: bool
     can_login: bool
     connection_limit: int
+    # The OdooInstance named by the role's ownership mark; None when it has no mark.
+    owner_instance: str | None = None
 
     def has(self, attribute: RoleAttribute) -> bool:
         """Whether the role has ``attribute``."""
@@ -104,6 +163,11 @@ class RoleState:
             RoleAttribute.BYPASSRLS: self.bypass_rls,
         }[attribute]
 
+    @property
+    def privileges(self) -> list[str]:
+        """The attributes that give power over the server (SUPERUSER and so on) it has."""
+        return [attribute.value for attribute in PRIVILEGED_ATTRIBUTES if self.has(attribute)]
+
 
 @dataclass(frozen=True)
 class DatabaseObjectState:
@@ -115,6 +179,8 @@ class DatabaseObjectState:
     public_can_connect: bool
     public_can_create_temp: bool
     public_can_create: bool
+    # The OdooInstance named by the database's ownership mark; None when it has no mark.
+    owner_instance: str | None = None
 
     @property
     def public_has_privileges(self) -> bool:
@@ -140,11 +206,13 @@ class ActionKind(enum.StrEnum):
     """What one step of a plan does."""
 
     CREATE_ROLE = "create_role"
+    MARK_ROLE = "mark_role"
     ALTER_ROLE_ATTRIBUTES = "alter_role_attributes"
     SET_CONNECTION_LIMIT = "set_connection_limit"
     SET_PASSWORD = "set_password"  # noqa: S105 - the name of a step, not a password
     GRANT_ROLE_TO_ADMIN = "grant_role_to_admin"
     CREATE_DATABASE = "create_database"
+    MARK_DATABASE = "mark_database"
     REVOKE_PUBLIC = "revoke_public"
     TERMINATE_SESSIONS = "terminate_sessions"
     DROP_DATABASE = "drop_database"
@@ -165,6 +233,21 @@ class TenantDatabaseConflictError(Exception):
     """The server holds something under the tenant's names that the operator must not take."""
 
 
+class NotOwnedError(TenantDatabaseConflictError):
+    """A role or database under the tenant's names is not this instance's to change or drop.
+
+    ``reason`` is one of :data:`REASON_OWNED_BY_ANOTHER_INSTANCE` (its mark names
+    ``other_instance``), :data:`REASON_NOT_MANAGED` (it has no mark and may not be adopted)
+    or :data:`REASON_RESERVED_NAME` (the server's admin role, or a privileged role).
+    """
+
+    def __init__(self, reason: str, message: str, other_instance: str | None = None) -> None:
+        """Carry ``reason`` for a status condition and ``message`` for a human."""
+        super().__init__(message)
+        self.reason = reason
+        self.other_instance = other_instance
+
+
 class SuperuserRequiredError(Exception):
     """The change needs a superuser, and the admin connection is not one."""
 
@@ -175,10 +258,11 @@ def plan_role_changes(
     """The steps that bring the tenant role from ``observed`` to ``desired``.
 
     A missing role is created with its attributes, connection limit and password in one
-    statement. An existing one gets an ALTER for only the attributes that differ (PostgreSQL
-    requires superuser for an ALTER ROLE that merely mentions SUPERUSER or REPLICATION, so
-    naming unchanged ones would break non-superuser admins), then its connection limit, then
-    its password when ``set_password`` asks for a rotation.
+    statement, and then marked as this instance's. An existing one gets an ALTER for only the
+    attributes that differ (PostgreSQL requires superuser for an ALTER ROLE that merely
+    mentions SUPERUSER or REPLICATION, so naming unchanged ones would break non-superuser
+    admins), then its connection limit, then its password when ``set_password`` asks for a
+    rotation. Whether the role may be touched at all is :func:`check_ownership`'s question.
     """
     if observed is None:
         return [
@@ -186,7 +270,8 @@ def plan_role_changes(
                 ActionKind.CREATE_ROLE,
                 f"create role {desired.role} (LOGIN only, connection limit "
                 f"{desired.connection_limit}) with a SCRAM-SHA-256 password",
-            )
+            ),
+            _mark_role(desired),
         ]
     actions: list[Action] = []
     changes = tuple(
@@ -251,6 +336,7 @@ def plan_database_changes(
                 f"create database {desired.database} owned by {desired.role} "
                 f"({DATABASE_ENCODING}, collation C, from template0)",
             ),
+            _mark_database(desired),
             Action(
                 ActionKind.REVOKE_PUBLIC,
                 f"revoke all privileges on database {desired.database} from PUBLIC",
@@ -274,20 +360,32 @@ def plan_database_changes(
 
 
 def plan_ensure(
-    state: DatabaseState, desired: TenantDatabase, *, set_password: bool = False
+    state: DatabaseState,
+    desired: TenantDatabase,
+    *,
+    set_password: bool = False,
+    adopt_unmarked: bool = False,
 ) -> list[Action]:
     """Every step, in order, that makes the server match ``desired``; empty when it does.
 
-    Raises :class:`SuperuserRequiredError` when the role has been made a superuser and the admin
-    is not one (only a superuser can take SUPERUSER away), and
+    ``adopt_unmarked`` lets the plan take over a role and database left unmarked by an
+    earlier operator version (see :func:`check_ownership`); the caller should set it only
+    when the names are the instance's own default ones.
+
+    Raises :class:`NotOwnedError` (before any step) when the role or database is not this
+    instance's, :class:`SuperuserRequiredError` when the role has been made a superuser and
+    the admin is not one (only a superuser can take SUPERUSER away), and
     :class:`TenantDatabaseConflictError` as :func:`plan_database_changes` does.
     """
+    marks = check_ownership(state, desired, adopt_unmarked=adopt_unmarked)
     if state.database is not None:
         _check_database_belongs_to_tenant(state.database, desired)
     _check_admin_can_alter_role(state, desired)
     return [
+        *(action for action in marks if action.kind is ActionKind.MARK_ROLE),
         *plan_role_changes(state.role, desired, set_password=set_password),
         *plan_admin_membership(state, desired),
+        *(action for action in marks if action.kind is ActionKind.MARK_DATABASE),
         *plan_database_changes(state.database, desired),
     ]
 
@@ -295,8 +393,11 @@ def plan_ensure(
 def plan_drop(state: DatabaseState, desired: TenantDatabase) -> list[Action]:
     """The steps that remove the tenant's database and role; empty when both are gone.
 
-    Sessions are ended first, since a database with sessions cannot be dropped.
+    Sessions are ended first, since a database with sessions cannot be dropped. Raises
+    :class:`NotOwnedError` when either is not this instance's (unmarked ones included: a
+    legacy tenant is adopted by ``ensure`` before it can be dropped).
     """
+    check_ownership(state, desired)
     if state.database is not None:
         _check_database_belongs_to_tenant(state.database, desired)
     if state.role is not None and state.role.superuser and not state.admin_is_superuser:
@@ -325,17 +426,140 @@ def plan_drop(state: DatabaseState, desired: TenantDatabase) -> list[Action]:
 def plan_password_rotation(state: DatabaseState, desired: TenantDatabase) -> list[Action]:
     """The one step that gives the tenant's existing role a new password.
 
-    Raises :class:`LookupError` when the role does not exist, and :class:`SuperuserRequiredError`
-    when it is a superuser and the admin is not (PostgreSQL lets only superusers alter them).
+    Raises :class:`LookupError` when the role does not exist, :class:`NotOwnedError` when the
+    role or database is not this instance's, and :class:`SuperuserRequiredError` when the
+    role is a superuser and the admin is not (PostgreSQL lets only superusers alter them).
     """
     if state.role is None:
         raise LookupError(f"role {desired.role} does not exist: ensure the tenant first")
+    check_ownership(state, desired)
     _check_admin_can_alter_role(state, desired)
     return [
         action
         for action in plan_role_changes(state.role, desired, set_password=True)
         if action.kind is ActionKind.SET_PASSWORD
     ]
+
+
+def plan_drop_kept_databases(
+    state: DatabaseState, desired: TenantDatabase, owned: Sequence[DatabaseObjectState]
+) -> list[str]:
+    """The names of the databases to drop among ``owned``, the other databases of the role.
+
+    Those are the copies restores and upgrades keep (``<db>_pre_upgrade_<id>`` and the like),
+    all owned by the tenant role. Raises :class:`NotOwnedError`, so that nothing at all is
+    dropped, when the role or the tenant database is not this instance's, or when one of
+    ``owned`` is marked as another instance's.
+    """
+    check_ownership(state, desired)
+    if state.role is None:
+        return []
+    for database in owned:
+        other = database.owner_instance
+        if other is not None and other != desired.instance:
+            raise NotOwnedError(
+                REASON_OWNED_BY_ANOTHER_INSTANCE,
+                f"database {database.name} is owned by role {desired.role} of OdooInstance "
+                f"{desired.instance} but marked as OdooInstance {other}'s, so the operator "
+                f"drops none of the databases kept for {desired.instance}: find out why, "
+                f"then drop {database.name} by hand or correct its mark",
+                other,
+            )
+    return [database.name for database in owned if database.name != desired.database]
+
+
+def check_ownership(
+    state: DatabaseState, desired: TenantDatabase, *, adopt_unmarked: bool = False
+) -> list[Action]:
+    """Refuse a role or database that is not ``desired.instance``'s; the marks still to write.
+
+    Ours are: a role marked with this instance's name; a database so marked, or unmarked but
+    owned by our role (a restore or an upgrade swaps in a fresh copy, which carries no
+    comment), which gets marked. A role or database marked with another instance's name is
+    refused (:data:`REASON_OWNED_BY_ANOTHER_INSTANCE`), as are the admin role itself and an
+    unmarked role with SUPERUSER, CREATEROLE, REPLICATION or BYPASSRLS
+    (:data:`REASON_RESERVED_NAME`). Anything else unmarked is refused
+    (:data:`REASON_NOT_MANAGED`) unless ``adopt_unmarked`` is set, the role has none of those
+    attributes and the database, if there is one, is owned by the role: then both get marked.
+    """
+    if state.admin_role in (desired.role, desired.database):
+        raise NotOwnedError(
+            REASON_RESERVED_NAME,
+            f"{state.admin_role} is the admin role the operator connects as to this server; "
+            f"no tenant may use its name, and the operator never alters it. Give OdooInstance "
+            f"{desired.instance} another database name",
+        )
+    marks: list[Action] = []
+    role = state.role
+    role_is_ours = False
+    if role is not None:
+        _refuse_other_instance("role", role.name, role.owner_instance, desired)
+        role_is_ours = role.owner_instance == desired.instance
+        if not role_is_ours:
+            if role.privileges:
+                raise NotOwnedError(
+                    REASON_RESERVED_NAME,
+                    f"role {role.name} exists with {', '.join(role.privileges)} and was not "
+                    f"created by the operator; it administers the server, so the operator "
+                    f"will never adopt, alter or drop it. Give OdooInstance "
+                    f"{desired.instance} another database name",
+                )
+            if not adopt_unmarked:
+                raise _not_managed("role", role.name, desired)
+            marks.append(_mark_role(desired))
+    database = state.database
+    if database is not None:
+        _refuse_other_instance("database", database.name, database.owner_instance, desired)
+        if database.owner_instance != desired.instance:
+            # Adoption needs the role too: a database alone is never evidence enough, since
+            # its owner can write its comment.
+            owned_by_our_role = role is not None and database.owner == role.name
+            if not owned_by_our_role or not (role_is_ours or adopt_unmarked):
+                raise _not_managed("database", database.name, desired)
+            marks.append(_mark_database(desired))
+    return marks
+
+
+def _refuse_other_instance(
+    what: str, name: str, owner_instance: str | None, desired: TenantDatabase
+) -> None:
+    if owner_instance is None or owner_instance == desired.instance:
+        return
+    raise NotOwnedError(
+        REASON_OWNED_BY_ANOTHER_INSTANCE,
+        f"{what} {name} belongs to OdooInstance {owner_instance} (its ownership mark says "
+        f"so), not to {desired.instance}; the operator will not alter, re-key or drop it for "
+        f"{desired.instance}. Give {desired.instance} its own database name; only if "
+        f"{owner_instance} is gone for good and its data should pass to {desired.instance}, "
+        f"re-mark the role and database by hand (see docs/postgres-servers.md)",
+        owner_instance,
+    )
+
+
+def _not_managed(what: str, name: str, desired: TenantDatabase) -> NotOwnedError:
+    return NotOwnedError(
+        REASON_NOT_MANAGED,
+        f"{what} {name} exists but carries no ownership mark of the operator for "
+        f"OdooInstance {desired.instance}, so the operator will not alter, re-key or drop "
+        f"it. Give {desired.instance} another database name; or, if it really is this "
+        f"instance's (made by an older operator), mark role and database by hand with "
+        f"COMMENT ON ROLE / COMMENT ON DATABASE ... IS '{ownership_mark(desired.instance)}' "
+        f"(see docs/postgres-servers.md)",
+    )
+
+
+def _mark_role(desired: TenantDatabase) -> Action:
+    return Action(
+        ActionKind.MARK_ROLE,
+        f"mark role {desired.role} as made for OdooInstance {desired.instance}",
+    )
+
+
+def _mark_database(desired: TenantDatabase) -> Action:
+    return Action(
+        ActionKind.MARK_DATABASE,
+        f"mark database {desired.database} as made for OdooInstance {desired.instance}",
+    )
 
 
 def _check_admin_can_alter_role(state: DatabaseState, desired: TenantDatabase) -> None:

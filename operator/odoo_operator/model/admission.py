@@ -20,6 +20,7 @@ import re
 from collections.abc import Mapping
 
 from .config import OperatorConfig, ServerRef, instance_image_policy_problems
+from .names import reserved_name_problem
 from .odoo_options import config_option_problems
 from .spec import InstanceSpec
 
@@ -31,22 +32,12 @@ def normalize_host(host: str) -> str:
     return host.strip().rstrip(".").lower()
 
 
-# Databases every PostgreSQL server has, or that Azure Database for PostgreSQL keeps for
-# itself; a tenant named like one of them would alter the server's own objects.
-RESERVED_DATABASE_NAMES = frozenset(
-    {"postgres", "template0", "template1", "azure_maintenance", "azure_sys", "azuresu"}
-)
-
-
 def reserved_database_problem(name: str, field: str = "spec.database.name") -> str | None:
-    """Why ``name`` may never be a tenant's database or role name, or None when it may be."""
-    if name in RESERVED_DATABASE_NAMES or name.startswith("pg_"):
-        return (
-            f"{field} {name} is reserved by PostgreSQL or the server's provider "
-            f"({', '.join(sorted(RESERVED_DATABASE_NAMES))} and pg_*); choose another name "
-            "or leave it unset for odoo_<instance>."
-        )
-    return None
+    """Why ``name`` may never be a tenant's database or role name (naming ``field``), or None."""
+    problem = reserved_name_problem(name)
+    if problem is None:
+        return None
+    return f"{field} {problem}; choose another name or leave it unset for odoo_<instance>."
 
 
 def database_server(spec: InstanceSpec, config: OperatorConfig) -> str:

@@ -27,3 +27,47 @@ VERIFY_ANNOTATION = f"{GROUP}/verify"
 def tenant_namespace(instance_name: str) -> str:
     """The namespace that holds everything of one tenant."""
     return f"odoo-{instance_name}"
+
+
+# Names a tenant may never use for its role or database: the databases and roles every
+# PostgreSQL server has, the ones Azure Database for PostgreSQL keeps for its own
+# administration, and names PostgreSQL itself rejects as role names. Compared without regard
+# to case: "Postgres" is a different identifier, but only a mistake or a trick would ask for it.
+RESERVED_NAMES = frozenset(
+    {
+        "postgres",
+        "template0",
+        "template1",
+        "public",
+        "none",
+        "azuresu",
+        "azure_maintenance",
+        "azure_sys",
+        "azure_superuser",
+        "azure_pg_admin",
+        "replication",
+    }
+)
+RESERVED_PREFIXES = ("pg_", "azure_")
+
+
+def reserved_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a tenant's role or database name, or None when it can.
+
+    Covers the names every server (or Azure's flexible server) keeps for itself and the
+    ``pg_`` and ``azure_`` prefixes. Whether ``name`` is the admin role of a given server, or
+    an existing privileged role, only the backend can tell; it refuses those as well.
+    """
+    folded = name.lower()
+    if folded in RESERVED_NAMES:
+        return (
+            f"{name} is reserved: it is one of the server's own databases or roles "
+            f"({', '.join(sorted(RESERVED_NAMES))}), which no tenant may use"
+        )
+    for prefix in RESERVED_PREFIXES:
+        if folded.startswith(prefix):
+            return (
+                f"{name} is reserved: names starting with {prefix} belong to "
+                f"{'PostgreSQL' if prefix == 'pg_' else 'Azure Database for PostgreSQL'}"
+            )
+    return None

@@ -59,7 +59,13 @@ class InstanceSpec:
     @property
     def database(self) -> str:
         """The tenant database name (also the name of its role)."""
-        return self.database_name or f"odoo_{self.name.replace('-', '_')}"
+        return self.database_name or self.default_database
+
+    @property
+    def default_database(self) -> str:
+        """The database name derived from the instance name, ``odoo_<name>``: no other
+        instance can have it by default, which is why only it may be adopted unmarked."""
+        return f"odoo_{self.name.replace('-', '_')}"
 
     @property
     def production(self) -> bool:

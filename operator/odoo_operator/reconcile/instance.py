@@ -21,7 +21,7 @@ from ..backends.postgres import DatabaseServerUnavailable
 from ..backends.redis import RedisAclRefused, RedisServerUnavailable
 from ..builders.namespace import build_namespace
 from ..builders.objects import build_foundation, build_ingress, build_workloads
-from ..builders.postgres import TenantDatabase
+from ..builders.postgres import NotOwnedError, TenantDatabase
 from ..builders.redis_acl import tenant_redis_user
 from ..builders.tenant import Tenant, TenantCredentials, labels
 from ..builders.workloads import build_init_job
@@ -263,7 +263,10 @@ async def reconcile_instance(
         # A password is sent only to create the role or to re-key it: never on an idle pass.
         send_password = state.role is None or rotation is not None
         password = credentials.database_password if send_password else None
-        actions = await pg_admin.ensure(database, password)
+        # Objects made before ownership marks existed are adopted under the derived name
+        # only: no other instance can have had that name by default.
+        adopt = spec.database == spec.default_database
+        actions = await pg_admin.ensure(database, password, adopt_unmarked=adopt)
         outcome.writes += len(actions)
         outcome.set(
             "DatabaseReady",
@@ -271,6 +274,10 @@ async def reconcile_instance(
             "Provisioned",
             f"database {spec.database} on server {pg_server.name}",
         )
+    except NotOwnedError as exc:
+        # Another instance's database, or one the operator never made: nothing was run on
+        # it, and only a human can settle who it belongs to.
+        raise Stalled(exc.reason, str(exc)) from exc
     except DatabaseServerUnavailable as exc:
         outcome.set("DatabaseReady", False, "ServerUnavailable", str(exc))
     except Exception as exc:  # noqa: BLE001 - reported in status; the next pass retries
@@ -422,10 +429,14 @@ async def delete_instance(clients: Clients, body: Mapping[str, Any]) -> list[str
         tenant_database = TenantDatabase(
             spec.database, spec.database, spec.connection_limit, spec.name
         )
-        for kept in await pg_admin.drop_kept_databases(tenant_database):
-            done.append(f"dropped database {kept}, kept by a restore or an upgrade")
-        await pg_admin.drop(tenant_database)
-        done.append(f"dropped database and role {spec.database}")
+        try:
+            for kept in await pg_admin.drop_kept_databases(tenant_database):
+                done.append(f"dropped database {kept}, kept by a restore or an upgrade")
+            await pg_admin.drop(tenant_database)
+            done.append(f"dropped database and role {spec.database}")
+        except NotOwnedError as exc:
+            # Never another's: the deletion goes on without dropping it, and says why.
+            done.append(f"left database and role {spec.database} alone: {exc}")
         redis_admin, _ = await clients.redis(clients.config.redis_server(spec.redis_server))
         await redis_admin.drop(tenant_redis_user(spec.name), delete_keys=True)
         done.append(f"dropped Redis user {tenant_redis_user(spec.name).username} and its keys")
