@@ -28,6 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check operator tests e2e conftest.py
 	$(BIN)/ruff check operator tests e2e conftest.py
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 ## test-unit: the fast, service-free part
 test-unit: $(STAMP)

@@ -24,6 +24,7 @@ from .model.config import (
     WEBHOOK_MANAGED_ENV,
     WEBHOOK_PORT_ENV,
     OperatorConfig,
+    webhook_enabled,
 )
 from .model.names import GROUP
 from .observability import restores as restores  # registers the restore counter
@@ -52,11 +53,6 @@ def configure_peering(settings: kopf.OperatorSettings) -> None:
     settings.peering.clusterwide = True
     settings.peering.name = name
     settings.peering.priority = 1 + secrets.randbelow(2**31 - 1)
-
-
-def webhook_enabled() -> bool:
-    """Whether the admission webhook is configured (its serving certificate is given)."""
-    return bool(os.environ.get(WEBHOOK_CERT_ENV))
 
 
 def webhook_managed() -> bool:

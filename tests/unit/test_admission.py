@@ -23,10 +23,11 @@ from odoo_operator.model.config import (
     WEBHOOK_PORT_ENV,
     ConfigError,
     OperatorConfig,
+    webhook_enabled,
 )
 from odoo_operator.model.spec import InstanceSpec
 from odoo_operator.reconcile.clients import Clients
-from odoo_operator.settings import webhook_enabled, webhook_server
+from odoo_operator.settings import webhook_server
 
 CONFIG = OperatorConfig.from_mapping(
     {

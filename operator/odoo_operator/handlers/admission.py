@@ -24,7 +24,7 @@ from ..builders.quantities import quantity_value
 from ..builders.schedule import parse_duration, validate_schedule
 from ..model.admission import admission_problems, database_server, normalize_host
 from ..model.backup import BACKUP_KIND, RESTORE_PLURAL, BackupPolicy, RestoreRequest
-from ..model.config import ConfigError, OperatorConfig
+from ..model.config import ConfigError, OperatorConfig, webhook_enabled
 from ..model.names import (
     API_VERSION,
     GROUP,
@@ -36,7 +36,6 @@ from ..model.names import (
 from ..model.spec import InstanceSpec
 from ..model.upgrade import UpgradePolicy, major
 from ..reconcile.clients import Clients
-from ..settings import webhook_enabled
 
 _REFUSAL_CODE = 422  # Unprocessable Entity, as the apiserver answers schema violations
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -477,3 +478,8 @@ def instance_image_policy_problems(
         return []
     field = f"versions[{json.dumps(version)}] of the operator's configuration (spec.image is unset)"
     return image_policy_problems(image, config.policy, field)
+
+
+def webhook_enabled() -> bool:
+    """Whether the admission webhook is configured (its serving certificate is given)."""
+    return bool(os.environ.get(WEBHOOK_CERT_ENV))
