@@ -1,14 +1,19 @@
-"""The chart's RBAC is enough, proven: the operator runs as the chart's ServiceAccount.
+"""The chart's RBAC and confinement policy are enough, proven: the operator runs as the
+chart's ServiceAccount.
 
 Only the RBAC objects of `helm template` (ServiceAccount, ClusterRole, Role and their
-bindings) go into the real control plane; the operator then authenticates with a token of
-that ServiceAccount (TokenRequest API), not as an administrator, serves its admission
-webhook, runs with Kopf peering (the chart's HA mode) and takes a tenant through its whole
-lifecycle: created and Ready, backed up, deleted with its data. Any request the API server
-refuses fails the test: a 403 or Forbidden in the operator's log, or (on the local control
-plane) a 403 answer to the ServiceAccount in the API server's audit log, which records every
-write; the audit log matters because the operator's dynamic client hands some refusals back
-as Status objects instead of raising them.
+bindings) and its confinement policy (ValidatingAdmissionPolicy and binding) go into the real
+control plane; the operator then authenticates with a token of that ServiceAccount
+(TokenRequest API), not as an administrator, serves its admission webhook, runs with Kopf
+peering (the chart's HA mode) and takes a tenant through its whole lifecycle: created and
+Ready, backed up, deleted with its data. The policy is in force before the operator starts (a
+request it forbids is refused). Any request the API server refuses fails the test: a 403 or
+Forbidden in the operator's log, or (on the local control plane) a 403 answer to the
+ServiceAccount in the API server's audit log, which records every write; the audit log matters
+because the operator's dynamic client hands some refusals back as Status objects instead of
+raising them. RBAC and the policy both refuse with 403.
+
+tests/integration/test_operator_confinement.py proves what the policy refuses.
 """
 
 from __future__ import annotations
@@ -53,6 +58,11 @@ RELEASE = "rbac-proof"
 BACKUPS = "odoobackups"
 PEERING = "odoo-operator-rbac-proof"
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+# A request only the confinement policy refuses (RBAC allows this Secret by name anywhere):
+# a dry run, so nothing is written while the policy is not in force yet.
+POLICY_PROBE_SECRET = "odoo-config"
+POLICY_PROBE_NAMESPACE = "default"
 # The Secrets register_servers creates, named in the configuration as a platform team would.
 VALUES = {
     "ha": {"enabled": True, "peeringName": PEERING},
@@ -73,7 +83,9 @@ VALUES = {
 REFUSED = re.compile(r"\b403\b|Forbidden|forbidden")
 
 
-def render_chart(values: dict[str, Any], workdir: Path) -> list[dict[str, Any]]:
+def render_chart(
+    values: dict[str, Any], workdir: Path, release: str = RELEASE
+) -> list[dict[str, Any]]:
     """`helm template` of the chart into the operator namespace, as parsed documents."""
     values_file = workdir / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
@@ -81,7 +93,7 @@ def render_chart(values: dict[str, Any], workdir: Path) -> list[dict[str, Any]]:
         [
             str(binaries.ensure(binaries.HELM)),
             "template",
-            RELEASE,
+            release,
             str(CHART),
             "--namespace",
             OPERATOR_NAMESPACE,
@@ -144,7 +156,8 @@ def service_account_kubeconfig(
     return path
 
 
-def _delete(api: client.ApiClient, document: dict[str, Any]) -> None:
+def delete_document(api: client.ApiClient, document: dict[str, Any]) -> None:
+    """Delete the object ``document`` describes; gone already is fine."""
     found = dynamic.DynamicClient(api)
     resource = found.resources.get(api_version=document["apiVersion"], kind=document["kind"])
     try:
@@ -154,6 +167,75 @@ def _delete(api: client.ApiClient, document: dict[str, Any]) -> None:
     except ApiException as exc:
         if exc.status != 404:
             raise
+
+
+def policy_refusal(call: Callable[[], object], policy: str) -> str:
+    """The message with which ``policy`` refuses ``call`` (403); fails on anything else."""
+    try:
+        call()
+    except ApiException as exc:
+        refusal = exc
+    else:
+        pytest.fail(
+            f"the request was accepted; ValidatingAdmissionPolicy {policy} should refuse it"
+        )
+    body = refusal.body or ""
+    message = str(json.loads(body).get("message", body)) if body.startswith("{") else str(refusal)
+    assert refusal.status == 403, f"expected a 403 from {policy}, got {refusal.status}: {message}"
+    assert f"ValidatingAdmissionPolicy '{policy}'" in message, message
+    return message
+
+
+def apply_as(
+    api: client.ApiClient, document: dict[str, Any], dry_run: bool = False
+) -> dict[str, Any]:
+    """Server-side apply ``document`` as the operator does (its field manager), maybe dry."""
+    dyn = dynamic.DynamicClient(api)
+    resource = dyn.resources.get(api_version=document["apiVersion"], kind=document["kind"])
+    applied = dyn.server_side_apply(
+        resource,
+        body=document,
+        name=document["metadata"]["name"],
+        namespace=document["metadata"].get("namespace"),
+        field_manager="odoo-operator",
+        force_conflicts=True,
+        dry_run="All" if dry_run else None,
+    )
+    result: dict[str, Any] = applied.to_dict()
+    return result
+
+
+def wait_until_confined(operator: client.ApiClient, policy: str, timeout: float = 60.0) -> None:
+    """Wait until the API server enforces ``policy`` on the operator's ServiceAccount.
+
+    A new policy and binding take effect once the API server's informers have seen and
+    compiled them; until then a request the policy forbids still passes. The probe is a
+    dry-run apply of a Secret RBAC allows in any namespace, in a namespace the policy keeps
+    the operator out of.
+    """
+    probe = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": POLICY_PROBE_SECRET, "namespace": POLICY_PROBE_NAMESPACE},
+        "type": "Opaque",
+    }
+    deadline = time.monotonic() + timeout
+    last = "accepted"
+    while time.monotonic() < deadline:
+        try:
+            apply_as(operator, probe, dry_run=True)
+        except ApiException as exc:
+            if exc.status == 403 and f"ValidatingAdmissionPolicy '{policy}'" in str(exc.body):
+                return
+            last = f"{exc.status}: {exc.body}"
+            if exc.status == 403:  # RBAC, not the policy: waiting will not help
+                break
+        time.sleep(0.5)
+    pytest.fail(
+        f"ValidatingAdmissionPolicy {policy} was not enforced within {timeout:.0f}s: a dry-run "
+        f"apply of Secret {POLICY_PROBE_NAMESPACE}/{POLICY_PROBE_SECRET} by the operator's "
+        f"ServiceAccount was last answered {last}"
+    )
 
 
 @pytest.fixture
@@ -166,12 +248,14 @@ def operator_as_service_account(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[ManagedProcess]:
-    """The operator with the chart's RBAC and nothing more."""
+    """The operator with the chart's RBAC and confinement policy, and nothing more."""
     kubectl.install_crds(k8s, REPO / "crds")
     config = register_servers(k8s, postgres_dsn, redis_url, tmp_path, blob_connection_string)
     documents = render_chart(VALUES, tmp_path)
     rbac = [doc for doc in documents if doc["kind"] in RBAC_KINDS]
     assert {doc["kind"] for doc in rbac} == RBAC_KINDS
+    policy = [doc for doc in documents if doc["kind"] in POLICY_KINDS]
+    assert [doc["kind"] for doc in policy] == list(POLICY_KINDS)
     # Installed by whoever installs the chart (an administrator), like the CRDs above.
     peering = [doc for doc in documents if doc["kind"] == "ClusterKopfPeering"]
     peering_crd = [
@@ -179,12 +263,14 @@ def operator_as_service_account(
         for doc in documents
         if doc["kind"] == "CustomResourceDefinition" and doc["spec"]["group"] == "kopf.dev"
     ]
-    kubectl.apply(k8s, rbac)
+    kubectl.apply(k8s, rbac + policy)
     kubectl.apply(k8s, peering_crd)
     kubectl.wait_established(k8s, [doc["metadata"]["name"] for doc in peering_crd])
     kubectl.apply(k8s, peering)
     account = next(doc for doc in rbac if doc["kind"] == "ServiceAccount")["metadata"]["name"]
     identity = service_account_kubeconfig(kubeconfig, k8s, account, tmp_path / "sa.kubeconfig")
+    with kubectl.api_client(identity) as operator_api:
+        wait_until_confined(operator_api, policy[0]["metadata"]["name"])
 
     # The webhook is served on loopback as in the e2e suite, with the chart's
     # configuration installed by the administrator (the operator may not write it), pointed
@@ -197,11 +283,12 @@ def operator_as_service_account(
     monkeypatch.setenv(WEBHOOK_MANAGED_ENV, "false")
     monkeypatch.setenv(PEERING_ENV, PEERING)
     configuration = next(d for d in documents if d["kind"] == "ValidatingWebhookConfiguration")
-    path = configuration["webhooks"][0]["clientConfig"]["service"]["path"]
-    configuration["webhooks"][0]["clientConfig"] = {
-        "url": f"https://{LOOPBACK_HOST}:{port}{path}",
-        "caBundle": base64.b64encode(certificates.ca.read_bytes()).decode(),
-    }
+    for webhook in configuration["webhooks"]:
+        path = webhook["clientConfig"]["service"]["path"]
+        webhook["clientConfig"] = {
+            "url": f"https://{LOOPBACK_HOST}:{port}{path}",
+            "caBundle": base64.b64encode(certificates.ca.read_bytes()).decode(),
+        }
     admission = client.AdmissionregistrationV1Api(k8s)
     saved = _take_aside(k8s, admission)
     process = start_operator(identity, config, tmp_path / "operator.log", webhook=False)
@@ -213,11 +300,11 @@ def operator_as_service_account(
         yield process
     finally:
         process.stop()
-        _delete(k8s, configuration)
+        delete_document(k8s, configuration)
         if saved is not None:
             admission.create_validating_webhook_configuration(saved)
-        for document in reversed(rbac + peering + peering_crd):
-            _delete(k8s, document)
+        for document in reversed(rbac + policy + peering + peering_crd):
+            delete_document(k8s, document)
 
 
 def _take_aside(
@@ -257,6 +344,10 @@ class Refusals:
             for line in self.audit_log.read_text(errors="replace").splitlines():
                 event = json.loads(line)
                 if (event.get("user") or {}).get("username") != self.user:
+                    continue
+                # The operator never dry-runs: those are wait_until_confined's probes, which
+                # the policy refuses on purpose.
+                if "dryRun=" in (event.get("requestURI") or ""):
                     continue
                 if (event.get("responseStatus") or {}).get("code") == 403:
                     ref = event.get("objectRef") or {}

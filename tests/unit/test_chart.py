@@ -23,6 +23,7 @@ from cryptography import x509
 from odoo_operator.devcluster import binaries
 from odoo_operator.handlers import admission as admission_handlers
 from odoo_operator.model.config import OperatorConfig
+from odoo_operator.model.names import INSTANCE_LABEL, tenant_namespace
 
 REPO = Path(__file__).parents[2]
 CHART = REPO / "charts" / "odoo-operator"
@@ -66,12 +67,16 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"): "Kopf's resource discovery",
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): "CRDs installed later",
     ("", "namespaces", "get"): "is the tenant namespace ours?",
-    ("", "namespaces", "create"): "the tenant namespace (apply creates it)",
-    ("", "namespaces", "patch"): "the tenant namespace (apply)",
-    ("", "namespaces", "delete"): "deleting a tenant deletes its namespace",
+    # RBAC cannot name namespaces by prefix or label: the confinement policy limits these
+    # three to labelled odoo-<instance> namespaces.
+    ("", "namespaces", "create"): "the tenant namespace (apply creates it); policy-confined",
+    ("", "namespaces", "patch"): "the tenant namespace (apply); policy-confined",
+    ("", "namespaces", "delete"): "deleting a tenant deletes its namespace; policy-confined",
     ("", "secrets", "get"): "tenant credentials, by name only (resourceNames)",
-    ("", "secrets", "create"): "tenant Secrets, by name only (resourceNames)",
-    ("", "secrets", "patch"): "tenant Secrets, by name only (resourceNames)",
+    # Every namespace by RBAC; the policy keeps them to tenant namespaces and refuses
+    # ServiceAccount-token Secrets.
+    ("", "secrets", "create"): "tenant Secrets, by name only (resourceNames); policy-confined",
+    ("", "secrets", "patch"): "tenant Secrets, by name only (resourceNames); policy-confined",
     ("", "resourcequotas", "get"): "tenant quota",
     ("", "resourcequotas", "create"): "tenant quota",
     ("", "resourcequotas", "patch"): "tenant quota",
@@ -91,14 +96,16 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("networking.k8s.io", "networkpolicies", "create"): "tenant isolation",
     ("networking.k8s.io", "networkpolicies", "patch"): "tenant isolation (drift repair)",
     ("apps", "deployments", "get"): "web and cron availability",
-    ("apps", "deployments", "create"): "web and cron",
-    ("apps", "deployments", "patch"): "web and cron (rollouts, suspend)",
+    # Every namespace by RBAC; the policy keeps them to tenant namespaces, running as the
+    # tenant's ServiceAccount without privilege or host access.
+    ("apps", "deployments", "create"): "web and cron; policy-confined",
+    ("apps", "deployments", "patch"): "web and cron (rollouts, suspend); policy-confined",
     ("policy", "poddisruptionbudgets", "get"): "the web disruption budget",
     ("policy", "poddisruptionbudgets", "create"): "the web disruption budget",
     ("policy", "poddisruptionbudgets", "patch"): "the web disruption budget",
     ("batch", "jobs", "get"): "init, upgrade and backup Job completion",
-    ("batch", "jobs", "create"): "init, upgrade and backup Jobs",
-    ("batch", "jobs", "patch"): "init, upgrade and backup Jobs (apply)",
+    ("batch", "jobs", "create"): "init, upgrade and backup Jobs; policy-confined",
+    ("batch", "jobs", "patch"): "init, upgrade and backup Jobs (apply); policy-confined",
     ("traefik.io", "ingressroutes", "get"): "the tenant route",
     ("traefik.io", "ingressroutes", "create"): "the tenant route",
     ("traefik.io", "ingressroutes", "patch"): "the tenant route",
@@ -381,23 +388,27 @@ def test_the_release_owns_a_fail_closed_webhook_configuration_trusting_its_ca(
     defaults: list[dict[str, Any]],
 ) -> None:
     configuration = one(defaults, "ValidatingWebhookConfiguration")
-    (webhook,) = configuration["webhooks"]
-    assert webhook["failurePolicy"] == "Fail"
-    assert webhook["sideEffects"] == "None"
-    (rule,) = webhook["rules"]
-    # Deletions are never gated: a tenant can always be removed, operator or not.
-    assert rule["operations"] == ["CREATE", "UPDATE"]
-    assert (rule["apiGroups"], rule["resources"]) == (["odoo.tenantops.io"], ["odooinstances"])
-    service = webhook["clientConfig"]["service"]
-    assert service == {
-        "name": "odoo-operator-webhook",
-        "namespace": "odoo-operator",
-        "port": 9443,
-        # Kopf serves each admission handler under its id.
-        "path": f"/{admission_handlers.WEBHOOK_HANDLER_ID}",
-    }
+    instances, restores = configuration["webhooks"]
     secret = one(defaults, "Secret", "-webhook-tls")
-    assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+    # Deletions are never gated: a tenant can always be removed, operator or not. A restore
+    # is immutable, so only its creation is checked.
+    for webhook, resource, operations, handler in (
+        (instances, "odooinstances", ["CREATE", "UPDATE"], admission_handlers.WEBHOOK_HANDLER_ID),
+        (restores, "odoorestores", ["CREATE"], admission_handlers.RESTORE_WEBHOOK_HANDLER_ID),
+    ):
+        assert webhook["failurePolicy"] == "Fail"
+        assert webhook["sideEffects"] == "None"
+        (rule,) = webhook["rules"]
+        assert rule["operations"] == operations
+        assert (rule["apiGroups"], rule["resources"]) == (["odoo.tenantops.io"], [resource])
+        assert webhook["clientConfig"]["service"] == {
+            "name": "odoo-operator-webhook",
+            "namespace": "odoo-operator",
+            "port": 9443,
+            # Kopf serves each admission handler under its id.
+            "path": f"/{handler}",
+        }
+        assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
     deployment = one(defaults, "Deployment")
     env = {
         e["name"]: e.get("value")
@@ -539,6 +550,93 @@ def _role_in(docs: list[dict[str, Any]], namespace: str) -> dict[str, Any]:
     return roles[0]
 
 
+# -- the confinement policy -------------------------------------------------------------------
+
+OPERATOR_USER = f"system:serviceaccount:{NAMESPACE}:odoo-operator"
+POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+
+
+def test_the_confinement_policy_denies_and_matches_only_the_operators_service_account(
+    defaults: list[dict[str, Any]],
+) -> None:
+    policy = one(defaults, "ValidatingAdmissionPolicy")
+    binding = one(defaults, "ValidatingAdmissionPolicyBinding")
+    assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+    assert binding["spec"] == {
+        "policyName": policy["metadata"]["name"],
+        "validationActions": ["Deny"],
+    }
+    spec = policy["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    # Only the chart's ServiceAccount, in the release namespace: nobody else is evaluated.
+    assert spec["matchConditions"] == [
+        {"name": "is-the-operator", "expression": f"request.userInfo.username == '{OPERATOR_USER}'"}
+    ]
+    # Every write of every kind and subresource, so no namespaced kind escapes the rules.
+    assert spec["matchConstraints"]["resourceRules"] == [
+        {
+            "apiGroups": ["*"],
+            "apiVersions": ["*"],
+            "operations": ["CREATE", "UPDATE", "DELETE"],
+            "resources": ["*/*"],
+        }
+    ]
+    assert "namespaceSelector" not in spec["matchConstraints"]
+    # Refusals look like RBAC's: 403 Forbidden, which the lifecycle test counts.
+    assert {v.get("reason") for v in spec["validations"]} == {"Forbidden"}
+    assert all(v["messageExpression"].startswith("'the odoo-operator") for v in spec["validations"])
+
+
+def test_the_confinement_policy_knows_the_tenant_label_namespace_and_service_account(
+    defaults: list[dict[str, Any]],
+) -> None:
+    spec = one(defaults, "ValidatingAdmissionPolicy")["spec"]
+    variables = {v["name"]: v["expression"] for v in spec["variables"]}
+    assert variables["instanceLabel"] == f"'{INSTANCE_LABEL}'"
+    assert tenant_namespace("x") == "odoo-x"  # the rule below: name == 'odoo-' + label
+    assert "== 'odoo-' + namespaceObject.metadata.labels[" in variables["inTenantNamespace"]
+    rules = " ".join(v["expression"] for v in spec["validations"])
+    assert f"variables.requestNamespace == '{NAMESPACE}'" in rules
+    # The tenant's ServiceAccount, as the workload and backup Job builders name it.
+    assert "variables.podSpec.serviceAccountName in ['odoo','odoo-backup']" in rules
+    assert "'kubernetes.io/service-account-token'" in rules
+    assert "variables.group != 'rbac.authorization.k8s.io'" in rules
+    for field in ("privileged", "hostNetwork", "hostPID", "hostIPC", "hostPath"):
+        assert field in rules, field
+
+
+def test_the_confinement_policy_follows_the_release_and_can_be_switched_off() -> None:
+    other = documents(
+        helm(
+            "template",
+            "tenants",
+            str(CHART),
+            "--namespace",
+            "platform",
+            "--kube-version",
+            binaries.KUBERNETES_VERSION,
+            "--set",
+            "serviceAccount.name=odoo-bot",
+        ).stdout
+    )
+    policy = one(other, "ValidatingAdmissionPolicy")
+    assert policy["metadata"]["name"] == "tenants-odoo-operator-confinement"
+    (condition,) = policy["spec"]["matchConditions"]
+    assert condition["expression"].endswith("'system:serviceaccount:platform:odoo-bot'")
+    off = documents(render("--set", "confinementPolicy.enabled=false").stdout)
+    assert not [d for d in off if d["kind"] in POLICY_KINDS]
+    assert one(off, "ClusterRole")  # RBAC stays
+
+
+def test_the_confinement_policy_refuses_a_cluster_without_validating_admission_policy_v1() -> None:
+    args = ["template", "odoo-operator", str(CHART), "--namespace", NAMESPACE]
+    result = helm(*args, "--kube-version", "1.29.9", check=False)
+    assert result.returncode != 0
+    assert "confinementPolicy.enabled needs Kubernetes 1.30 or later" in result.stderr
+    off = helm(*args, "--kube-version", "1.29.9", "--set", "confinementPolicy.enabled=false")
+    assert not [d for d in documents(off.stdout) if d["kind"] in POLICY_KINDS]
+
+
 # -- optional parts ---------------------------------------------------------------------------
 
 
@@ -634,19 +732,91 @@ def test_the_kustomize_base_is_the_chart_rendered(tmp_path: Path) -> None:
     assert report["exit_code"] == 0, json.dumps(report["resources"], indent=2)
 
 
+def kustomize_build(directory: Path) -> str:
+    """`kustomize build` of ``directory``: the standalone kustomize, or kubectl's built-in one.
+
+    The kustomize install is a product of its own: without either tool the test fails
+    rather than skips.
+    """
+    standalone = shutil.which("kustomize")
+    kubectl = shutil.which("kubectl")
+    if standalone is not None:
+        argv = [standalone, "build", str(directory)]
+    elif kubectl is not None:
+        argv = [kubectl, "kustomize", str(directory)]
+    else:
+        pytest.fail("neither kustomize nor kubectl is on PATH: the kustomize install is untested")
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+EVENTS_RBAC = {("Role", "odoo-operator-events"), ("RoleBinding", "odoo-operator-events")}
+
+
+@pytest.mark.parametrize("directory", ["base", "overlays/aks"])
+def test_the_kustomize_install_keeps_the_events_role_in_default_and_the_rest_in_place(
+    directory: str,
+) -> None:
+    docs = documents(kustomize_build(REPO / "manifests" / directory))
+    rendered = {(d["kind"], d["metadata"]["name"]): d["metadata"].get("namespace") for d in docs}
+    # Kopf posts the Events of cluster-scoped objects in "default": the Role that allows it
+    # must stay there (a `namespace:` transformer used to move it into odoo-operator).
+    for key in EVENTS_RBAC:
+        assert rendered[key] == "default", f"{key} rendered into {rendered[key]}"
+    assert _role_in(docs, "default")["rules"] == [
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}
+    ]
+    for binding in (d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")):
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "odoo-operator", "namespace": NAMESPACE}
+        ], binding["metadata"]["name"]
+    # Everything else namespaced lives in the operator's namespace, as the chart renders it.
+    base = {
+        (d["kind"], d["metadata"]["name"]): d["metadata"].get("namespace")
+        for d in documents(base_rendering())
+    }
+    assert {key: rendered[key] for key in base} == base
+    namespaced = {key: ns for key, ns in rendered.items() if ns is not None}
+    assert set(namespaced.values()) == {NAMESPACE, "default"}
+    assert {key for key, ns in namespaced.items() if ns == "default"} == EVENTS_RBAC
+    # The confinement policy ships, bound to the ServiceAccount the install creates.
+    policy = one(docs, "ValidatingAdmissionPolicy")
+    account = one(docs, "ServiceAccount")["metadata"]
+    user = f"system:serviceaccount:{account['namespace']}:{account['name']}"
+    assert user == OPERATOR_USER
+    assert policy["spec"]["matchConditions"][0]["expression"].endswith(f"'{user}'")
+    assert one(docs, "ValidatingAdmissionPolicyBinding")["spec"]["validationActions"] == ["Deny"]
+
+
+def test_a_kustomize_overlay_switches_the_confinement_policy_off_as_documented(
+    tmp_path: Path,
+) -> None:
+    # The overlay of docs/install.md ("The confinement policy"), built on the real base.
+    (tmp_path / "base").symlink_to(REPO / "manifests" / "base")
+    patches = "".join(
+        "  - patch: |-\n"
+        "      $patch: delete\n"
+        "      apiVersion: admissionregistration.k8s.io/v1\n"
+        f"      kind: {kind}\n"
+        "      metadata:\n"
+        "        name: odoo-operator-confinement\n"
+        for kind in ("ValidatingAdmissionPolicyBinding", "ValidatingAdmissionPolicy")
+    )
+    overlay = f"resources:\n  - base\npatches:\n{patches}"
+    assert overlay.split("patches:\n")[1] in (REPO / "docs" / "install.md").read_text()
+    (tmp_path / "kustomization.yaml").write_text(overlay)
+    with_policy = documents(kustomize_build(REPO / "manifests" / "base"))
+    without = documents(kustomize_build(tmp_path))
+    assert [d for d in with_policy if d["kind"] in POLICY_KINDS]
+    assert not [d for d in without if d["kind"] in POLICY_KINDS]
+    assert len(without) == len(with_policy) - 2
+
+
 def test_the_aks_overlay_adds_workload_identity_azure_files_and_node_pools(
     tmp_path: Path,
 ) -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl (with its built-in kustomize) is not installed")
-    built = subprocess.run(
-        [kubectl, "kustomize", str(REPO / "manifests" / "overlays" / "aks")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
+    built = kustomize_build(REPO / "manifests" / "overlays" / "aks")
     docs = documents(built)
     account = one(docs, "ServiceAccount")
     assert "azure.workload.identity/client-id" in account["metadata"]["annotations"]

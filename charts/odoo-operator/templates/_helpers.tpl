@@ -149,4 +149,27 @@ webhooks:
       {{- with .caBundle }}
       caBundle: {{ . }}
       {{- end }}
+  # OdooRestore: another tenant's backup only with spec.fromInstance naming it; never live
+  # data into a non-production instance. CREATE only: a restore is immutable.
+  - name: validate-restore.odoo.tenantops.io
+    admissionReviewVersions: ["v1"]
+    sideEffects: None
+    failurePolicy: Fail
+    matchPolicy: Equivalent
+    timeoutSeconds: 10
+    rules:
+      - apiGroups: ["odoo.tenantops.io"]
+        apiVersions: ["v1alpha1"]
+        resources: ["odoorestores"]
+        operations: ["CREATE"]
+        scope: Cluster
+    clientConfig:
+      service:
+        name: {{ include "odoo-operator.webhookService" $root }}
+        namespace: {{ $root.Release.Namespace }}
+        port: {{ $root.Values.webhook.port }}
+        path: /validate-restore
+      {{- with .caBundle }}
+      caBundle: {{ . }}
+      {{- end }}
 {{- end -}}
