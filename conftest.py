@@ -151,3 +151,25 @@ def admin_role_untouched(request: pytest.FixtureRequest) -> Iterator[None]:
     with psycopg.connect(dsn, autocommit=True) as connection:
         after = connection.execute(_ADMIN_ROLE_ATTRIBUTES).fetchone()
     assert after == before, f"the server's admin role changed during {request.module.__name__}"
+
+
+if TYPE_CHECKING:
+    from odoo_operator.devcluster.tls import ServiceTlsEndpoints
+
+
+@pytest.fixture(scope="session")
+def service_tls(postgres_dsn: str, redis_url: str) -> Iterator[ServiceTlsEndpoints]:
+    """The TLS side of the local PostgreSQL and Redis: their CA, Redis's TLS port, and
+    listeners presenting a certificate for the wrong name or (PostgreSQL) no TLS at all.
+
+    Only the local data services have a CA the tests know, so an existing server named by
+    ``ODOO_OPERATOR_TEST_PG_DSN`` or ``ODOO_OPERATOR_TEST_REDIS_URL`` skips these tests.
+    """
+    if os.environ.get("ODOO_OPERATOR_TEST_PG_DSN") or os.environ.get(
+        "ODOO_OPERATOR_TEST_REDIS_URL"
+    ):
+        pytest.skip("TLS endpoints exist only for the local data services")
+    from odoo_operator.devcluster.tls import ServiceTlsEndpoints
+
+    with ServiceTlsEndpoints.start(postgres_dsn, redis_url) as endpoints:
+        yield endpoints

@@ -128,6 +128,7 @@ MUST_NAME = {
         "odoo-database",
         "odoo-redis",
         "odoo-backup-store",
+        "odoo-server-ca",  # public CA certificates of the servers (encryption in transit)
     },
 }
 

@@ -66,6 +66,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- range $section := list "postgresServers" "redisServers" "blobStores" -}}
 {{- range $_, $entry := (get $.Values.config $section) -}}
 {{- $names = append $names $entry.secretRef -}}
+{{- if and $entry.tls $entry.tls.caSecretRef -}}
+{{- $names = append $names $entry.tls.caSecretRef -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- $names | uniq | sortAlpha | toJson -}}

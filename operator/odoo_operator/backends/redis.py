@@ -85,6 +85,10 @@ class RedisAdmin:
     The admin URL (``redis://user:password@host:port/0``, or ``rediss://`` for TLS) must
     select database 0: tenants cannot ``SELECT``, so their keys are all in database 0, and
     that is where :meth:`drop` looks for them.
+
+    ``require_tls`` (the registry's ``tls.enabled``) connects with TLS whatever the URL's
+    scheme, and refuses a server whose certificate does not chain to ``ca_data`` (a PEM
+    bundle; the system's trust store when None) or does not name the URL's host.
     """
 
     def __init__(
@@ -96,6 +100,8 @@ class RedisAdmin:
         connect_timeout: float = 5.0,
         command_timeout: float = 10.0,
         scan_count: int = 500,
+        require_tls: bool = False,
+        ca_data: str | None = None,
     ) -> None:
         """Prepare for the server at ``url``; nothing connects before the first call.
 
@@ -124,6 +130,17 @@ class RedisAdmin:
                 "live in database 0, use /0"
             )
         self._secrets = [s for s in (str(parameters.get("password") or ""), url) if s]
+        self._tls: dict[str, Any] = {}
+        if require_tls:
+            url = _with_tls_scheme(url, self.server)
+            self._secrets.append(url)
+            # redis-py's defaults have changed between releases (hostname checking was off
+            # before 6.0): every check is spelt out.
+            self._tls = {
+                "ssl_cert_reqs": "required",
+                "ssl_check_hostname": True,
+                "ssl_ca_data": ca_data,
+            }
         self._url = url
         self._max_connections = max_connections
         self._acquire_timeout = acquire_timeout
@@ -151,6 +168,7 @@ class RedisAdmin:
             # Two quick retries ride over a dropped connection; a server that is down is
             # reported after about a second rather than after redis-py's ten retries.
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
+            **self._tls,
         )
         self._client = redis.asyncio.Redis.from_pool(pool)
 
@@ -373,6 +391,16 @@ async def _command(client: redis.asyncio.Redis, *args: str) -> Any:
 
 async def _getuser(client: redis.asyncio.Redis, user: TenantRedisUser) -> dict[str, Any] | None:
     return decode_getuser_reply(await _command(client, "ACL", "GETUSER", user.username))
+
+
+def _with_tls_scheme(url: str, server: str) -> str:
+    """``url`` with the ``rediss`` scheme, which makes redis-py connect with TLS."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme.lower() not in ("redis", "rediss"):
+        raise ValueError(
+            f"the Redis admin URL for {server} must be redis:// or rediss:// to use TLS"
+        )
+    return f"rediss://{rest}"
 
 
 def _glob_escape(text: str) -> str:

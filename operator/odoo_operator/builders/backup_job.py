@@ -17,8 +17,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..model.config import ConfigError, WorkloadIdentity
+from ..model.config import ConfigError, ServerTls, WorkloadIdentity
 from ..model.spec import InstanceSpec
+from .server_tls import ca_volume, ca_volume_mount, has_ca, postgres_tls_env
 from .tenant import instance_labels
 from .workloads import DATABASE_SECRET, FILESTORE_CLAIM
 
@@ -29,6 +30,8 @@ WORKLOAD_IDENTITY_USE_LABEL = "azure.workload.identity/use"
 WORKLOAD_IDENTITY_CLIENT_ID_ANNOTATION = "azure.workload.identity/client-id"
 _DATA_DIR = "/var/lib/odoo"
 _TENANT_SERVICE_ACCOUNT = "odoo"  # builders/namespace.py: token-less, shared by every pod
+# The connection-string keyword of each libpq variable builders/server_tls.py sets.
+_LIBPQ_KEYWORDS = {"PGSSLMODE": "sslmode", "PGSSLROOTCERT": "sslrootcert"}
 
 
 def build_backup_service_account(spec: InstanceSpec, identity: WorkloadIdentity) -> dict[str, Any]:
@@ -97,6 +100,7 @@ def build_backup_job(
     container: str,
     store_secret_key: str | None,
     workload_identity: WorkloadIdentity | None = None,
+    database_tls: ServerTls | None = None,
 ) -> dict[str, Any]:
     """A one-shot Job carrying out OdooBackup ``backup_name`` as ``backup_id``.
 
@@ -105,6 +109,11 @@ def build_backup_job(
     then comes from the same Secret's ``accountUrl``). With ``workload_identity`` the pod
     runs as its ServiceAccount (:func:`build_backup_service_account`, applied first) and is
     labelled for the webhook; a connection string is then refused, not silently dropped.
+
+    ``database_tls`` (the PostgreSQL server's registry entry) adds ``PGSSLMODE`` and
+    ``PGSSLROOTCERT`` with the CA mounted from the tenant's copy (builders/server_tls.py), and
+    the same two in the connection string: the engine starts pg_dump without the pod's
+    ``PG*`` variables (backends/pgtools.py), so only the string carries them that far.
     """
     if workload_identity is not None and store_secret_key is not None:
         raise ValueError(
@@ -115,18 +124,23 @@ def build_backup_job(
     def from_secret(name: str, key: str) -> dict[str, Any]:
         return {"secretKeyRef": {"name": name, "key": key}}
 
+    tls_env = postgres_tls_env(database_tls)
+    tls_conninfo = "".join(
+        f" {_LIBPQ_KEYWORDS[variable['name']]}=$({variable['name']})" for variable in tls_env
+    )
     env = [
         {"name": "PGHOST", "valueFrom": from_secret(DATABASE_SECRET, "host")},
         {"name": "PGPORT", "valueFrom": from_secret(DATABASE_SECRET, "port")},
         {"name": "PGUSER", "valueFrom": from_secret(DATABASE_SECRET, "username")},
         {"name": "PGPASSWORD", "valueFrom": from_secret(DATABASE_SECRET, "password")},
         {"name": "PGDATABASE", "valueFrom": from_secret(DATABASE_SECRET, "database")},
+        *tls_env,
         # Composed by the kubelet from the variables above ($(NAME) expansion), so the pod
         # spec shows no password; the engine hands it to pg_dump as PGPASSWORD, never argv.
         {
             "name": "ODOO_OPERATOR_DB_CONNINFO",
             "value": "host=$(PGHOST) port=$(PGPORT) user=$(PGUSER) password=$(PGPASSWORD) "
-            "application_name=odoo-operator-backup",
+            f"application_name=odoo-operator-backup{tls_conninfo}",
         },
         {"name": "ODOO_OPERATOR_BLOB_CONTAINER", "value": container},
     ]
@@ -150,7 +164,7 @@ def build_backup_job(
     if workload_identity is not None:
         pod_labels[WORKLOAD_IDENTITY_USE_LABEL] = "true"
         service_account = workload_identity.service_account
-    container_spec = {
+    container_spec: dict[str, Any] = {
         "name": "backup",
         "image": image,
         "args": [
@@ -183,6 +197,16 @@ def build_backup_job(
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, not the host's
         ],
     }
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": "filestore",
+            "persistentVolumeClaim": {"claimName": FILESTORE_CLAIM, "readOnly": True},
+        },
+        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+    ]
+    if has_ca(database_tls):
+        container_spec["volumeMounts"].append(ca_volume_mount())
+        volumes.append(ca_volume())
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -215,16 +239,7 @@ def build_backup_job(
                     "nodeSelector": dict(node_selector),
                     "tolerations": [dict(t) for t in tolerations],
                     "containers": [container_spec],
-                    "volumes": [
-                        {
-                            "name": "filestore",
-                            "persistentVolumeClaim": {
-                                "claimName": FILESTORE_CLAIM,
-                                "readOnly": True,
-                            },
-                        },
-                        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
-                    ],
+                    "volumes": volumes,
                 },
             },
         },

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..model.config import ServerTls
 from ..model.names import (
     API_VERSION,
     INSTANCE_KIND,
@@ -54,6 +55,13 @@ class Tenant:
     tolerations: tuple[Mapping[str, Any], ...] = ()
     storage_class: str | None = None
     maintenance: bool = False  # a restore or an upgrade holds the tenant (web and cron at zero)
+    # How the pods reach each server in transit, from the operator's registry (None: the
+    # client libraries' defaults), and the PEM CA bundles the registry names, copied into the
+    # tenant namespace (builders/server_tls.py). Builders of Jobs alone need no bundle.
+    database_tls: ServerTls | None = None
+    redis_tls: ServerTls | None = None
+    database_ca: str | None = None
+    redis_ca: str | None = None
 
     @property
     def namespace(self) -> str:

@@ -9,6 +9,14 @@ from typing import Any
 
 from ..model.odoo_options import has_control_characters, validated_config_options
 from .quantities import canonical_quantity, canonical_resources
+from .server_tls import (
+    build_server_ca_secret,
+    ca_volume,
+    ca_volume_mount,
+    needs_ca_volume,
+    postgres_tls_env,
+    redis_session_url,
+)
 from .tenant import (
     ODOO_HTTP_PORT,
     ODOO_UID,
@@ -55,6 +63,10 @@ def render_odoo_conf(tenant: Tenant) -> str:
         "gevent_port": str(ODOO_WEBSOCKET_PORT),
         "workers": str(spec.workers),
     }
+    if tenant.database_tls is not None:
+        # Odoo hands it to psycopg2 as sslmode; the CA comes from PGSSLROOTCERT (pod env).
+        # Only when the registry sets a mode: a tenant without one keeps its config checksum.
+        owned["db_sslmode"] = tenant.database_tls.mode
     extras = validated_config_options(spec.config)
     if extras.keys() & owned.keys():
         # The allowlist and the operator's options are disjoint; should they ever meet,
@@ -93,8 +105,10 @@ def _secret(tenant: Tenant, name: str, data: dict[str, str]) -> dict[str, Any]:
 
 
 def build_secrets(tenant: Tenant) -> list[dict[str, Any]]:
-    """The config, database and Redis Secrets, each with a documented, stable key set."""
+    """The config, database and Redis Secrets, each with a documented, stable key set, and
+    the servers' CA bundles when the registry names any (builders/server_tls.py)."""
     spec, creds = tenant.spec, tenant.credentials
+    server_ca = build_server_ca_secret(tenant)
     return [
         _secret(tenant, CONFIG_SECRET, {"odoo.conf": render_odoo_conf(tenant)}),
         _secret(
@@ -119,6 +133,7 @@ def build_secrets(tenant: Tenant) -> list[dict[str, Any]]:
                 "prefix": tenant.redis_key_prefix,
             },
         ),
+        *([server_ca] if server_ca else []),
     ]
 
 
@@ -161,7 +176,7 @@ def _redis_session_env(tenant: Tenant) -> list[dict[str, Any]]:
     def from_secret(key: str) -> dict[str, Any]:
         return {"secretKeyRef": {"name": REDIS_SECRET, "key": key}}
 
-    return [
+    env: list[dict[str, Any]] = [
         {"name": "ODOO_SESSION_REDIS", "value": "1"},
         {"name": "ODOO_SESSION_REDIS_HOST", "valueFrom": from_secret("host")},
         {"name": "ODOO_SESSION_REDIS_PORT", "valueFrom": from_secret("port")},
@@ -169,6 +184,19 @@ def _redis_session_env(tenant: Tenant) -> list[dict[str, Any]]:
         {"name": "ODOO_SESSION_REDIS_PASSWORD", "valueFrom": from_secret("password")},
         {"name": "ODOO_SESSION_REDIS_PREFIX", "valueFrom": from_secret("prefix")},
     ]
+    url = redis_session_url(
+        tenant,
+        {
+            "host": "ODOO_SESSION_REDIS_HOST",
+            "port": "ODOO_SESSION_REDIS_PORT",
+            "username": "ODOO_SESSION_REDIS_USERNAME",
+            "password": "ODOO_SESSION_REDIS_PASSWORD",
+        },
+    )
+    if url is not None:
+        # The session store prefers the URL to host and port: the way to ask it for TLS.
+        env.append({"name": "ODOO_SESSION_REDIS_URL", "value": url})
+    return env
 
 
 def _pod_spec(tenant: Tenant, args: list[str], with_ports: bool) -> dict[str, Any]:
@@ -176,7 +204,7 @@ def _pod_spec(tenant: Tenant, args: list[str], with_ports: bool) -> dict[str, An
         "name": "odoo",
         "image": tenant.image,
         "args": ["-c", _CONFIG_PATH, *args],
-        "env": _redis_session_env(tenant),
+        "env": [*_redis_session_env(tenant), *postgres_tls_env(tenant.database_tls)],
         "securityContext": _container_security_context(),
         "resources": canonical_resources(tenant.spec.resources),
         "volumeMounts": [
@@ -206,6 +234,9 @@ def _pod_spec(tenant: Tenant, args: list[str], with_ports: bool) -> dict[str, An
             {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
         ],
     }
+    if needs_ca_volume(tenant.database_tls, tenant.redis_tls):
+        container["volumeMounts"].append(ca_volume_mount())
+        spec["volumes"].append(ca_volume())
     if tenant.node_selector:
         spec["nodeSelector"] = dict(tenant.node_selector)
     if tenant.tolerations:

@@ -2,6 +2,12 @@
 
 Each server is a child process (see :mod:`.processes`) in a temporary folder of
 its own, on a free port, with credentials generated per run.
+
+PostgreSQL and Redis also speak TLS with a certificate for ``localhost`` and ``127.0.0.1``
+from the process's throw-away service CA (:func:`.tls.service_certificates`): PostgreSQL
+with ``ssl=on`` on its one port (clients that do not ask for TLS are still served, so the
+plain DSN keeps working), Redis on a ``tls-port`` beside its plain port. ``ca_file``,
+``tls_dsn`` and ``tls_url`` are what a client needs to verify them.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import redis
 from .binaries import ToolMissingError, cache_root
 from .ports import free_port, is_listening
 from .processes import ManagedProcess
+from .tls import service_certificates
 
 AZURITE_VERSION = "3.35.0"  # the last release that runs on Node.js 20
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -64,14 +71,25 @@ class PostgresServer:
     port: int = 0
     workdir: Path = field(default_factory=lambda: _tempdir("postgres"))
     process: ManagedProcess | None = None
+    tls: bool = True
 
     @property
     def dsn(self) -> str:
-        """libpq connection string for the superuser."""
+        """libpq connection string for the superuser (libpq's default sslmode)."""
         return (
             f"host=127.0.0.1 port={self.port} user={self.superuser} "
             f"password={self.password} dbname=postgres"
         )
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA certificate the server's certificate chains to."""
+        return service_certificates().ca
+
+    @property
+    def tls_dsn(self) -> str:
+        """:attr:`dsn` with ``sslmode=verify-full`` against :attr:`ca_file`."""
+        return f"{self.dsn} sslmode=verify-full sslrootcert={self.ca_file}"
 
     def start(self) -> PostgresServer:
         """initdb into the work dir and start ``postgres`` as a child; wait until it answers."""
@@ -106,6 +124,7 @@ class PostgresServer:
         initdb.finish(_START_TIMEOUT)
         pwfile.unlink()
         self.port = self.port or free_port()
+        tls_settings = self._tls_settings(run_as) if self.tls else []
         self.process = ManagedProcess(
             "postgresql",
             [
@@ -127,12 +146,29 @@ class PostgresServer:
                 "synchronous_commit=off",
                 "-c",
                 "max_connections=300",
+                *tls_settings,
             ],
             self.workdir / "postgresql.log",
             run_as=run_as,
         ).start()
         self.process.wait_until(self._answers, _START_TIMEOUT, "accepting connections", 0.2)
         return self
+
+    def _tls_settings(self, run_as: str | None) -> list[str]:
+        """``-c`` settings for ``ssl=on``; the key is copied into the work dir, as PostgreSQL
+        refuses a key file that another user owns or others may read."""
+        certificates = service_certificates()
+        tls_dir = self.workdir / "tls"
+        tls_dir.mkdir(mode=0o700)
+        cert, key = tls_dir / "server.crt", tls_dir / "server.key"
+        shutil.copyfile(certificates.server.cert, cert)
+        shutil.copyfile(certificates.server.key, key)
+        key.chmod(0o600)
+        if run_as:
+            account = pwd.getpwnam(run_as)
+            for path in (tls_dir, cert, key):
+                os.chown(path, account.pw_uid, account.pw_gid)
+        return ["-c", "ssl=on", "-c", f"ssl_cert_file={cert}", "-c", f"ssl_key_file={key}"]
 
     def _answers(self) -> bool:
         with psycopg.connect(self.dsn, connect_timeout=2) as connection:
@@ -162,11 +198,23 @@ class RedisServer:
     port: int = 0
     workdir: Path = field(default_factory=lambda: _tempdir("redis"))
     process: ManagedProcess | None = None
+    tls: bool = True
+    tls_port: int = 0
 
     @property
     def url(self) -> str:
-        """redis:// URL of the default (admin) user."""
+        """redis:// URL of the default (admin) user, on the plain port."""
         return f"redis://default:{self.password}@127.0.0.1:{self.port}/0"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA certificate the server's certificate chains to."""
+        return service_certificates().ca
+
+    @property
+    def tls_url(self) -> str:
+        """rediss:// URL of the default user on the TLS port; verify with :attr:`ca_file`."""
+        return f"rediss://default:{self.password}@127.0.0.1:{self.tls_port}/0"
 
     def start(self) -> RedisServer:
         """Start ``redis-server`` as a child and wait until it answers PING."""
@@ -177,6 +225,19 @@ class RedisServer:
                 "or set ODOO_OPERATOR_TEST_REDIS_URL to use an existing server"
             )
         self.port = self.port or free_port()
+        tls_lines: list[str] = []
+        if self.tls:
+            while self.tls_port in (0, self.port):
+                self.tls_port = free_port()
+            certificates = service_certificates()
+            tls_lines = [
+                f"tls-port {self.tls_port}",
+                f"tls-cert-file {certificates.server.cert}",
+                f"tls-key-file {certificates.server.key}",
+                f"tls-ca-cert-file {certificates.ca}",
+                # Clients prove who they are with a password, not a certificate.
+                "tls-auth-clients no",
+            ]
         config = self.workdir / "redis.conf"
         # The password goes in a file, not on the command line where `ps` shows it.
         config.write_text(
@@ -184,6 +245,7 @@ class RedisServer:
                 [
                     "bind 127.0.0.1",
                     f"port {self.port}",
+                    *tls_lines,
                     f"dir {self.workdir}",
                     'save ""',
                     "appendonly no",

@@ -8,6 +8,14 @@ Secret keys: PostgreSQL servers ``dsn`` (a libpq connection string of an admin
 with CREATEDB and CREATEROLE); Redis servers ``url`` (``redis://user:pass@host:port/0``
 of a user allowed to run ACL commands).
 
+Each server may say how it is reached in transit (``tls``, see :class:`ServerTls`):
+``postgresServers.<name>.tls: {mode: verify-full, caSecretRef: <Secret>, caKey: ca.crt}``
+and ``redisServers.<name>.tls: {enabled: true, caSecretRef: <Secret>, caKey: ca.crt}``. The
+operator, the tenants' pods and their Jobs then all use it. Without ``tls`` nothing is set:
+PostgreSQL clients use libpq's default (``prefer``: encrypted when the server offers it, the
+server never verified) and tenants reach Redis in clear. That is not recommended outside a
+test cluster (docs/encryption-in-transit.md).
+
 The ``policy`` section limits what tenants may ask for (see :class:`TenantPolicy`); its
 defaults change nothing for existing tenants except that outgoing mail options are
 forbidden outside production.
@@ -53,13 +61,52 @@ class ConfigError(ValueError):
     """The operator configuration is unusable; the message says which part."""
 
 
+# libpq's sslmode values the registry accepts. "allow" and "prefer" are left out: they fall
+# back to clear text without a word, which a registry entry that asks for TLS must not do.
+POSTGRES_SSL_MODES = ("verify-full", "verify-ca", "require", "disable")
+# The modes in which libpq checks the server's certificate, and so needs the CA to check it.
+VERIFYING_SSL_MODES = ("verify-full", "verify-ca")
+DEFAULT_CA_KEY = "ca.crt"
+_POSTGRES_TLS_KEYS = ("mode", "caSecretRef", "caKey")
+_REDIS_TLS_KEYS = ("enabled", "caSecretRef", "caKey")
+# A key of a Secret's data, as the API server accepts it.
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """Encryption in transit to one registered server: the ``tls`` key of its entry.
+
+    ``mode`` is libpq's ``sslmode`` (one of :data:`POSTGRES_SSL_MODES`). A Redis server's
+    ``enabled: true`` is ``verify-full`` (TLS, the certificate checked against the CA and
+    its name against the host the clients dial), ``enabled: false`` is ``disable``.
+    ``ca_secret``: a Secret in the operator's namespace whose key ``ca_key`` holds the PEM CA
+    bundle the server's certificate must chain to. PostgreSQL's verifying modes need it
+    (libpq has no trust store of its own before version 16); a Redis server without it is
+    checked against the system's trust store.
+    """
+
+    mode: str
+    ca_secret: str | None = None
+    ca_key: str = DEFAULT_CA_KEY
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether the connection must be encrypted (every mode but ``disable``)."""
+        return self.mode != "disable"
+
+
 @dataclass(frozen=True)
 class ServerRef:
-    """A registered server: the Secret with its credentials, and its tenancy."""
+    """A registered server: the Secret with its credentials, its tenancy, its TLS settings.
+
+    ``tls`` None keeps the client libraries' defaults (see the module docstring).
+    """
 
     name: str
     secret: str
     dedicated: bool = False
+    tls: ServerTls | None = None
 
 
 # The ServiceAccount backup Jobs of a Workload Identity store run as, in each tenant namespace.
@@ -270,15 +317,99 @@ class OperatorConfig:
 def _servers(raw: Mapping[str, Any], section: str) -> tuple[dict[str, ServerRef], str | None]:
     servers: dict[str, ServerRef] = {}
     defaults: list[str] = []
+    parse_tls = _postgres_tls if section == "postgresServers" else _redis_tls
     for name, entry in raw.items():
         if "secretRef" not in entry:
             raise ConfigError(f"{section}.{name} needs secretRef (a Secret name)")
-        servers[name] = ServerRef(name, entry["secretRef"], bool(entry.get("dedicated", False)))
+        servers[name] = ServerRef(
+            name,
+            entry["secretRef"],
+            bool(entry.get("dedicated", False)),
+            parse_tls(entry.get("tls"), f"{section}.{name}.tls"),
+        )
         if entry.get("default"):
             defaults.append(name)
     if len(defaults) > 1:
         raise ConfigError(f"{section}: only one server may be the default, got {defaults}")
     return servers, (defaults[0] if defaults else None)
+
+
+def _tls_mapping(raw: Any, key: str, known: tuple[str, ...], example: str) -> Mapping[str, Any]:
+    """``raw`` as a mapping of known TLS settings; an unknown key is an error, as a misspelt
+    ``caSecretRef`` would otherwise leave the server unverified without a word."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{key} must be a mapping such as {example}, got {raw!r}")
+    unknown = sorted(str(k) for k in raw if k not in known)
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]} is not a TLS setting (known: {', '.join(known)})")
+    return raw
+
+
+def _ca_reference(raw: Mapping[str, Any], key: str) -> tuple[str | None, str]:
+    """The ``caSecretRef`` and ``caKey`` of a ``tls`` mapping, checked as Kubernetes names."""
+    secret = raw.get("caSecretRef")
+    if secret is not None and (
+        not isinstance(secret, str) or len(secret) > 253 or not _SUBDOMAIN.match(secret)
+    ):
+        raise ConfigError(
+            f"{key}.caSecretRef must be the name of a Secret in the operator's namespace "
+            f"(lower case letters, digits, '-' and '.'), got {secret!r}"
+        )
+    ca_key = raw.get("caKey", DEFAULT_CA_KEY)
+    if not isinstance(ca_key, str) or len(ca_key) > 253 or not _SECRET_KEY.match(ca_key):
+        raise ConfigError(
+            f"{key}.caKey must be a key of the Secret's data (letters, digits, '-', '_' and "
+            f"'.'), got {ca_key!r}"
+        )
+    if secret is None and "caKey" in raw:
+        raise ConfigError(f"{key}.caKey needs {key}.caSecretRef: the Secret that holds the key")
+    return secret, ca_key
+
+
+def _postgres_tls(raw: Any, key: str) -> ServerTls | None:
+    """Parse a PostgreSQL server's ``tls``: libpq's ``mode`` and the CA to verify with."""
+    if raw is None:
+        return None
+    entry = _tls_mapping(
+        raw, key, _POSTGRES_TLS_KEYS, "{mode: verify-full, caSecretRef: postgres-ca}"
+    )
+    mode = entry.get("mode")
+    if mode not in POSTGRES_SSL_MODES:
+        raise ConfigError(
+            f"{key}.mode must be one of {', '.join(POSTGRES_SSL_MODES)}, got {mode!r}"
+        )
+    secret, ca_key = _ca_reference(entry, key)
+    if mode in VERIFYING_SSL_MODES and secret is None:
+        raise ConfigError(
+            f"{key}.caSecretRef is required with mode {mode}: the Secret holding the CA that "
+            "signed the server's certificate (for Azure Database for PostgreSQL flexible "
+            "server, DigiCert Global Root G2 and Microsoft RSA Root CA 2017)"
+        )
+    if mode not in VERIFYING_SSL_MODES and secret is not None:
+        # libpq would quietly verify against a root certificate it finds under "require",
+        # so the registry would not say what the clients do.
+        raise ConfigError(
+            f"{key}.caSecretRef has no effect with mode {mode}: use verify-full (or "
+            "verify-ca) to check the server against that CA, or remove caSecretRef"
+        )
+    return ServerTls(str(mode), secret, ca_key)
+
+
+def _redis_tls(raw: Any, key: str) -> ServerTls | None:
+    """Parse a Redis server's ``tls``: ``enabled`` and, optionally, the CA to verify with."""
+    if raw is None:
+        return None
+    entry = _tls_mapping(raw, key, _REDIS_TLS_KEYS, "{enabled: true, caSecretRef: redis-ca}")
+    enabled = entry.get("enabled")
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{key}.enabled must be true or false, got {enabled!r}")
+    secret, ca_key = _ca_reference(entry, key)
+    if not enabled and secret is not None:
+        raise ConfigError(
+            f"{key}.caSecretRef has no effect while {key}.enabled is false: enable TLS or "
+            "remove caSecretRef"
+        )
+    return ServerTls("verify-full" if enabled else "disable", secret, ca_key)
 
 
 def _domains(raw: Any) -> tuple[str, ...]:

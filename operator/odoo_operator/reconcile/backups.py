@@ -119,6 +119,8 @@ async def tenant_database_access(clients: Clients, spec: InstanceSpec) -> Databa
         user=spec.database,
         password=base64.b64decode(encoded).decode(),
         dbname=spec.database,
+        # The registry's sslmode and CA, as for the operator's admin connections.
+        **await clients.postgres_tls_parameters(server),
     )
     return DatabaseAccess(conninfo=conninfo, database=spec.database)
 
@@ -311,6 +313,7 @@ async def _start_backup_job(
         container=store_ref.container,
         store_secret_key=key,
         workload_identity=identity,
+        database_tls=clients.config.postgres_server(spec.database_server).tls,
     )
     await clients.kube.apply(job)
     running = dict(status)

@@ -243,6 +243,12 @@ async def reconcile_instance(
         "redis_key_prefix": redis_user.key_prefix,
         "image": running_image(clients, body, spec),
         "maintenance": bool(maintenance),
+        # Encryption in transit as the registry says; the CA bundles were read (and checked)
+        # when the admin connections above were opened.
+        "database_tls": pg_server.tls,
+        "redis_tls": redis_server.tls,
+        "database_ca": await clients.server_ca("PostgreSQL", pg_server),
+        "redis_ca": await clients.server_ca("Redis", redis_server),
     }
     # The namespace carries no credentials; they are created inside it afterwards.
     provisional = _resolve_tenant(

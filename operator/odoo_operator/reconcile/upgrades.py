@@ -124,8 +124,10 @@ def _kept_name(database: str, upgrade_id: str) -> str:
 
 def _job_tenant(clients: Clients, spec: InstanceSpec, image: str) -> Tenant:
     """The tenant as the Job builders see it: the pod reads its settings from the tenant's
-    Secrets, so no endpoint or credential value is needed here."""
+    Secrets, so no endpoint or credential value is needed here. The registry's TLS settings
+    are: they decide the pod's PGSSLMODE, PGSSLROOTCERT and the CA volume."""
     dedicated = spec.tenancy == "dedicated"
+    config = clients.config
     return Tenant(
         spec=spec,
         image=image,
@@ -137,6 +139,8 @@ def _job_tenant(clients: Clients, spec: InstanceSpec, image: str) -> Tenant:
         ingress_namespace=clients.config.ingress_namespace,
         node_selector=clients.config.dedicated_node_selector if dedicated else {},
         tolerations=clients.config.dedicated_tolerations if dedicated else (),
+        database_tls=config.postgres_server(spec.database_server).tls,
+        redis_tls=config.redis_server(spec.redis_server).tls,
     )
 
 
