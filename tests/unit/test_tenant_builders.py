@@ -8,12 +8,20 @@ import dataclasses
 import socket
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
 from odoo_operator.builders.ingress import build_ingress_route
 from odoo_operator.builders.network import build_network_policies
-from odoo_operator.builders.tenant import Endpoint, Tenant, TenantCredentials
+from odoo_operator.builders.tenant import (
+    RESERVED_TENANT_CONNECTIONS,
+    Endpoint,
+    Tenant,
+    TenantCredentials,
+    database_processes,
+    db_maxconn,
+)
 from odoo_operator.builders.workloads import (
     INIT_JOB_TTL_SECONDS,
     build_deployments,
@@ -96,7 +104,7 @@ def test_a_tenant_without_extras_keeps_the_odoo_conf_it_had_before_the_allowlist
         "db_user = odoo_acme\n"
         "db_password = db-secret\n"
         "db_name = odoo_acme\n"
-        "db_maxconn = 25\n"
+        "db_maxconn = 9\n"
         "dbfilter = ^odoo_acme$\n"
         "list_db = False\n"
         "admin_passwd = master-secret\n"
@@ -265,3 +273,36 @@ def test_the_cron_probe_passes_only_while_a_connection_to_the_database_port_is_o
 def test_the_init_job_is_cleaned_up_a_week_after_it_finished() -> None:
     job = build_init_job(_tenant())
     assert job["spec"]["ttlSecondsAfterFinished"] == INIT_JOB_TTL_SECONDS == 7 * 24 * 3600
+
+
+@pytest.mark.parametrize(
+    ("replicas", "workers", "cron", "limit"),
+    [(1, 2, 1, 50), (3, 4, 1, 50), (2, 0, 1, 20), (20, 32, 1, 1000), (1, 2, 0, 5)],
+)
+def test_every_odoo_process_at_its_db_maxconn_stays_inside_the_roles_connection_limit(
+    replicas: int, workers: int, cron: int, limit: int
+) -> None:
+    spec = _tenant(
+        replicas=replicas,
+        workers=workers,
+        cron={"replicas": cron},
+        database={"connectionLimit": limit},
+    ).spec
+    per_process = db_maxconn(spec)
+    assert per_process >= 2
+    if per_process > 2:  # above the floor, the budget holds with room for Jobs and the probe
+        assert per_process * database_processes(spec) + RESERVED_TENANT_CONNECTIONS <= limit
+
+
+def test_threaded_odoo_gets_its_websockets_on_the_http_port() -> None:
+    def websocket_route(workers: int) -> dict[str, Any]:
+        route = build_ingress_route(_tenant(workers=workers))
+        return next(r for r in route["spec"]["routes"] if "/websocket" in r["match"])
+
+    assert websocket_route(0)["services"] == [{"name": "odoo", "port": 8069}]
+    assert websocket_route(2)["services"] == [{"name": "odoo", "port": 8072}]
+
+
+def test_the_init_job_installs_no_demo_data() -> None:
+    (container,) = build_init_job(_tenant())["spec"]["template"]["spec"]["containers"]
+    assert "--without-demo=all" in container["args"]

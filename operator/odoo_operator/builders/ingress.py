@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .tenant import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT, Tenant, metadata
+from .tenant import ODOO_HTTP_PORT, Tenant, metadata, websocket_port
 
 TRAEFIK_API = "traefik.io/v1alpha1"
 MAINTENANCE_RETRY_AFTER = 120  # seconds
@@ -68,7 +68,12 @@ def _refs(*names: str) -> list[dict[str, str]]:
 
 
 def build_ingress_route(tenant: Tenant) -> dict[str, Any]:
-    """Routes: `/web/database` refused; `/websocket` to 8072; everything else to 8069."""
+    """Routes: `/web/database` refused; `/websocket` to the port that serves it; everything
+    else to 8069.
+
+    Only prefork Odoo (``workers > 0``) runs the gevent process listening on 8072; threaded
+    Odoo (``workers: 0``) serves ``/websocket`` itself on 8069, and nothing listens on 8072.
+    """
     spec = tenant.spec
     hosts = " || ".join(f"Host(`{host}`)" for host in spec.hosts)
     common = ["security-headers", "rate-limit"] + (["allow-from"] if spec.allow_from else [])
@@ -97,7 +102,7 @@ def build_ingress_route(tenant: Tenant) -> dict[str, Any]:
                     ["block-database-manager"],
                     300,
                 ),
-                route(f"({hosts}) && PathPrefix(`/websocket`)", ODOO_WEBSOCKET_PORT, common, 200),
+                route(f"({hosts}) && PathPrefix(`/websocket`)", websocket_port(spec), common, 200),
                 route(hosts, ODOO_HTTP_PORT, common, 100),
             ],
             "tls": {"secretName": spec.tls_secret or CERTIFICATE_SECRET},

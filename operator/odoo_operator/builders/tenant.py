@@ -111,3 +111,33 @@ def metadata(
     if namespaced:
         meta["namespace"] = tenant.namespace
     return meta
+
+
+def websocket_port(spec: InstanceSpec) -> int:
+    """Where the tenant's web pods answer ``/websocket``: the gevent port of prefork Odoo, or
+    the HTTP port of threaded Odoo (``workers: 0``), which has no gevent process."""
+    return ODOO_WEBSOCKET_PORT if spec.workers > 0 else ODOO_HTTP_PORT
+
+
+def database_processes(spec: InstanceSpec) -> int:
+    """Odoo processes of the tenant that open database connections, all pods together.
+
+    A prefork web pod runs ``workers`` HTTP workers, the gevent process and the supervisor;
+    a threaded one a single process. The cron pod runs one process. ``db_maxconn`` is a
+    limit per process, so the role's connection limit is shared among all of them.
+    """
+    per_web_pod = spec.workers + 2 if spec.workers > 0 else 1
+    return max(1, spec.replicas) * per_web_pod + spec.cron_replicas
+
+
+# Connections of the role kept out of the Odoo processes' share: the init, upgrade and backup
+# Jobs and the operator's probe connect as the tenant too.
+RESERVED_TENANT_CONNECTIONS = 3
+
+
+def db_maxconn(spec: InstanceSpec) -> int:
+    """``db_maxconn`` for every Odoo process of the tenant: its share of the role's
+    CONNECTION LIMIT, so that all processes at their limit stay inside it (at least 2, the
+    least one Odoo process works with)."""
+    budget = spec.connection_limit - RESERVED_TENANT_CONNECTIONS
+    return max(2, budget // database_processes(spec))

@@ -22,6 +22,7 @@ from .tenant import (
     ODOO_UID,
     ODOO_WEBSOCKET_PORT,
     Tenant,
+    db_maxconn,
     labels,
     metadata,
 )
@@ -53,7 +54,7 @@ def render_odoo_conf(tenant: Tenant) -> str:
         "db_user": spec.database,
         "db_password": creds.database_password,
         "db_name": spec.database,
-        "db_maxconn": str(max(2, spec.connection_limit // max(1, spec.replicas + 1))),
+        "db_maxconn": str(db_maxconn(spec)),
         "dbfilter": f"^{spec.database}$",
         "list_db": "False",
         "admin_passwd": creds.admin_password,
@@ -387,7 +388,16 @@ def build_init_job(tenant: Tenant) -> dict[str, Any]:
     modules = ",".join(["base", *tenant.spec.modules])
     pod_spec = _pod_spec(
         tenant,
-        ["-d", tenant.spec.database, "-i", modules, "--stop-after-init", "--no-http"],
+        # No demo data in a tenant's database: Odoo 17.0 and 18.0 load it unless told not to.
+        [
+            "-d",
+            tenant.spec.database,
+            "-i",
+            modules,
+            "--without-demo=all",
+            "--stop-after-init",
+            "--no-http",
+        ],
         with_ports=False,
     )
     pod_spec["restartPolicy"] = "Never"
