@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).parent
 
+# The harness's fixtures: real Odoo runtimes and databases, and the real node's pod runner.
+pytest_plugins = ("odoo_devstack.pytest_fixtures", "odoo_devstack.podrunner.fixtures")
+
 _SUITE_MARKERS = {"unit": "unit", "integration": "integration", "e2e": "e2e"}
 
 

@@ -40,8 +40,6 @@ from odoo_devstack.podrunner.process import RealNodeProcess
 from odoo_operator.devcluster.controlplane import ControlPlane
 from odoo_operator.model.config import OperatorConfig, image_repository
 
-pytest_plugins = ("odoo_devstack.podrunner.fixtures",)
-
 WAIT_SECONDS = 60.0
 Json = dict[str, Any]
 

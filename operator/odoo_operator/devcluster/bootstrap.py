@@ -77,3 +77,10 @@ def bootstrap() -> None:
         file=sys.stderr,
         flush=True,
     )
+    # The real Odoo runtimes the integration tests run, with their Debian build packages.
+    # Imported here, not at the top: odoo_devstack is the harness package, which this
+    # development-only module may use and the product's own modules never import.
+    from odoo_devstack.odoo_runtime import prepare_runtimes
+
+    for runtime in prepare_runtimes():
+        print(f"[bootstrap] odoo {runtime.version}: {runtime.root}", file=sys.stderr, flush=True)
