@@ -16,7 +16,8 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
-COPY operator ./operator
+# The product only: the local stack and test harness (operator/odoo_devstack) stay out.
+COPY operator/odoo_operator ./operator/odoo_operator
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt .
 

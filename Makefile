@@ -21,7 +21,7 @@ venv: $(STAMP)
 
 ## bootstrap: Python deps, system packages, Azurite and the control-plane binaries
 bootstrap: $(STAMP)
-	$(BIN)/odoo-operator dev bootstrap
+	$(BIN)/odoo-devstack bootstrap
 
 ## lint: formatting, lint rules and strict typing
 lint: $(STAMP)
@@ -48,25 +48,25 @@ test: bootstrap lint
 
 ## demo: the operator on the embedded local stack (Ctrl-C stops it)
 demo: bootstrap
-	$(BIN)/odoo-operator dev demo
+	$(BIN)/odoo-devstack demo
 
 ## bench-backup: backup/verify/restore of a generated 1 GB tenant (figures in docs/benchmarks.md)
 bench-backup: bootstrap
-	$(BIN)/python -m odoo_operator.devcluster.bench_backup
+	$(BIN)/python -m odoo_devstack.bench_backup
 
 .PHONY: bench-metrics
 ## bench-metrics: render time and memory of the metrics with 1,000 synthetic tenants (docs/benchmarks.md)
 bench-metrics: $(STAMP)
-	$(BIN)/python -m odoo_operator.devcluster.bench_metrics
+	$(BIN)/python -m odoo_devstack.bench_metrics
 
 ## chart-sync: copy crds/ and the monitoring rules and dashboard into the chart, re-render the kustomize base
 chart-sync: $(STAMP)
 	cp crds/*.yaml charts/odoo-operator/files/crds/
 	mkdir -p charts/odoo-operator/files/monitoring
 	cp monitoring/prometheus-rules.yaml monitoring/grafana-dashboard.json charts/odoo-operator/files/monitoring/
-	$(eval HELM := $(shell $(BIN)/python -c 'from odoo_operator.devcluster import binaries as b; print(b.ensure(b.HELM))'))
+	$(eval HELM := $(shell $(BIN)/python -c 'from odoo_devstack import binaries as b; print(b.ensure(b.HELM))'))
 	$(HELM) template odoo-operator charts/odoo-operator --namespace odoo-operator \
-		--kube-version $(shell $(BIN)/python -c 'from odoo_operator.devcluster import binaries as b; print(b.KUBERNETES_VERSION)') \
+		--kube-version $(shell $(BIN)/python -c 'from odoo_devstack import binaries as b; print(b.KUBERNETES_VERSION)') \
 		--values manifests/base/chart-values.yaml > manifests/base/odoo-operator.yaml
 
 IMAGE ?= ghcr.io/tenantops/odoo-operator

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from odoo_operator.devcluster.controlplane import ControlPlane
+    from odoo_devstack.controlplane import ControlPlane
 
 REPO = Path(__file__).parent
 
@@ -44,7 +44,7 @@ def control_plane() -> Iterator[ControlPlane | None]:
     if os.environ.get("ODOO_OPERATOR_TEST_KUBECONFIG"):
         yield None
         return
-    from odoo_operator.devcluster.controlplane import ControlPlane
+    from odoo_devstack.controlplane import ControlPlane
 
     with ControlPlane() as local:
         yield local
@@ -81,7 +81,7 @@ def postgres_dsn() -> Iterator[str]:
     if existing:
         yield existing
         return
-    from odoo_operator.devcluster.services import PostgresServer
+    from odoo_devstack.services import PostgresServer
 
     server = PostgresServer().start()
     try:
@@ -97,7 +97,7 @@ def redis_url() -> Iterator[str]:
     if existing:
         yield existing
         return
-    from odoo_operator.devcluster.services import RedisServer
+    from odoo_devstack.services import RedisServer
 
     server = RedisServer().start()
     try:
@@ -113,7 +113,7 @@ def blob_connection_string() -> Iterator[str]:
     if existing:
         yield existing
         return
-    from odoo_operator.devcluster.services import AzuriteServer
+    from odoo_devstack.services import AzuriteServer
 
     server = AzuriteServer().start()
     try:
@@ -157,7 +157,7 @@ def admin_role_untouched(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 if TYPE_CHECKING:
-    from odoo_operator.devcluster.tls import ServiceTlsEndpoints
+    from odoo_devstack.tls import ServiceTlsEndpoints
 
 
 @pytest.fixture(scope="session")
@@ -172,7 +172,7 @@ def service_tls(postgres_dsn: str, redis_url: str) -> Iterator[ServiceTlsEndpoin
         "ODOO_OPERATOR_TEST_REDIS_URL"
     ):
         pytest.skip("TLS endpoints exist only for the local data services")
-    from odoo_operator.devcluster.tls import ServiceTlsEndpoints
+    from odoo_devstack.tls import ServiceTlsEndpoints
 
     with ServiceTlsEndpoints.start(postgres_dsn, redis_url) as endpoints:
         yield endpoints

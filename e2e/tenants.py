@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -16,9 +17,9 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from psycopg import conninfo
 
-from odoo_operator.devcluster import kubectl
-from odoo_operator.devcluster.demo import is_ready
-from odoo_operator.devcluster.processes import ManagedProcess
+from odoo_devstack import kubectl
+from odoo_devstack.demo import is_ready
+from odoo_devstack.processes import ManagedProcess
 
 REPO = Path(__file__).parents[1]
 GROUP, VERSION, PLURAL = "odoo.tenantops.io", "v1alpha1", "odooinstances"
@@ -123,3 +124,36 @@ def tenant_login(k8s: client.ApiClient, server_dsn: str, name: str) -> str:
         password=values["password"],
         dbname=values["database"],
     )
+
+
+def secret_values(k8s: client.ApiClient, namespace: str, name: str) -> dict[str, str]:
+    """The decoded data of a Secret."""
+    data = client.CoreV1Api(k8s).read_namespaced_secret(name, namespace).data or {}
+    return {key: base64.b64decode(value).decode() for key, value in data.items()}
+
+
+def refusal(call: Callable[[], Any]) -> tuple[int, str]:
+    """The HTTP status and message with which the apiserver refuses ``call``; fails the
+    test when ``call`` is accepted."""
+    with pytest.raises(ApiException) as refused:
+        call()
+    try:
+        message = str(json.loads(refused.value.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        message = str(refused.value.body)
+    return refused.value.status, message
+
+
+def wait_gone(api: client.CustomObjectsApi, plural: str, name: str, timeout: float = 120.0) -> None:
+    """Wait until a cluster-scoped object of this API group no longer exists."""
+
+    def gone() -> bool:
+        try:
+            api.get_cluster_custom_object(GROUP, VERSION, plural, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return True
+            raise
+        return False
+
+    eventually(gone, f"{plural}/{name} to be gone", timeout)

@@ -18,8 +18,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from e2e.tenants import GROUP, PLURAL, VERSION, make_instance, wait_ready
-from odoo_operator.devcluster.operator_setup import DEDICATED_TOLERATION
-from odoo_operator.devcluster.processes import ManagedProcess
+from odoo_devstack.operator_setup import DEDICATED_TOLERATION
+from odoo_devstack.processes import ManagedProcess
 
 DEDICATED_SERVERS = {"database": {"serverRef": "dedicated"}, "redis": {"serverRef": "dedicated"}}
 

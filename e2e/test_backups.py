@@ -29,8 +29,8 @@ from e2e.tenants import (
     tenant_login,
     wait_ready,
 )
-from odoo_operator.devcluster.operator_setup import BACKUP_CONTAINER
-from odoo_operator.devcluster.processes import ManagedProcess
+from odoo_devstack.operator_setup import BACKUP_CONTAINER
+from odoo_devstack.processes import ManagedProcess
 
 BACKUPS, RESTORES = "odoobackups", "odoorestores"
 BACKUP_POLICY = {"schedule": "0 2 * * *", "rpo": "26h", "verify": "AfterEachBackup"}

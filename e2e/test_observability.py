@@ -32,11 +32,11 @@ from e2e.tenants import (
     make_instance,
     wait_ready,
 )
-from odoo_operator.devcluster import kubectl
-from odoo_operator.devcluster.demo import start_operator
-from odoo_operator.devcluster.operator_setup import register_servers
-from odoo_operator.devcluster.ports import free_port
-from odoo_operator.devcluster.processes import ManagedProcess
+from odoo_devstack import kubectl
+from odoo_devstack.demo import start_operator
+from odoo_devstack.operator_setup import register_servers
+from odoo_devstack.ports import free_port
+from odoo_devstack.processes import ManagedProcess
 
 BACKUP_POLICY = {"schedule": "0 2 * * *", "rpo": "26h", "verify": "AfterEachBackup"}
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

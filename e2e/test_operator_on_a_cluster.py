@@ -21,9 +21,9 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from e2e.tenants import GROUP, PLURAL, REPO, VERSION, make_instance, wait_ready
-from odoo_operator.devcluster import kubectl
-from odoo_operator.devcluster.demo import INSTANCES_PATH
-from odoo_operator.devcluster.processes import ManagedProcess
+from odoo_devstack import kubectl
+from odoo_devstack.demo import INSTANCES_PATH
+from odoo_devstack.processes import ManagedProcess
 
 
 def test_an_applied_instance_becomes_a_ready_isolated_tenant(

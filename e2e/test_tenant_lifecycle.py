@@ -29,9 +29,9 @@ from e2e.tenants import (
     rotate_credentials,
     wait_ready,
 )
-from odoo_operator.devcluster import probes
-from odoo_operator.devcluster.controlplane import OPERATOR_USER, ControlPlane
-from odoo_operator.devcluster.processes import ManagedProcess
+from odoo_devstack import probes
+from odoo_devstack.controlplane import OPERATOR_USER, ControlPlane
+from odoo_devstack.processes import ManagedProcess
 
 TENANT_PREFIX = "life"
 

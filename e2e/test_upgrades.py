@@ -25,8 +25,8 @@ from e2e.tenants import (
     tenant_login,
     wait_ready,
 )
-from odoo_operator.devcluster.binaries import FAILING_IMAGE, NEVER_READY_IMAGE
-from odoo_operator.devcluster.processes import ManagedProcess
+from odoo_devstack.binaries import FAILING_IMAGE, NEVER_READY_IMAGE
+from odoo_devstack.processes import ManagedProcess
 
 NEW_IMAGE = "docker.io/library/odoo:18.0-20261120"
 TENANT_PREFIX = "upg"

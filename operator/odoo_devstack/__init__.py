@@ -2,7 +2,7 @@
 
 Everything here exists to run the operator's tests and demos against real components on one
 machine: real Odoo runtimes (:mod:`.odoo_runtime`), and, as it moves over from
-``odoo_operator.devcluster``, the local control plane and data services. The harness may
+``odoo_devstack``, the local control plane and data services. The harness may
 import the product; the product (``odoo_operator``) never imports this package, so nothing
 here can end up on a code path of the operator running in a cluster.
 

@@ -46,13 +46,13 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from odoo_devstack.binaries import ToolMissingError, cache_root
+from odoo_devstack.processes import ComponentError, ManagedProcess
 from odoo_operator.builders.postgres import (
     DATABASE_ENCODING,
     TENANT_ROLE_ATTRIBUTES,
     scram_sha256_verifier,
 )
-from odoo_operator.devcluster.binaries import ToolMissingError, cache_root
-from odoo_operator.devcluster.processes import ComponentError, ManagedProcess
 
 ODOO_VERSIONS = ("17.0", "18.0")
 SOURCE_ENV = "ODOO_OPERATOR_ODOO_SOURCE"

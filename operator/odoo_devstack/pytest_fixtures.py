@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from odoo_operator.devcluster.ports import free_port
+from odoo_devstack.ports import free_port
 
 from .odoo_runtime import (
     InitialisedTemplate,

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import os
 import sys
-from pathlib import Path
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -23,20 +22,6 @@ def _run(args: argparse.Namespace) -> int:
             liveness_endpoint=args.liveness,
         )
     )
-    return 0
-
-
-def _dev_bootstrap(args: argparse.Namespace) -> int:
-    from .devcluster.bootstrap import bootstrap
-
-    bootstrap()
-    return 0
-
-
-def _dev_demo(args: argparse.Namespace) -> int:
-    from .devcluster.demo import run_demo
-
-    run_demo(Path(args.repo).resolve(), wait=not args.no_wait)
     return 0
 
 
@@ -189,15 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_run)
 
-    dev = commands.add_parser("dev", help="the local stack for development and tests")
-    dev_commands = dev.add_subparsers(dest="dev_command", required=True)
-    dev_commands.add_parser(
-        "bootstrap", help="install packages and build the control-plane binaries"
-    ).set_defaults(handler=_dev_bootstrap)
-    demo = dev_commands.add_parser("demo", help="run the operator on the local stack")
-    demo.add_argument("--repo", default=".", help="repository root (crds/, manifests/)")
-    demo.add_argument("--no-wait", action="store_true", help="stop after the sample is handled")
-    demo.set_defaults(handler=_dev_demo)
     _add_engine_commands(commands)
     return parser
 

@@ -39,11 +39,11 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from tests.unit.test_chart import documents, one, render
 
-from odoo_operator.devcluster import kubectl
-from odoo_operator.devcluster.controlplane import ControlPlane
-from odoo_operator.devcluster.demo import start_operator
-from odoo_operator.devcluster.operator_setup import register_servers
-from odoo_operator.devcluster.processes import ManagedProcess
+from odoo_devstack import kubectl
+from odoo_devstack.controlplane import ControlPlane
+from odoo_devstack.demo import start_operator
+from odoo_devstack.operator_setup import register_servers
+from odoo_devstack.processes import ManagedProcess
 from odoo_operator.model.config import (
     WEBHOOK_ADDR_ENV,
     WEBHOOK_CA_ENV,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from odoo_operator.devcluster import kubectl
+from odoo_devstack import kubectl
 
 REPO = Path(__file__).parents[2]
 RELEASED = sorted((REPO / "tests" / "fixtures" / "released-samples").glob("*.yaml"))

@@ -31,6 +31,7 @@ import redis.asyncio
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from odoo_devstack.tls import ServiceTlsEndpoints
 from odoo_operator.backends import pgtools
 from odoo_operator.backends.postgres import DatabaseServerUnavailable, PostgresAdmin
 from odoo_operator.backends.redis import RedisAdmin, RedisServerUnavailable
@@ -40,7 +41,6 @@ from odoo_operator.builders.redis_acl import tenant_redis_user
 from odoo_operator.builders.server_tls import SERVER_CA_SECRET
 from odoo_operator.builders.tenant import Endpoint, Tenant, TenantCredentials
 from odoo_operator.builders.workloads import build_deployments, build_secrets
-from odoo_operator.devcluster.tls import ServiceTlsEndpoints
 from odoo_operator.model.config import ConfigError, OperatorConfig
 from odoo_operator.model.spec import InstanceSpec
 from odoo_operator.reconcile.clients import Clients

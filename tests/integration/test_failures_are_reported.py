@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from odoo_operator.devcluster.processes import ComponentError
-from odoo_operator.devcluster.services import RedisServer
+from odoo_devstack.processes import ComponentError
+from odoo_devstack.services import RedisServer
 
 
 def test_a_server_on_a_taken_port_fails_fast_naming_itself_and_the_cause() -> None:

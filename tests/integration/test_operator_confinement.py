@@ -37,8 +37,8 @@ from tests.integration.test_rbac_as_service_account import (
     wait_until_confined,
 )
 
-from odoo_operator.devcluster import kubectl
-from odoo_operator.devcluster.operator_setup import OPERATOR_NAMESPACE
+from odoo_devstack import kubectl
+from odoo_devstack.operator_setup import OPERATOR_NAMESPACE
 from odoo_operator.model.names import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 
 RELEASE = "confinement"

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from odoo_devstack.controlplane import ControlPlane
 from odoo_devstack.podrunner.images import (
     OPERATOR_IMAGE,
     SYSTEM_IMAGE,
@@ -37,7 +38,6 @@ from odoo_devstack.podrunner.network import REAL_POD_CIDR
 from odoo_devstack.podrunner.node import NODE_KIND_LABEL, placement
 from odoo_devstack.podrunner.podspec import expand
 from odoo_devstack.podrunner.process import RealNodeProcess
-from odoo_operator.devcluster.controlplane import ControlPlane
 from odoo_operator.model.config import OperatorConfig, image_repository
 
 WAIT_SECONDS = 60.0

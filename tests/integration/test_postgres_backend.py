@@ -16,6 +16,8 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
+from odoo_devstack import probes
+from odoo_devstack.ports import free_port
 from odoo_operator.backends.postgres import DatabaseServerUnavailable, PostgresAdmin
 from odoo_operator.builders.postgres import (
     ActionKind,
@@ -23,8 +25,6 @@ from odoo_operator.builders.postgres import (
     TenantDatabase,
     scram_sha256_verifier,
 )
-from odoo_operator.devcluster import probes
-from odoo_operator.devcluster.ports import free_port
 
 NewTenant = Callable[[], TenantDatabase]
 

@@ -18,6 +18,7 @@ import pytest
 from psycopg import conninfo, sql
 from tests.integration.test_postgres_backend import as_role, unique
 
+from odoo_devstack import probes
 from odoo_operator.backends.postgres import PostgresAdmin
 from odoo_operator.builders.postgres import (
     REASON_NOT_MANAGED,
@@ -29,7 +30,6 @@ from odoo_operator.builders.postgres import (
     TenantDatabase,
     ownership_mark,
 )
-from odoo_operator.devcluster import probes
 
 Forget = Callable[[str], None]
 

@@ -38,13 +38,13 @@ from kubernetes import client, dynamic
 from kubernetes.client.rest import ApiException
 from tests.integration.test_chart_webhook import restorable_configuration
 
-from odoo_operator.devcluster import binaries, kubectl
-from odoo_operator.devcluster.controlplane import ControlPlane
-from odoo_operator.devcluster.demo import is_ready, start_operator
-from odoo_operator.devcluster.operator_setup import OPERATOR_NAMESPACE, register_servers
-from odoo_operator.devcluster.ports import free_port
-from odoo_operator.devcluster.processes import ManagedProcess
-from odoo_operator.devcluster.webhook_certs import (
+from odoo_devstack import binaries, kubectl
+from odoo_devstack.controlplane import ControlPlane
+from odoo_devstack.demo import is_ready, start_operator
+from odoo_devstack.operator_setup import OPERATOR_NAMESPACE, register_servers
+from odoo_devstack.ports import free_port
+from odoo_devstack.processes import ManagedProcess
+from odoo_devstack.webhook_certs import (
     LOOPBACK_HOST,
     issue_webhook_certificates,
     webhook_environment,

@@ -18,6 +18,7 @@ import pytest
 import redis.asyncio
 import redis.exceptions
 
+from odoo_devstack.ports import free_port
 from odoo_operator.backends.redis import (
     DropResult,
     RedisAclRefused,
@@ -25,7 +26,6 @@ from odoo_operator.backends.redis import (
     RedisServerUnavailable,
 )
 from odoo_operator.builders.redis_acl import TenantRedisUser, tenant_redis_user
-from odoo_operator.devcluster.ports import free_port
 
 NewUser = Callable[[], TenantRedisUser]
 ConnectAs = Callable[[TenantRedisUser, str], Awaitable[redis.asyncio.Redis]]

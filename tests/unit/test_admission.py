@@ -497,3 +497,63 @@ def test_a_non_production_target_is_always_neutralized() -> None:
     assert problem.startswith("spec.neutralize cannot be false: stage is a staging instance")
     assert _restore("stage").neutralizes(in_place=True, production_target=False)
     assert not _restore("acme").neutralizes(in_place=True, production_target=True)
+
+
+def _annotated(annotations: dict[str, str], spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    body = {"version": "18.0", "hosts": ["acme.odoo.example.com"], **(spec or {})}
+    return {"metadata": {"name": "acme", "annotations": annotations}, "spec": body}
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["v" * 513, "\u00e9t\u00e9", "now\n", "now\u0000", "\u2028"],
+    ids=["513-chars", "accented", "newline", "nul", "line-separator"],
+)
+@pytest.mark.parametrize(
+    "key",
+    [
+        "odoo.tenantops.io/rotate-credentials",
+        "odoo.tenantops.io/maintenance",
+        "odoo.tenantops.io/upgrade-now",
+    ],
+)
+def test_an_operator_annotation_must_be_short_printable_ascii(key: str, value: str) -> None:
+    (problem,) = admission_handlers.instance_annotation_problems(_annotated({key: value}), None)
+    assert problem.startswith(f"metadata.annotations[{key}] must be at most 512 printable ASCII")
+    old = _annotated({})
+    (problem,) = admission_handlers.instance_annotation_problems(_annotated({key: value}), old)
+    assert problem.startswith(f"metadata.annotations[{key}]")
+
+
+def test_ordinary_operator_annotations_and_unchanged_ones_pass() -> None:
+    for value in ("2026-11-30", "restore/acme-rst-1", "v" * 512, "", "after the leak, #42"):
+        body = _annotated({"odoo.tenantops.io/rotate-credentials": value})
+        assert admission_handlers.instance_annotation_problems(body, None) == []
+    # A value stored before the rule existed does not block other writes (the operator's own).
+    stored = _annotated({"odoo.tenantops.io/maintenance": "\u00e9t\u00e9"})
+    recorded = {**stored["metadata"]["annotations"], RECORD_KEY: "{}"}
+    rewritten = _annotated(recorded)
+    assert admission_handlers.instance_annotation_problems(rewritten, stored) == []
+
+
+RECORD_KEY = "odoo.tenantops.io/last-handled-configuration"
+
+
+def test_annotations_the_operators_record_would_push_past_the_apiservers_limit_are_refused() -> (
+    None
+):
+    # The record repeats each annotation as JSON: 120 KiB of ASCII fits twice, 126 KiB does
+    # not, and non-ASCII takes six bytes a character there.
+    fits = _annotated({"example.com/note": "n" * (120 * 1024)})
+    assert admission_handlers.instance_annotation_problems(fits, None) == []
+    for value in ("n" * (126 * 1024), "\u00e9" * (60 * 1024)):
+        (problem,) = admission_handlers.instance_annotation_problems(
+            _annotated({"example.com/note": value}), _annotated({})
+        )
+        assert problem.startswith("metadata.annotations would take")
+    # An object already past the limit may still shrink, and the record itself is not judged.
+    huge = _annotated({"example.com/note": "\u00e9" * (60 * 1024)})
+    smaller = _annotated({"example.com/note": "\u00e9" * (50 * 1024)})
+    assert admission_handlers.instance_annotation_problems(smaller, huge) == []
+    with_record = _annotated({**huge["metadata"]["annotations"], RECORD_KEY: "{}"})
+    assert admission_handlers.instance_annotation_problems(with_record, huge) == []

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from odoo_operator.devcluster import binaries
+from odoo_devstack import binaries
 
 
 def _script(folder: Path, name: str, version_output: str) -> Path:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from odoo_operator.devcluster import binaries
+from odoo_devstack import binaries
 from odoo_operator.handlers import admission as admission_handlers
 from odoo_operator.model.config import OperatorConfig
 from odoo_operator.model.names import INSTANCE_LABEL, tenant_namespace

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from odoo_operator.devcluster import binaries
-from odoo_operator.devcluster.controlplane import ControlPlane
-from odoo_operator.devcluster.processes import ComponentError
+from odoo_devstack import binaries
+from odoo_devstack.controlplane import ControlPlane
+from odoo_devstack.processes import ComponentError
 
 
 def test_a_crashing_etcd_is_named_with_its_log_and_nothing_is_left_running(

@@ -21,6 +21,7 @@ from kubernetes_asyncio.dynamic.exceptions import ConflictError, ForbiddenError,
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg_pool import PoolTimeout
 
+from odoo_devstack.ports import free_port
 from odoo_operator import logs, metrics
 from odoo_operator.backends.blobstore import BlobStore
 from odoo_operator.backends.kube import KubeApiError, KubeClient
@@ -28,7 +29,6 @@ from odoo_operator.backends.postgres import DatabaseServerUnavailable, PostgresA
 from odoo_operator.backends.redis import RedisAdmin, RedisServerUnavailable
 from odoo_operator.builders.postgres import SuperuserRequiredError, TenantDatabase
 from odoo_operator.builders.redis_acl import TenantRedisUser
-from odoo_operator.devcluster.ports import free_port
 from odoo_operator.model.conditions import Condition
 from odoo_operator.model.outcome import Outcome
 from odoo_operator.model.spec import InstanceSpec

@@ -19,8 +19,8 @@ import promql_parser
 import pytest
 import yaml
 
+from odoo_devstack import binaries
 from odoo_operator import metrics
-from odoo_operator.devcluster import binaries
 
 REPO = Path(__file__).parents[2]
 MONITORING = REPO / "monitoring"

@@ -8,7 +8,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from odoo_operator.devcluster.pki import LocalPKI
+from odoo_devstack.pki import LocalPKI
 
 
 def _load(path: Path) -> x509.Certificate:

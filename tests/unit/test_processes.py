@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from odoo_operator.devcluster.processes import ComponentError, ManagedProcess
+from odoo_devstack.processes import ComponentError, ManagedProcess
 
 
 def _alive(pid: int) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from odoo_operator.devcluster.kubectl import format_table
+from odoo_devstack.kubectl import format_table
 
 
 def test_printer_columns_are_aligned_and_wide_columns_hidden() -> None:

@@ -33,7 +33,7 @@ import pytest
 from .process import RealNodeProcess, preflight_problems
 
 if TYPE_CHECKING:
-    from odoo_operator.devcluster.controlplane import ControlPlane
+    from odoo_devstack.controlplane import ControlPlane
 
 PLUGINS_ENV = "ODOO_DEVSTACK_PODRUNNER_PLUGINS"
 STATE_DIR_ENV = "ODOO_DEVSTACK_PODRUNNER_STATE_DIR"

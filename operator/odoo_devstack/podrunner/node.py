@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from odoo_operator.devcluster.binaries import KUBERNETES_VERSION
+from odoo_devstack.binaries import KUBERNETES_VERSION
 
 from .kubeapi import MERGE, STRATEGIC_MERGE, ApiError, KubeApi
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from odoo_operator.devcluster.processes import ManagedProcess
+from odoo_devstack.processes import ManagedProcess
 
 from . import network
 from .runner import HOST_PORTS_APPLIED_FILE, HOST_PORTS_FILE, READY_FILE, STOPPED_FILE

@@ -65,9 +65,9 @@ def _percentile(values: list[float], share: float) -> float:
 
 def populate(tenants: int) -> None:
     """Record what the operator would know about ``tenants`` synthetic tenants."""
-    from .. import metrics
-    from ..model.conditions import Condition
-    from ..model.outcome import Outcome
+    from odoo_operator import metrics
+    from odoo_operator.model.conditions import Condition
+    from odoo_operator.model.outcome import Outcome
 
     now = time.time()
     for number in range(tenants):
@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     # What `odoo-operator run` imports: Kopf, the clients, every handler.
-    from .. import handlers, metrics, settings  # noqa: F401
+    from odoo_operator import handlers, metrics, settings  # noqa: F401
+
     from .ports import free_port
 
     idle_rss = _rss_mib()
@@ -128,8 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     series = sum(len(f.samples) for f in text_string_to_metric_families(text.decode()))
     render = _timed(metrics.render, args.runs)
 
-    from ..model.conditions import Condition
-    from ..model.outcome import Outcome
+    from odoo_operator.model.conditions import Condition
+    from odoo_operator.model.outcome import Outcome
 
     outcome = Outcome(phase="Ready")
     outcome.conditions = [Condition(t, s, r, "synthetic") for t, s, r in CONDITIONS]  # type: ignore[arg-type]

@@ -34,7 +34,8 @@ from typing import Any
 import psycopg
 from psycopg import conninfo, sql
 
-from ..backends import pgtools
+from odoo_operator.backends import pgtools
+
 from .services import AzuriteServer, PostgresServer
 
 ROLE = "bench_tenant"
@@ -135,7 +136,7 @@ def _timed(arguments: list[str], environment: dict[str, str], **kwargs: Any) -> 
 def _child(operation: str, environment: dict[str, str]) -> dict[str, Any]:
     """Run one engine operation in a fresh interpreter; its own report (last stdout line)."""
     done = subprocess.run(
-        [sys.executable, "-m", "odoo_operator.devcluster.bench_backup", "--child", operation],
+        [sys.executable, "-m", "odoo_devstack.bench_backup", "--child", operation],
         env={**os.environ, **environment},
         capture_output=True,
         text=True,
@@ -148,8 +149,8 @@ def _child(operation: str, environment: dict[str, str]) -> dict[str, Any]:
 
 
 async def _child_operation(operation: str) -> dict[str, Any]:
-    from ..backends.blobstore import BlobStore
-    from ..engine import (
+    from odoo_operator.backends.blobstore import BlobStore
+    from odoo_operator.engine import (
         DatabaseAccess,
         RestoreTarget,
         restore_backup,
@@ -322,7 +323,7 @@ def run_bench(size_gb: float, filestore_mb: int) -> list[tuple[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``python -m odoo_operator.devcluster.bench_backup``."""
+    """Entry point: ``python -m odoo_devstack.bench_backup``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-gb", type=float, default=1.0, help="database size to generate")
     parser.add_argument("--filestore-mb", type=int, default=64, help="filestore size to generate")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..model.config import (
+from odoo_operator.model.config import (
     WEBHOOK_ADDR_ENV,
     WEBHOOK_CA_ENV,
     WEBHOOK_CERT_ENV,
@@ -20,6 +20,7 @@ from ..model.config import (
     WEBHOOK_KEY_ENV,
     WEBHOOK_PORT_ENV,
 )
+
 from .pki import LocalPKI
 
 LOOPBACK_HOST = "127.0.0.1"

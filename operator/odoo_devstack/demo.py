@@ -13,7 +13,8 @@ from typing import Any
 
 from kubernetes import client
 
-from ..model.config import CONFIG_ENV, WEBHOOK_CONFIGURATION
+from odoo_operator.model.config import CONFIG_ENV, WEBHOOK_CONFIGURATION
+
 from . import kubectl
 from .bootstrap import bootstrap
 from .controlplane import ControlPlane
