@@ -155,7 +155,9 @@ async def run_restore_request(clients: Clients, body: Mapping[str, Any]) -> dict
                 expected_instance=source,
                 target_odoo_version=target.version,
                 neutralize=neutralize,
-                neutralization=neutralization_statements(str(uuid.uuid4())) if neutralize else (),
+                neutralization=(
+                    neutralization_statements(str(uuid.uuid4()), target.url) if neutralize else ()
+                ),
             ),
         )
     except RestoreRefused as refused:
