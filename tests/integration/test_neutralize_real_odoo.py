@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     # keep pytest from rewriting its assertions.
     from odoo_devstack.pytest_fixtures import OdooDatabases, OdooRuntimes, OdooServers
 
-pytest_plugins = ("odoo_devstack.pytest_fixtures",)
 
 # The first test of a session initialises the template database of its version (a minute
 # or two, more on a loaded machine); the suite's 600 s per test would cut that short.
