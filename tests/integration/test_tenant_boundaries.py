@@ -151,3 +151,25 @@ async def test_an_operator_owned_option_in_another_spelling_stalls_a_stored_inst
     assert stalled.value.reason == "InvalidConfiguration"
     assert "spec.config.LIST_DB" in str(stalled.value)
     assert clients.kube.writes == 0
+
+
+async def test_an_image_against_the_policy_stalls_a_stored_instance(kubeconfig: Path) -> None:
+    strict = OperatorConfig.from_mapping(
+        {
+            "versions": {"18.0": "odoo:18.0"},
+            "postgresServers": {"main": {"secretRef": "postgres-main", "default": True}},
+            "redisServers": {"main": {"secretRef": "redis-main", "default": True}},
+            "policy": {"requireImageDigest": True},
+        }
+    )
+    api = await async_config.new_client_from_config(config_file=str(kubeconfig))
+    kube = KubeClient(api)
+    try:
+        clients = Clients(kube=kube, config=strict)
+        with pytest.raises(Stalled) as stalled:
+            await reconcile_instance(clients, _instance(f"img{uuid.uuid4().hex[:6]}"), False)
+        assert stalled.value.reason == "InvalidConfiguration"
+        assert "digest" in str(stalled.value)
+        assert kube.writes == 0
+    finally:
+        await kube.close()

@@ -93,6 +93,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if .Values.config.filestoreStorageClass -}}
 {{- $_ := set $config "filestoreStorageClass" .Values.config.filestoreStorageClass -}}
 {{- end -}}
+{{- if .Values.config.policy -}}
+{{- $_ := set $config "policy" .Values.config.policy -}}
+{{- end -}}
 {{- toYaml $config -}}
 {{- end -}}
 

@@ -27,7 +27,7 @@ from ..builders.tenant import Tenant, TenantCredentials, labels
 from ..builders.workloads import build_init_job
 from ..model.admission import name_problems, reserved_database_problem
 from ..model.conditions import Condition, merge_condition
-from ..model.config import ConfigError
+from ..model.config import ConfigError, instance_image_policy_problems
 from ..model.names import (
     API_VERSION,
     INSTANCE_KIND,
@@ -216,9 +216,12 @@ async def reconcile_instance(
     reserved = [*name_problems(spec, config), reserved_database_problem(spec.database)]
     if any(reserved):
         raise Stalled("ReservedName", " ".join(p for p in reserved if p))
-    refused_options = config_option_problems(spec.config, spec.environment, config.policy)
-    if refused_options:
-        raise Stalled("InvalidConfiguration", " ".join(refused_options))
+    refused = [
+        *config_option_problems(spec.config, spec.environment, config.policy),
+        *instance_image_policy_problems(spec.version, spec.image, config),
+    ]
+    if refused:
+        raise Stalled("InvalidConfiguration", " ".join(refused))
     if not (body.get("status") or {}).get("runningImage"):
         # The first rollout: from now on only an upgrade changes what runs.
         outcome.fields["runningVersion"] = spec.version
