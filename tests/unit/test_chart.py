@@ -389,12 +389,18 @@ def test_the_release_owns_a_fail_closed_webhook_configuration_trusting_its_ca(
     defaults: list[dict[str, Any]],
 ) -> None:
     configuration = one(defaults, "ValidatingWebhookConfiguration")
-    instances, restores = configuration["webhooks"]
+    instances, backups, restores = configuration["webhooks"]
     secret = one(defaults, "Secret", "-webhook-tls")
     # Deletions are never gated: a tenant can always be removed, operator or not. A restore
     # is immutable, so only its creation is checked.
     for webhook, resource, operations, handler in (
         (instances, "odooinstances", ["CREATE", "UPDATE"], admission_handlers.WEBHOOK_HANDLER_ID),
+        (
+            backups,
+            "odoobackups",
+            ["CREATE", "UPDATE"],
+            admission_handlers.BACKUP_WEBHOOK_HANDLER_ID,
+        ),
         (restores, "odoorestores", ["CREATE"], admission_handlers.RESTORE_WEBHOOK_HANDLER_ID),
     ):
         assert webhook["failurePolicy"] == "Fail"

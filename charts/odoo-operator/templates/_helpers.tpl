@@ -155,6 +155,28 @@ webhooks:
       {{- with .caBundle }}
       caBundle: {{ . }}
       {{- end }}
+  # OdooBackup: annotations the operator can carry (the verify request, the record's size).
+  - name: validate-backup.odoo.tenantops.io
+    admissionReviewVersions: ["v1"]
+    sideEffects: None
+    failurePolicy: Fail
+    matchPolicy: Equivalent
+    timeoutSeconds: 10
+    rules:
+      - apiGroups: ["odoo.tenantops.io"]
+        apiVersions: ["v1alpha1"]
+        resources: ["odoobackups"]
+        operations: ["CREATE", "UPDATE"]
+        scope: Cluster
+    clientConfig:
+      service:
+        name: {{ include "odoo-operator.webhookService" $root }}
+        namespace: {{ $root.Release.Namespace }}
+        port: {{ $root.Values.webhook.port }}
+        path: /validate-backup
+      {{- with .caBundle }}
+      caBundle: {{ . }}
+      {{- end }}
   # OdooRestore: another tenant's backup only with spec.fromInstance naming it; never live
   # data into a non-production instance. CREATE only: a restore is immutable.
   - name: validate-restore.odoo.tenantops.io

@@ -22,8 +22,14 @@ import kopf
 from ..backends.kube import KubeClient
 from ..builders.quantities import quantity_value
 from ..builders.schedule import parse_duration, validate_schedule
-from ..model.admission import admission_problems, database_server, normalize_host
-from ..model.backup import BACKUP_KIND, RESTORE_PLURAL, BackupPolicy, RestoreRequest
+from ..model.admission import (
+    admission_problems,
+    annotation_problems,
+    database_server,
+    normalize_host,
+    recorded_annotations_bytes,
+)
+from ..model.backup import BACKUP_KIND, BACKUP_PLURAL, RESTORE_PLURAL, BackupPolicy, RestoreRequest
 from ..model.config import ConfigError, OperatorConfig, webhook_enabled
 from ..model.names import (
     API_VERSION,
@@ -129,6 +135,24 @@ def filestore_problems(body: Mapping[str, Any], old: Mapping[str, Any]) -> list[
     ]
 
 
+def instance_annotation_problems(
+    body: Mapping[str, Any], old: Mapping[str, Any] | None
+) -> list[str]:
+    """:func:`annotation_problems` of an OdooInstance or OdooBackup write (``old`` None on
+    CREATE)."""
+
+    def parts(obj: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+        meta = obj.get("metadata") or {}
+        return dict(obj.get("spec") or {}), meta.get("labels") or {}, meta.get("annotations") or {}
+
+    spec, labels, annotations = parts(body)
+    if old is None:
+        return annotation_problems(annotations, None, spec, labels)
+    old_spec, old_labels, old_annotations = parts(old)
+    old_size = recorded_annotations_bytes(old_spec, old_labels, old_annotations)
+    return annotation_problems(annotations, old_annotations, spec, labels, old_size)
+
+
 def backup_policy_problems(body: Mapping[str, Any], config: OperatorConfig) -> list[str]:
     """What is wrong with ``spec.backup``: an unknown store, a bad schedule or time zone."""
     policy = BackupPolicy.from_instance(body)
@@ -195,10 +219,15 @@ async def validate_instance(
     old: kopf.Body | None = None,  # the stored object on UPDATE; Kopf passes None on CREATE
     **_: Any,
 ) -> None:
-    """Refuse an OdooInstance whose spec breaks a rule of :func:`admission_problems`."""
+    """Refuse an OdooInstance whose spec breaks a rule of :func:`admission_problems`, or
+    whose annotations the operator could not carry (:func:`annotation_problems`)."""
+    refused_annotations = instance_annotation_problems(body, old)
     if old is not None and old.get("spec") == body.get("spec"):
         # Metadata-only writes (the operator's finalizer and annotations) must always pass,
-        # also for an instance that a later configuration change made invalid.
+        # also for an instance that a later configuration change made invalid; only a
+        # changed annotation is judged, and the operator's own writes are well-formed.
+        if refused_annotations:
+            raise kopf.AdmissionError(" ".join(refused_annotations), code=_REFUSAL_CODE)
         return
     clients: Clients = memo["clients"]
     spec = InstanceSpec.from_resource(body)
@@ -211,8 +240,22 @@ async def validate_instance(
         problems += await namespace_problems(clients.kube, spec)
     else:
         problems += lifecycle_problems(body, old) + filestore_problems(body, old)
+    problems += refused_annotations
     if problems:
         # Kopf logs the refusal with its message; the requester gets it from the apiserver.
+        raise kopf.AdmissionError(" ".join(problems), code=_REFUSAL_CODE)
+
+
+async def validate_backup(
+    body: kopf.Body,
+    old: kopf.Body | None = None,  # the stored object on UPDATE; Kopf passes None on CREATE
+    **_: Any,
+) -> None:
+    """Refuse an OdooBackup annotation the operator could not carry: a ``verify`` value
+    that is not short printable ASCII, or annotations that would overflow the record the
+    operator keeps of the handled configuration (its writes would then all be refused)."""
+    problems = instance_annotation_problems(body, old)
+    if problems:
         raise kopf.AdmissionError(" ".join(problems), code=_REFUSAL_CODE)
 
 
@@ -239,6 +282,7 @@ async def validate_restore(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 # a Service path may not contain "_", so the id is not the function's name.
 WEBHOOK_HANDLER_ID = "validate-instance"
 RESTORE_WEBHOOK_HANDLER_ID = "validate-restore"
+BACKUP_WEBHOOK_HANDLER_ID = "validate-backup"
 
 if webhook_enabled():
     # CREATE and UPDATE only: a DELETE carries no new spec, and Kopf's default ("*")
@@ -250,6 +294,13 @@ if webhook_enabled():
         id=WEBHOOK_HANDLER_ID,
         operations=["CREATE", "UPDATE"],
     )(validate_instance)
+    kopf.on.validate(
+        GROUP,
+        VERSION,
+        BACKUP_PLURAL,
+        id=BACKUP_WEBHOOK_HANDLER_ID,
+        operations=["CREATE", "UPDATE"],
+    )(validate_backup)
     kopf.on.validate(
         GROUP,
         VERSION,

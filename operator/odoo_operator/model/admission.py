@@ -16,13 +16,22 @@ itself.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from .config import OperatorConfig, ServerRef, instance_image_policy_problems
-from .names import reserved_name_problem
+from .names import (
+    GROUP,
+    MAINTENANCE_ANNOTATION,
+    ROTATE_CREDENTIALS_ANNOTATION,
+    VERIFY_ANNOTATION,
+    reserved_name_problem,
+)
 from .odoo_options import config_option_problems
 from .spec import InstanceSpec
+from .upgrade import UPGRADE_NOW_ANNOTATION
 
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
 
@@ -258,3 +267,100 @@ def _version_order_key(version: str) -> tuple[int, int, str]:
     # Numeric order, so 9.0 lists before 10.0; anything unparsable goes last, by name.
     parsed = _parse_version(version)
     return (*parsed, "") if parsed else (1 << 30, 0, version)
+
+
+# The annotations the operator acts on. It copies their values into status, into a Secret it
+# applies as YAML and into its record of the last handled configuration: short printable
+# ASCII survives all three (a control character breaks the YAML, and a non-ASCII character
+# takes six bytes in the record's JSON).
+OPERATOR_ANNOTATIONS = (
+    ROTATE_CREDENTIALS_ANNOTATION,
+    MAINTENANCE_ANNOTATION,
+    UPGRADE_NOW_ANNOTATION,
+    VERIFY_ANNOTATION,
+)
+MAX_OPERATOR_ANNOTATION_LENGTH = 512
+_PRINTABLE_ASCII = re.compile(r"[ -~]*")
+# Kopf records the handled configuration (spec, labels and annotations as JSON, non-ASCII
+# escaped) in this annotation, so every other annotation counts about twice against the
+# apiserver's limit; a write past it would leave the operator unable to record anything.
+RECORD_ANNOTATION = f"{GROUP}/last-handled-configuration"
+_NOT_RECORDED = "kubectl.kubernetes.io/last-applied-configuration"
+MAX_ANNOTATIONS_BYTES = 256 * 1024  # the apiserver's limit on all annotations together
+_RECORD_HEADROOM = 4 * 1024  # what the record may add (a default filled in, a status field)
+
+
+def recorded_annotations_bytes(
+    spec: Mapping[str, Any], labels: Mapping[str, str], annotations: Mapping[str, str]
+) -> int:
+    """How many bytes the annotations take once the operator has recorded the handled
+    configuration in :data:`RECORD_ANNOTATION` (which repeats spec, labels and annotations)."""
+    kept = {k: v for k, v in annotations.items() if k != RECORD_ANNOTATION}
+    recorded = {k: v for k, v in kept.items() if k != _NOT_RECORDED}
+    record = json.dumps(
+        {"spec": spec, "metadata": {"labels": labels, "annotations": recorded}},
+        separators=(",", ":"),
+    )
+    raw = sum(len(k.encode()) + len(str(v).encode()) for k, v in kept.items())
+    return raw + len(RECORD_ANNOTATION) + len(record)
+
+
+def annotation_problems(
+    annotations: Mapping[str, str],
+    old_annotations: Mapping[str, str] | None,
+    spec: Mapping[str, Any],
+    labels: Mapping[str, str],
+    old_size: int | None = None,
+) -> list[str]:
+    """Annotation values the operator could not carry; only changed ones are judged.
+
+    ``old_annotations`` is None on CREATE. ``old_size`` is what
+    :func:`recorded_annotations_bytes` gives for the stored object: an object already past
+    the limit may still shrink.
+    """
+    old = old_annotations or {}
+    changed = {
+        key
+        for key in annotations.keys() | old.keys()
+        if key != RECORD_ANNOTATION and annotations.get(key) != old.get(key)
+    }
+    problems = []
+    for key in OPERATOR_ANNOTATIONS:
+        value = annotations.get(key)
+        if key not in changed or value is None:
+            continue
+        if len(value) > MAX_OPERATOR_ANNOTATION_LENGTH or not _PRINTABLE_ASCII.fullmatch(value):
+            shown = json.dumps(value[:40] + ("..." if len(value) > 40 else ""))
+            problems.append(
+                f"metadata.annotations[{key}] must be at most {MAX_OPERATOR_ANNOTATION_LENGTH} "
+                f"printable ASCII characters, got {len(value)} characters ({shown}): the "
+                "operator copies it into status, a Secret and its record of the handled "
+                "configuration."
+            )
+    if changed:
+        size = recorded_annotations_bytes(spec, labels, annotations)
+        if size + _RECORD_HEADROOM > MAX_ANNOTATIONS_BYTES and (
+            old_size is None or size > old_size
+        ):
+            problems.append(
+                f"metadata.annotations would take {size} bytes once the operator records the "
+                f"handled configuration ({RECORD_ANNOTATION} repeats spec, labels and "
+                "annotations as JSON, non-ASCII characters escaped); the API server keeps at "
+                f"most {MAX_ANNOTATIONS_BYTES - _RECORD_HEADROOM} with room for that record: "
+                "shorten or remove the large annotations."
+            )
+    return problems
+
+
+def operator_annotation_value_problem(key: str, value: str) -> str | None:
+    """Why the operator will not act on ``value`` of its annotation ``key``, or None.
+
+    The reconciler asks this too, for objects written while the webhook was bypassed.
+    """
+    if len(value) <= MAX_OPERATOR_ANNOTATION_LENGTH and _PRINTABLE_ASCII.fullmatch(value):
+        return None
+    return (
+        f"metadata.annotations[{key}] must be at most {MAX_OPERATOR_ANNOTATION_LENGTH} "
+        f"printable ASCII characters (got {len(value)} characters); set a short value such "
+        "as a date or a ticket number."
+    )

@@ -16,18 +16,34 @@ from collections.abc import Mapping
 from typing import Any
 
 from kubernetes_asyncio.dynamic.exceptions import ResourceNotFoundError
+from psycopg.conninfo import make_conninfo
 
+from ..backends.odoo_users import SCANNER
 from ..backends.postgres import DatabaseServerUnavailable
 from ..backends.redis import RedisAclRefused, RedisServerUnavailable
 from ..builders.namespace import build_namespace
 from ..builders.objects import build_foundation, build_ingress, build_workloads
+from ..builders.odoo_users import (
+    ADMIN_PASSWORD_KEY,
+    CREDENTIALS_CONDITION,
+    INIT_INSTALL_CONTAINER,
+    INIT_USERS_CONTAINER,
+    MONITOR_PASSWORD_KEY,
+    credentials_condition,
+)
+from ..builders.odoo_users import CREDENTIALS_SECRET as CREDENTIALS_SECRET
 from ..builders.postgres import NotOwnedError, TenantDatabase
 from ..builders.redis_acl import tenant_redis_user
 from ..builders.tenant import Tenant, TenantCredentials, labels
-from ..builders.workloads import build_init_job
-from ..model.admission import name_problems, reserved_database_problem
+from ..builders.workloads import FILESTORE_CLAIM, build_init_job
+from ..engine.database import first_line
+from ..model.admission import (
+    name_problems,
+    operator_annotation_value_problem,
+    reserved_database_problem,
+)
 from ..model.conditions import Condition, merge_condition
-from ..model.config import ConfigError, instance_image_policy_problems
+from ..model.config import ConfigError, ServerRef, instance_image_policy_problems
 from ..model.names import (
     API_VERSION,
     INSTANCE_KIND,
@@ -42,8 +58,13 @@ from .clients import Clients
 
 logger = logging.getLogger(__name__)
 
-CREDENTIALS_SECRET = "odoo-credentials"  # noqa: S105 - an object name, not a value
 _CREDENTIAL_KEYS = ("database-password", "redis-password", "admin-password")
+# Passwords of users inside Odoo (builders/odoo_users.py). Only the init Job gives them to
+# Odoo, so a rotation leaves them as they are: a new value would name a password Odoo never
+# heard of, and lock the monitoring user out.
+_ODOO_USER_KEYS = (ADMIN_PASSWORD_KEY, MONITOR_PASSWORD_KEY)
+# How long the check of the Odoo users' passwords may take to read them.
+_USERS_READ_TIMEOUT_SECONDS = 10.0
 
 
 class Stalled(Exception):  # noqa: N818 - the kstatus condition it reports
@@ -67,7 +88,9 @@ async def _ensure_credentials(
     They are stored before any server is touched, so a crash between the two
     leaves a password the next attempt reuses: never a role nobody can log in as.
     A pending ``rotation`` replaces them once; the Secret remembers which rotation
-    its passwords belong to, so a retry re-applies the same new passwords.
+    its passwords belong to, so a retry re-applies the same new passwords. The passwords
+    of the Odoo users ``admin`` and the monitoring user are generated once, for the init
+    Job to set, and never rotated here (see ``_ODOO_USER_KEYS``).
     """
     live_secret = await clients.kube.get("v1", "Secret", CREDENTIALS_SECRET, spec.namespace)
     live = _decode(live_secret)
@@ -78,7 +101,8 @@ async def _ensure_credentials(
         key: (None if renew else live.get(key)) or secrets.token_urlsafe(32)
         for key in _CREDENTIAL_KEYS
     }
-    if values != {key: live.get(key) for key in _CREDENTIAL_KEYS}:
+    values.update({key: live.get(key) or secrets.token_urlsafe(32) for key in _ODOO_USER_KEYS})
+    if values != {key: live.get(key) for key in values}:
         metadata: dict[str, Any] = {
             "name": CREDENTIALS_SECRET,
             "namespace": spec.namespace,
@@ -104,11 +128,20 @@ async def _ensure_credentials(
 
 
 def _pending_rotation(body: Mapping[str, Any]) -> str | None:
-    """The rotation asked for by annotation and not yet recorded as done in status."""
+    """The rotation asked for by annotation and not yet recorded as done in status.
+
+    A value the operator cannot carry into the Secret's annotation and status (checked at
+    admission too) stalls the tenant instead of failing every apply.
+    """
     annotations = body.get("metadata", {}).get("annotations") or {}
     asked = annotations.get(ROTATE_CREDENTIALS_ANNOTATION)
     done = (body.get("status") or {}).get("credentialsRotation")
-    return str(asked) if asked and asked != done else None
+    if not asked or asked == done:
+        return None
+    problem = operator_annotation_value_problem(ROTATE_CREDENTIALS_ANNOTATION, str(asked))
+    if problem is not None:
+        raise Stalled("InvalidAnnotation", problem)
+    return str(asked)
 
 
 async def _ensure_namespace(clients: Clients, tenant: Tenant) -> dict[str, Any]:
@@ -245,6 +278,8 @@ async def reconcile_instance(
         "redis_user": redis_user.username,
         "redis_key_prefix": redis_user.key_prefix,
         "image": running_image(clients, body, spec),
+        # Whether the image the workloads run has a session module, per the version map.
+        "session_store": config.session_store_for(_running_version(body, spec), spec.image),
         "maintenance": bool(maintenance),
         # Encryption in transit as the registry says; the CA bundles were read (and checked)
         # when the admin connections above were opened.
@@ -306,6 +341,10 @@ async def reconcile_instance(
 
     if not all(c.status == "True" for c in outcome.conditions):
         return _finish(outcome, clients, writes_before)
+    version = _running_version(body, spec)
+    outcome.conditions.append(
+        _sessions_condition(tenant, redis_server.name, version, config.images.get(version))
+    )
     if rotation is not None:
         outcome.fields["credentialsRotation"] = rotation
         logger.info(
@@ -314,6 +353,7 @@ async def reconcile_instance(
 
     initialized = await _ensure_initialized(clients, tenant, initialized, outcome)
     if initialized:
+        await _check_odoo_passwords(clients, tenant, pg_server, body, outcome)
         for obj in build_workloads(tenant):
             await clients.kube.apply(obj)
         await _observe_workloads(clients, tenant, outcome)
@@ -374,14 +414,68 @@ async def _ensure_initialized(
             "Initialized",
             False,
             "InitializationFailed",
-            f"Job {tenant.namespace}/odoo-init failed; read its pod logs, "
-            "then delete the Job to retry",
+            f"Job {tenant.namespace}/odoo-init failed; read the logs of its pod's "
+            f"containers {INIT_INSTALL_CONTAINER} (modules) and {INIT_USERS_CONTAINER} "
+            "(passwords), then delete the Job to retry",
         )
         return False
     outcome.set(
         "Initialized", False, "Initializing", f"Job {tenant.namespace}/odoo-init is running"
     )
     return False
+
+
+def _published_condition(body: Mapping[str, Any], type_: str) -> Condition | None:
+    """The condition ``type_`` as the instance's status holds it, if any."""
+    for item in (body.get("status") or {}).get("conditions") or []:
+        if item.get("type") == type_ and item.get("status") in ("True", "False", "Unknown"):
+            return Condition(
+                type_, item["status"], str(item.get("reason", "")), str(item.get("message", ""))
+            )
+    return None
+
+
+async def _check_odoo_passwords(
+    clients: Clients,
+    tenant: Tenant,
+    server: ServerRef,
+    body: Mapping[str, Any],
+    outcome: Outcome,
+) -> None:
+    """``Credentials``: False while an active user of the tenant's Odoo accepts a default
+    password (builders/odoo_users.py), which keeps the tenant from being Ready.
+
+    Read as the tenant's own role, like the tenant probe. In maintenance a restore or an
+    upgrade is renaming databases: the condition published before stands until it is over.
+    """
+    previous = _published_condition(body, CREDENTIALS_CONDITION)
+    if tenant.maintenance:
+        if previous is not None:
+            outcome.conditions.append(previous)
+        return
+    database = tenant.spec.database
+    conninfo = make_conninfo(
+        host=tenant.database.host,
+        port=str(tenant.database.port),
+        user=database,
+        password=tenant.credentials.database_password,
+        dbname=database,
+        **await clients.postgres_tls_parameters(server),
+    )
+    try:
+        report = await SCANNER.scan(conninfo, _USERS_READ_TIMEOUT_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - reported in status; the next pass retries
+        outcome.conditions.append(
+            Condition(
+                CREDENTIALS_CONDITION,
+                "Unknown",
+                "CheckFailed",
+                f"cannot read the users of database {database} to look for default "
+                f"passwords: {first_line(exc, conninfo)}",
+            )
+        )
+        return
+    outcome.conditions.append(credentials_condition(report, database, previous))
 
 
 async def _observe_workloads(clients: Clients, tenant: Tenant, outcome: Outcome) -> None:
@@ -409,9 +503,59 @@ async def _observe_workloads(clients: Clients, tenant: Tenant, outcome: Outcome)
         outcome.set("WorkloadReady", True, "Available", "web and cron are available")
 
 
+def _running_version(body: Mapping[str, Any], spec: InstanceSpec) -> str:
+    """The Odoo version the workloads run: recorded in status, else (first rollout) the spec's."""
+    return str((body.get("status") or {}).get("runningVersion") or spec.version)
+
+
+# Conditions that describe the tenant without judging it: a False one does not make it unready.
+INFORMATIONAL_CONDITIONS = frozenset({"SessionsInRedis"})
+
+
+def _sessions_condition(
+    tenant: Tenant, redis_server: str, version: str, map_image: str | None
+) -> Condition:
+    """``SessionsInRedis``: where Odoo keeps the tenant's web sessions, and why there.
+
+    ``version`` is the Odoo version the workloads run, ``map_image`` its version map image.
+
+    Informational (:data:`INFORMATIONAL_CONDITIONS`): sessions in the filestore work, on the
+    shared volume every web pod mounts, so False says where they are, not that anything is
+    broken. A condition rather than a status field, so that its reason and message come in
+    the shape every Kubernetes tool reads.
+    """
+    if tenant.session_store == "redis":
+        user = tenant_redis_user(tenant.spec.name)
+        return Condition(
+            "SessionsInRedis",
+            "True",
+            "SessionModule",
+            f"web sessions are kept in Redis server {redis_server} under "
+            f"{user.session_key_prefix}, by the image's session_redis module",
+        )
+    if tenant.spec.image and tenant.spec.image != map_image:
+        why = (
+            f"spec.image {tenant.spec.image} is not the version map's image for Odoo {version}, "
+            "so the operator cannot know whether it has a session module"
+        )
+    else:
+        why = f"the version map says the image for Odoo {version} has no session module"
+    return Condition(
+        "SessionsInRedis",
+        "False",
+        "NoSessionModule",
+        f"web sessions are kept in Odoo's filestore (volume {FILESTORE_CLAIM}): {why} "
+        "(sessionStore: none)",
+    )
+
+
 def _finish(outcome: Outcome, clients: Clients, writes_before: int) -> Outcome:
     outcome.writes += clients.kube.writes - writes_before
-    failing = [c for c in outcome.conditions if c.status != "True"]
+    failing = [
+        c
+        for c in outcome.conditions
+        if c.status != "True" and c.type not in INFORMATIONAL_CONDITIONS
+    ]
     if failing:
         first = failing[0]
         outcome.conditions.append(
