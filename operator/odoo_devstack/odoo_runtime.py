@@ -60,6 +60,31 @@ CLOUD_PLATFORM_SOURCE_ENV = "ODOO_OPERATOR_CLOUD_PLATFORM_SOURCE"
 # The repository root (operator/odoo_devstack/ is two levels below it); shared/ lies beside it.
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SOURCE_DIR = REPO.parent / "shared" / "odoo"
+
+
+def default_source_dir() -> Path:
+    """Where Odoo's sources are looked for when nothing names them: ``shared/odoo`` beside
+    this checkout, else beside the repository it was cloned from (a fresh clone made
+    elsewhere, as CI makes one, still finds the machine's shared folder)."""
+    if DEFAULT_SOURCE_DIR.is_dir():
+        return DEFAULT_SOURCE_DIR
+    try:
+        origin = subprocess.run(
+            ["git", "-C", str(REPO), "remote", "get-url", "origin"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        origin = ""
+    if origin and not _is_url(origin) and ":" not in origin.split("/")[0]:
+        beside_origin = Path(origin.removeprefix("file://")).resolve().parent / "shared" / "odoo"
+        if beside_origin.is_dir():
+            return beside_origin
+    return DEFAULT_SOURCE_DIR
+
+
 # Bump when the layout of a runtime or the way it is built changes, so that every cached
 # runtime built the old way is rebuilt rather than trusted.
 _LAYOUT_VERSION = 1
@@ -170,7 +195,7 @@ def resolve_source(
     searched for ``<stem>`` followed by an archive suffix, or a ``<stem>`` tree.
     """
     raw = str(option) if option is not None else os.environ.get(env_var) or ""
-    expanded = (raw or str(DEFAULT_SOURCE_DIR)).replace("{version}", version)
+    expanded = (raw or str(default_source_dir())).replace("{version}", version)
     if _is_url(expanded):
         return SourceLocation("url", expanded)
     path = Path(expanded).expanduser()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import configparser
+import dataclasses
 import os
 import re
 import stat
@@ -542,8 +543,11 @@ async def test_odoo_sessions_reach_redis_over_verified_tls_with_the_pods_url(
     ca_pem: str,
     tmp_path: Path,
 ) -> None:
-    tenant = encrypted_tenant(
-        tenant_role, service_tls.postgres_port, service_tls.redis_tls_port, ca_pem
+    tenant = dataclasses.replace(
+        encrypted_tenant(
+            tenant_role, service_tls.postgres_port, service_tls.redis_tls_port, ca_pem
+        ),
+        session_store="redis",  # an image whose session module keeps sessions in Redis
     )
     user = tenant_redis_user(tenant.spec.name)
     web = next(d for d in build_deployments(tenant) if d["metadata"]["name"] == "odoo-web")

@@ -30,6 +30,7 @@ import pytest
 from psycopg import conninfo, sql
 from psycopg.rows import dict_row
 
+from odoo_devstack.odoo_runtime import default_source_dir
 from odoo_operator.builders.neutralize import (
     DUMMY_MAIL_SERVER_NAME,
     DUMMY_SMTP_HOST,
@@ -63,7 +64,7 @@ DELIBERATE_OMISSIONS: dict[Item, str] = {}
 
 
 def _odoo_archive(version: str) -> Path:
-    option = os.environ.get("ODOO_OPERATOR_ODOO_SOURCE") or str(REPO.parent / "shared" / "odoo")
+    option = os.environ.get("ODOO_OPERATOR_ODOO_SOURCE") or str(default_source_dir())
     path = Path(option.replace("{version}", version))
     if path.is_dir():
         path = path / f"odoo-{version}.tar.xz"
@@ -71,7 +72,7 @@ def _odoo_archive(version: str) -> Path:
         pytest.fail(
             f"Odoo {version}'s source archive is missing: expected {path}. The coverage tests "
             "read every data/neutralize.sql out of it; put odoo-<version>.tar.xz in "
-            f"{REPO.parent / 'shared' / 'odoo'} or point ODOO_OPERATOR_ODOO_SOURCE at a "
+            f"{default_source_dir()} or point ODOO_OPERATOR_ODOO_SOURCE at a "
             "folder holding them.",
             pytrace=False,
         )

@@ -300,15 +300,21 @@ async def test_drop_removes_only_that_tenants_user_and_keys(
                 pipe.set(f"{a.key_prefix}session:{i}", "x")
             for i in range(50):
                 pipe.set(f"{b.key_prefix}session:{i}", "y")
+            # Sessions of the session module live under their own prefix; b's stay.
+            for i in range(7):
+                pipe.set(f"{a.session_key_prefix}{i}", "s")
+            pipe.set(f"{b.session_key_prefix}0", "t")
             pipe.set("unrelated:key", "z")
             await pipe.execute()
         tenant = await connect_as(a, password)
 
         assert await admin.drop(a, delete_keys=True) == DropResult(
-            user_deleted=True, keys_deleted=1_234
+            user_deleted=True, keys_deleted=1_234 + 7
         )
         assert await admin.observe(a) is None
         assert [k async for k in raw.scan_iter(match=f"{a.key_prefix}*")] == []
+        assert [k async for k in raw.scan_iter(match=f"{a.session_key_prefix}*")] == []
+        assert await raw.get(f"{b.session_key_prefix}0") == b"t"
         assert len([k async for k in raw.scan_iter(match=f"{b.key_prefix}*")]) == 50
         assert await raw.get("unrelated:key") == b"z"
         assert await admin.observe(b) is not None
@@ -324,7 +330,7 @@ async def test_drop_removes_only_that_tenants_user_and_keys(
         await raw.execute_command("ACL", "DELUSER", b.username)
         async for key in raw.scan_iter(match=f"{b.key_prefix}*"):
             await raw.unlink(key)
-        await raw.unlink("unrelated:key")
+        await raw.unlink("unrelated:key", f"{b.session_key_prefix}0")
 
 
 async def test_concurrent_calls_stay_within_the_pool(

@@ -8,6 +8,7 @@ why the comparison cannot be textual: Redis re-describes the rules it was given.
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from typing import Any
 
 import pytest
@@ -220,7 +221,7 @@ def getuser(**changes: Any) -> dict[bytes, Any]:
         b"flags": [b"on", b"sanitize-payload"],
         b"passwords": [ACME_HASH.encode()],
         b"commands": FRESH_COMMANDS,
-        b"keys": b"~odoo:acme:*",
+        b"keys": b"~odoo:acme:* ~session::odoo:acme:*",
         b"channels": b"&odoo:acme:*",
         b"selectors": [],
     }
@@ -277,15 +278,16 @@ def test_password_hash_is_sha256_hex() -> None:
 
 def test_rules_reset_confine_and_hash_the_password(acme: TenantRedisUser) -> None:
     rules = build_acl_rules(acme, ACME_HASH)
-    assert rules[:6] == [
+    assert rules[:7] == [
         "reset",
         "on",
         f"#{ACME_HASH}",
         "~odoo:acme:*",
+        "~session::odoo:acme:*",
         "&odoo:acme:*",
         "-@all",
     ]
-    assert rules[5:] == list(TENANT_COMMAND_RULES)
+    assert rules[6:] == list(TENANT_COMMAND_RULES)
     assert not any(rule.startswith(">") for rule in rules), "no clear-text password"
     assert "s3cret" not in " ".join(rules)
 
@@ -367,7 +369,7 @@ def test_fresh_user_matches_although_redis_redescribed_the_rules(
 ) -> None:
     observed = decode_getuser_reply(getuser())
     assert observed is not None
-    assert observed["commands"] != " ".join(desired[5:])
+    assert observed["commands"] != " ".join(desired[6:])
     assert acl_differences(observed, desired, catalog) == []
     assert rules_match(observed, desired, catalog)
 
@@ -387,11 +389,13 @@ def test_resp2_flat_list_reply_matches(desired: list[str], catalog: CommandCatal
 
 def test_redis_6_shapes_are_understood(desired: list[str], catalog: CommandCatalog) -> None:
     # Redis 6.x lists bare key and channel patterns; allkeys etc. are flags there.
-    observed = decode_getuser_reply(getuser(keys=[b"odoo:acme:*"], channels=[b"odoo:acme:*"]))
+    observed = decode_getuser_reply(
+        getuser(keys=[b"odoo:acme:*", b"session::odoo:acme:*"], channels=[b"odoo:acme:*"])
+    )
     assert rules_match(observed, desired, catalog)
     wide = decode_getuser_reply(getuser(flags=[b"on", b"allkeys"], keys=[]))
     assert acl_differences(wide, desired, catalog) == [
-        "key patterns: extra ~*; missing ~odoo:acme:*"
+        "key patterns: extra ~*; missing ~odoo:acme:*, ~session::odoo:acme:*"
     ]
 
 
@@ -405,7 +409,7 @@ def test_widened_user_differs(desired: list[str], catalog: CommandCatalog) -> No
     # After ACL SETUSER odoo-acme +@all ~*
     observed = decode_getuser_reply(getuser(commands=b"+@all", keys=b"~*"))
     differences = acl_differences(observed, desired, catalog)
-    assert differences[0] == "key patterns: extra ~*; missing ~odoo:acme:*"
+    assert differences[0] == "key patterns: extra ~*; missing ~odoo:acme:*, ~session::odoo:acme:*"
     assert differences[1].startswith("commands: extra acl, acl|cat, ")
     assert len(differences) == 2
 
@@ -435,7 +439,7 @@ def test_category_added_back_is_seen_through_redis_description(
         ),
         ({"passwords": [OTHER_HASH.encode()]}, "passwords (1 set, expected 1)"),
         ({"flags": [b"on", b"skip-sanitize-payload"]}, "payload sanitizing"),
-        ({"keys": b"~odoo:acme:* %R~*"}, "key patterns: extra %R~*"),
+        ({"keys": b"~odoo:acme:* ~session::odoo:acme:* %R~*"}, "key patterns: extra %R~*"),
         ({"channels": b"&*"}, "channel patterns: extra &*; missing &odoo:acme:*"),
         (
             {"selectors": [{b"commands": b"-@all +get", b"keys": b"~other:*", b"channels": b""}]},
@@ -495,3 +499,75 @@ def test_rule_interpreter_follows_redis(catalog: CommandCatalog) -> None:
     assert reset == acl_state_from_rules([], catalog)
     with pytest.raises(ValueError, match="unknown Redis ACL rule"):
         acl_state_from_rules(["frobnicate"], catalog)
+
+
+# --- the session store's keys ----------------------------------------------------------
+
+
+def _session_redis_key(prefix: str | None, sid: str) -> str:
+    """The key Camptocamp's session_redis 17.0 (session.py, RedisSessionStore) gives session
+    ``sid`` under ODOO_SESSION_REDIS_PREFIX ``prefix``: "session:", then ":<prefix>:"."""
+    root = "session:"
+    if prefix:
+        root = f"{root}:{prefix}:"
+    return f"{root}{sid}"
+
+
+def _glob_prefix(pattern: str) -> str:
+    """The literal part of a ``<literal>*`` glob; anything else fails the test."""
+    assert pattern.endswith("*"), pattern
+    literal = pattern[:-1]
+    assert not set(literal) & set("*?[]\\"), pattern
+    return literal
+
+
+def test_the_session_store_writes_only_keys_the_extra_pattern_covers(
+    acme: TenantRedisUser,
+) -> None:
+    sid = "Yj3Cq0m3c7ZqJq4T0m2f0n8y8Q6b1e3Q2a4d5f6g7h8"
+    key = _session_redis_key(acme.session_store_prefix, sid)
+    assert acme.session_store_prefix == "odoo:acme"
+    assert key == f"session::odoo:acme:{sid}"
+    assert key.startswith(acme.session_key_prefix)
+    assert fnmatchcase(key, acme.session_key_pattern)
+    # Why the extra pattern exists: whatever prefix the store is given, its keys begin with
+    # "session:" and so never fall under the tenant's own odoo:acme:*.
+    for prefix in (None, "", acme.key_prefix, acme.session_store_prefix):
+        assert not fnmatchcase(_session_redis_key(prefix, sid), acme.key_pattern)
+
+
+def test_the_user_gets_exactly_the_session_pattern_beside_its_own(
+    acme: TenantRedisUser, desired: list[str], catalog: CommandCatalog
+) -> None:
+    state = acl_state_from_rules(desired, catalog)
+    assert state.keys == {"~odoo:acme:*", "~session::odoo:acme:*"}
+    assert state.channels == {"&odoo:acme:*"}, "sessions need no channel"
+    assert acme.key_patterns == ("odoo:acme:*", "session::odoo:acme:*")
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("acme", "acme-x"), ("acme", "acme.x"), ("acme", "acme0"), ("a", "a-b"), ("x", "x.y.z")],
+)
+def test_tenants_whose_names_begin_with_another_share_no_key(first: str, second: str) -> None:
+    one, other = tenant_redis_user(first), tenant_redis_user(second)
+    # Every pattern is a literal prefix and "*": two such globs match a common key exactly
+    # when one literal is a prefix of the other, so this covers every possible key.
+    for mine in one.key_patterns:
+        for theirs in other.key_patterns:
+            a, b = _glob_prefix(mine), _glob_prefix(theirs)
+            assert not a.startswith(b), (mine, theirs)
+            assert not b.startswith(a), (mine, theirs)
+    # And concretely, for the keys each one's session store and cache write.
+    keys = {
+        user.username: [
+            f"{user.key_prefix}cache:1",
+            _session_redis_key(user.session_store_prefix, "sid"),
+        ]
+        for user in (one, other)
+    }
+    for user, neighbour in ((one, other), (other, one)):
+        for key in keys[neighbour.username]:
+            assert not any(fnmatchcase(key, pattern) for pattern in user.key_patterns), key
+        for key in keys[user.username]:
+            assert any(fnmatchcase(key, pattern) for pattern in user.key_patterns), key

@@ -260,7 +260,8 @@ def _expand(value: str, env: dict[str, str]) -> str:
 
 
 def test_redis_sessions_get_a_verifying_rediss_url_without_a_password_in_the_spec() -> None:
-    tenant = _encrypted_tenant()
+    # An image whose session module keeps sessions in Redis (sessionStore: redis).
+    tenant = dataclasses.replace(_encrypted_tenant(), session_store="redis")
     web = _pods(tenant)["web"]
     container = web["containers"][0]
     names = [item["name"] for item in container["env"]]

@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import configparser
 import dataclasses
+import json
+import re
 import socket
 import subprocess
 import sys
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -28,11 +31,15 @@ from odoo_operator.builders.workloads import (
     build_disruption_budget,
     build_init_job,
     build_secrets,
+    build_upgrade_job,
     config_checksum,
     cron_liveness_command,
     render_odoo_conf,
 )
+from odoo_operator.model.config import ConfigError, OperatorConfig, ServerTls
+from odoo_operator.model.outcome import Outcome
 from odoo_operator.model.spec import InstanceSpec
+from odoo_operator.reconcile import instance as reconcile
 
 
 def _tenant(**spec: object) -> Tenant:
@@ -304,5 +311,184 @@ def test_threaded_odoo_gets_its_websockets_on_the_http_port() -> None:
 
 
 def test_the_init_job_installs_no_demo_data() -> None:
-    (container,) = build_init_job(_tenant())["spec"]["template"]["spec"]["containers"]
+    # The modules are installed by the Job's init container; the main one sets passwords.
+    (container,) = build_init_job(_tenant())["spec"]["template"]["spec"]["initContainers"]
     assert "--without-demo=all" in container["args"]
+
+
+# --- sessions: where the image keeps them (the version map's sessionStore) -----------------
+
+
+def _session_tenant(**spec: object) -> Tenant:
+    """The acme tenant on Odoo 17.0, whose image carries session_redis."""
+    return dataclasses.replace(
+        _tenant(version="17.0", **spec), image="odoo:17.0", session_store="redis"
+    )
+
+
+def _kubelet_environment(tenant: Tenant, container: dict[str, Any]) -> dict[str, str]:
+    """A container's variables as the kubelet sets them: keys of the tenant's Secrets read
+    (those of other Secrets stand as ``<secret/key>``), and ``$(NAME)`` replaced by a variable
+    defined before it (others stay as written)."""
+    secrets = {
+        s["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in s["data"].items()}
+        for s in build_secrets(tenant)
+    }
+    env: dict[str, str] = {}
+    for item in container.get("env", []):
+        if "valueFrom" in item:
+            ref = item["valueFrom"]["secretKeyRef"]
+            known = secrets.get(ref["name"], {})
+            env[item["name"]] = known.get(ref["key"], f"<{ref['name']}/{ref['key']}>")
+        else:
+            env[item["name"]] = re.sub(
+                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                lambda m: env.get(m.group(1), m.group(0)),
+                item["value"],
+            )
+    return env
+
+
+def _odoo_containers(tenant: Tenant) -> dict[str, dict[str, Any]]:
+    """Every container running the tenant's Odoo: web, cron, the init Job's, an upgrade's."""
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in build_deployments(tenant)}
+    pods["init"] = build_init_job(tenant)["spec"]["template"]["spec"]
+    upgrade = build_upgrade_job(
+        tenant, upgrade_id="u1", image=tenant.image, database="odoo_acme_u1", modules="all"
+    )
+    pods["upgrade"] = upgrade["spec"]["template"]["spec"]
+    return {
+        f"{name}/{container['name']}": container
+        for name, pod in pods.items()
+        for container in [*pod.get("initContainers", []), *pod["containers"]]
+        # The upgrade's init container copies files with the image; it runs no Odoo.
+        if container["name"] != "filestore-copy"
+    }
+
+
+def test_an_image_with_session_redis_loads_it_server_wide_in_one_operator_owned_line() -> None:
+    conf = render_odoo_conf(_session_tenant(config={"limit_time_real": "120"}))
+    assert _read_as_odoo_does(conf)["server_wide_modules"] == "base,web,session_redis"
+    assert conf.count("server_wide_modules") == 1
+    # The tenant cannot set it: the allowlist refuses the option, whatever the image.
+    with pytest.raises(ValueError, match=r"refusing to render odoo\.conf"):
+        render_odoo_conf(_session_tenant(config={"server_wide_modules": "base,web"}))
+
+
+def test_every_odoo_pod_logs_in_to_redis_as_the_tenants_user_through_the_url() -> None:
+    tenant = _session_tenant()
+    containers = _odoo_containers(tenant)
+    assert {"odoo-web/odoo", "odoo-cron/odoo"} <= containers.keys()
+    for name, container in containers.items():
+        env = _kubelet_environment(tenant, container)
+        assert env["ODOO_SESSION_REDIS"] == "1", name
+        # session_redis reads no user name: only the URL carries it (and the password).
+        assert env["ODOO_SESSION_REDIS_URL"] == (
+            "redis://odoo-acme:redis-secret@redis.example:6379/0"
+        ), name
+        # The store writes session::odoo:acme:<sid>, the extra pattern of the ACL user.
+        assert env["ODOO_SESSION_REDIS_PREFIX"] == "odoo:acme", name
+    assert "redis-secret" not in json.dumps(build_deployments(tenant))
+
+
+def test_the_session_url_keeps_tls_and_brackets_an_ipv6_server() -> None:
+    encrypted = dataclasses.replace(_session_tenant(), redis_tls=ServerTls("verify-full"))
+    env = _kubelet_environment(encrypted, _odoo_containers(encrypted)["odoo-web/odoo"])
+    location, _, query = env["ODOO_SESSION_REDIS_URL"].partition("?")
+    assert location == "rediss://odoo-acme:redis-secret@redis.example:6379/0"
+    assert "ssl_cert_reqs=required" in query.split("&")
+    ipv6 = dataclasses.replace(_session_tenant(), redis=Endpoint("fd00::6", 6379))
+    env = _kubelet_environment(ipv6, _odoo_containers(ipv6)["odoo-web/odoo"])
+    assert env["ODOO_SESSION_REDIS_URL"] == "redis://odoo-acme:redis-secret@[fd00::6]:6379/0"
+
+
+def test_an_image_without_a_session_module_gets_no_session_configuration_at_all() -> None:
+    tenant = _tenant()  # Odoo 18.0, whose image has no session module
+    assert tenant.session_store == "none"
+    assert "server_wide_modules" not in render_odoo_conf(tenant)
+    containers = _odoo_containers(tenant)
+    assert {"odoo-web/odoo", "odoo-cron/odoo"} <= containers.keys()
+    for name, container in containers.items():
+        names = {item["name"] for item in container.get("env", [])}
+        assert not {n for n in names if n.startswith("ODOO_SESSION_REDIS")}, name
+
+
+def test_the_version_map_takes_plain_images_and_entries_with_a_session_store() -> None:
+    config = OperatorConfig.from_mapping(
+        {
+            "versions": {
+                "16.0": {"image": "odoo:16.0"},
+                "17.0": {"image": "registry.example/odoo:17.0", "sessionStore": "redis"},
+                "18.0": "odoo:18.0",
+            }
+        }
+    )
+    # Every entry still names its image the way the rest of the operator reads it.
+    assert config.images == {
+        "16.0": "odoo:16.0",
+        "17.0": "registry.example/odoo:17.0",
+        "18.0": "odoo:18.0",
+    }
+    assert config.image_for("17.0", None) == "registry.example/odoo:17.0"
+    assert config.session_store_for("17.0", None) == "redis"
+    assert config.session_store_for("16.0", None) == "none"
+    assert config.session_store_for("18.0", None) == "none"
+    # spec.image: the map describes its own image only.
+    assert config.session_store_for("17.0", "registry.example/odoo:17.0") == "redis"
+    assert config.session_store_for("17.0", "registry.example/custom:17.0") == "none"
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"image": "odoo:17.0", "sessionstore": "redis"}, r"sessionstore is not a version"),
+        (
+            {"image": "odoo:17.0", "sessionStore": "memcached"},
+            r"sessionStore must be one of redis, none",
+        ),
+        ({"image": "odoo:17.0", "sessionStore": True}, r"sessionStore must be one of redis, none"),
+        ({"sessionStore": "redis"}, r"image must be an image reference"),
+        ({"image": " "}, r"image must be an image reference"),
+    ],
+)
+def test_a_version_entry_that_would_be_misread_is_refused(
+    entry: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=r'versions\["17\.0"\]\.' + message):
+        OperatorConfig.from_mapping({"versions": {"17.0": entry}})
+
+
+def _outcome_of_a_serving_tenant(tenant: Tenant, config: OperatorConfig) -> Outcome:
+    """The conditions of a pass in which every part of ``tenant`` is up, as _finish ends it."""
+    outcome = Outcome()
+    for part in ("DatabaseReady", "RedisReady", "Initialized", "WorkloadReady", "IngressReady"):
+        outcome.set(part, True, "Ok", "up")
+    version = tenant.spec.version
+    outcome.conditions.append(
+        reconcile._sessions_condition(tenant, "main", version, config.images.get(version))
+    )
+    return reconcile._finish(outcome, SimpleNamespace(kube=SimpleNamespace(writes=0)), 0)  # type: ignore[arg-type]
+
+
+def test_sessions_outside_redis_are_reported_without_making_the_tenant_unready() -> None:
+    config = OperatorConfig.from_mapping(
+        {"versions": {"17.0": {"image": "odoo:17.0", "sessionStore": "redis"}, "18.0": "odoo:18.0"}}
+    )
+    filestore = _outcome_of_a_serving_tenant(_tenant(), config)
+    redis = _outcome_of_a_serving_tenant(_session_tenant(), config)
+    custom = _outcome_of_a_serving_tenant(_tenant(image="registry.example/odoo:18.0-x"), config)
+
+    conditions = {c.type: c for c in filestore.conditions}
+    assert conditions["SessionsInRedis"].status == "False"
+    assert conditions["SessionsInRedis"].reason == "NoSessionModule"
+    assert "filestore" in conditions["SessionsInRedis"].message
+    assert "Odoo 18.0 has no session module" in conditions["SessionsInRedis"].message
+    assert conditions["Ready"].status == "True"
+    assert conditions["Reconciling"].status == "False"
+    assert filestore.phase == "Ready"
+    sessions = next(c for c in redis.conditions if c.type == "SessionsInRedis")
+    assert (sessions.status, sessions.reason) == ("True", "SessionModule")
+    assert "session::odoo:acme:" in sessions.message
+    message = next(c for c in custom.conditions if c.type == "SessionsInRedis").message
+    assert "spec.image registry.example/odoo:18.0-x" in message
+    assert next(c for c in custom.conditions if c.type == "Ready").status == "True"

@@ -227,7 +227,8 @@ class RedisAdmin:
         return await self._reconcile(user, password, must_exist=True)
 
     async def drop(self, user: TenantRedisUser, delete_keys: bool) -> DropResult:
-        """Delete ``user`` and, when ``delete_keys``, every key under its prefix; idempotent.
+        """Delete ``user`` and, when ``delete_keys``, every key under its prefixes (its own
+        and its sessions'); idempotent.
 
         The user goes first, which also disconnects its clients, so no key is written
         behind the scan. Keys are found with ``SCAN MATCH <prefix>*`` and removed with
@@ -236,8 +237,9 @@ class RedisAdmin:
         async with self._session() as client:
             deleted = int(await _command(client, "ACL", "DELUSER", user.username))
             removed = 0
-            if delete_keys:
-                pattern = _glob_escape(user.key_prefix) + "*"
+            prefixes = (user.key_prefix, user.session_key_prefix) if delete_keys else ()
+            for prefix in prefixes:
+                pattern = _glob_escape(prefix) + "*"
                 cursor = 0
                 while True:
                     with metrics.observe_call("redis", "scan"):

@@ -1,8 +1,13 @@
 """The Redis side of a tenant, as data: its ACL user, the rules it gets, and their comparison.
 
-Each tenant gets a Redis ACL user confined to one key prefix and one channel prefix; Odoo's
-Redis session store is configured with a key prefix that starts with the tenant's, so the
-sessions of two tenants can neither be read nor overwritten across the boundary.
+Each tenant gets a Redis ACL user confined to one key prefix and one channel prefix, plus
+the one key prefix Odoo's Redis session store writes to. That store (Camptocamp's
+``session_redis``) names every key ``session:`` followed by ``:<prefix>:`` and the session
+id, so it can never write under ``odoo:<name>:``; it is given the prefix ``odoo:<name>`` and
+writes ``session::odoo:<name>:<sid>``, which :attr:`TenantRedisUser.session_key_pattern`
+covers. Both prefixes end in ``:`` after the instance name, which holds no ``:``, so the
+sessions of two tenants can neither be read nor overwritten across the boundary, even when
+one name begins with the other (``acme`` and ``acme-x``).
 
 Azure Cache for Redis disables the ``ACL`` command, so per-tenant isolation needs an
 ACL-capable Redis: an in-cluster Redis >= 6, or Azure Managed Redis with custom access
@@ -40,6 +45,9 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 USERNAME_PREFIX = "odoo-"
 KEY_PREFIX_ROOT = "odoo:"
+# What session_redis (session.py, RedisSessionStore) puts before its configured prefix: the
+# fixed "session:", then the ":" it joins the prefix with.
+SESSION_KEY_ROOT = "session::"
 
 # What the tenant may run, after "-@all". Categories rather than command lists, so commands a
 # newer Redis adds to a data-type category come with it; then everything that could reach
@@ -114,6 +122,30 @@ class TenantRedisUser:
         """The glob every key of the tenant matches, e.g. ``odoo:acme:*``."""
         return f"{self.key_prefix}*"
 
+    @property
+    def session_store_prefix(self) -> str:
+        """``ODOO_SESSION_REDIS_PREFIX`` for the tenant's pods, e.g. ``odoo:acme``.
+
+        The key prefix without its last ``:``, which session_redis adds back after it.
+        """
+        return self.key_prefix.removesuffix(":")
+
+    @property
+    def session_key_prefix(self) -> str:
+        """What every key session_redis writes for the tenant begins with, e.g.
+        ``session::odoo:acme:``: the store's fixed root, the configured prefix, ``:``."""
+        return f"{SESSION_KEY_ROOT}{self.session_store_prefix}:"
+
+    @property
+    def session_key_pattern(self) -> str:
+        """The glob of the tenant's session keys, e.g. ``session::odoo:acme:*``."""
+        return f"{self.session_key_prefix}*"
+
+    @property
+    def key_patterns(self) -> tuple[str, ...]:
+        """Every glob the tenant's keys may match: its own prefix, and its sessions'."""
+        return (self.key_pattern, self.session_key_pattern)
+
 
 def tenant_redis_user(instance_name: str) -> TenantRedisUser:
     """The Redis user of the ``OdooInstance`` named ``instance_name``.
@@ -143,8 +175,11 @@ def build_acl_rules(user: TenantRedisUser, password_sha256: str) -> list[str]:
     ``reset`` first, so the rules replace whatever the user had (extra passwords, patterns,
     selectors, flags) in one atomic command. The password is given as its SHA-256 hash
     (``#<hex>``): the clear text then never crosses the wire in ``ACL SETUSER``, and never
-    shows in ``MONITOR``, the slow log or ``ACL LOG``. Keys and channels are confined to
-    the tenant's prefix; commands are :data:`TENANT_COMMAND_RULES`.
+    shows in ``MONITOR``, the slow log or ``ACL LOG``. Keys are confined to the tenant's
+    prefix and its session keys (:attr:`TenantRedisUser.key_patterns`), channels to the
+    tenant's prefix; commands are :data:`TENANT_COMMAND_RULES`. The session pattern is
+    granted whether or not the tenant's image has a session module: the names are the
+    tenant's either way, and its ACL then does not change with its image.
     """
     digest = password_sha256.lower()
     if not _SHA256_HEX.fullmatch(digest):
@@ -156,7 +191,7 @@ def build_acl_rules(user: TenantRedisUser, password_sha256: str) -> list[str]:
         "reset",
         "on",
         f"#{digest}",
-        f"~{user.key_pattern}",
+        *(f"~{pattern}" for pattern in user.key_patterns),
         f"&{user.key_pattern}",
         *TENANT_COMMAND_RULES,
     ]

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..model.config import ServerTls
+from ..model.config import DEFAULT_SESSION_STORE, ServerTls, SessionStore
 from ..model.names import (
     API_VERSION,
     INSTANCE_KIND,
@@ -62,6 +62,10 @@ class Tenant:
     redis_tls: ServerTls | None = None
     database_ca: str | None = None
     redis_ca: str | None = None
+    # Where the running image keeps web sessions (the version map's ``sessionStore``):
+    # "redis" loads its session module and points it at the tenant's Redis user; "none"
+    # configures no session store at all, and Odoo keeps sessions in the filestore.
+    session_store: SessionStore = DEFAULT_SESSION_STORE
 
     @property
     def namespace(self) -> str:

@@ -7,8 +7,16 @@ import dataclasses
 import hashlib
 from typing import Any
 
+from ..model.config import SESSION_MODULES
 from ..model.odoo_options import has_control_characters, validated_config_options
+from .odoo_users import (
+    INIT_INSTALL_CONTAINER,
+    INIT_USERS_CONTAINER,
+    users_step_command,
+    users_step_env,
+)
 from .quantities import canonical_quantity, canonical_resources
+from .redis_acl import TenantRedisUser
 from .server_tls import (
     build_server_ca_secret,
     ca_volume,
@@ -68,6 +76,13 @@ def render_odoo_conf(tenant: Tenant) -> str:
         # Odoo hands it to psycopg2 as sslmode; the CA comes from PGSSLROOTCERT (pod env).
         # Only when the registry sets a mode: a tenant without one keeps its config checksum.
         owned["db_sslmode"] = tenant.database_tls.mode
+    session_module = SESSION_MODULES.get(tenant.session_store)
+    if session_module is not None:
+        # session_redis replaces Odoo's session store when it is imported, which only a
+        # server-wide module is, in every process before any request. The list replaces
+        # Odoo's default (base,web), so it names those too. Only then: Odoo merely logs a
+        # server-wide module it cannot find, and a tenant without one keeps its checksum.
+        owned["server_wide_modules"] = f"base,web,{session_module}"
     extras = validated_config_options(spec.config)
     if extras.keys() & owned.keys():
         # The allowlist and the operator's options are disjoint; should they ever meet,
@@ -174,29 +189,45 @@ def _container_security_context() -> dict[str, Any]:
 
 
 def _redis_session_env(tenant: Tenant) -> list[dict[str, Any]]:
+    """The session store's variables: none at all unless the image has one.
+
+    session_redis reads ``ODOO_SESSION_REDIS_URL`` (before host, port and password) and
+    never a user name, so the URL is the only way to log in as the tenant's ACL user. Its
+    parts come from ``odoo-redis`` into variables listed before it, which the kubelet
+    expands in ``$(NAME)``, so the pod spec shows no password. The prefix makes the store
+    write ``session::odoo:<name>:<sid>``, the key pattern the tenant's user was given.
+    """
+    if tenant.session_store != "redis":
+        # Nothing in the image would read them: sessions stay in the filestore, and the
+        # SessionsInRedis condition says so rather than a configuration that does nothing.
+        return []
+
     def from_secret(key: str) -> dict[str, Any]:
         return {"secretKeyRef": {"name": REDIS_SECRET, "key": key}}
 
+    variables = {
+        "host": "ODOO_SESSION_REDIS_HOST",
+        "port": "ODOO_SESSION_REDIS_PORT",
+        "username": "ODOO_SESSION_REDIS_USERNAME",
+        "password": "ODOO_SESSION_REDIS_PASSWORD",
+    }
+    user = TenantRedisUser(tenant.redis_user, tenant.redis_key_prefix)
     env: list[dict[str, Any]] = [
         {"name": "ODOO_SESSION_REDIS", "value": "1"},
-        {"name": "ODOO_SESSION_REDIS_HOST", "valueFrom": from_secret("host")},
-        {"name": "ODOO_SESSION_REDIS_PORT", "valueFrom": from_secret("port")},
-        {"name": "ODOO_SESSION_REDIS_USERNAME", "valueFrom": from_secret("username")},
-        {"name": "ODOO_SESSION_REDIS_PASSWORD", "valueFrom": from_secret("password")},
-        {"name": "ODOO_SESSION_REDIS_PREFIX", "valueFrom": from_secret("prefix")},
+        *({"name": name, "valueFrom": from_secret(key)} for key, name in variables.items()),
+        {"name": "ODOO_SESSION_REDIS_PREFIX", "value": user.session_store_prefix},
     ]
-    url = redis_session_url(
-        tenant,
-        {
-            "host": "ODOO_SESSION_REDIS_HOST",
-            "port": "ODOO_SESSION_REDIS_PORT",
-            "username": "ODOO_SESSION_REDIS_USERNAME",
-            "password": "ODOO_SESSION_REDIS_PASSWORD",
-        },
-    )
-    if url is not None:
-        # The session store prefers the URL to host and port: the way to ask it for TLS.
-        env.append({"name": "ODOO_SESSION_REDIS_URL", "value": url})
+    url = redis_session_url(tenant, variables)
+    if url is None:
+        # No TLS asked for: the same URL in clear. An IPv6 literal needs its brackets.
+        host = f"$({variables['host']})"
+        if ":" in tenant.redis.host:
+            host = f"[{host}]"
+        url = (
+            f"redis://$({variables['username']}):$({variables['password']})@{host}:"
+            f"$({variables['port']})/0"
+        )
+    env.append({"name": "ODOO_SESSION_REDIS_URL", "value": url})
     return env
 
 
@@ -384,22 +415,36 @@ def build_disruption_budget(tenant: Tenant) -> dict[str, Any] | None:
 
 
 def build_init_job(tenant: Tenant) -> dict[str, Any]:
-    """One-shot database initialization: install base and the requested modules."""
+    """One-shot database initialization: install base and the requested modules, then set
+    the passwords of the tenant's Odoo users (builders/odoo_users.py).
+
+    Two steps of one pod. The init container :data:`INIT_INSTALL_CONTAINER` runs ``-i``
+    exactly as before, through the image's entrypoint. Only when it succeeded does the main
+    container :data:`INIT_USERS_CONTAINER` give Odoo's ``admin`` user the generated password
+    (``-i base`` leaves it ``admin``) and create the monitoring user, in ``odoo shell``. Two
+    containers rather than one ``sh -c``: each step keeps its own exit status and log
+    (``kubectl logs job/odoo-init -c <step>``), only the second sees the passwords, and the
+    Job succeeds only when both did, so no web pod (made after that) ever serves a database
+    whose ``admin`` still answers to ``admin``. Both run with the same image, configuration,
+    volumes and restricted security context as every Odoo pod.
+    """
+    database = tenant.spec.database
     modules = ",".join(["base", *tenant.spec.modules])
     pod_spec = _pod_spec(
         tenant,
         # No demo data in a tenant's database: Odoo 17.0 and 18.0 load it unless told not to.
-        [
-            "-d",
-            tenant.spec.database,
-            "-i",
-            modules,
-            "--without-demo=all",
-            "--stop-after-init",
-            "--no-http",
-        ],
+        ["-d", database, "-i", modules, "--without-demo=all", "--stop-after-init", "--no-http"],
         with_ports=False,
     )
+    install = pod_spec["containers"][0]
+    install["name"] = INIT_INSTALL_CONTAINER
+    # A container of its own (a second, fresh build), so the two steps share no object.
+    users = _pod_spec(tenant, ["-d", database, "--no-http"], with_ports=False)["containers"][0]
+    users["name"] = INIT_USERS_CONTAINER
+    users["command"] = users_step_command()
+    users["env"] = [*users["env"], *users_step_env()]
+    pod_spec["initContainers"] = [install]
+    pod_spec["containers"] = [users]
     pod_spec["restartPolicy"] = "Never"
     return {
         "apiVersion": "batch/v1",
@@ -430,9 +475,12 @@ def build_upgrade_job(
 ) -> dict[str, Any]:
     """Update ``modules`` in ``database`` (the copy) with ``image``, then stop.
 
-    An init container first gives the copy its own filestore: a hard-linked copy of the
-    original's, so attachments the upgrade writes land with the database that is swapped in,
-    and the original's files stay as they were.
+    An init container first gives the copy its own filestore, ``filestore/<copy>``: a
+    hard-linked copy of the original's, so that the files the upgrade writes or replaces
+    never reach the original's. Odoo names a filestore after its database, and renaming
+    databases moves no directory: once the copy is renamed into the original's place, the
+    Job of :func:`build_upgrade_filestore_job` must move ``filestore/<copy>`` there too, or
+    the tenant would read the original's files and miss every file the upgrade wrote.
     """
     upgrading = dataclasses.replace(tenant, image=image)
     pod_spec = _pod_spec(
@@ -470,6 +518,114 @@ def build_upgrade_job(
         "spec": {
             # One attempt: a failed migration is rolled back, never silently re-run.
             "backoffLimit": 0,
+            "ttlSecondsAfterFinished": 7 * 24 * 3600,
+            "template": {"metadata": {"labels": job_labels}, "spec": pod_spec},
+        },
+    }
+
+
+# Puts filestore directory $INCOMING in the place of $LIVE and keeps $LIVE as $ASIDE, all
+# three beside each other in $FILESTORE. Two renames cannot be one atomic step, so the
+# script reads where it stopped from what exists and may be run again after any
+# interruption: $ASIDE existing means the first rename is done, $INCOMING gone means the
+# second is. It refuses, moving nothing, in a state no interrupted run can leave. A
+# directory that does not exist is an empty filestore (a database that never stored a
+# file has none), so it is made first: afterwards the kept side always exists, which is
+# what lets a later run of the same script, the other way round, put it back.
+UPGRADE_FILESTORE_SCRIPT = """\
+set -eu
+refuse() { echo "refusing, nothing was moved in $FILESTORE: $*" >&2; exit 1; }
+mkdir -p "$FILESTORE"
+cd "$FILESTORE"
+if [ ! -e "$ASIDE" ]; then
+  if [ -e "$LIVE" ] && [ ! -e "$INCOMING" ]; then refuse "$LIVE exists, $INCOMING does not"; fi
+  mkdir -p "$LIVE" "$INCOMING"
+  mv -- "$LIVE" "$ASIDE"
+fi
+if [ -e "$INCOMING" ]; then
+  if [ -e "$LIVE" ]; then refuse "$LIVE, $INCOMING and $ASIDE all exist"; fi
+  mv -- "$INCOMING" "$LIVE"
+fi
+if [ ! -d "$LIVE" ]; then refuse "$ASIDE exists, neither $LIVE nor $INCOMING does"; fi
+echo "$FILESTORE/$LIVE now holds what was $INCOMING; the previous files are in $ASIDE"
+"""
+
+
+def upgrade_filestore_job_name(upgrade_id: str, *, rollback: bool = False) -> str:
+    """The Job that moves the filestore directories of one upgrade attempt, or of its
+    rollback."""
+    return f"odoo-{'rollback' if rollback else 'upgrade'}-{upgrade_id}-filestore"
+
+
+def build_upgrade_filestore_job(
+    tenant: Tenant,
+    *,
+    upgrade_id: str,
+    image: str,
+    live: str,
+    incoming: str,
+    aside: str,
+    rollback: bool = False,
+) -> dict[str, Any]:
+    """Move ``filestore/<incoming>`` into the place of ``filestore/<live>``, keeping the
+    latter as ``filestore/<aside>`` (:data:`UPGRADE_FILESTORE_SCRIPT`).
+
+    After an upgrade's database switch: the copy's files become the tenant's and the
+    previous ones follow the previous database (``incoming`` the copy, ``aside`` the kept
+    name). For a rollback the same move the other way (``incoming`` the kept name, ``aside``
+    the failed upgrade's). Only a pod in the tenant namespace can reach the filestore volume,
+    hence a Job; it needs no configuration, credentials or network, just a shell and ``mv``,
+    which every Odoo image has. The script is safe to run again, so the pod may be retried.
+    """
+    filestore = f"{_DATA_DIR}/filestore"
+    container: dict[str, Any] = {
+        "name": "filestore",
+        "image": image,
+        "command": ["sh", "-c", UPGRADE_FILESTORE_SCRIPT],
+        "env": [
+            {"name": "FILESTORE", "value": filestore},
+            {"name": "LIVE", "value": live},
+            {"name": "INCOMING", "value": incoming},
+            {"name": "ASIDE", "value": aside},
+        ],
+        "securityContext": _container_security_context(),
+        # Two renames: stated rather than left to the LimitRange's Odoo-sized defaults,
+        # which would count against the tenant's quota while web and cron are down anyway.
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "16Mi"},
+            "limits": {"cpu": "100m", "memory": "64Mi"},
+        },
+        "volumeMounts": [{"name": "filestore", "mountPath": _DATA_DIR}],
+    }
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": "odoo",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": _pod_security_context(),
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": [{"name": "filestore", "persistentVolumeClaim": {"claimName": FILESTORE_CLAIM}}],
+    }
+    if tenant.node_selector:
+        pod_spec["nodeSelector"] = dict(tenant.node_selector)
+    if tenant.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in tenant.tolerations]
+    job_labels = {
+        **labels(tenant, "upgrade"),
+        "odoo.tenantops.io/upgrade": upgrade_id,
+        "odoo.tenantops.io/upgrade-step": "rollback-filestore" if rollback else "filestore",
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            **metadata(tenant, upgrade_filestore_job_name(upgrade_id, rollback=rollback)),
+            "labels": job_labels,
+        },
+        "spec": {
+            # A pod lost with its node is simply run again: the script resumes where the
+            # previous one stopped. A refusal fails every attempt the same way.
+            "backoffLimit": 3,
             "ttlSecondsAfterFinished": 7 * 24 * 3600,
             "template": {"metadata": {"labels": job_labels}, "spec": pod_spec},
         },

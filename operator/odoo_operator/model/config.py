@@ -19,6 +19,10 @@ test cluster (docs/encryption-in-transit.md).
 The ``policy`` section limits what tenants may ask for (see :class:`TenantPolicy`); its
 defaults change nothing for existing tenants except that outgoing mail options are
 forbidden outside production.
+
+The version map ``versions`` maps an Odoo major version to its image, either as a plain
+string (``"17.0": odoo:17.0``) or as ``{image: odoo:17.0, sessionStore: redis}``, which also
+says where the image can keep Odoo's web sessions (see :data:`SESSION_STORES`).
 """
 
 from __future__ import annotations
@@ -213,12 +217,26 @@ class TenantPolicy:
         )
 
 
+SessionStore = Literal["redis", "none"]
+# ``sessionStore`` of a version map entry. "redis": the image carries Camptocamp's
+# session_redis (odoo-cloud-platform), which must be loaded server-wide and is told through
+# ODOO_SESSION_REDIS_* variables where to keep sessions. "none": the image has no session
+# module, and Odoo keeps sessions as files under data_dir, on the tenant's filestore volume.
+SESSION_STORES: tuple[SessionStore, ...] = ("redis", "none")
+DEFAULT_SESSION_STORE: SessionStore = "none"
+# The Odoo addon each store needs loaded with ``server_wide_modules``.
+SESSION_MODULES: Mapping[SessionStore, str] = {"redis": "session_redis"}
+_VERSION_ENTRY_KEYS = ("image", "sessionStore")
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     """Everything the operator is configured with, with documented defaults."""
 
     namespace: str = "odoo-operator"
     images: Mapping[str, str] = field(default_factory=dict)
+    # Version -> where its image keeps web sessions; a version missing here has "none".
+    session_stores: Mapping[str, SessionStore] = field(default_factory=dict)
     postgres_servers: Mapping[str, ServerRef] = field(default_factory=dict)
     default_postgres: str | None = None
     redis_servers: Mapping[str, ServerRef] = field(default_factory=dict)
@@ -256,6 +274,18 @@ class OperatorConfig:
                 "add it to the operator's version map or set spec.image"
             ) from None
 
+    def session_store_for(self, version: str, override: str | None) -> SessionStore:
+        """Where the image of ``version`` keeps web sessions, per the version map.
+
+        ``override`` is the instance's ``spec.image``: an image the map does not describe
+        gets "none", since the operator cannot know whether it carries a session module, and
+        configuring one that is absent would do nothing (Odoo only logs a server-wide module
+        it cannot load). An override equal to the map's own image is that image.
+        """
+        if override and override != self.images.get(version):
+            return "none"
+        return self.session_stores.get(version, DEFAULT_SESSION_STORE)
+
     def postgres_server(self, ref: str | None) -> ServerRef:
         """The PostgreSQL server an instance refers to (the default when unset)."""
         return _pick(self.postgres_servers, ref or self.default_postgres, "PostgreSQL")
@@ -282,9 +312,11 @@ class OperatorConfig:
         redis, default_redis = _servers(data.get("redisServers", {}), "redisServers")
         dedicated = data.get("dedicatedNodePool", {})
         stores, default_store = _blob_stores(data.get("blobStores", {}))
+        images, session_stores = _versions(data.get("versions") or {})
         return cls(
             namespace=data.get("operatorNamespace", "odoo-operator"),
-            images={str(k): str(v) for k, v in data.get("versions", {}).items()},
+            images=images,
+            session_stores=session_stores,
             postgres_servers=postgres,
             default_postgres=default_pg,
             redis_servers=redis,
@@ -312,6 +344,41 @@ class OperatorConfig:
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read operator configuration {path}: {exc}") from exc
         return cls.from_mapping(data)
+
+
+def _versions(raw: Any) -> tuple[dict[str, str], dict[str, SessionStore]]:
+    """Parse the version map: version -> image, and version -> session store.
+
+    An entry is an image reference, or a mapping ``{image, sessionStore}``; an unknown key in
+    the mapping is an error, as a misspelt ``sessionStore`` would otherwise leave the
+    tenants' sessions elsewhere than the configuration says without a word.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError('versions must map Odoo versions to images, such as {"18.0": odoo:18.0}')
+    images: dict[str, str] = {}
+    session_stores: dict[str, SessionStore] = {}
+    for version, entry in raw.items():
+        key = f"versions[{json.dumps(str(version))}]"
+        if not isinstance(entry, Mapping):
+            images[str(version)] = str(entry)
+            continue
+        unknown = sorted(str(k) for k in entry if k not in _VERSION_ENTRY_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"{key}.{unknown[0]} is not a version setting "
+                f"(known: {', '.join(_VERSION_ENTRY_KEYS)})"
+            )
+        image = entry.get("image")
+        if not isinstance(image, str) or not image.strip():
+            raise ConfigError(f"{key}.image must be an image reference, got {image!r}")
+        store = entry.get("sessionStore", DEFAULT_SESSION_STORE)
+        if store not in SESSION_STORES:
+            raise ConfigError(
+                f"{key}.sessionStore must be one of {', '.join(SESSION_STORES)}, got {store!r}"
+            )
+        images[str(version)] = image
+        session_stores[str(version)] = store
+    return images, session_stores
 
 
 def _servers(raw: Mapping[str, Any], section: str) -> tuple[dict[str, ServerRef], str | None]:
