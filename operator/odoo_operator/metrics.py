@@ -368,6 +368,8 @@ class TenantState:
     probe: ProbeResult | None = None
     # (target, check) per synthetic check target ("service", "public").
     health_checks: tuple[tuple[str, HealthCheck], ...] = ()
+    # The monitoring user's login and one read through the tenant's Service.
+    login_check: HealthCheck | None = None
 
     def condition(self, type_: str) -> tuple[str, str] | None:
         """(status, reason) of a condition, or None."""
@@ -569,6 +571,14 @@ def record_health_check(instance: str, target: str, check: HealthCheck) -> None:
             _STATE.tenants[instance] = replace(state, health_checks=checks)
 
 
+def record_login_check(instance: str, check: HealthCheck) -> None:
+    """A synthetic login of the tenant's monitoring user and one read through its Service
+    (ignored once the tenant is gone)."""
+    with _STATE.lock:
+        if instance in _STATE.tenants:
+            _STATE.tenants[instance] = replace(_STATE.tenants[instance], login_check=check)
+
+
 def record_probe_round(seconds: float, tenants: int) -> None:
     """How long the last full round of tenant probes took, and over how many tenants."""
     with _STATE.lock:
@@ -729,6 +739,17 @@ def _fleet_metrics(
         "Wall time of the last synthetic check of the tenant's /web/health, by target.",
         ("instance", "target"),
     )
+    login_up = _gauge(
+        "tenant_login_check_up",
+        "1 when the tenant's monitoring user (odoo-operator-monitor, a portal user) last "
+        "logged in through the tenant's Service and read its own user record within the "
+        "timeout, else 0 (also when /web/health failed in the same round: no login tried).",
+    )
+    login_duration = _gauge(
+        "tenant_login_check_duration_seconds",
+        "Wall time of the last synthetic login and read of the tenant's monitoring user "
+        "(0 when none was tried).",
+    )
     info = _gauge(
         "tenant_info",
         "One series per tenant, value 1, labelled with its spec.environment (production, "
@@ -742,6 +763,9 @@ def _fleet_metrics(
         for target, check in state.health_checks:
             health_up.add_metric([name, target], 1 if check.up else 0)
             health_duration.add_metric([name, target], check.duration_seconds)
+        if state.login_check is not None:
+            login_up.add_metric([name], 1 if state.login_check.up else 0)
+            login_duration.add_metric([name], state.login_check.duration_seconds)
         for type_, status, reason in state.conditions:
             condition.add_metric([name, type_, status], 1)
             if type_ == "BackupHealthy":
@@ -783,7 +807,7 @@ def _fleet_metrics(
     yield from (condition, rpo, upgrade_failed, backup_time, backup_size, backup_duration)
     yield from (verify_time, verify_ok, failures, drift, probe_up, probe_duration)
     yield from (size, connections, limit, longest, overdue, lag, queue)
-    yield from (health_up, health_duration, info)
+    yield from (health_up, health_duration, login_up, login_duration, info)
 
     round_gauge = _gauge(
         "probe_round_duration_seconds",

@@ -18,7 +18,9 @@ target of ``ODOO_OPERATOR_HEALTH_CHECKS`` (comma-separated; default ``service``)
 ``service`` is the tenant's Service inside the cluster (``http://odoo.<namespace>.svc:8069``,
 allowed by the tenant's NetworkPolicy ``allow-operator-health-check``), ``public`` its first
 host over HTTPS through the ingress controller; ``none`` turns the checks off. A 200 in time
-is up; anything else, including a redirect, is down.
+is up; anything else, including a redirect, is down. With ``service``, the tenant's monitoring
+user then logs in through the Service and reads its own user record (:mod:`.odoo_login`;
+never as the admin), recorded as ``tenant_login_check_up`` and its duration.
 
 A slow, refusing or missing database marks only that tenant's ``tenant_probe_up`` 0; the
 loop itself runs as its own task, so it never delays a handler, and the scrape only renders
@@ -29,6 +31,7 @@ databases) or with a backup or restore running in this process are skipped for t
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import math
 import os
@@ -42,12 +45,14 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from .. import metrics
+from ..builders.odoo_users import CREDENTIALS_SECRET, MONITOR_LOGIN, MONITOR_PASSWORD_KEY
 from ..builders.schedule import parse_duration
 from ..builders.tenant import ODOO_HTTP_PORT
 from ..engine.database import first_line
 from ..model.spec import InstanceSpec
 from ..reconcile.backups import tenant_database_access
 from ..reconcile.clients import Clients
+from .odoo_login import check_login
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +218,9 @@ class TenantProber:
         self._conninfo: dict[str, tuple[str, float]] = {}
         self._down: set[str] = set()  # logged once when a tenant goes down, once when back
         self._unreachable: set[tuple[str, str]] = set()  # (tenant, target), logged likewise
+        # instance -> (monitoring user's password or None, fetched at), read like _conninfo.
+        self._monitor_passwords: dict[str, tuple[str | None, float]] = {}
+        self._login_failing: set[str] = set()  # logged once when the login fails, once back
         self._session: aiohttp.ClientSession | None = None
 
     async def _conninfo_of(self, name: str, spec: InstanceSpec) -> str:
@@ -253,14 +261,78 @@ class TenantProber:
                     )
             metrics.record_probe(name, result)
 
+    async def _monitor_password_of(self, name: str, spec: InstanceSpec) -> str | None:
+        """The monitoring user's password from the tenant's credentials Secret (None: not
+        there yet), cached like the database access."""
+        cached = self._monitor_passwords.get(name)
+        if cached is not None and time.monotonic() - cached[1] < _CREDENTIAL_TTL_SECONDS:
+            return cached[0]
+        secret = await self.clients.kube.get("v1", "Secret", CREDENTIALS_SECRET, spec.namespace)
+        encoded = ((secret or {}).get("data") or {}).get(MONITOR_PASSWORD_KEY)
+        password = base64.b64decode(encoded).decode() if encoded else None
+        self._monitor_passwords[name] = (password, time.monotonic())
+        return password
+
+    async def login_one(self, name: str, spec: InstanceSpec, service_up: bool) -> None:
+        """Log in as the tenant's monitoring user through its Service and read one record;
+        record the result. Not tried when the Service's /web/health just failed: the login
+        could only fail too, after the same timeout."""
+        if not service_up:
+            metrics.record_login_check(name, metrics.HealthCheck(up=False, duration_seconds=0.0))
+            return
+        if self._session is None:
+            return
+        try:
+            password = await self._monitor_password_of(name, spec)
+        except Exception as exc:  # noqa: BLE001 - an unreadable Secret means no check this round
+            logger.warning(
+                "synthetic login of tenant %s skipped: %s",
+                name,
+                first_line(exc),
+                extra={"instance": name},
+            )
+            return
+        if password is None:
+            return
+        base_url = f"http://odoo.{spec.namespace}.svc:{ODOO_HTTP_PORT}"
+        async with self._semaphore:
+            check = await check_login(
+                self._session,
+                base_url,
+                spec.database,
+                MONITOR_LOGIN,
+                password,
+                self.settings.timeout,
+            )
+        metrics.record_login_check(name, check)
+        if not check.up:
+            # A password rotated by hand is read again at the next round.
+            self._monitor_passwords.pop(name, None)
+            if name not in self._login_failing:
+                self._login_failing.add(name)
+                logger.warning(
+                    "synthetic login of tenant %s as %s through service failed",
+                    name,
+                    MONITOR_LOGIN,
+                    extra={"instance": name},
+                )
+        elif name in self._login_failing:
+            self._login_failing.discard(name)
+            logger.info(
+                "synthetic login of tenant %s succeeds again", name, extra={"instance": name}
+            )
+
     async def check_one(self, name: str, spec: InstanceSpec) -> None:
         """Run the tenant's synthetic checks and record them; log changes of reachability."""
         if self._session is None:
             return
+        service_up: bool | None = None
         for target, url in health_check_urls(spec, self.settings.health_checks).items():
             async with self._semaphore:
                 check = await check_health(self._session, url, self.settings.timeout)
             metrics.record_health_check(name, target, check)
+            if target == "service":
+                service_up = check.up
             key = (name, target)
             if not check.up and key not in self._unreachable:
                 self._unreachable.add(key)
@@ -279,6 +351,8 @@ class TenantProber:
                     target,
                     extra={"instance": name},
                 )
+        if service_up is not None:
+            await self.login_one(name, spec, service_up)
 
     async def run_round(self) -> int:
         """Probe every tenant once, and check the serving ones; the number probed."""
@@ -287,6 +361,9 @@ class TenantProber:
             self._conninfo.pop(gone, None)
         self._down &= set(targets)
         self._unreachable = {key for key in self._unreachable if key[0] in targets}
+        for gone in set(self._monitor_passwords) - set(targets):
+            self._monitor_passwords.pop(gone, None)
+        self._login_failing &= set(targets)
         due = [
             (name, spec)
             for name, (spec, phase) in sorted(targets.items())
@@ -308,7 +385,9 @@ class TenantProber:
     async def run(self) -> None:
         """Probe rounds forever, one every interval (or back to back when a round is slower)."""
         # One HTTP session for every check, closed when the loop is cancelled at cleanup.
-        async with aiohttp.ClientSession() as session:
+        # No cookie jar: the login check carries its session itself (odoo_login.py), and no
+        # tenant's cookie may ever be sent to another.
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
             self._session = session
             try:
                 while True:
