@@ -241,7 +241,7 @@ def test_a_clone_into_staging_is_neutralized_and_keeps_the_replaced_database(
     backup = _wait_finished(custom, BACKUPS, _backup(custom, production))
     assert backup["status"]["phase"] == "Succeeded", backup["status"]
 
-    restore = _restore(custom, backup["metadata"]["name"], staging)
+    restore = _restore(custom, backup["metadata"]["name"], staging, fromInstance=production)
     status = restore["status"]
     assert status["phase"] == "Succeeded", status
     assert (status["mode"], status["neutralized"]) == ("Clone", True)
@@ -310,7 +310,7 @@ def test_a_tampered_backup_is_refused_and_the_target_left_untouched(
     dump = f"{production}/{backup['status']['backupId']}/database.dump"
     container.upload_blob(dump, b"not the dump that was checksummed", overwrite=True)
 
-    restore = _restore(custom, backup["metadata"]["name"], staging)
+    restore = _restore(custom, backup["metadata"]["name"], staging, fromInstance=production)
     assert restore["status"]["phase"] == "Failed"
     assert "does not match its manifest" in restore["status"]["message"]
     with psycopg.connect(tenant_login(k8s, postgres_dsn, staging)) as db:

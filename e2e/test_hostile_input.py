@@ -1037,6 +1037,7 @@ def test_a_restore_of_a_missing_backup_fails_touching_nothing_and_cannot_be_edit
 
 UNICODE = "\U0001f511 rotaci\u00f3n \u043a\u043b\u044e\u0447 \u2028\u202e\u0000"
 
+
 def _operator_annotation(key: str) -> Refused:
     return Refused(f"metadata.annotations[{key}]", "printable ASCII")
 

@@ -97,6 +97,14 @@ def _set_image(custom: client.CustomObjectsApi, name: str, image: str, **spec: A
     )
 
 
+def _filestore_job(k8s: client.ApiClient, name: str, job: str) -> tuple[str, dict[str, str]]:
+    """The image and directory names of a filestore Job, which must have completed."""
+    found = client.BatchV1Api(k8s).read_namespaced_job(job, f"odoo-{name}")
+    assert (found.status.succeeded or 0) >= 1, found.status
+    container = found.spec.template.spec.containers[0]
+    return str(container.image), {item.name: str(item.value) for item in container.env}
+
+
 def test_a_same_major_image_change_is_upgraded_on_a_copy_and_switched_in(
     k8s: client.ApiClient,
     custom: client.CustomObjectsApi,
@@ -118,6 +126,18 @@ def test_a_same_major_image_change_is_upgraded_on_a_copy_and_switched_in(
     assert (backup["spec"]["reason"], backup["status"]["phase"]) == ("pre-upgrade", "Succeeded")
     assert _content_checksum(login) == before  # the upgraded copy holds the same data
     assert _database_exists(postgres_dsn, upgrade["kept"])
+    # The copy's filestore was moved into the tenant's place before the pods came back, the
+    # previous one beside the previous database (tests/integration/test_upgrade_filestore.py
+    # runs that Job's command under a real Odoo).
+    assert upgrade["filestore"] == "switched"
+    database = f"odoo_{name.replace('-', '_')}"
+    image, names = _filestore_job(k8s, name, f"odoo-upgrade-{upgrade['id']}-filestore")
+    assert image == NEW_IMAGE
+    assert (names["LIVE"], names["INCOMING"], names["ASIDE"]) == (
+        database,
+        upgrade["copy"],
+        upgrade["kept"],
+    )
     wait_ready(custom, name, operator)
     assert _web_image(k8s, name) == NEW_IMAGE
     eventually(
@@ -188,6 +208,7 @@ def test_a_failing_upgrade_job_rolls_back_with_the_database_unchanged_and_is_not
     assert "the upgrade Job failed" in upgrade["message"]
     assert instance["status"]["runningImage"] == old_image
     assert _content_checksum(login) == before
+    assert "filestore" not in upgrade  # nothing was switched, so no directory moved
     eventually(
         lambda: _condition(_instance(custom, name), "Upgraded")["reason"] == "UpgradeFailed",
         "condition Upgraded=False with reason UpgradeFailed",
@@ -223,6 +244,15 @@ def test_a_failed_health_gate_swaps_the_untouched_database_back(
     assert "not available within 1m" in upgrade["message"]
     assert instance["status"]["runningImage"] == old_image
     assert _content_checksum(tenant_login(k8s, postgres_dsn, name)) == before
+    # The previous filestore went back with the previous database, moved by a Job on the
+    # image the tenant ran before; the upgraded one follows the failed database.
+    assert upgrade["filestore"] == "restored"
+    image, names = _filestore_job(k8s, name, f"odoo-rollback-{upgrade['id']}-filestore")
+    assert image == old_image
+    assert (names["INCOMING"], names["ASIDE"]) == (
+        upgrade["kept"],
+        f"odoo_{name.replace('-', '_')}_failed_upgrade_{upgrade['id']}",
+    )
     eventually(lambda: _web_image(k8s, name) == old_image, "web back on the old image")
     wait_ready(custom, name, operator)
 

@@ -3,7 +3,7 @@
 The contract, in order:
 
 1. **Checked before anything is touched.** The manifest exists and is well-formed; it is a
-   backup of ``expected_instance``; its Odoo major is not newer than the target's; the
+   backup of ``expected_instance``; its Odoo major is the one the target runs; the
    owner role exists; an existing target database belongs to it; the names the restore
    keeps the old data under are free; and every part is read in full and matches its
    manifest size and SHA-256 (the filestore tar is also checked for members a restore would
@@ -70,7 +70,9 @@ class RestoreTarget:
     up with. ``owner_role``: the tenant role that owns it and every object in it.
     ``filestore``: the tenant's filestore directory, or None to restore the database only.
     ``expected_instance``: refuse a backup of any other instance (None: accept any, for a
-    deliberate clone). ``target_odoo_version``: refuse a backup of a newer Odoo major.
+    deliberate clone). ``target_odoo_version``: the Odoo version the target runs (its
+    ``status.runningVersion``, not the one its spec may already ask for); a backup of any
+    other major is refused (:func:`check_odoo_versions`).
     ``neutralize`` and ``neutralization``: statements run on the restored copy before it is
     swapped in (a clone must not send mail or run crons of the original).
     """
@@ -209,19 +211,39 @@ async def _checked_manifest(
             f"restore refused: backup {backup_id} is a backup of instance {manifest.instance}, "
             f"not of {target.expected_instance}"
         )
-    try:
-        target_major = odoo_major(target.target_odoo_version)
-    except ValueError as error:
-        raise RestoreRefused(f"restore refused: {error}") from None
-    if odoo_major(manifest.odoo_version) > target_major:
-        raise RestoreRefused(
-            f"restore refused: backup {backup_id} was taken with Odoo {manifest.odoo_version}, "
-            f"newer than the target's {target.target_odoo_version}; Odoo cannot run a "
-            f"database of a newer version"
-        )
+    check_odoo_versions(backup_id, manifest.odoo_version, target.target_odoo_version)
     if target.neutralize and not target.neutralization:
         raise RestoreRefused("restore refused: neutralization asked for, but no statements given")
     return manifest
+
+
+def check_odoo_versions(backup_id: str, backup_version: str, target_version: str) -> None:
+    """Refuse, with :class:`~.errors.RestoreRefused`, a backup of another Odoo major than the
+    target runs.
+
+    A newer one Odoo cannot run at all. An older one would meet the new major's code with the
+    old major's tables, nothing migrated: errors when Odoo starts, or worse, once it runs.
+    Moving a database to a new major is the upgrade's work (a copy, migrated by the
+    migration image), so the message says how to get there. Versions of one
+    major (``18.0``, ``18.0.1.3``) pass: the same Odoo runs their databases.
+    """
+    try:
+        backup_major, target_major = odoo_major(backup_version), odoo_major(target_version)
+    except ValueError as error:
+        raise RestoreRefused(f"restore refused: {error}") from None
+    if backup_major > target_major:
+        raise RestoreRefused(
+            f"restore refused: backup {backup_id} was taken with Odoo {backup_version}, "
+            f"newer than the target's {target_version}; Odoo cannot run a database of a "
+            f"newer version"
+        )
+    if backup_major < target_major:
+        raise RestoreRefused(
+            f"restore refused: backup {backup_id} was taken with Odoo {backup_version}, older "
+            f"than the {target_version} the target runs; a restore does not migrate a "
+            f"database. Restore it into an instance running Odoo {backup_version}, then "
+            f"upgrade that instance to {target_version}"
+        )
 
 
 async def _check_target(

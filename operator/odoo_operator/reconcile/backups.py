@@ -15,7 +15,7 @@ import base64
 import datetime
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +179,12 @@ async def run_backup_request(clients: Clients, body: Mapping[str, Any]) -> Backu
     other = await _other_running_backup(clients, request)
     if other is not None:
         raise BackupWaiting(f"waiting for OdooBackup {other} of the same tenant to finish")
+    # The manifest records the version the database is at: the running one. The spec names
+    # the version asked for, which an upgrade's own pre-upgrade backup precedes, and which
+    # a restore of that backup would otherwise be checked against.
+    running = (instance.get("status") or {}).get("runningVersion")
     spec = InstanceSpec.from_resource(instance)
+    spec = replace(spec, version=str(running or spec.version))
     policy = BackupPolicy.from_instance(instance) or BackupPolicy()
     lock = clients.tenant_lock(request.instance)
     if lock.locked():

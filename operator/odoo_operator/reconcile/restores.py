@@ -25,6 +25,7 @@ from typing import Any
 
 from ..builders.neutralize import neutralization_statements
 from ..engine import RestoreRefused, RestoreTarget, restore_backup
+from ..engine.restore import check_odoo_versions
 from ..model.backup import (
     BACKUP_KIND,
     FAILED,
@@ -102,13 +103,26 @@ async def run_restore_request(clients: Clients, body: Mapping[str, Any]) -> dict
             FAILED,
             "TargetNotFound",
             f"OdooInstance {request.target} does not exist; create it first (for a clone, "
-            "an instance of the same or a newer Odoo version)",
+            "an instance of the backup's Odoo version, then upgrade it)",
         )
     target = InstanceSpec.from_resource(target_body)
     # Checked here as well as at admission: the webhook may be bypassed or absent.
     refusals = request.problems(source, target)
     if refusals:
         return finished(status, FAILED, "Refused", f"{' '.join(refusals)} Nothing touched.")
+    # The version the target's database is at: its spec may already ask for the next one.
+    running_version = str((target_body.get("status") or {}).get("runningVersion") or target.version)
+    if backup_status.get("odooVersion"):
+        # Checked from the backup's status before the safety backup and the maintenance: a
+        # refusal must not cost the tenant its uptime. The engine checks the manifest again.
+        try:
+            check_odoo_versions(
+                str(backup_status.get("backupId") or request.backup),
+                str(backup_status["odooVersion"]),
+                running_version,
+            )
+        except RestoreRefused as refused:
+            return finished(status, FAILED, "Refused", f"{refused}. Nothing touched.")
     in_place = request.target == source
     neutralize = request.neutralizes(in_place, target.production)
     status.update(
@@ -153,7 +167,7 @@ async def run_restore_request(clients: Clients, body: Mapping[str, Any]) -> dict
                 owner_role=target.database,
                 filestore=in_process_filestore(clients, target),
                 expected_instance=source,
-                target_odoo_version=target.version,
+                target_odoo_version=running_version,
                 neutralize=neutralize,
                 neutralization=(
                     neutralization_statements(str(uuid.uuid4()), target.url) if neutralize else ()

@@ -8,6 +8,14 @@ idempotent (it checks what is already done before doing it).
 The live database is never touched by the migration: the upgrade runs on a copy
 (``CREATE DATABASE ... TEMPLATE``), and the switch is a rename in one transaction, with the
 old database kept as ``<db>_pre_upgrade_<id>``. Rollback is the same rename backwards.
+
+Odoo keeps a database's files in ``filestore/<database name>`` on the tenant's volume, and a
+database rename moves no directory. The copy gets its own filestore (a hard-linked copy, made
+by the upgrade Job), so each switch of names is followed by the same switch of directories,
+done by a Job in the tenant namespace (the operator cannot reach the volume): step
+``filestore`` after ``switch``, and ``rollback-filestore`` before ``rollback``, its mirror.
+Web and cron stay at zero from ``copy`` until ``health``, and again from the start of a
+rollback to its end, so no pod ever sees one switched without the other.
 """
 
 from __future__ import annotations
@@ -24,7 +32,11 @@ from psycopg import sql
 
 from ..builders.schedule import parse_duration
 from ..builders.tenant import Endpoint, Tenant, TenantCredentials
-from ..builders.workloads import build_upgrade_job, upgrade_job_name
+from ..builders.workloads import (
+    build_upgrade_filestore_job,
+    build_upgrade_job,
+    upgrade_job_name,
+)
 from ..engine import database as db
 from ..model.backup import BACKUP_KIND, SUCCEEDED
 from ..model.backup import FAILED as BACKUP_FAILED
@@ -54,6 +66,19 @@ logger = logging.getLogger(__name__)
 
 Changes = tuple[dict[str, Any], dict[str, Any]]  # (status.upgrade, other status fields)
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+# Steps besides those of model/upgrade.py. The order is
+#   backup, copy, migrate, switch, FILESTORE, health, done
+# and, when the health gate fails,
+#   health, ROLLBACK_FILESTORE, rollback, failed
+# (a rollback ends in "rollback", which the Events and metrics of a rollback key on).
+FILESTORE = "filestore"
+ROLLBACK_FILESTORE = "rollback-filestore"
+# status.upgrade.filestore: where the directories are, once a step has moved them. Its
+# absence before a rollback means nothing was moved (an upgrade switched by an operator
+# without the filestore step), and then nothing must be moved back.
+FILESTORE_SWITCHED = "switched"
+FILESTORE_RESTORED = "restored"
 
 
 def window_open(policy: UpgradePolicy, moment: datetime.datetime) -> bool:
@@ -120,6 +145,10 @@ def _copy_name(database: str, upgrade_id: str) -> str:
 
 def _kept_name(database: str, upgrade_id: str) -> str:
     return f"{database}_pre_upgrade_{upgrade_id}"
+
+
+def _failed_name(database: str, upgrade_id: str) -> str:
+    return f"{database}_failed_upgrade_{upgrade_id}"
 
 
 def _job_tenant(clients: Clients, spec: InstanceSpec, image: str) -> Tenant:
@@ -366,11 +395,7 @@ async def _step_migrate(step: Step) -> Changes | None:
     if live is None:
         await clients.kube.apply(job)
         return {**upgrade, "job": f"{spec.namespace}/{name}"}, {}
-    finished = {
-        c.get("type")
-        for c in (live.get("status") or {}).get("conditions") or []
-        if c.get("status") == "True"
-    }
+    finished = _finished(live)
     if "Failed" in finished:
         await _set_maintenance(clients, spec.name, None)
         return _fail(
@@ -383,6 +408,15 @@ async def _step_migrate(step: Step) -> Changes | None:
     return {**upgrade, "step": SWITCH, "message": "switching to the upgraded database"}, {}
 
 
+def _finished(job: Mapping[str, Any]) -> set[str]:
+    """The conditions a Job holds True, of which ``Complete`` and ``Failed`` are final."""
+    return {
+        str(c.get("type"))
+        for c in (job.get("status") or {}).get("conditions") or []
+        if c.get("status") == "True"
+    }
+
+
 async def _step_switch(step: Step) -> Changes | None:
     clients, spec, upgrade = step.clients, step.spec, step.upgrade
     kept = _kept_name(spec.database, upgrade["id"])
@@ -390,15 +424,81 @@ async def _step_switch(step: Step) -> Changes | None:
         # Done before the operator stopped? Then the kept database exists and the copy not.
         if await db.database_owner(admin, upgrade["copy"]) is not None:
             await db.swap_databases(admin, spec.database, upgrade["copy"], kept)
-    # The new image is recorded with this step; the pods come back in the next one, so the
+    # The new image is recorded with this step; the pods come back two steps later, so the
     # reconciler never brings them back on the old image.
     running = {"runningVersion": upgrade["to"]["version"], "runningImage": upgrade["to"]["image"]}
     return {
         **upgrade,
         "kept": kept,
-        "step": HEALTH,
-        "message": f"starting web and cron on {upgrade['to']['image']}",
+        "step": FILESTORE,
+        "message": f"moving the filestore of {upgrade['copy']} into place; the previous one "
+        f"is kept as {kept}",
     }, running
+
+
+async def _filestore_job(step: Step, job: dict[str, Any]) -> tuple[bool, Changes | None]:
+    """Run one filestore Job while web and cron are held at zero: whether it completed, and
+    the status changes (or None) while it has not.
+
+    A failed Job is not replaced on its own: the script refuses only in a state nobody
+    expects, which someone must look at, and a pod lost on the way was already retried by
+    the Job. The tenant stays in maintenance meanwhile: serving it with a database and a
+    filestore that do not belong together would show missing attachments, or worse, store
+    new ones where the other database looks.
+    """
+    clients, spec, upgrade = step.clients, step.spec, step.upgrade
+    await _set_maintenance(clients, spec.name, f"upgrade/{upgrade['id']}")
+    name = job["metadata"]["name"]
+    where = f"{spec.namespace}/{name}"
+    live = await clients.kube.get("batch/v1", "Job", name, spec.namespace)
+    if live is None:
+        # Pods still stopping could write into a directory about to move: they go first.
+        if not await _scaled_down(clients, spec):
+            return False, None
+        await clients.kube.apply(job)
+        return False, _changed(
+            upgrade,
+            {**upgrade, "filestoreJob": where, "message": f"moving filestore directories: {where}"},
+        )
+    finished = _finished(live)
+    if "Complete" in finished:
+        return True, None
+    if "Failed" in finished:
+        return False, _changed(
+            upgrade,
+            {
+                **upgrade,
+                "filestoreJob": where,
+                "message": f"the filestore Job failed; read kubectl logs -n {spec.namespace} "
+                f"job/{name}. The tenant stays in maintenance. Once the cause is fixed, delete "
+                "the Job and the operator runs it again: it carries on from where it stopped",
+            },
+        )
+    return False, None
+
+
+async def _step_filestore(step: Step) -> Changes | None:
+    """After the database switch: the copy's filestore into the tenant's, the previous one
+    beside the previous database."""
+    spec, upgrade = step.spec, step.upgrade
+    image = upgrade["to"]["image"]
+    job = build_upgrade_filestore_job(
+        _job_tenant(step.clients, spec, image),
+        upgrade_id=upgrade["id"],
+        image=image,
+        live=spec.database,
+        incoming=upgrade["copy"],
+        aside=upgrade["kept"],
+    )
+    done, waiting = await _filestore_job(step, job)
+    if not done:
+        return waiting
+    return {
+        **upgrade,
+        "filestore": FILESTORE_SWITCHED,
+        "step": HEALTH,
+        "message": f"starting web and cron on {image}",
+    }, {}
 
 
 async def _step_health(step: Step) -> Changes | None:
@@ -419,16 +519,45 @@ async def _step_health(step: Step) -> Changes | None:
             "completedAt": timestamp(now()),
             "downtimeSeconds": round((now() - since).total_seconds(), 1),
             "message": f"upgraded to {upgrade['to']['version']} ({upgrade['to']['image']}); "
-            f"the previous database is kept as {upgrade['kept']}",
+            f"the previous database is kept as {upgrade['kept']}"
+            + (f", its files in filestore/{upgrade['kept']}" if upgrade.get("filestore") else ""),
         }, {}
     started = parse_time(upgrade.get("healthSince")) or now()
     if now() - started <= parse_duration(policy.health_timeout):
         return None
     return {
         **upgrade,
-        "step": ROLLBACK,
+        "step": ROLLBACK_FILESTORE,
         "reason": f"web and cron were not available within {policy.health_timeout}",
         "message": "rolling back: the health gate failed",
+    }, {}
+
+
+async def _step_rollback_filestore(step: Step) -> Changes | None:
+    """The first half of a rollback: the previous filestore back into the tenant's place,
+    the upgraded one beside the database it belongs to, the failed upgrade's."""
+    spec, upgrade = step.spec, step.upgrade
+    failed = _failed_name(spec.database, upgrade["id"])
+    if upgrade.get("filestore") == FILESTORE_SWITCHED:
+        image = upgrade["from"]["image"]  # the image the tenant ran on: it is there
+        job = build_upgrade_filestore_job(
+            _job_tenant(step.clients, spec, image),
+            upgrade_id=upgrade["id"],
+            image=image,
+            live=spec.database,
+            incoming=upgrade["kept"],
+            aside=failed,
+            rollback=True,
+        )
+        done, waiting = await _filestore_job(step, job)
+        if not done:
+            return waiting
+        upgrade = {**upgrade, "filestore": FILESTORE_RESTORED}
+    return {
+        **upgrade,
+        "step": ROLLBACK,
+        "message": f"rolling back: the previous database back in place, the upgraded one kept "
+        f"as {failed}",
     }, {}
 
 
@@ -438,7 +567,7 @@ async def _step_rollback(step: Step) -> Changes | None:
     if not await _scaled_down(clients, spec):
         return None
     kept = upgrade["kept"]
-    failed = f"{spec.database}_failed_upgrade_{upgrade['id']}"
+    failed = _failed_name(spec.database, upgrade["id"])
     async with db.connect(await _admin(clients, spec)) as admin:
         if await db.database_owner(admin, kept) is not None:
             await db.swap_databases(admin, spec.database, kept, failed)
@@ -446,12 +575,13 @@ async def _step_rollback(step: Step) -> Changes | None:
         "runningVersion": upgrade["from"]["version"],
         "runningImage": upgrade["from"]["image"],
     }
+    files = f" (its files in filestore/{failed})" if upgrade.get("filestore") else ""
     # Maintenance is lifted once this is recorded (see advance_upgrade): the pods come back
     # on the previous image.
     changes = _fail(
         upgrade,
         f"{upgrade.get('reason')}; rolled back to {upgrade['from']['version']} on the untouched "
-        f"database; the upgraded one is kept as {failed}",
+        f"database; the upgraded one is kept as {failed}{files}",
     )
     return changes[0], running
 
@@ -521,7 +651,12 @@ async def _drop_previous_database(
         "postUpgradeBackup": backup,
         "message": f"upgraded to {upgrade['to']['version']} ({upgrade['to']['image']}); the "
         f"previous database {upgrade['kept']} was dropped after {policy.keep_previous_database}"
-        f" and the post-upgrade backup {backup}",
+        f" and the post-upgrade backup {backup}"
+        + (
+            f"; its files stay in filestore/{upgrade['kept']} until removed by hand"
+            if upgrade.get("filestore")
+            else ""
+        ),
     }, {}
 
 
@@ -534,6 +669,8 @@ _STEPS = {
     COPY: _step_copy,
     MIGRATE: _step_migrate,
     SWITCH: _step_switch,
+    FILESTORE: _step_filestore,
     HEALTH: _step_health,
+    ROLLBACK_FILESTORE: _step_rollback_filestore,
     ROLLBACK: _step_rollback,
 }
