@@ -170,8 +170,7 @@ def test_the_demo_command_runs_end_to_end() -> None:
         [
             sys.executable,
             "-m",
-            "odoo_operator.cli",
-            "dev",
+            "odoo_devstack.cli",
             "demo",
             "--no-wait",
             "--repo",
@@ -184,7 +183,17 @@ def test_the_demo_command_runs_end_to_end() -> None:
     assert result.returncode == 0, result.stderr[-4000:]
     lines = result.stdout.splitlines()
     header = next(line for line in lines if line.startswith("NAME"))
-    assert header.split() == ["NAME", "VERSION", "PHASE", "READY", "URL", "LAST", "BACKUP", "AGE"]
+    assert header.split() == [
+        "NAME",
+        "VERSION",
+        "ENV",
+        "PHASE",
+        "READY",
+        "URL",
+        "LAST",
+        "BACKUP",
+        "AGE",
+    ]
     assert any(line.startswith("acme ") and " Ready " in line and "True" in line for line in lines)
     # The on-demand backup is taken and verified, and cloned into a neutralized staging tenant.
     backup = next(line for line in lines if line.startswith("acme-before-year-end "))
