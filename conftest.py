@@ -26,7 +26,12 @@ REPO = Path(__file__).parent
 # The harness's fixtures: real Odoo runtimes and databases, and the real node's pod runner.
 pytest_plugins = ("odoo_devstack.pytest_fixtures", "odoo_devstack.podrunner.fixtures")
 
-_SUITE_MARKERS = {"unit": "unit", "integration": "integration", "e2e": "e2e"}
+_SUITE_MARKERS = {
+    "unit": "unit",
+    "integration": "integration",
+    "e2e": "e2e",
+    "conformance": "conformance",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

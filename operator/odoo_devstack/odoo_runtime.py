@@ -125,6 +125,13 @@ class RuntimeRecipe:
     # Plain Python libraries installed with their dependencies, in the same resolution as
     # requirements.txt so that its pins hold.
     libraries: tuple[str, ...] = ()
+    # The virtualenv's setuptools, installed in that same resolution. Prefork Odoo starts its
+    # websocket process as `odoo-bin gevent`, whose gevent.monkey.patch_all() loads gevent's
+    # plugins through pkg_resources; the setuptools a new virtualenv of Python 3.11 gets
+    # (65.5) does not find distributions whose metadata folder has a normalised name
+    # (zope_interface-8.7.dist-info), and the process dies with DistributionNotFound:
+    # 'zope.interface' (no websocket on any prefork tenant). Below build_constraints' bound.
+    setuptools: str = "setuptools==79.0.1"
     # Odoo addons published as wheels (OCA), installed with --no-deps: they require an
     # ``odoo`` distribution that no index carries; the source tree is Odoo here.
     addon_wheels: tuple[str, ...] = ()
@@ -509,7 +516,7 @@ class OdooRuntime:
         pip = [str(self.python), "-m", "pip", "install", "--progress-bar", "off"]
         self._run_step(
             "pip install -r requirements.txt",
-            [*pip, "-r", str(requirements), *self.recipe.libraries],
+            [*pip, "-r", str(requirements), self.recipe.setuptools, *self.recipe.libraries],
             env=pip_env,
             timeout=3600,
         )
@@ -525,6 +532,12 @@ class OdooRuntime:
         self._run_step(
             "check the runtime",
             [str(self.python), "-c", _import_check(self.recipe.check_imports)],
+            timeout=300,
+        )
+        # What `odoo-bin gevent` does first (see RuntimeRecipe.setuptools).
+        self._run_step(
+            "check gevent's monkey patching",
+            [str(self.python), "-c", "from gevent import monkey; monkey.patch_all()"],
             timeout=300,
         )
         self._run_step("odoo-bin --version", self.command("--version"), timeout=300)

@@ -12,7 +12,9 @@ without a second PostgreSQL or Redis.
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import yaml
 from kubernetes import client
@@ -45,13 +47,16 @@ def register_servers(
     blob_connection_string: str | None = None,
     backup_execution: str = "inProcess",
     upgrade_concurrency: int = 2,
+    dedicated_node_pool: Mapping[str, Any] | None = None,
 ) -> Path:
     """Create the server Secrets and return the path of the operator config file.
 
     With ``blob_connection_string`` a blob store ``main`` is registered too. Backups run in
     the operator by default, reading filestores from ``<config_dir>/filestores/<instance>``
     (the local stack's volumes are not real, so the tests put attachments there); with
-    ``backup_execution="job"`` they run as Jobs, as in production.
+    ``backup_execution="job"`` they run as Jobs, as in production. ``dedicated_node_pool``
+    (``nodeSelector`` and ``tolerations``) replaces the default pool of dedicated tenants,
+    e.g. with :func:`odoo_devstack.podrunner.node.placement` to run them on the real node.
     """
 
     def secret(name: str, key: str, value: str) -> dict[str, object]:
@@ -92,7 +97,9 @@ def register_servers(
         "ingressControllerNamespace": "traefik",
         "allowedDomains": ALLOWED_DOMAINS,
         "upgradeConcurrency": upgrade_concurrency,
-        "dedicatedNodePool": {"nodeSelector": {}, "tolerations": [DEDICATED_TOLERATION]},
+        "dedicatedNodePool": dict(dedicated_node_pool)
+        if dedicated_node_pool is not None
+        else {"nodeSelector": {}, "tolerations": [DEDICATED_TOLERATION]},
     }
     if blob_connection_string:
         config["blobStores"] = {

@@ -308,3 +308,11 @@ def test_image_policy_names_the_version_map_when_the_instance_has_no_image() -> 
     assert problem.startswith("spec.image: odoo:18.0 is not pinned")
     assert instance_image_policy_problems("18.0", f"odoo@{DIGEST}", config) == []
     assert instance_image_policy_problems("16.0", None, config) == []  # another rule's problem
+
+
+def test_an_option_the_tenants_odoo_version_does_not_read_is_refused() -> None:
+    options = {"limit_memory_hard_gevent": str(2048 * 1024 * 1024)}
+    (problem,) = config_option_problems(options, "production", TenantPolicy(), "17.0")
+    assert problem.startswith("spec.config.limit_memory_hard_gevent: limit_memory_hard_gevent")
+    assert "Odoo 18.0 and later; this tenant runs 17.0" in problem
+    assert config_option_problems(options, "production", TenantPolicy(), "18.0") == []

@@ -90,7 +90,7 @@ def _state_problems(
         *_database_problems(spec, config, databases_claimed_by_others),
         *_image_problems(spec, config),
         *instance_image_policy_problems(spec.version, spec.image, config),
-        *config_option_problems(spec.config, spec.environment, config.policy),
+        *config_option_problems(spec.config, spec.environment, config.policy, spec.version),
     ]
 
 

@@ -156,6 +156,9 @@ class TenantOption:
     kind: ValueKind
     reason: str
     mail: bool = False  # an outgoing mail option, subject to the operator's mail policy
+    # The first Odoo major that reads it: older ones ignore it without a word, so a tenant
+    # would believe a limit is in force that is not.
+    since: int = 0
 
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -183,11 +186,13 @@ _OPTIONS = (
         "limit_memory_soft_gevent",
         _MEMORY,
         "limit_memory_soft for the websocket process (Odoo 18 and later)",
+        since=18,
     ),
     TenantOption(
         "limit_memory_hard_gevent",
         _MEMORY,
         "limit_memory_hard for the websocket process (Odoo 18 and later)",
+        since=18,
     ),
     TenantOption(
         "limit_time_cpu",
@@ -208,6 +213,7 @@ _OPTIONS = (
         "limit_time_worker_cron",
         Integer(0, _WEEK, "seconds; 0 never"),
         "how long a cron thread keeps its database connection before renewing it (Odoo 18)",
+        since=18,
     ),
     TenantOption(
         "limit_request",
@@ -458,16 +464,28 @@ def _value_problem(option: TenantOption, value: str) -> str | None:
 
 
 def config_option_problems(
-    options: Mapping[str, str], environment: str, policy: TenantPolicy
+    options: Mapping[str, str],
+    environment: str,
+    policy: TenantPolicy,
+    version: str | None = None,
 ) -> list[str]:
     """Every reason to refuse ``spec.config``; an empty list admits it.
 
     ``environment`` is ``spec.environment``; ``policy`` the operator's: outgoing mail
-    options are refused where it forbids them. Each message names the field, then the
-    option as odoo.conf spells it.
+    options are refused where it forbids them. ``version`` (``spec.version``) refuses
+    options that Odoo major does not read. Each message names the field, then the option
+    as odoo.conf spells it.
     """
     findings = _judge(options)
     problems = findings.problems
+    major = _major(version)
+    problems += [
+        f"{config_field(findings.spelling[name])}: {name} is read by Odoo "
+        f"{TENANT_OPTIONS[name].since}.0 and later; this tenant runs {version}, which would "
+        "ignore it without a word."
+        for name in findings.options
+        if major is not None and TENANT_OPTIONS[name].since > major
+    ]
     if not policy.mail_options_allowed(environment):
         mail = ", ".join(sorted(MAIL_OPTIONS))
         problems += [
@@ -478,6 +496,11 @@ def config_option_problems(
             if name in MAIL_OPTIONS
         ]
     return problems
+
+
+def _major(version: str | None) -> int | None:
+    head = (version or "").split(".", 1)[0]
+    return int(head) if head.isdigit() else None
 
 
 def validated_config_options(options: Mapping[str, str]) -> dict[str, str]:

@@ -250,7 +250,7 @@ async def reconcile_instance(
     if any(reserved):
         raise Stalled("ReservedName", " ".join(p for p in reserved if p))
     refused = [
-        *config_option_problems(spec.config, spec.environment, config.policy),
+        *config_option_problems(spec.config, spec.environment, config.policy, spec.version),
         *instance_image_policy_problems(spec.version, spec.image, config),
     ]
     if refused:
@@ -577,6 +577,16 @@ async def delete_instance(clients: Clients, body: Mapping[str, Any]) -> list[str
     """Honour the deletion policy; the namespace goes with the owner reference either way."""
     spec = InstanceSpec.from_resource(body)
     done: list[str] = []
+    # The namespace first: its pods stop before their database goes, rather than
+    # logging its absence while they shut down.
+    live = await clients.kube.get("v1", "Namespace", spec.namespace)
+    owner = (((live or {}).get("metadata") or {}).get("labels") or {}).get(INSTANCE_LABEL)
+    if live is not None and owner != spec.name:
+        # Never delete a namespace this instance did not create (an instance named
+        # "operator" would otherwise take the operator's own namespace with it).
+        done.append(f"left namespace {spec.namespace} alone: it is not this tenant's")
+    elif await clients.kube.delete("v1", "Namespace", spec.namespace):
+        done.append(f"deleting namespace {spec.namespace}")
     if spec.deletion_policy == "Delete":
         pg_admin, _ = await clients.postgres(clients.config.postgres_server(spec.database_server))
         tenant_database = TenantDatabase(
@@ -597,12 +607,4 @@ async def delete_instance(clients: Clients, body: Mapping[str, Any]) -> list[str
         done.append(
             f"kept database {spec.database}, its role and Redis keys (deletionPolicy Retain)"
         )
-    live = await clients.kube.get("v1", "Namespace", spec.namespace)
-    owner = (((live or {}).get("metadata") or {}).get("labels") or {}).get(INSTANCE_LABEL)
-    if live is not None and owner != spec.name:
-        # Never delete a namespace this instance did not create (an instance named
-        # "operator" would otherwise take the operator's own namespace with it).
-        done.append(f"left namespace {spec.namespace} alone: it is not this tenant's")
-    elif await clients.kube.delete("v1", "Namespace", spec.namespace):
-        done.append(f"deleting namespace {spec.namespace}")
     return done

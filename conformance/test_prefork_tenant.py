@@ -1,0 +1,285 @@
+"""A tenant with prefork web pods (``workers: 1``), an extra module and tenant options,
+applied through the operator and run by real Odoo 17.0 and 18.0 on the real node.
+
+Each test reads what real Odoo did: the HTTP answers of the pod, the tenant database the
+init Job wrote, the processes and limits of the pods, Odoo's parse of the pods' command
+lines and configuration file, and the pods' logs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import psycopg
+from kubernetes import client
+
+from conformance.tenants import (
+    CRON_TIMEOUT_SECONDS,
+    Tenant,
+    admin_password,
+    authenticate,
+    effective_config,
+    eventually,
+    http_get,
+    init_pod,
+    instance,
+    job,
+    json_rpc,
+    listening_ports,
+    log_records,
+    main_process,
+    odoo_processes,
+    only_pod,
+    pod_is_ready,
+    pod_logs,
+    routed_container_port,
+    rpc_error_name,
+    secret_values,
+    tenant_connection,
+    websocket_handshake,
+)
+from odoo_devstack.podrunner.process import RealNodeProcess
+from odoo_operator.builders.tenant import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT
+
+TENANT_PREFIX = "cfp"
+WORKERS = 1
+CRON_THREADS = 1
+# Values unlike Odoo's defaults (limit_time_real 120, limit_time_cpu 60, limit_memory_hard
+# 2560 MiB, log_level info), so that each one seen in Odoo came from spec.config.
+TENANT_CONFIG = {
+    "limit_time_real": "1234",
+    "limit_time_cpu": "987",
+    "limit_memory_hard": str(3 * 1024**3),
+    "log_level": "warn",
+    # Raises one logger back to INFO under log_level warn: the cron pod's log then says
+    # which scheduled action ran, and nothing else of Odoo's INFO records.
+    "log_handler": "odoo.addons.base.models.ir_cron:INFO",
+}
+TENANT_SPEC: dict[str, Any] = {
+    "workers": WORKERS,
+    "cron": {"replicas": 1, "threads": CRON_THREADS},
+    "modules": ["contacts"],
+    "config": TENANT_CONFIG,
+}
+# The scheduled action made to run: base's daily vacuum, harmless at any time.
+CRON_XMLID = ("base", "autovacuum_job")
+CRON_NAME = "Auto-vacuum internal data"
+_IR_CRON_LOGGER = "odoo.addons.base.models.ir_cron"
+
+
+def _web_ip(k8s: client.ApiClient, tenant: Tenant) -> str:
+    return str(only_pod(k8s, tenant.namespace, "web").status.pod_ip)
+
+
+def test_ready_means_the_web_pod_on_the_real_node_passed_odoos_health_check(
+    k8s: client.ApiClient, real_node: str, tenant: Tenant
+) -> None:
+    conditions = {
+        c["type"]: c["status"] for c in instance(k8s, tenant.name)["status"]["conditions"]
+    }
+    assert conditions["Ready"] == "True"
+    web = only_pod(k8s, tenant.namespace, "web")
+    cron = only_pod(k8s, tenant.namespace, "cron")
+    assert (web.spec.node_name, cron.spec.node_name) == (real_node, real_node)
+    assert pod_is_ready(web), web.status
+    # The cron pod has no HTTP port: it is Ready once its startup probe (a PostgreSQL
+    # connection in the pod's TCP table, builders/workloads.py) passed on the real process.
+    assert pod_is_ready(cron), cron.status
+    health = http_get(web.status.pod_ip, ODOO_HTTP_PORT, "/web/health")
+    assert health.status == 200, health
+    assert json.loads(health.body) == {"status": "pass"}
+
+
+def test_the_init_job_installed_the_spec_modules_without_demo_data(
+    k8s: client.ApiClient, real_node: str, postgres_dsn: str, tenant: Tenant
+) -> None:
+    init_job = job(k8s, tenant.namespace, "odoo-init")
+    assert init_job.status.succeeded == 1, init_job.status
+    assert init_pod(k8s, tenant).spec.node_name == real_node
+    with tenant_connection(postgres_dsn, tenant) as connection:
+        states = dict(
+            connection.execute(
+                "SELECT name, state FROM ir_module_module WHERE name IN ('base', 'contacts')"
+            ).fetchall()
+        )
+        with_demo = connection.execute(
+            "SELECT name FROM ir_module_module WHERE state = 'installed' AND demo ORDER BY name"
+        ).fetchall()
+    assert states == {"base": "installed", "contacts": "installed"}
+    assert with_demo == [], f"modules installed with demo data: {with_demo}"
+
+
+def test_admin_signs_in_with_the_password_from_the_tenant_secret(
+    k8s: client.ApiClient, tenant: Tenant
+) -> None:
+    password = admin_password(k8s, tenant)
+    answer = authenticate(_web_ip(k8s, tenant), tenant.database, "admin", password)
+    assert answer.get("error") is None, answer["error"]
+    assert answer["result"]["uid"] == 2, answer["result"]  # base.user_admin
+
+
+def test_odoos_default_admin_password_is_refused(k8s: client.ApiClient, tenant: Tenant) -> None:
+    answer = authenticate(_web_ip(k8s, tenant), tenant.database, "admin", "admin")
+    assert rpc_error_name(answer) == "odoo.exceptions.AccessDenied", (
+        f"admin/admin signs in to {tenant.database}: the tenant kept Odoo's default password "
+        f"({answer.get('result', answer)!r:.200})"
+    )
+
+
+def test_the_database_manager_is_not_offered(
+    k8s: client.ApiClient, real_node_runner: RealNodeProcess, tenant: Tenant
+) -> None:
+    address = _web_ip(k8s, tenant)
+    for page in ("/web/database/selector", "/web/database/manager"):
+        answer = http_get(address, ODOO_HTTP_PORT, page)
+        text = answer.body.decode(errors="replace")
+        # Odoo renders the page with list_db False: a notice, and neither the databases nor
+        # the buttons that act on them.
+        assert "database manager has been disabled" in text, (page, answer.status, text[:500])
+        assert f"/web?db={tenant.database}" not in text, page
+        assert "o_database_action" not in text, page
+    assert rpc_error_name(
+        json_rpc(address, "/jsonrpc", {"service": "db", "method": "list", "args": []})
+    ) == ("odoo.exceptions.AccessDenied")
+    # Even the right master password (the operator's, from the tenant Secret) manages
+    # nothing: Odoo blocks every management call while list_db is False.
+    master = secret_values(k8s, tenant.namespace, "odoo-credentials")["admin-password"]
+    duplicate = json_rpc(
+        address,
+        "/jsonrpc",
+        {
+            "service": "db",
+            "method": "duplicate_database",
+            "args": [master, tenant.database, f"{tenant.database}_copy"],
+        },
+    )
+    assert rpc_error_name(duplicate) == "odoo.exceptions.AccessDenied", duplicate
+    web = only_pod(k8s, tenant.namespace, "web")
+    log = real_node_runner.container_log(tenant.namespace, web.metadata.name, "odoo")
+    assert "Database management functions blocked" in log, log[-2000:]
+
+
+def test_prefork_web_pod_serves_http_on_8069_and_the_websocket_on_8072(
+    k8s: client.ApiClient, real_node_runner: RealNodeProcess, tenant: Tenant
+) -> None:
+    address = _web_ip(k8s, tenant)
+    processes = odoo_processes(real_node_runner, address)
+    assert {ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT} <= listening_ports(processes[0].pid)
+    status, headers = websocket_handshake(address, ODOO_WEBSOCKET_PORT)
+    assert (status, headers.get("upgrade", "").lower()) == (101, "websocket"), headers
+    # A prefork HTTP worker cannot hold a websocket: the route must lead to the gevent port.
+    status, _ = websocket_handshake(address, ODOO_HTTP_PORT)
+    assert status != 101
+    assert routed_container_port(k8s, tenant, "/websocket") == ODOO_WEBSOCKET_PORT
+
+
+def test_only_the_cron_pod_runs_scheduled_actions(
+    k8s: client.ApiClient,
+    real_node_runner: RealNodeProcess,
+    postgres_dsn: str,
+    tenant: Tenant,
+) -> None:
+    web = only_pod(k8s, tenant.namespace, "web")
+    cron = only_pod(k8s, tenant.namespace, "cron")
+    web_processes = odoo_processes(real_node_runner, web.status.pod_ip)
+    cron_processes = odoo_processes(real_node_runner, cron.status.pod_ip)
+    web_main, cron_main = main_process(web_processes), main_process(cron_processes)
+    assert "--max-cron-threads=0" in web_main.argv, web_main.argv
+    assert f"--max-cron-threads={CRON_THREADS}" in cron_main.argv, cron_main.argv
+    keys = ("max_cron_threads", "workers", "http_enable")
+    assert effective_config(web_main, keys) == {
+        "max_cron_threads": 0,
+        "workers": WORKERS,
+        "http_enable": True,
+    }
+    assert effective_config(cron_main, keys) == {
+        "max_cron_threads": CRON_THREADS,
+        "workers": 0,
+        "http_enable": False,
+    }
+    # Prefork Odoo forks a cron worker per cron thread: the web pod holds its supervisor,
+    # its HTTP workers and the gevent process, and nothing more.
+    gevent = [p for p in web_processes if "gevent" in p.argv]
+    assert len(gevent) == 1, web_processes
+    assert len(web_processes) == 1 + WORKERS + 1, web_processes
+    assert len(cron_processes) == 1, cron_processes
+
+    with tenant_connection(postgres_dsn, tenant) as connection:
+        cron_id, before = connection.execute(
+            "SELECT c.id, c.lastcall FROM ir_cron c JOIN ir_model_data d"
+            " ON d.model = 'ir.cron' AND d.res_id = c.id AND d.module = %s AND d.name = %s",
+            CRON_XMLID,
+        ).fetchone() or (None, None)
+        assert cron_id is not None, f"no scheduled action {CRON_XMLID}"
+        due = connection.execute(
+            # Odoo stores lastcall in whole seconds (fields.Datetime): compare at that grain.
+            "UPDATE ir_cron SET active = true,"
+            " nextcall = (now() AT TIME ZONE 'UTC') - interval '1 hour'"
+            " WHERE id = %s RETURNING date_trunc('second', now() AT TIME ZONE 'UTC')",
+            (cron_id,),
+        ).fetchone()[0]  # type: ignore[index]
+    # Odoo's own wake-up call (ir.cron._notifydb): the cron threads listen on the server's
+    # postgres database and poll their databases at once instead of within a minute.
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        connection.execute("SELECT pg_notify('cron_trigger', %s)", (tenant.database,))
+    started = time.monotonic()
+
+    def ran() -> Any:
+        with tenant_connection(postgres_dsn, tenant) as connection:
+            row = connection.execute(
+                "SELECT lastcall FROM ir_cron WHERE id = %s", (cron_id,)
+            ).fetchone()
+        return row is not None and row[0] is not None and row[0] >= due
+
+    eventually(
+        ran, f"ir_cron {cron_id} lastcall to pass {due} (was {before})", CRON_TIMEOUT_SECONDS
+    )
+    tenant.timings["scheduled action due -> run"] = time.monotonic() - started
+    cron_log = real_node_runner.container_log(tenant.namespace, cron.metadata.name, "odoo")
+    web_log = real_node_runner.container_log(tenant.namespace, web.metadata.name, "odoo")
+    assert CRON_NAME in cron_log, cron_log[-2000:]
+    assert CRON_NAME not in web_log, web_log[-2000:]
+
+
+def test_spec_config_reaches_odoo_as_odoo_parses_it(
+    k8s: client.ApiClient, real_node_runner: RealNodeProcess, tenant: Tenant
+) -> None:
+    web = only_pod(k8s, tenant.namespace, "web")
+    rendered = (
+        real_node_runner.pod_dir(tenant.namespace, web.metadata.name) / "volumes/config/odoo.conf"
+    ).read_text()
+    for key, value in TENANT_CONFIG.items():
+        assert f"\n{key} = {value}\n" in rendered, (key, rendered)
+    processes = odoo_processes(real_node_runner, web.status.pod_ip)
+    parsed = effective_config(main_process(processes), list(TENANT_CONFIG))
+    assert parsed == {
+        "limit_time_real": 1234,
+        "limit_time_cpu": 987,
+        "limit_memory_hard": 3 * 1024**3,
+        "log_level": "warn",
+        "log_handler": [TENANT_CONFIG["log_handler"]],
+    }
+    # The running HTTP workers hold the limits Odoo sets from these options: the address
+    # space limit is limit_memory_hard, the CPU limit limit_time_cpu past the CPU used.
+    main = main_process(processes)
+    workers = [p for p in processes if p.ppid == main.pid and "gevent" not in p.argv]
+    assert len(workers) == WORKERS, processes
+    for worker in workers:
+        limits = worker.limits()
+        assert limits["Max address space"][0] == str(3 * 1024**3), limits
+        cpu_soft = int(limits["Max cpu time"][0])
+        assert 987 <= cpu_soft <= 987 + 120, limits
+    # log_level warn: neither the init Job nor the web pod logged an INFO record of Odoo's,
+    # where Odoo's default (info) logs every module loaded.
+    for pod in (init_pod(k8s, tenant), web):
+        for container, log in pod_logs(real_node_runner, pod).items():
+            info = [
+                logger
+                for level, logger in log_records(log)
+                if level == "INFO" and logger.startswith("odoo") and logger != _IR_CRON_LOGGER
+            ]
+            assert info == [], (
+                f"{pod.metadata.name}/{container} logged INFO records of {sorted(set(info))}"
+            )

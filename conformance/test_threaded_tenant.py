@@ -1,0 +1,61 @@
+"""A tenant with threaded web pods (``workers: 0``) and no extra module, applied through the
+operator and run by real Odoo 17.0 and 18.0 on the real node.
+
+Threaded Odoo serves HTTP and the websocket from one process on the HTTP port, and would run
+its cron threads in that same process: the web pod must still run none.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+
+from conformance.tenants import (
+    Tenant,
+    effective_config,
+    http_get,
+    listening_ports,
+    main_process,
+    odoo_processes,
+    only_pod,
+    pod_is_ready,
+    routed_container_port,
+    websocket_handshake,
+)
+from odoo_devstack.podrunner.process import RealNodeProcess
+from odoo_operator.builders.tenant import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT
+
+TENANT_PREFIX = "cft"
+TENANT_SPEC: dict[str, Any] = {"workers": 0, "cron": {"replicas": 1, "threads": 1}}
+
+
+def test_threaded_web_pod_serves_http_and_the_websocket_on_8069_only(
+    k8s: client.ApiClient, real_node: str, real_node_runner: RealNodeProcess, tenant: Tenant
+) -> None:
+    web = only_pod(k8s, tenant.namespace, "web")
+    assert web.spec.node_name == real_node
+    assert pod_is_ready(web), web.status
+    address = web.status.pod_ip
+    assert http_get(address, ODOO_HTTP_PORT, "/web/health").status == 200
+    status, headers = websocket_handshake(address, ODOO_HTTP_PORT)
+    assert (status, headers.get("upgrade", "").lower()) == (101, "websocket"), headers
+    processes = odoo_processes(real_node_runner, address)
+    ports = listening_ports(processes[0].pid)
+    assert ODOO_HTTP_PORT in ports, ports
+    assert ODOO_WEBSOCKET_PORT not in ports, ports
+    # The ingress sends /websocket where threaded Odoo answers it.
+    assert routed_container_port(k8s, tenant, "/websocket") == ODOO_HTTP_PORT
+
+
+def test_threaded_web_pod_runs_no_cron_thread(
+    k8s: client.ApiClient, real_node_runner: RealNodeProcess, tenant: Tenant
+) -> None:
+    web = only_pod(k8s, tenant.namespace, "web")
+    processes = odoo_processes(real_node_runner, web.status.pod_ip)
+    # One process: no prefork supervisor, no gevent process.
+    assert len(processes) == 1, processes
+    web_main = main_process(processes)
+    assert "--max-cron-threads=0" in web_main.argv, web_main.argv
+    parsed = effective_config(web_main, ("workers", "max_cron_threads", "http_enable"))
+    assert parsed == {"workers": 0, "max_cron_threads": 0, "http_enable": True}
