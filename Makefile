@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 PYTEST_FLAGS ?=
 
-.PHONY: bootstrap venv lint test test-unit test-integration test-e2e demo bench-backup clean \
+.PHONY: bootstrap venv lint test test-unit test-integration test-e2e test-conformance demo \
+	bench-backup clean \
 	chart-sync image
 
 $(STAMP): pyproject.toml constraints.txt
@@ -41,6 +42,10 @@ test-integration: bootstrap
 ## test-e2e: the operator through KUBECONFIG (local control plane unless told otherwise)
 test-e2e: bootstrap
 	$(BIN)/pytest -m e2e $(PYTEST_FLAGS)
+
+## test-conformance: the operator's contract with real Odoo 17.0 and 18.0 on the real node
+test-conformance: bootstrap
+	$(BIN)/pytest -m conformance $(PYTEST_FLAGS)
 
 ## test: everything CI runs
 test: bootstrap lint
