@@ -36,6 +36,7 @@ import yaml
 from e2e.tenants import GROUP, PLURAL, VERSION, make_instance
 from kubernetes import client, dynamic
 from kubernetes.client.rest import ApiException
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from tests.integration.test_chart_webhook import restorable_configuration
 
 from odoo_devstack import binaries, kubectl
@@ -159,7 +160,10 @@ def service_account_kubeconfig(
 def delete_document(api: client.ApiClient, document: dict[str, Any]) -> None:
     """Delete the object ``document`` describes; gone already is fine."""
     found = dynamic.DynamicClient(api)
-    resource = found.resources.get(api_version=document["apiVersion"], kind=document["kind"])
+    try:
+        resource = found.resources.get(api_version=document["apiVersion"], kind=document["kind"])
+    except ResourceNotFoundError:
+        return  # its kind is gone (a CRD deleted first): so is the object
     try:
         resource.delete(
             name=document["metadata"]["name"], namespace=document["metadata"].get("namespace")
@@ -303,7 +307,7 @@ def operator_as_service_account(
         delete_document(k8s, configuration)
         if saved is not None:
             admission.create_validating_webhook_configuration(saved)
-        for document in reversed(rbac + policy + peering + peering_crd):
+        for document in reversed(rbac + policy + peering_crd + peering):
             delete_document(k8s, document)
 
 

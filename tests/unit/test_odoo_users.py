@@ -362,7 +362,7 @@ def test_the_passwords_reach_only_the_users_step_and_only_from_the_credentials_s
             "name": variable,
             "valueFrom": {"secretKeyRef": {"name": CREDENTIALS_SECRET, "key": key}},
         }
-        assert variable not in {item["name"] for item in install["env"]}
+        assert variable not in {item["name"] for item in install.get("env", [])}
     assert env[MONITOR_LOGIN_ENV]["value"] == MONITOR_LOGIN
     assert env[USERS_SCRIPT_ENV]["value"] == USERS_SCRIPT
     # No generated credential is written into the Job itself.

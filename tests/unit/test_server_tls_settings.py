@@ -92,7 +92,9 @@ def _pods(tenant: Tenant) -> dict[str, dict[str, Any]]:
 
 
 def _env(container: dict[str, Any]) -> dict[str, Any]:
-    return {item["name"]: item.get("value", item.get("valueFrom")) for item in container["env"]}
+    return {
+        item["name"]: item.get("value", item.get("valueFrom")) for item in container.get("env", [])
+    }
 
 
 def _mounted_path(pod: dict[str, Any], path: str) -> tuple[str, str]:

@@ -17,6 +17,7 @@ import pytest
 
 from odoo_operator.builders.ingress import build_ingress_route
 from odoo_operator.builders.network import build_network_policies
+from odoo_operator.builders.objects import build_foundation, build_ingress, build_workloads
 from odoo_operator.builders.tenant import (
     RESERVED_TENANT_CONNECTIONS,
     Endpoint,
@@ -492,3 +493,26 @@ def test_sessions_outside_redis_are_reported_without_making_the_tenant_unready()
     message = next(c for c in custom.conditions if c.type == "SessionsInRedis").message
     assert "spec.image registry.example/odoo:18.0-x" in message
     assert next(c for c in custom.conditions if c.type == "Ready").status == "True"
+
+
+def _empty_lists(value: object, path: str = "") -> list[str]:
+    if isinstance(value, dict):
+        return [p for key, item in value.items() for p in _empty_lists(item, f"{path}.{key}")]
+    if isinstance(value, list):
+        if not value:
+            return [path]
+        return [
+            p for index, item in enumerate(value) for p in _empty_lists(item, f"{path}[{index}]")
+        ]
+    return []
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_no_desired_object_holds_an_empty_list_the_api_server_would_drop(workers: int) -> None:
+    # The server omits empty lists; a desired one never matches the live object, so every
+    # drift pass of an unchanged tenant would write it again.
+    tenant = _tenant(workers=workers)
+    objects = [*build_foundation(tenant), *build_workloads(tenant), *build_ingress(tenant)]
+    objects.append(build_init_job(tenant))
+    found = [p for obj in objects for p in _empty_lists(obj, obj["metadata"]["name"])]
+    assert found == []

@@ -236,7 +236,6 @@ def _pod_spec(tenant: Tenant, args: list[str], with_ports: bool) -> dict[str, An
         "name": "odoo",
         "image": tenant.image,
         "args": ["-c", _CONFIG_PATH, *args],
-        "env": [*_redis_session_env(tenant), *postgres_tls_env(tenant.database_tls)],
         "securityContext": _container_security_context(),
         "resources": canonical_resources(tenant.spec.resources),
         "volumeMounts": [
@@ -245,6 +244,11 @@ def _pod_spec(tenant: Tenant, args: list[str], with_ports: bool) -> dict[str, An
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, not the host's /tmp
         ],
     }
+    env = [*_redis_session_env(tenant), *postgres_tls_env(tenant.database_tls)]
+    if env:
+        # Only when there is some: the API server drops an empty list, and a desired
+        # "env: []" would then never match the live object (a write on every drift pass).
+        container["env"] = env
     if with_ports:
         probe = {"httpGet": {"path": _HEALTH_PATH, "port": "http"}}
         container["ports"] = [
@@ -442,7 +446,7 @@ def build_init_job(tenant: Tenant) -> dict[str, Any]:
     users = _pod_spec(tenant, ["-d", database, "--no-http"], with_ports=False)["containers"][0]
     users["name"] = INIT_USERS_CONTAINER
     users["command"] = users_step_command()
-    users["env"] = [*users["env"], *users_step_env()]
+    users["env"] = [*users.get("env", []), *users_step_env()]
     pod_spec["initContainers"] = [install]
     pod_spec["containers"] = [users]
     pod_spec["restartPolicy"] = "Never"

@@ -187,10 +187,21 @@ async def run_restore_request(clients: Clients, body: Mapping[str, Any]) -> dict
     status.pop("step", None)
     status["keptDatabase"] = outcome.kept_database
     kind = "neutralized clone" if neutralize and not in_place else "restore"
+    filestore_restored = in_process_filestore(clients, target) is not None
+    status["filestoreRestored"] = filestore_restored
+    # Said in status, never implied: without a filestore the operator can write, only the
+    # database came back, and attachment files removed since the backup are still missing.
+    filestore_note = (
+        ""
+        if filestore_restored
+        else "; the FILESTORE WAS NOT RESTORED (the operator cannot write the tenant's "
+        "volume): attachments deleted since the backup have records but no files; restore "
+        "filestore.tar of the backup into the volume by hand (docs/backup.md)"
+    )
     return finished(
         status,
         SUCCEEDED,
         "Restored",
         f"{kind} of backup {backup_status['backupId']} of {source} into {target.name}; "
-        f"the previous database is kept as {outcome.kept_database}",
+        f"the previous database is kept as {outcome.kept_database}{filestore_note}",
     )
