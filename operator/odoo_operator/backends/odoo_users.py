@@ -22,13 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
-
-import psycopg
-from psycopg.conninfo import make_conninfo
 
 from ..builders.odoo_users import (
     DefaultPasswordReport,
@@ -37,6 +33,7 @@ from ..builders.odoo_users import (
     is_costly,
     password_matches,
 )
+from .tenant_session import read_only_transaction
 
 _HAS_USERS = "SELECT to_regclass('res_users') IS NOT NULL"
 # Data-file users first (admin among them), then by id: the likeliest defaults are checked
@@ -55,26 +52,15 @@ SELECT u.id, u.login, u.password,
 async def read_stored_passwords(conninfo: str, timeout: float) -> tuple[StoredPassword, ...] | None:
     """The stored passwords of the users :mod:`this module <.odoo_users>` checks, or None
     when the database has no ``res_users`` table. Raises on any failure to read them."""
-    statement_ms = max(1, int(timeout * 1000))
-    target = make_conninfo(
-        conninfo,
-        connect_timeout=str(max(2, math.ceil(timeout))),
-        application_name="odoo-operator-credentials-check",
-        options=f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms}"
-        " -c default_transaction_read_only=on",
-    )
-    connection = await psycopg.AsyncConnection.connect(target, autocommit=False)
-    try:
-        await connection.set_read_only(True)
-        async with connection.transaction():
-            cursor = await connection.execute(_HAS_USERS)
-            exists: Any = await cursor.fetchone()
-            if not exists[0]:
-                return None
-            cursor = await connection.execute(_USERS)
-            rows = await cursor.fetchall()
-    finally:
-        await connection.close()
+    async with read_only_transaction(
+        conninfo, timeout, "odoo-operator-credentials-check"
+    ) as connection:
+        cursor = await connection.execute(_HAS_USERS)
+        exists: Any = await cursor.fetchone()
+        if not exists[0]:
+            return None
+        cursor = await connection.execute(_USERS)
+        rows = await cursor.fetchall()
     return tuple(
         StoredPassword(int(user_id), str(login), password, bool(from_data))
         for user_id, login, password, from_data in rows

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -41,10 +40,9 @@ from http import HTTPStatus
 from typing import Any
 
 import aiohttp
-import psycopg
-from psycopg.conninfo import make_conninfo
 
 from .. import metrics
+from ..backends.tenant_session import read_only_transaction
 from ..builders.odoo_users import CREDENTIALS_SECRET, MONITOR_LOGIN, MONITOR_PASSWORD_KEY
 from ..builders.schedule import parse_duration
 from ..builders.tenant import ODOO_HTTP_PORT
@@ -163,36 +161,23 @@ async def check_health(
 async def probe_database(conninfo: str, settings: ProbeSettings) -> metrics.ProbeResult:
     """Read one tenant's signals; raises on any failure (the caller records it as down)."""
     started = time.monotonic()
-    statement_ms = max(1, int(settings.timeout * 1000))
-    target = make_conninfo(
-        conninfo,
-        connect_timeout=str(max(2, math.ceil(settings.timeout))),
-        application_name="odoo-operator-probe",
-        options=f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms}"
-        " -c default_transaction_read_only=on",
-    )
-    connection = await psycopg.AsyncConnection.connect(target, autocommit=False)
-    try:
-        await connection.set_read_only(True)
-        async with connection.transaction():
-            cursor = await connection.execute(_OVERVIEW)
-            row: Any = await cursor.fetchone()
-            size, sessions, limit, longest, has_cron, has_queue = row
-            overdue: int | None = None
-            lag: float | None = None
-            if has_cron:
-                cursor = await connection.execute(
-                    _OVERDUE_CRONS, (settings.cron_threshold_seconds,)
-                )
-                cron_row: Any = await cursor.fetchone()
-                overdue, lag = int(cron_row[0]), float(cron_row[1])
-            queue: tuple[tuple[str, int], ...] | None = None
-            if has_queue:
-                cursor = await connection.execute(_QUEUE_JOBS)
-                found = {str(state): int(count) for state, count in await cursor.fetchall()}
-                queue = tuple((state, found.get(state, 0)) for state in metrics.QUEUE_JOB_STATES)
-    finally:
-        await connection.close()
+    async with read_only_transaction(
+        conninfo, settings.timeout, "odoo-operator-probe"
+    ) as connection:
+        cursor = await connection.execute(_OVERVIEW)
+        row: Any = await cursor.fetchone()
+        size, sessions, limit, longest, has_cron, has_queue = row
+        overdue: int | None = None
+        lag: float | None = None
+        if has_cron:
+            cursor = await connection.execute(_OVERDUE_CRONS, (settings.cron_threshold_seconds,))
+            cron_row: Any = await cursor.fetchone()
+            overdue, lag = int(cron_row[0]), float(cron_row[1])
+        queue: tuple[tuple[str, int], ...] | None = None
+        if has_queue:
+            cursor = await connection.execute(_QUEUE_JOBS)
+            found = {str(state): int(count) for state, count in await cursor.fetchall()}
+            queue = tuple((state, found.get(state, 0)) for state in metrics.QUEUE_JOB_STATES)
     return metrics.ProbeResult(
         up=True,
         duration_seconds=time.monotonic() - started,

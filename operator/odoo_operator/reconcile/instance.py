@@ -465,6 +465,12 @@ async def _check_odoo_passwords(
     try:
         report = await SCANNER.scan(conninfo, _USERS_READ_TIMEOUT_SECONDS)
     except Exception as exc:  # noqa: BLE001 - reported in status; the next pass retries
+        if previous is not None and previous.status in ("True", "False"):
+            # A verdict stands until a read contradicts it: a database that refuses the
+            # tenant's logins for a while is the probe's to report (tenant_probe_up), and
+            # must not flip readiness on its own.
+            outcome.conditions.append(previous)
+            return
         outcome.conditions.append(
             Condition(
                 CREDENTIALS_CONDITION,
