@@ -23,6 +23,8 @@ from .services import ensure_azurite, find_postgres_bindir
 _SYSTEM_PACKAGES = {
     "redis-server": "redis-server",
     "npm": "npm",
+    # The browser of e2e/test_demo_serves_real_odoo.py, which signs in to the demo's Odoo.
+    "chromium": "chromium",
 }
 
 

@@ -1,11 +1,20 @@
-"""`make demo`: the operator on the local stack, end to end."""
+"""`make demo`: the operator on the local stack, end to end.
+
+The sample tenant ``acme`` runs real Odoo: the demo starts the real node (the pod runner,
+which plays ``odoo:<version>`` with the runtimes ``odoo-devstack bootstrap`` prepared),
+registers it as the dedicated node pool, and applies ``acme`` as a dedicated tenant. Its
+backup and the staging clone are handled by the same operator; the staging tenant stays on
+KWOK's simulated pods, so the demo starts one real Odoo, not two.
+"""
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
@@ -13,12 +22,18 @@ from typing import Any
 
 from kubernetes import client
 
+from odoo_operator.builders.tenant import ODOO_HTTP_PORT
+from odoo_operator.builders.workloads import FILESTORE_CLAIM
 from odoo_operator.model.config import CONFIG_ENV, WEBHOOK_CONFIGURATION
+from odoo_operator.model.spec import InstanceSpec
 
 from . import kubectl
 from .bootstrap import bootstrap
 from .controlplane import ControlPlane
+from .odoo_images import PLUGIN
 from .operator_setup import register_servers
+from .podrunner.node import placement
+from .podrunner.process import RealNodeProcess
 from .ports import free_port
 from .processes import ComponentError, ManagedProcess
 from .stack import LocalStack
@@ -29,6 +44,16 @@ BACKUPS_PATH = "/apis/odoo.tenantops.io/v1alpha1/odoobackups"
 RESTORES_PATH = "/apis/odoo.tenantops.io/v1alpha1/odoorestores"
 _PATHS = {"OdooInstance": INSTANCES_PATH, "OdooBackup": BACKUPS_PATH, "OdooRestore": RESTORES_PATH}
 _WAIT_SECONDS = 90.0
+# A real Odoo creates its database and starts its web and cron pods in about a minute on a
+# quiet machine; the 2-core development machine, busy with other work, needs several times
+# that.
+_REAL_WAIT_SECONDS = 600.0
+# The sample tenant that runs real Odoo on the real node.
+REAL_TENANT = "acme"
+# What the demo prints for a person (and e2e/test_demo_serves_real_odoo.py reads).
+LOGIN_PAGE_PREFIX = "  login page: "
+PASSWORD_COMMAND_PREFIX = "  admin password: "  # noqa: S105 - a label, not a password
+WAITING_LINE = "press Ctrl-C to stop everything"
 
 
 def _say(message: str) -> None:
@@ -132,9 +157,12 @@ def _wait_for_sample(
     control_plane: ControlPlane, operator: ManagedProcess, sample: dict[str, Any]
 ) -> None:
     kind, name = sample["kind"], sample["metadata"]["name"]
+    real = kind == "OdooInstance" and name == REAL_TENANT
     try:
         operator.wait_until(
-            partial(_done, control_plane, kind, name), _WAIT_SECONDS, f"finishing {kind} {name}"
+            partial(_done, control_plane, kind, name),
+            _REAL_WAIT_SECONDS if real else _WAIT_SECONDS,
+            f"finishing {kind} {name}",
         )
     except ComponentError:
         status = control_plane.api("GET", f"{_PATHS[kind]}/{name}").get("status", {})
@@ -144,52 +172,164 @@ def _wait_for_sample(
         raise
 
 
+def on_the_real_node(sample: dict[str, Any]) -> dict[str, Any]:
+    """The sample as the demo applies it: ``acme`` made a dedicated tenant, the others as
+    they are.
+
+    The sample file stays what a user applies to a production cluster (shared tenancy on
+    the ``main`` servers); the demo's dedicated node pool is the real node, so only a
+    dedicated tenant (on the ``dedicated`` servers, as the admission rules require) runs
+    real Odoo. Its module list is left out: installing accounting and sales would make the
+    first start several minutes longer on a small machine, and ``base`` is enough to sign in.
+    """
+    if sample["kind"] != "OdooInstance" or sample["metadata"]["name"] != REAL_TENANT:
+        return sample
+    spec = {**sample["spec"], "tenancy": "dedicated"}
+    spec["database"] = {**spec.get("database", {}), "serverRef": "dedicated"}
+    spec["redis"] = {**spec.get("redis", {}), "serverRef": "dedicated"}
+    spec.pop("modules", None)
+    return {**sample, "spec": spec}
+
+
+def _login_page(api: client.ApiClient, node_name: str) -> str:
+    """The address of the real tenant's login page, checked to answer from this machine."""
+    namespace = f"odoo-{REAL_TENANT}"
+    listing: Any = client.CoreV1Api(api).list_namespaced_pod(
+        namespace, label_selector="app.kubernetes.io/component=web"
+    )
+    addresses = [
+        pod.status.pod_ip
+        for pod in listing.items
+        if pod.metadata.deletion_timestamp is None
+        and pod.spec.node_name == node_name
+        and pod.status.pod_ip
+    ]
+    if not addresses:
+        raise ComponentError("demo", f"no web pod of {REAL_TENANT} runs on the real node")
+    url = f"http://{addresses[0]}:{ODOO_HTTP_PORT}/web/login"
+    # Ready already means the pod's probe passed; this proves the printed address is the
+    # one a person reaches from this machine, not only the one the kubelet probes.
+    with urllib.request.urlopen(url, timeout=60) as response:
+        if response.status != 200:
+            raise ComponentError("demo", f"{url} answered {response.status}")
+    return url
+
+
+def _share_real_filestore(
+    control_plane: ControlPlane, real_node: RealNodeProcess, filestores: Path
+) -> None:
+    """Let the operator's in-process backups read the real tenant's filestore.
+
+    The demo's backups run in the operator, which reads a tenant's filestore from
+    ``<filestores>/<instance>``; the real tenant's pods write theirs into the folder the real
+    node keeps for the filestore claim (``claims/<namespace>/<claim>-<uid>``), under
+    ``filestore/<database>`` as Odoo does. Without the link the backup would hold none of the
+    attachments Odoo made on its first start, and its verification would fail.
+    """
+    instance = control_plane.api("GET", f"{INSTANCES_PATH}/{REAL_TENANT}")
+    namespace = f"odoo-{REAL_TENANT}"
+    claim = control_plane.api(
+        "GET", f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{FILESTORE_CLAIM}"
+    )
+    folder = (
+        real_node.state_dir
+        / "claims"
+        / namespace
+        / f"{FILESTORE_CLAIM}-{claim['metadata']['uid']}"
+        / "filestore"
+        / InstanceSpec.from_resource(instance).database
+    )
+    if not folder.is_dir():
+        raise ComponentError("demo", f"the filestore of {REAL_TENANT} is not at {folder}")
+    link = filestores / REAL_TENANT
+    if link.is_dir() and not link.is_symlink():
+        link.rmdir()  # an empty folder made before the tenant had files; fails if it is not
+    link.symlink_to(folder, target_is_directory=True)
+
+
 def run_demo(repo: Path, wait: bool = True) -> None:
-    """Bootstrap, start the stack, run the operator and apply the sample tenants."""
+    """Bootstrap, start the stack and the real node, run the operator and apply the samples."""
     bootstrap()
     with LocalStack() as stack:
         control_plane = stack.control_plane
-        api = kubectl.api_client(control_plane.kubeconfig)
-        crds = kubectl.install_crds(api, repo / "crds")
-        _say(f"installed CRDs: {', '.join(crds)}")
-        config = register_servers(
-            api,
-            stack.postgres.dsn,
-            stack.redis.url,
-            control_plane.workdir / "operator",
-            stack.azurite.connection_string,
+        # The pods reach PostgreSQL and Redis at the loopback addresses the operator is given,
+        # relayed by the runner into each pod's network namespace.
+        real_node = RealNodeProcess(
+            control_plane.kubeconfig,
+            state_dir=control_plane.workdir / "real-node",
+            plugins=[PLUGIN],
+            host_ports=[stack.postgres.port, stack.redis.port],
         )
-        operator = start_operator(
-            control_plane.kubeconfig, config, control_plane.workdir / "operator" / "operator.log"
-        )
-        control_plane.processes.append(operator)
-        _say(f"operator running (pid {operator.pid}, log {operator.log_path})")
-        samples = kubectl.load_documents(repo / "manifests" / "samples")
-        started = time.monotonic()
-        # In dependency order: tenants, then their backups, then restores of those backups.
-        for kind in ("OdooInstance", "OdooBackup", "OdooRestore"):
-            batch = [sample for sample in samples if sample["kind"] == kind]
-            kubectl.apply(api, batch)
-            for sample in batch:
-                _wait_for_sample(control_plane, operator, sample)
-            _say(f"{len(batch)} {kind}(s) done {time.monotonic() - started:.1f}s after apply")
-        for path in (INSTANCES_PATH, BACKUPS_PATH, RESTORES_PATH):
-            print()
-            print(kubectl.format_table(kubectl.get_table(api, path)))
+        with real_node:
+            _say(f"real node {real_node.node_name} running (log {real_node.log_path})")
+            _run_samples(repo, stack, real_node, wait)
+
+
+def _run_samples(repo: Path, stack: LocalStack, real_node: RealNodeProcess, wait: bool) -> None:
+    """Run the operator, apply the samples and say how to reach them; with ``wait``, until
+    Ctrl-C."""
+    control_plane = stack.control_plane
+    api = kubectl.api_client(control_plane.kubeconfig)
+    crds = kubectl.install_crds(api, repo / "crds")
+    _say(f"installed CRDs: {', '.join(crds)}")
+    config = register_servers(
+        api,
+        stack.postgres.dsn,
+        stack.redis.url,
+        control_plane.workdir / "operator",
+        stack.azurite.connection_string,
+        dedicated_node_pool=placement(),
+    )
+    operator = start_operator(
+        control_plane.kubeconfig, config, control_plane.workdir / "operator" / "operator.log"
+    )
+    control_plane.processes.append(operator)
+    _say(f"operator running (pid {operator.pid}, log {operator.log_path})")
+    samples = [
+        on_the_real_node(sample)
+        for sample in kubectl.load_documents(repo / "manifests" / "samples")
+    ]
+    started = time.monotonic()
+    # In dependency order: tenants, then their backups, then restores of those backups.
+    for kind in ("OdooInstance", "OdooBackup", "OdooRestore"):
+        batch = [sample for sample in samples if sample["kind"] == kind]
+        kubectl.apply(api, batch)
+        for sample in batch:
+            _wait_for_sample(control_plane, operator, sample)
+        _say(f"{len(batch)} {kind}(s) done {time.monotonic() - started:.1f}s after apply")
+        if kind == "OdooInstance":
+            _share_real_filestore(control_plane, real_node, config.parent / "filestores")
+    for path in (INSTANCES_PATH, BACKUPS_PATH, RESTORES_PATH):
         print()
-        _say("the local stack is up; in another shell:")
-        print(f"  export KUBECONFIG={control_plane.kubeconfig}")
-        print("  kubectl get odoo")
-        print("  kubectl describe odoo acme")
-        print("  kubectl get odoobackups -l odoo.tenantops.io/instance=acme")
-        print("  kubectl get all,networkpolicies,ingressroutes -n odoo-acme")
-        print(f"  tail -f {operator.log_path}")
-        if not wait:
-            return
-        _say("press Ctrl-C to stop everything")
-        try:
-            while operator.exit_code() is None:
-                threading.Event().wait(1.0)
-            raise ComponentError("operator", "exited unexpectedly", operator.log_tail())
-        except KeyboardInterrupt:
-            _say("stopping")
+        print(kubectl.format_table(kubectl.get_table(api, path)))
+    print()
+    _say("the local stack is up; in another shell:")
+    print(f"  export KUBECONFIG={control_plane.kubeconfig}")
+    print("  kubectl get odoo")
+    print("  kubectl describe odoo acme")
+    print("  kubectl get odoobackups -l odoo.tenantops.io/instance=acme")
+    print("  kubectl get all,networkpolicies,ingressroutes -n odoo-acme")
+    print(f"  tail -f {operator.log_path}")
+    print()
+    _say(
+        f"{REAL_TENANT} runs real Odoo on the real node {real_node.node_name} (only the base "
+        "module); acme-staging runs on KWOK's simulated pods. Sign in as admin:"
+    )
+    print(f"{LOGIN_PAGE_PREFIX}{_login_page(api, real_node.node_name)}")
+    print(
+        f"{PASSWORD_COMMAND_PREFIX}kubectl --kubeconfig {control_plane.kubeconfig} "
+        f"get secret -n odoo-{REAL_TENANT} odoo-credentials "
+        "-o jsonpath='{.data.odoo-admin-password}' | base64 -d"
+    )
+    if not wait:
+        return
+    # Ctrl-C must reach the loop below even when the demo was started in the background by
+    # a shell or a script, which starts it with SIGINT ignored: restore Python's handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _say(WAITING_LINE)
+    try:
+        while operator.exit_code() is None:
+            threading.Event().wait(1.0)
+        raise ComponentError("operator", "exited unexpectedly", operator.log_tail())
+    except KeyboardInterrupt:
+        _say("stopping")

@@ -1,0 +1,291 @@
+"""`make demo` serves a real Odoo that a person signs in to with a browser.
+
+The demo runs as a person runs it (``odoo-devstack demo``, waiting for Ctrl-C). The test
+reads the login page's address and the command that reads the admin password from what the
+demo prints, and signs in through that page in headless Chromium, driven over the Chrome
+DevTools Protocol: the browser loads the form, the test fills in the login and the password and
+clicks its button, as a person would, and the screenshot is of the page Odoo answers with. The
+session cookie the browser then holds is asked back from Odoo (``get_session_info``), so the
+page is known to be the signed-in admin's, not a login page that merely looks different.
+
+Chromium is Debian's, installed by ``odoo-devstack bootstrap`` (which the demo runs first):
+when apt cannot install it the demo fails, and so does this test, with apt's output.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import websocket
+
+from odoo_devstack.demo import LOGIN_PAGE_PREFIX, PASSWORD_COMMAND_PREFIX, WAITING_LINE
+
+REPO = Path(__file__).parents[1]
+CHROMIUM = "/usr/bin/chromium"
+# Bootstrap, the local stack, the real node and a real Odoo's first start on the shared
+# 2-core development machine.
+DEMO_START_SECONDS = 1200.0
+DEMO_STOP_SECONDS = 120.0
+SIGN_IN_SECONDS = 180.0
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+WINDOW = (1280, 800)
+
+
+def _tail(path: Path, characters: int = 4000) -> str:
+    return path.read_text(errors="replace")[-characters:] if path.exists() else ""
+
+
+@pytest.fixture
+def running_demo(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
+    """The demo as a person runs it, up; yields the process and what it printed to use it.
+
+    Both outputs go to files, read while the demo runs: a pipe nobody drains would stop it.
+    """
+    stdout_path, stderr_path = tmp_path / "demo.stdout", tmp_path / "demo.stderr"
+    with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "odoo_devstack.cli", "demo", "--repo", str(REPO)],
+            stdout=stdout,
+            stderr=stderr,
+        )
+    try:
+        deadline = time.monotonic() + DEMO_START_SECONDS
+        while WAITING_LINE not in stdout_path.read_text(errors="replace"):
+            if demo.poll() is not None:
+                pytest.fail(
+                    f"the demo exited ({demo.returncode}) before serving; its stderr:\n"
+                    f"{_tail(stderr_path)}\nits stdout:\n{_tail(stdout_path)}"
+                )
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"the demo did not come up within {DEMO_START_SECONDS:.0f}s; its stdout:\n"
+                    f"{_tail(stdout_path)}"
+                )
+            time.sleep(2.0)
+        printed: dict[str, str] = {}
+        for line in stdout_path.read_text().splitlines():
+            for key, prefix in (
+                ("login", LOGIN_PAGE_PREFIX),
+                ("password", PASSWORD_COMMAND_PREFIX),
+            ):
+                if line.startswith(prefix):
+                    printed[key] = line[len(prefix) :].strip()
+        assert set(printed) == {"login", "password"}, _tail(stdout_path)
+        yield demo, printed
+    finally:
+        if demo.poll() is None:
+            # Ctrl-C, as the demo asks; the test checks the clean exit, this only cleans up.
+            demo.send_signal(signal.SIGINT)
+            try:
+                demo.wait(DEMO_STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                demo.kill()
+                demo.wait()
+
+
+class DevTools:
+    """One page of a headless Chromium, driven over the Chrome DevTools Protocol."""
+
+    def __init__(self, profile: Path, log_path: Path) -> None:
+        profile.mkdir()
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed by close()
+        self.browser = subprocess.Popen(
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                f"--window-size={WINDOW[0]},{WINDOW[1]}",
+                # Port 0: the browser picks a free one and writes it to DevToolsActivePort.
+                "--remote-debugging-port=0",
+                "about:blank",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        active_port = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not active_port.exists() or not active_port.read_text().strip():
+            if self.browser.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                pytest.fail(f"Chromium did not open its DevTools port: {_tail(log_path)}")
+            time.sleep(0.2)
+        port = active_port.read_text().split()[0]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as answer:
+            targets = json.load(answer)
+        page = next(target for target in targets if target["type"] == "page")
+        # Without an Origin header: Chromium refuses DevTools clients from other origins.
+        self._socket = websocket.create_connection(
+            page["webSocketDebuggerUrl"], timeout=60, suppress_origin=True
+        )
+        self._next_id = 0
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        """Send one command and return its result, skipping the events that come between."""
+        self._next_id += 1
+        self._socket.send(json.dumps({"id": self._next_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self._socket.recv())
+            if message.get("id") == self._next_id:
+                assert "error" not in message, f"{method}: {message['error']}"
+                result: dict[str, Any] = message["result"]
+                return result
+
+    def evaluate(self, expression: str) -> Any:
+        """The value of a JavaScript expression in the page."""
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        assert "exceptionDetails" not in result, result["exceptionDetails"]
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, what: str, timeout: float = SIGN_IN_SECONDS) -> Any:
+        """Poll a JavaScript expression until it is truthy; fail naming ``what``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                location = self.evaluate("location.href")
+                body = self.evaluate("document.body ? document.body.innerText.slice(0, 500) : ''")
+                pytest.fail(f"timed out waiting for {what}; at {location}: {body!r}")
+            time.sleep(0.5)
+
+    def close(self) -> None:
+        """Stop the browser."""
+        if hasattr(self, "_socket"):
+            self._socket.close()
+        if self.browser.poll() is None:
+            self.browser.terminate()
+            try:
+                self.browser.wait(30)
+            except subprocess.TimeoutExpired:
+                self.browser.kill()
+                self.browser.wait()
+        self._log.close()
+
+
+def _session_info(base: str, session_id: str) -> dict[str, Any]:
+    """Odoo's own account of a session cookie: who it is signed in as, to which database."""
+    request = urllib.request.Request(  # noqa: S310 - the http URL the demo printed
+        f"{base}/web/session/get_session_info",
+        data=json.dumps({"jsonrpc": "2.0", "method": "call", "id": 1, "params": {}}).encode(),
+        headers={"Content-Type": "application/json", "Cookie": f"session_id={session_id}"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310 - as above
+        response: dict[str, Any] = json.load(answer)
+    assert response.get("error") is None, response["error"]
+    return dict(response["result"])
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk, which the format puts first."""
+    assert data.startswith(PNG_SIGNATURE), data[:16]
+    assert data[12:16] == b"IHDR", data[8:32]
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+# Longer than the suite's default: the demo bootstraps and starts a real Odoo first.
+@pytest.mark.timeout(DEMO_START_SECONDS + 2 * SIGN_IN_SECONDS + DEMO_STOP_SECONDS + 120)
+@pytest.mark.skipif(
+    bool(os.environ.get("ODOO_OPERATOR_TEST_KUBECONFIG")),
+    reason="the demo starts its own local stack; it is not a scenario for a foreign cluster",
+)
+def test_the_demo_tenant_signs_admin_in_through_its_login_page_in_a_browser(
+    running_demo: tuple[subprocess.Popen[bytes], dict[str, str]], tmp_path: Path
+) -> None:
+    demo, printed = running_demo
+    login_url = printed["login"]
+    assert urlsplit(login_url).path == "/web/login", login_url
+    base = login_url.removesuffix("/web/login")
+    # The printed command, run as printed: it is what a person pastes into a shell.
+    read = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", printed["password"]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert read.returncode == 0, read.stderr
+    password = read.stdout
+    assert len(password) >= 12, "the generated admin password is missing or short"
+
+    assert Path(CHROMIUM).exists(), (
+        f"{CHROMIUM} is missing although the demo's bootstrap installs Debian's chromium; "
+        f"found on PATH: {shutil.which('chromium')}"
+    )
+    browser = DevTools(tmp_path / "chromium-profile", tmp_path / "chromium.log")
+    try:
+        # The page's own size: a headless window's viewport is the window less its frame.
+        browser.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=WINDOW[0],
+            height=WINDOW[1],
+            deviceScaleFactor=1,
+            mobile=False,
+        )
+        browser.call("Page.enable")
+        browser.call("Network.enable")
+        browser.call("Page.navigate", url=login_url)
+        browser.wait_for(
+            "document.readyState === 'complete' && !!document.querySelector('form input#password')",
+            "the login form",
+        )
+        submitted = browser.evaluate(
+            "(() => {"
+            " const form = document.querySelector('input#password').form;"
+            f" document.querySelector('input#login').value = {json.dumps('admin')};"
+            f" document.querySelector('input#password').value = {json.dumps(password)};"
+            # Clicked, as a person does: form.requestSubmit() posted nothing here.
+            " form.querySelector('button[type=submit]').click();"
+            " return true; })()"
+        )
+        assert submitted is True
+        # The web client: navigated away from the login page, and its navigation bar drawn.
+        landed = browser.wait_for(
+            "document.readyState === 'complete'"
+            " && !location.pathname.startsWith('/web/login')"
+            " && !!document.querySelector('.o_main_navbar')"
+            " && location.pathname",
+            "the signed-in web client",
+        )
+        screenshot = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
+        cookies = browser.call("Network.getCookies", urls=[base])["cookies"]
+    finally:
+        browser.close()
+    shot = tmp_path / "acme-signed-in.png"
+    shot.write_bytes(screenshot)
+
+    assert landed.startswith(("/odoo", "/web")), landed
+    assert _png_size(shot.read_bytes()) == WINDOW
+    # A blank or error page compresses to a few kilobytes; the web client's does not.
+    assert shot.stat().st_size > 20_000, f"{shot} is only {shot.stat().st_size} bytes"
+    session_id = next(cookie["value"] for cookie in cookies if cookie["name"] == "session_id")
+    info = _session_info(base, session_id)
+    assert info["uid"] == 2, info  # base.user_admin
+    assert info["username"] == "admin", info
+    assert info["db"] == "odoo_acme", info
+
+    # Ctrl-C, as the demo says, stops it cleanly.
+    demo.send_signal(signal.SIGINT)
+    assert demo.wait(DEMO_STOP_SECONDS) == 0
