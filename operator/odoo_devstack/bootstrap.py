@@ -10,13 +10,12 @@ that names it.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 
 from . import binaries
 from .binaries import ToolMissingError
+from .debian import apt_install
 from .services import ensure_azurite, find_postgres_bindir
 
 # command that must be present -> Debian package that provides it
@@ -41,27 +40,7 @@ def _missing_packages() -> list[str]:
 
 def install_system_packages() -> None:
     """Install missing Debian packages, or explain what to install by hand."""
-    missing = _missing_packages()
-    if not missing:
-        return
-    apt = shutil.which("apt-get")
-    if apt is None or os.geteuid() != 0:
-        raise ToolMissingError(
-            f"missing system packages: {', '.join(missing)}; install them "
-            "(apt-get as root was not available to do it automatically)"
-        )
-    print(f"[bootstrap] apt-get install {' '.join(missing)}", file=sys.stderr, flush=True)
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run([apt, "update", "-qq"], check=True, env=env, timeout=900)
-    subprocess.run(
-        [apt, "install", "-y", "-qq", "--no-install-recommends", *missing],
-        check=True,
-        env=env,
-        timeout=1800,
-    )
-    still_missing = _missing_packages()
-    if still_missing:
-        raise ToolMissingError(f"still missing after apt-get: {', '.join(still_missing)}")
+    apt_install(_missing_packages(), "the local stack", _missing_packages)
 
 
 def bootstrap() -> None:

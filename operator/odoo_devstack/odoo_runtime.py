@@ -47,6 +47,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from odoo_devstack.binaries import ToolMissingError, cache_root
+from odoo_devstack.debian import apt_install
 from odoo_devstack.processes import ComponentError, ManagedProcess
 from odoo_operator.builders.postgres import (
     DATABASE_ENCODING,
@@ -735,27 +736,7 @@ def missing_build_packages() -> list[str]:
 
 def install_build_packages() -> None:
     """Install the missing Debian build packages with apt-get, or say what to install."""
-    missing = missing_build_packages()
-    if not missing:
-        return
-    apt = shutil.which("apt-get")
-    if apt is None or os.geteuid() != 0:
-        raise ToolMissingError(
-            f"building the Odoo runtimes needs the packages {', '.join(missing)}; install "
-            "them (apt-get as root was not available to do it automatically)"
-        )
-    print(f"[odoo-runtime] apt-get install {' '.join(missing)}", file=sys.stderr, flush=True)
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run([apt, "update", "-qq"], check=True, env=env, timeout=900)
-    subprocess.run(
-        [apt, "install", "-y", "-qq", "--no-install-recommends", *missing],
-        check=True,
-        env=env,
-        timeout=1800,
-    )
-    still_missing = missing_build_packages()
-    if still_missing:
-        raise ToolMissingError(f"still missing after apt-get: {', '.join(still_missing)}")
+    apt_install(missing_build_packages(), "building the Odoo runtimes", missing_build_packages)
 
 
 def prepare_runtimes(versions: Sequence[str] = ODOO_VERSIONS) -> list[OdooRuntime]:
