@@ -135,7 +135,7 @@ def _pod_environment(tenant: Tenant) -> dict[str, str]:
     }
     web = next(d for d in build_deployments(tenant) if d["metadata"]["name"] == "odoo-web")
     env: dict[str, str] = {}
-    for item in web["spec"]["template"]["spec"]["containers"][0]["env"]:
+    for item in web["spec"]["template"]["spec"]["containers"][0].get("env", []):
         if "valueFrom" in item:
             ref = item["valueFrom"]["secretKeyRef"]
             env[item["name"]] = secrets_data[ref["name"]][ref["key"]]
