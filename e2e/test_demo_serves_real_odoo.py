@@ -266,9 +266,13 @@ def test_the_demo_tenant_signs_admin_in_through_its_login_page_in_a_browser(
             "document.readyState === 'complete'"
             " && !location.pathname.startsWith('/web/login')"
             " && !!document.querySelector('.o_main_navbar')"
+            " && !!document.querySelector('.o_action_manager .o_view_controller')"
             " && location.pathname",
             "the signed-in web client",
         )
+        # The view's records arrive after its frame: on a loaded machine the first frames
+        # show an empty action, so give the page a moment to paint them.
+        time.sleep(3)
         screenshot = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
         cookies = browser.call("Network.getCookies", urls=[base])["cookies"]
     finally:
