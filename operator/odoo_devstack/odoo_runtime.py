@@ -79,10 +79,16 @@ def default_source_dir() -> Path:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         origin = ""
+    candidates: list[Path] = [*(parent / "shared" / "odoo" for parent in REPO.parents)]
     if origin and not _is_url(origin) and ":" not in origin.split("/")[0]:
-        beside_origin = Path(origin.removeprefix("file://")).resolve().parent / "shared" / "odoo"
-        if beside_origin.is_dir():
-            return beside_origin
+        remote = Path(origin.removeprefix("file://")).resolve()
+        candidates += [parent / "shared" / "odoo" for parent in remote.parents]
+    # This workplace keeps the sources in /work/shared/odoo; a clone made anywhere else on
+    # the machine (as CI's is) still finds them.
+    candidates.append(Path("/work/shared/odoo"))
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
     return DEFAULT_SOURCE_DIR
 
 
