@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -36,20 +36,6 @@ def as_role(dsn: str, role: str, password: str, database: str = "postgres") -> s
 
 def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def superuser(postgres_dsn: str) -> Iterator[psycopg.Connection]:
-    """A plain superuser connection for setting up drift and reading pg_authid."""
-    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
-        yield connection
-
-
-@pytest.fixture
-async def admin(postgres_dsn: str) -> AsyncIterator[PostgresAdmin]:
-    """The backend with the superuser as its admin."""
-    async with PostgresAdmin(postgres_dsn) as backend:
-        yield backend
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ puts back any server-wide privilege it changed.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -32,20 +32,6 @@ from odoo_operator.builders.postgres import (
 )
 
 Forget = Callable[[str], None]
-
-
-@pytest.fixture
-def superuser(postgres_dsn: str) -> Iterator[psycopg.Connection]:
-    """A plain superuser connection for setting up the server and reading pg_authid."""
-    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
-        yield connection
-
-
-@pytest.fixture
-async def admin(postgres_dsn: str) -> AsyncIterator[PostgresAdmin]:
-    """The backend with the superuser as its admin."""
-    async with PostgresAdmin(postgres_dsn) as backend:
-        yield backend
 
 
 @pytest.fixture
