@@ -229,3 +229,58 @@ def _delete(
         ).fetchall()
     assert not databases, f"deletionPolicy Delete left the database of {tenant.name}"
     assert not roles, f"deletionPolicy Delete left the role of {tenant.name}"
+
+
+@pytest.fixture(scope="module")
+def backup_conformance_operator(
+    k8s: client.ApiClient,
+    operator_kubeconfig: Path,
+    postgres_dsn: str,
+    redis_url: str,
+    blob_connection_string: str,
+    real_node_runner: RealNodeProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ManagedProcess]:
+    """The conformance operator with the session's blob store and ``backupExecution: job``.
+
+    A module that backs up real tenants overrides ``conformance_operator`` with this one.
+    Jobs, not the operator's process: a dedicated tenant's filestore is the real node's
+    claim folder, which only a pod mounting the claim reads; the operator's in-process
+    backup would read its own work directory instead.
+    """
+    if PLUGIN not in real_node_runner.plugins:
+        pytest.fail(f"the session's real node runs without the Odoo images ({PLUGIN})")
+    # The blob store too is reached by the backup Job's pod through the runner's relays.
+    for port in (
+        _port(postgres_dsn, 5432),
+        _port(redis_url, 6379),
+        _blob_port(blob_connection_string),
+    ):
+        real_node_runner.forward_host_port(port)
+    kubectl.install_crds(k8s, REPO / "crds")
+    workdir = tmp_path_factory.mktemp("conformance-backup-operator")
+    config = register_servers(
+        k8s,
+        postgres_dsn,
+        redis_url,
+        workdir,
+        blob_connection_string=blob_connection_string,
+        backup_execution="job",
+        upgrade_concurrency=1,
+        dedicated_node_pool=placement(),
+    )
+    process = start_operator(
+        operator_kubeconfig,
+        config,
+        workdir / "operator.log",
+        drift_interval=DRIFT_INTERVAL_SECONDS,
+        upgrade_interval=UPGRADE_INTERVAL_SECONDS,
+    )
+    yield process
+    process.stop()
+
+
+def _blob_port(connection_string: str) -> int:
+    """The TCP port of the blob endpoint of an Azure Storage connection string."""
+    fields = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
+    return urlsplit(fields["BlobEndpoint"]).port or 443

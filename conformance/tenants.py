@@ -501,3 +501,72 @@ def tenant_connection(postgres_dsn: str, tenant: Tenant) -> psycopg.Connection[A
     return psycopg.connect(
         conninfo.make_conninfo(postgres_dsn, dbname=tenant.database), autocommit=True
     )
+
+
+# -- an Odoo user's session ----------------------------------------------------------------------
+
+
+class OdooSession:
+    """A signed-in Odoo web session on a pod: JSON-RPC calls and downloads with its cookie,
+    as the web client makes them."""
+
+    def __init__(self, address: str, database: str, login: str, password: str) -> None:
+        self.address = address
+        payload = {"db": database, "login": login, "password": password}
+        answer = self._post("/web/session/authenticate", payload, cookie=None)
+        response: dict[str, Any] = json.loads(answer.body)
+        assert response.get("result", {}).get("uid"), f"{login} could not sign in: {response}"
+        cookie = answer.headers.get("set-cookie", "")
+        found = re.search(r"session_id=([^;]+)", cookie)
+        assert found, f"no session cookie in the answer to the sign-in: {answer.headers}"
+        self.cookie = f"session_id={found.group(1)}"
+
+    def call(
+        self,
+        model: str,
+        method: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """``model.method(*args, **kwargs)`` through ``/web/dataset/call_kw``; its result,
+        or a failure showing Odoo's error."""
+        payload = {"model": model, "method": method, "args": list(args), "kwargs": kwargs or {}}
+        answer = self._post("/web/dataset/call_kw", payload, self.cookie)
+        response: dict[str, Any] = json.loads(answer.body)
+        assert "error" not in response, f"{model}.{method} failed: {response['error']}"
+        return response.get("result")
+
+    def get(self, path: str) -> HttpAnswer:
+        """``GET path`` with the session's cookie."""
+        return self._send("GET", path, None, self.cookie)
+
+    def _post(self, path: str, params: Mapping[str, Any], cookie: str | None) -> HttpAnswer:
+        body = json.dumps({"jsonrpc": "2.0", "method": "call", "id": 1, "params": dict(params)})
+        answer = self._send("POST", path, body.encode(), cookie)
+        assert answer.status == 200, f"POST {path} answered {answer.status}: {answer.body[:500]!r}"
+        return answer
+
+    def _send(self, method: str, path: str, body: bytes | None, cookie: str | None) -> HttpAnswer:
+        # As _request: no proxy of the environment between the test and the pod.
+        connection = http.client.HTTPConnection(self.address, ODOO_HTTP_PORT, timeout=120)
+        headers = {"Host": f"{self.address}:{ODOO_HTTP_PORT}"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        if cookie is not None:
+            headers["Cookie"] = cookie
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            return HttpAnswer(
+                response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+            )
+        finally:
+            connection.close()
+
+
+def filestore_claim_folder(runner: RealNodeProcess, tenant: Tenant) -> Path:
+    """The real node's folder of the tenant's filestore claim: what its pods mount at
+    ``/var/lib/odoo``."""
+    found = sorted((runner.state_dir / "claims" / tenant.namespace).glob("odoo-filestore-*"))
+    assert len(found) == 1, f"expected one filestore claim folder of {tenant.name}: {found}"
+    return found[0]

@@ -55,7 +55,8 @@ def _option(
 
 
 def _add_engine_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``backup``, ``verify`` and ``restore``: the backup engine as commands, e.g. in a Job."""
+    """``backup``, ``verify``, ``restore`` and ``restore-filestore``: the backup engine as
+    commands, e.g. in a Job."""
     formatter = argparse.RawDescriptionHelpFormatter
     backup = commands.add_parser(
         "backup",
@@ -93,7 +94,19 @@ def _add_engine_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
         "                                        admin (CREATEDB, member of --owner-role)\n",
         formatter_class=formatter,
     )
-    for parser in (backup, verify, restore):
+    restore_filestore = commands.add_parser(
+        "restore-filestore",
+        help="stage, then swap in, the filestore of a backup (the volume's half of a restore)",
+        description="--step stage: check the backup's filestore part against its manifest "
+        "while extracting it into .<dir>.restore_<id> beside the filestore directory, which "
+        "is not touched. --step swap: rename the filestore directory <dir>.pre_restore_<id> "
+        "and the staged one into its place. Run next to the tenant's volume, while the "
+        "database half of the restore runs where the server's admin login is. Prints JSON; "
+        "on failure one line on stderr and exit code 1.",
+        epilog=_ENGINE_ENVIRONMENT,
+        formatter_class=formatter,
+    )
+    for parser in (backup, verify, restore, restore_filestore):
         _option(parser, "--instance", "ODOO_OPERATOR_INSTANCE", "OdooInstance name")
         _option(parser, "--container", "ODOO_OPERATOR_BLOB_CONTAINER", "blob container")
         parser.add_argument("--verbose", action="store_true", help="log progress to stderr")
@@ -135,6 +148,16 @@ def _add_engine_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
         "--expected-instance",
         "ODOO_OPERATOR_EXPECTED_INSTANCE",
         "refuse a backup of any other instance",
+    )
+    _option(restore_filestore, "--backup-id", "ODOO_OPERATOR_BACKUP_ID", "the backup to restore")
+    _option(
+        restore_filestore,
+        "--filestore",
+        "ODOO_OPERATOR_FILESTORE",
+        "the tenant's filestore directory, e.g. /var/lib/odoo/filestore/<db>",
+    )
+    restore_filestore.add_argument(
+        "--step", choices=("stage", "swap"), required=True, help="which half to run"
     )
     restore.add_argument(
         "--any-instance",

@@ -41,6 +41,7 @@ from odoo_operator.builders.backup_layout import (
 from odoo_operator.engine import (
     BackupFailed,
     DatabaseAccess,
+    RestoreError,
     RestoreRefused,
     RestoreTarget,
     VerificationError,
@@ -49,6 +50,12 @@ from odoo_operator.engine import (
     restore_backup,
     run_backup,
     verify_backup,
+)
+from odoo_operator.engine.filestore import write_filestore_tar
+from odoo_operator.engine.restore import (
+    filestore_restore_paths,
+    stage_filestore,
+    swap_in_filestore,
 )
 
 PARTNERS, MOVES, USERS = 25, 7, 2
@@ -811,3 +818,141 @@ def test_backup_verify_and_restore_commands(
     assert "no_such_db" in failed.stderr
     assert tenant.password not in failed.stderr
     assert failed.stderr.count("\n") == 1
+
+
+# --- the filestore half of a restore, next to the tenant's volume -------------------------------
+
+
+async def test_a_staged_filestore_is_swapped_in_and_the_replaced_one_kept(
+    store: BlobStore, new_tenant: NewTenant
+) -> None:
+    tenant = new_tenant()
+    backup_id = await backup(store, tenant)
+    backed_up = tree(tenant.filestore)
+    (tenant.filestore / "3f" / "written-after-the-backup").write_bytes(b"new")
+    first = next(iter(FILES))
+    (tenant.filestore / first).unlink()
+    live_now = tree(tenant.filestore)
+
+    summary = await stage_filestore(store, tenant.instance, backup_id, tenant.filestore)
+    assert (summary.files, summary.bytes) == (len(FILES), sum(map(len, FILES.values())))
+    # Staging touches nothing live.
+    assert tree(tenant.filestore) == live_now
+    staging, kept = filestore_restore_paths(tenant.filestore, backup_id)
+    assert tree(staging) == backed_up
+
+    assert swap_in_filestore(tenant.filestore, backup_id) == kept
+    assert tree(tenant.filestore) == backed_up
+    assert tree(kept) == live_now
+    assert not staging.exists()
+    with pytest.raises(RestoreError, match="exists, kept by an earlier restore"):
+        swap_in_filestore(tenant.filestore, backup_id)
+    with pytest.raises(RestoreRefused, match="exists, kept by an earlier restore"):
+        await stage_filestore(store, tenant.instance, backup_id, tenant.filestore)
+
+
+async def test_a_filestore_swap_with_nothing_staged_touches_nothing(
+    store: BlobStore, new_tenant: NewTenant
+) -> None:
+    tenant = new_tenant()
+    backup_id = await backup(store, tenant)
+    before = tree(tenant.filestore)
+    with pytest.raises(RestoreError, match=r"no filestore of backup .* is staged"):
+        swap_in_filestore(tenant.filestore, backup_id)
+    assert tree(tenant.filestore) == before
+    assert not filestore_restore_paths(tenant.filestore, backup_id)[1].exists()
+
+
+async def test_a_filestore_replaced_in_the_store_after_the_backup_is_not_staged(
+    store: BlobStore, new_tenant: NewTenant
+) -> None:
+    tenant = new_tenant()
+    backup_id = await backup(store, tenant)
+    other = tenant.filestore.parent / "other"
+    (other / "zz").mkdir(parents=True)
+    (other / "zz" / "planted").write_bytes(b"not from the backup")
+    with (other.parent / "planted.tar").open("wb") as out:
+        write_filestore_tar(other, out)
+    await store.upload_bytes(
+        part_name(tenant.instance, backup_id, FILESTORE_PART),
+        (other.parent / "planted.tar").read_bytes(),
+    )
+    with pytest.raises(RestoreError, match="changed in the store since it was checked"):
+        await stage_filestore(store, tenant.instance, backup_id, tenant.filestore)
+    staging, kept = filestore_restore_paths(tenant.filestore, backup_id)
+    assert not staging.exists()
+    assert not kept.exists()
+
+
+async def test_a_tenant_without_a_filestore_gets_the_backups_and_an_empty_kept_folder(
+    store: BlobStore, new_tenant: NewTenant
+) -> None:
+    tenant = new_tenant()
+    backup_id = await backup(store, tenant)
+    backed_up = tree(tenant.filestore)
+    fresh = tenant.filestore.parent.parent / "clone" / "filestore" / "odoo_clone"
+    await stage_filestore(store, tenant.instance, backup_id, fresh)
+    kept = swap_in_filestore(fresh, backup_id)
+    assert tree(fresh) == backed_up
+    assert kept.is_dir()
+    assert not any(kept.iterdir())
+
+
+def test_the_restore_filestore_command_stages_then_swaps(
+    store: BlobStore, new_tenant: NewTenant, blob_connection_string: str
+) -> None:
+    """What the restore's two Jobs run: the stage step reads the store, the swap step needs
+    no store and no secret at all."""
+    tenant = new_tenant()
+    environment = {
+        **os.environ,
+        "ODOO_OPERATOR_BLOB_CONNECTION_STRING": blob_connection_string,
+        "ODOO_OPERATOR_BLOB_CONTAINER": store.container,
+        "ODOO_OPERATOR_INSTANCE": tenant.instance,
+        "ODOO_OPERATOR_DB_CONNINFO": tenant.access.conninfo,
+    }
+
+    def run(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "odoo_operator.cli", *arguments],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    done = run(
+        environment, "backup", "--database", tenant.database, "--filestore",
+        str(tenant.filestore), "--odoo-version", "18.0",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    backup_id = json.loads(done.stdout)["backupId"]
+    backed_up = tree(tenant.filestore)
+    (tenant.filestore / "3f" / "written-after-the-backup").write_bytes(b"new")
+
+    staged = run(
+        environment, "restore-filestore", "--step", "stage", "--backup-id", backup_id,
+        "--filestore", str(tenant.filestore),
+    )  # fmt: skip
+    assert staged.returncode == 0, staged.stderr
+    assert json.loads(staged.stdout)["files"] == len(FILES)
+    assert "written-after-the-backup" in "".join(tree(tenant.filestore))
+
+    no_store = {k: v for k, v in os.environ.items() if not k.startswith("ODOO_OPERATOR_BLOB")}
+    swapped = run(
+        no_store, "restore-filestore", "--step", "swap", "--instance", tenant.instance,
+        "--backup-id", backup_id, "--filestore", str(tenant.filestore),
+    )  # fmt: skip
+    assert swapped.returncode == 0, swapped.stderr
+    assert tree(tenant.filestore) == backed_up
+    kept = Path(json.loads(swapped.stdout)["keptFilestore"])
+    assert "3f/written-after-the-backup" in tree(kept)
+
+    again = run(
+        no_store, "restore-filestore", "--step", "swap", "--instance", tenant.instance,
+        "--backup-id", backup_id, "--filestore", str(tenant.filestore),
+    )  # fmt: skip
+    assert again.returncode == 1
+    assert again.stderr.startswith("odoo-operator restore-filestore: ")
+    assert again.stderr.count("\n") == 1

@@ -20,7 +20,7 @@ from typing import Any
 from ..model.config import ConfigError, ServerTls, WorkloadIdentity
 from ..model.spec import InstanceSpec
 from .server_tls import ca_volume, ca_volume_mount, has_ca, postgres_tls_env
-from .tenant import instance_labels
+from .tenant import ODOO_UID, instance_labels
 from .workloads import DATABASE_SECRET, FILESTORE_CLAIM
 
 BACKUP_STORE_SECRET = "odoo-backup-store"  # noqa: S105 - an object name, not a value
@@ -121,19 +121,16 @@ def build_backup_job(
             f"it takes no connection string (got store_secret_key={store_secret_key!r})"
         )
 
-    def from_secret(name: str, key: str) -> dict[str, Any]:
-        return {"secretKeyRef": {"name": name, "key": key}}
-
     tls_env = postgres_tls_env(database_tls)
     tls_conninfo = "".join(
         f" {_LIBPQ_KEYWORDS[variable['name']]}=$({variable['name']})" for variable in tls_env
     )
     env = [
-        {"name": "PGHOST", "valueFrom": from_secret(DATABASE_SECRET, "host")},
-        {"name": "PGPORT", "valueFrom": from_secret(DATABASE_SECRET, "port")},
-        {"name": "PGUSER", "valueFrom": from_secret(DATABASE_SECRET, "username")},
-        {"name": "PGPASSWORD", "valueFrom": from_secret(DATABASE_SECRET, "password")},
-        {"name": "PGDATABASE", "valueFrom": from_secret(DATABASE_SECRET, "database")},
+        {"name": "PGHOST", "valueFrom": _from_secret(DATABASE_SECRET, "host")},
+        {"name": "PGPORT", "valueFrom": _from_secret(DATABASE_SECRET, "port")},
+        {"name": "PGUSER", "valueFrom": _from_secret(DATABASE_SECRET, "username")},
+        {"name": "PGPASSWORD", "valueFrom": _from_secret(DATABASE_SECRET, "password")},
+        {"name": "PGDATABASE", "valueFrom": _from_secret(DATABASE_SECRET, "database")},
         *tls_env,
         # Composed by the kubelet from the variables above ($(NAME) expansion), so the pod
         # spec shows no password; the engine hands it to pg_dump as PGPASSWORD, never argv.
@@ -142,32 +139,13 @@ def build_backup_job(
             "value": "host=$(PGHOST) port=$(PGPORT) user=$(PGUSER) password=$(PGPASSWORD) "
             f"application_name=odoo-operator-backup{tls_conninfo}",
         },
-        {"name": "ODOO_OPERATOR_BLOB_CONTAINER", "value": container},
+        *_store_env(container, store_secret_key),
     ]
-    if store_secret_key is not None:
-        env.append(
-            {
-                "name": "ODOO_OPERATOR_BLOB_CONNECTION_STRING",
-                "valueFrom": from_secret(BACKUP_STORE_SECRET, store_secret_key),
-            }
-        )
-    else:
-        env.append(
-            {
-                "name": "ODOO_OPERATOR_BLOB_ACCOUNT_URL",
-                "valueFrom": from_secret(BACKUP_STORE_SECRET, "accountUrl"),
-            }
-        )
-    job_labels = {**instance_labels(spec.name, "backup"), "odoo.tenantops.io/backup": backup_name}
-    pod_labels = dict(job_labels)
-    service_account = _TENANT_SERVICE_ACCOUNT
-    if workload_identity is not None:
-        pod_labels[WORKLOAD_IDENTITY_USE_LABEL] = "true"
-        service_account = workload_identity.service_account
-    container_spec: dict[str, Any] = {
-        "name": "backup",
-        "image": image,
-        "args": [
+    job = _engine_job(
+        spec,
+        name=backup_job_name(backup_id),
+        labels={"odoo.tenantops.io/backup": backup_name},
+        args=[
             "backup",
             "--instance",
             spec.name,
@@ -180,9 +158,138 @@ def build_backup_job(
             "--odoo-version",
             spec.version,
             "--filestore",
-            f"{_DATA_DIR}/filestore/{spec.database}",
+            filestore_directory(spec),
         ],
-        "env": env,
+        env=env,
+        image=image,
+        node_selector=node_selector,
+        tolerations=tolerations,
+        workload_identity=workload_identity,
+        # Reads only: any uid in the Odoo image's group (fsGroup) reads the filestore.
+        run_as=65532,
+        writes_filestore=False,
+    )
+    if has_ca(database_tls):
+        pod = job["spec"]["template"]["spec"]
+        pod["containers"][0]["volumeMounts"].append(ca_volume_mount())
+        pod["volumes"].append(ca_volume())
+    return job
+
+
+def filestore_directory(spec: InstanceSpec) -> str:
+    """Where the tenant's pods keep the database's filestore (``<data_dir>/filestore/<db>``)."""
+    return f"{_DATA_DIR}/filestore/{spec.database}"
+
+
+def filestore_restore_job_name(restore_uid: str, step: str) -> str:
+    """The Job of one step (``stage``, ``swap``) of the filestore half of one OdooRestore."""
+    return f"restore-{restore_uid.replace('-', '')[:12].lower()}-{step}"
+
+
+def build_filestore_restore_job(
+    spec: InstanceSpec,
+    *,
+    step: str,
+    restore_name: str,
+    restore_uid: str,
+    backup_instance: str,
+    backup_id: str,
+    node_selector: Mapping[str, str],
+    tolerations: Sequence[Mapping[str, Any]],
+    image: str,
+    container: str,
+    store_secret_key: str | None,
+    workload_identity: WorkloadIdentity | None = None,
+) -> dict[str, Any]:
+    """A one-shot Job running ``odoo-operator restore-filestore --step <step>`` for OdooRestore
+    ``restore_name`` into the tenant of ``spec``, with the filestore claim mounted writable.
+
+    It runs as the Odoo image's user, so the files it writes are Odoo's own. ``stage`` reads
+    the backup from the blob store (the store's access as for :func:`build_backup_job`);
+    ``swap`` only renames two directories and gets no store access at all. Neither gets a
+    database login: the database half of a restore is the operator's.
+    """
+    if step not in ("stage", "swap"):
+        raise ValueError(f"a filestore restore step is stage or swap, not {step!r}")
+    if workload_identity is not None and store_secret_key is not None:
+        raise ValueError(
+            "a Job with Workload Identity signs in as the identity; "
+            f"it takes no connection string (got store_secret_key={store_secret_key!r})"
+        )
+    staging = step == "stage"
+    return _engine_job(
+        spec,
+        name=filestore_restore_job_name(restore_uid, step),
+        labels={"odoo.tenantops.io/restore": restore_name},
+        args=[
+            "restore-filestore",
+            "--step",
+            step,
+            "--instance",
+            backup_instance,
+            "--backup-id",
+            backup_id,
+            "--filestore",
+            filestore_directory(spec),
+        ],
+        env=_store_env(container, store_secret_key) if staging else [],
+        image=image,
+        node_selector=node_selector,
+        tolerations=tolerations,
+        workload_identity=workload_identity if staging else None,
+        run_as=ODOO_UID,
+        writes_filestore=True,
+    )
+
+
+def _from_secret(name: str, key: str) -> dict[str, Any]:
+    return {"secretKeyRef": {"name": name, "key": key}}
+
+
+def _store_env(container: str, store_secret_key: str | None) -> list[dict[str, Any]]:
+    """How the engine in a Job reaches the blob store: the copied connection string, or the
+    account URL alone (Workload Identity)."""
+    credential = (
+        {
+            "name": "ODOO_OPERATOR_BLOB_CONNECTION_STRING",
+            "valueFrom": _from_secret(BACKUP_STORE_SECRET, store_secret_key),
+        }
+        if store_secret_key is not None
+        else {
+            "name": "ODOO_OPERATOR_BLOB_ACCOUNT_URL",
+            "valueFrom": _from_secret(BACKUP_STORE_SECRET, "accountUrl"),
+        }
+    )
+    return [{"name": "ODOO_OPERATOR_BLOB_CONTAINER", "value": container}, credential]
+
+
+def _engine_job(
+    spec: InstanceSpec,
+    *,
+    name: str,
+    labels: Mapping[str, str],
+    args: list[str],
+    env: list[dict[str, Any]],
+    image: str,
+    node_selector: Mapping[str, str],
+    tolerations: Sequence[Mapping[str, Any]],
+    workload_identity: WorkloadIdentity | None,
+    run_as: int,
+    writes_filestore: bool,
+) -> dict[str, Any]:
+    """A Job of the operator's image in the tenant namespace with the filestore claim mounted:
+    restricted, token-less, never retried by Kubernetes."""
+    job_labels = {**instance_labels(spec.name, "backup"), **labels}
+    pod_labels = dict(job_labels)
+    service_account = _TENANT_SERVICE_ACCOUNT
+    if workload_identity is not None:
+        pod_labels[WORKLOAD_IDENTITY_USE_LABEL] = "true"
+        service_account = workload_identity.service_account
+    read_only = not writes_filestore
+    container_spec: dict[str, Any] = {
+        "name": args[0],
+        "image": image,
+        "args": args,
         "resources": {
             "requests": {"cpu": "100m", "memory": "128Mi"},
             "limits": {"cpu": "1", "memory": "256Mi"},
@@ -193,28 +300,24 @@ def build_backup_job(
             "capabilities": {"drop": ["ALL"]},
         },
         "volumeMounts": [
-            {"name": "filestore", "mountPath": _DATA_DIR, "readOnly": True},
+            {"name": "filestore", "mountPath": _DATA_DIR, "readOnly": read_only},
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, not the host's
         ],
     }
+    if env:
+        # Never an empty list: the API server drops it, and every pass would see drift.
+        container_spec["env"] = env
     volumes: list[dict[str, Any]] = [
         {
             "name": "filestore",
-            "persistentVolumeClaim": {"claimName": FILESTORE_CLAIM, "readOnly": True},
+            "persistentVolumeClaim": {"claimName": FILESTORE_CLAIM, "readOnly": read_only},
         },
         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
     ]
-    if has_ca(database_tls):
-        container_spec["volumeMounts"].append(ca_volume_mount())
-        volumes.append(ca_volume())
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {
-            "name": backup_job_name(backup_id),
-            "namespace": spec.namespace,
-            "labels": job_labels,
-        },
+        "metadata": {"name": name, "namespace": spec.namespace, "labels": job_labels},
         "spec": {
             # Retries are the operator's decision (a new OdooBackup), never a silent re-run.
             "backoffLimit": 0,
@@ -231,9 +334,9 @@ def build_backup_job(
                     "automountServiceAccountToken": False,
                     "securityContext": {
                         "runAsNonRoot": True,
-                        "runAsUser": 65532,
-                        "runAsGroup": 65532,
-                        "fsGroup": 101,  # the Odoo image's group owns the filestore
+                        "runAsUser": run_as,
+                        "runAsGroup": run_as,
+                        "fsGroup": ODOO_UID,  # the Odoo image's group owns the filestore
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "nodeSelector": dict(node_selector),

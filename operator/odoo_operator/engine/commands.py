@@ -1,4 +1,5 @@
-"""``odoo-operator backup | verify | restore``: the engine as a command, for Jobs and humans.
+"""``odoo-operator backup | verify | restore | restore-filestore``: the engine as a command,
+for Jobs and humans.
 
 Inputs come from flags, each with an environment variable as its default (see
 ``odoo-operator <command> --help``); secrets (connection strings) only from the environment,
@@ -25,7 +26,7 @@ from psycopg import sql
 from ..backends.blobstore import BlobStore
 from ..builders.backup_layout import new_backup_id
 from .backup import DatabaseAccess, run_backup
-from .restore import RestoreTarget, restore_backup
+from .restore import RestoreTarget, restore_backup, stage_filestore, swap_in_filestore
 from .verify import verify_backup
 
 # Secrets: read from the environment only.
@@ -136,10 +137,25 @@ async def _restore(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _restore_filestore(args: argparse.Namespace) -> int:
+    _require(args, "instance", "backup_id", "filestore", "step")
+    filestore = Path(args.filestore)
+    if args.step == "swap":
+        # Two renames in the tenant's volume: no store, no secret.
+        kept = swap_in_filestore(filestore, args.backup_id)
+        _print({"filestore": filestore, "keptFilestore": kept})
+        return 0
+    async with _open_store(args) as store:
+        summary = await stage_filestore(store, args.instance, args.backup_id, filestore)
+    _print({"filestore": filestore, "files": summary.files, "bytes": summary.bytes})
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "backup": _backup,
     "verify": _verify,
     "restore": _restore,
+    "restore-filestore": _restore_filestore,
 }
 
 

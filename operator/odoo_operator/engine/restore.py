@@ -55,7 +55,7 @@ from ..builders.backup_layout import (
 from . import database as db
 from .backup import read_manifest
 from .errors import BackupNotFound, RestoreError, RestoreRefused
-from .filestore import extract_filestore_tar, scan_filestore_tar
+from .filestore import TarSummary, extract_filestore_tar, scan_filestore_tar
 from .streams import HashingIterator, ThreadReader, run_thread_on_input
 
 logger = logging.getLogger(__name__)
@@ -110,12 +110,20 @@ class _Names:
     kept_filestore: Path | None
 
 
+def filestore_restore_paths(filestore: Path, backup_id: str) -> tuple[Path, Path]:
+    """Where a restore of ``backup_id`` stages its filestore (a hidden sibling of
+    ``filestore``) and where it keeps the one it replaces: ``<dir>.pre_restore_<short id>``."""
+    sid = short_id(backup_id)
+    return (
+        filestore.parent / f".{filestore.name}.restore_{sid}",
+        filestore.parent / f"{filestore.name}.pre_restore_{sid}",
+    )
+
+
 def _names(target: RestoreTarget, backup_id: str) -> _Names:
     staging_dir = kept_dir = None
     if target.filestore is not None:
-        sid = short_id(backup_id)
-        staging_dir = target.filestore.parent / f".{target.filestore.name}.restore_{sid}"
-        kept_dir = target.filestore.parent / f"{target.filestore.name}.pre_restore_{sid}"
+        staging_dir, kept_dir = filestore_restore_paths(target.filestore, backup_id)
     return _Names(
         staging_database=derived_database_name(target.database, "restore", backup_id),
         kept_database=derived_database_name(target.database, "pre_restore", backup_id),
@@ -407,14 +415,20 @@ def _swap_filestore(target: RestoreTarget, names: _Names) -> bool:
     if target.filestore is None or names.staging_filestore is None:
         return False
     assert names.kept_filestore is not None
-    existed = os.path.lexists(target.filestore)
+    return _swap_directories(target.filestore, names.staging_filestore, names.kept_filestore)
+
+
+def _swap_directories(live: Path, staging: Path, kept: Path) -> bool:
+    """``live`` renamed ``kept`` (when it exists), ``staging`` renamed ``live``; undone if the
+    second rename fails. True when ``live`` existed."""
+    existed = os.path.lexists(live)
     if existed:
-        os.rename(target.filestore, names.kept_filestore)
+        os.rename(live, kept)
     try:
-        os.rename(names.staging_filestore, target.filestore)
+        os.rename(staging, live)
     except OSError:
         if existed:
-            os.rename(names.kept_filestore, target.filestore)
+            os.rename(kept, live)
         raise
     return existed
 
@@ -426,3 +440,96 @@ def _unswap_filestore(target: RestoreTarget, names: _Names, kept: bool) -> None:
     os.rename(target.filestore, names.staging_filestore)
     if kept:
         os.rename(names.kept_filestore, target.filestore)
+
+
+# -- the filestore alone, next to the tenant's data ----------------------------------------------
+#
+# When the operator cannot write the tenant's volume (backups run as Jobs, the filestore is a
+# claim only the tenant's pods mount), a restore is split: a Job stages the backup's
+# filestore beside the live one, the operator restores and swaps the database, then a second
+# Job swaps the directories. Staging fails before anything is touched; the swap is two
+# renames on one file system.
+
+
+async def stage_filestore(
+    store: BlobStore, instance: str, backup_id: str, filestore: Path
+) -> TarSummary:
+    """Extract the filestore of backup ``backup_id`` of ``instance`` beside ``filestore``
+    (:func:`filestore_restore_paths`), checked against the manifest; the live directory is
+    not touched.
+
+    Raises :class:`~.errors.RestoreRefused` when the backup is unusable or an earlier
+    restore of it kept a directory under the name this one would keep, and
+    :class:`~.errors.RestoreError` when the part read differs from its manifest (the staged
+    copy is then removed).
+    """
+    try:
+        manifest = await read_manifest(store, instance, backup_id)
+    except (BackupNotFound, ManifestError, ValueError) as error:
+        raise RestoreRefused(
+            f"restore of backup {backup_id} of {instance} refused: {error}"
+        ) from None
+    staging, kept = filestore_restore_paths(filestore, backup_id)
+    if os.path.lexists(kept):
+        raise RestoreRefused(
+            f"restore refused: {kept} exists, kept by an earlier restore of backup "
+            f"{backup_id}; remove or rename it to restore this backup again"
+        )
+    # A tenant that never stored an attachment has no filestore folder yet.
+    filestore.parent.mkdir(parents=True, exist_ok=True)
+    # Left only by an interrupted staging of this very backup: never swapped in.
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    summary: list[TarSummary] = []
+
+    def extract(reader: ThreadReader) -> object:
+        summary.append(extract_filestore_tar(reader, staging))
+        return summary[-1]
+
+    try:
+        await _restore_part(
+            store,
+            manifest,
+            FILESTORE_PART,
+            lambda chunks: run_thread_on_input(f"restore-{instance}", chunks, extract),
+        )
+    except BaseException as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not isinstance(error, Exception) or isinstance(error, RestoreError):
+            raise
+        raise RestoreError(
+            f"staging the filestore of backup {backup_id} failed: {error}; "
+            f"{filestore} was not touched"
+        ) from error
+    logger.info(
+        "staged the filestore of backup %s (%d files, %d bytes) at %s",
+        backup_id,
+        summary[-1].files,
+        summary[-1].bytes,
+        staging,
+    )
+    return summary[-1]
+
+
+def swap_in_filestore(filestore: Path, backup_id: str) -> Path:
+    """Put the filestore staged by :func:`stage_filestore` in place of ``filestore``; return
+    where the replaced one is kept (an empty directory when there was none).
+
+    Raises :class:`~.errors.RestoreError` when nothing is staged; then nothing is touched.
+    """
+    staging, kept = filestore_restore_paths(filestore, backup_id)
+    if os.path.lexists(kept):
+        raise RestoreError(
+            f"{kept} exists, kept by an earlier restore of backup {backup_id}; {filestore} "
+            f"was not touched"
+        )
+    if not staging.is_dir():
+        raise RestoreError(
+            f"no filestore of backup {backup_id} is staged at {staging}; {filestore} was "
+            f"not touched"
+        )
+    # An empty live directory when there was none, so that what the restore replaced is
+    # always at ``kept`` and a second swap of this backup is refused like a second restore.
+    filestore.mkdir(exist_ok=True)
+    _swap_directories(filestore, staging, kept)
+    return kept

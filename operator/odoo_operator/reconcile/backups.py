@@ -285,28 +285,17 @@ async def _start_backup_job(
     status: dict[str, Any],
 ) -> BackupResult:
     """Hand the backup to a Job in the tenant namespace; it is followed on later passes."""
-    store_secret = await clients.kube.get(
-        "v1", "Secret", store_ref.secret, clients.config.namespace
-    )
-    store_data = (store_secret or {}).get("data") or {}
-    identity = store_ref.workload_identity
-    # With Workload Identity the Job signs in as the identity: no key reaches the tenant.
-    key = None if identity else ("connectionString" if "connectionString" in store_data else None)
-    dedicated = spec.tenancy == "dedicated"
     owner = await clients.kube.get("v1", "Namespace", spec.namespace)
     if owner is None:
         return BackupResult(
             _failed(status, "InstanceNotProvisioned", f"namespace {spec.namespace} is missing")
         )
     try:
-        # Only what the Job needs to write backups: never a database admin login.
-        store_copy = build_backup_store_secret(spec, store_data, identity)
+        key = await grant_store_access(clients, spec, store_ref)
     except ConfigError as exc:
         return BackupResult(_failed(status, "InvalidConfiguration", str(exc)))
-    if identity is not None:
-        await clients.kube.apply(build_backup_service_account(spec, identity))
-        await clients.kube.apply(build_backup_identity_egress_policy(spec, identity))
-    await clients.kube.apply(store_copy)
+    identity = store_ref.workload_identity
+    dedicated = spec.tenancy == "dedicated"
     job = build_backup_job(
         spec,
         node_selector=clients.config.dedicated_node_selector if dedicated else {},
@@ -333,6 +322,38 @@ async def _start_backup_job(
     raise BackupWaiting("the backup Job is running", running)
 
 
+async def grant_store_access(
+    clients: Clients, spec: InstanceSpec, store_ref: BlobStoreRef
+) -> str | None:
+    """Give a Job in the tenant namespace what it needs to reach the blob store, and no more:
+    a copy of the store's connection string, or, with Workload Identity, the identity's
+    ServiceAccount and egress policy. Returns the key of the copied Secret holding the
+    connection string (None: the Job signs in as the identity). Raises ConfigError."""
+    store_secret = await clients.kube.get(
+        "v1", "Secret", store_ref.secret, clients.config.namespace
+    )
+    store_data = (store_secret or {}).get("data") or {}
+    identity = store_ref.workload_identity
+    # With Workload Identity the Job signs in as the identity: no key reaches the tenant.
+    key = None if identity else ("connectionString" if "connectionString" in store_data else None)
+    # Only what the Job needs to reach backups: never a database admin login.
+    store_copy = build_backup_store_secret(spec, store_data, identity)
+    if identity is not None:
+        await clients.kube.apply(build_backup_service_account(spec, identity))
+        await clients.kube.apply(build_backup_identity_egress_policy(spec, identity))
+    await clients.kube.apply(store_copy)
+    return key
+
+
+def job_outcome(job: Mapping[str, Any] | None) -> str | None:
+    """``Complete`` or ``Failed`` once a Job has finished, ``None`` while it runs."""
+    conditions = ((job or {}).get("status") or {}).get("conditions") or []
+    for condition in conditions:
+        if condition.get("status") == "True" and condition.get("type") in ("Complete", "Failed"):
+            return str(condition["type"])
+    return None
+
+
 async def _follow_backup_job(
     clients: Clients, request: BackupRequest, status: dict[str, Any]
 ) -> BackupResult:
@@ -341,13 +362,8 @@ async def _follow_backup_job(
     job = await clients.kube.get("batch/v1", "Job", name, namespace)
     if job is None:
         return BackupResult(_failed(status, "JobMissing", f"Job {namespace}/{name} is gone"))
-    job_status = job.get("status") or {}
-    finished = {
-        c.get("type")
-        for c in job_status.get("conditions") or []
-        if c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
-    }
-    if not finished:
+    outcome = job_outcome(job)
+    if outcome is None:
         raise BackupWaiting(f"Job {namespace}/{name} is running", status)
     started = parse_time(status.get("startedAt")) or now()
     store_ref = clients.config.blob_store(status.get("store"))
@@ -360,12 +376,12 @@ async def _follow_backup_job(
         ),
         None,
     )
-    if manifest is not None and "Complete" in finished:
+    if manifest is not None and outcome == "Complete":
         done = _succeeded(
             status, manifest, store_ref.name, store_ref.container, started, status["execution"]
         )
         return BackupResult(await _with_store_protection(done, store))
-    reason = "the Job failed" if "Failed" in finished else "the Job completed"
+    reason = "the Job failed" if outcome == "Failed" else "the Job completed"
     return BackupResult(
         _failed(
             status,

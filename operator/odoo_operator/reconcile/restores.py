@@ -21,11 +21,17 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from ..builders.backup_job import (
+    build_filestore_restore_job,
+    filestore_directory,
+    filestore_restore_job_name,
+)
 from ..builders.neutralize import neutralization_statements
 from ..engine import RestoreRefused, RestoreTarget, restore_backup
-from ..engine.restore import check_odoo_versions
+from ..engine.restore import check_odoo_versions, filestore_restore_paths
 from ..model.backup import (
     BACKUP_KIND,
     FAILED,
@@ -35,9 +41,18 @@ from ..model.backup import (
     SUCCEEDED,
     RestoreRequest,
 )
+from ..model.config import BlobStoreRef, ConfigError
 from ..model.names import API_VERSION, INSTANCE_KIND, MAINTENANCE_ANNOTATION
 from ..model.spec import InstanceSpec
-from .backups import backup_object, finished, in_process_filestore, now, timestamp
+from .backups import (
+    backup_object,
+    finished,
+    grant_store_access,
+    in_process_filestore,
+    job_outcome,
+    now,
+    timestamp,
+)
 from .clients import Clients
 
 logger = logging.getLogger(__name__)
@@ -75,6 +90,8 @@ async def run_restore_request(clients: Clients, body: Mapping[str, Any]) -> dict
     status = dict(body.get("status") or {})
     if status.get("phase") in FINISHED:
         return status
+    if status.get("step") == _SWAPPING:
+        return await _swap_filestore(clients, body, request, status)
     if status.get("step") == "restoring":
         # The operator stopped inside the engine. The engine swaps names only after the new
         # database is proven, so the target is either untouched or fully restored.
@@ -152,10 +169,27 @@ async def run_restore_request(clients: Clients, body: Mapping[str, Any]) -> dict
     if not await _scaled_down(clients, target):
         raise RestoreWaiting(f"waiting for the web and cron pods of {target.name} to stop", status)
 
+    filestore_in_process = in_process_filestore(clients, target)
+    store_ref = clients.config.blob_store(backup_status.get("store"))
+    if filestore_in_process is None:
+        # The filestore is a claim only the tenant's pods mount: a Job stages the backup's
+        # beside the live one before the database is touched, and swaps it in afterwards.
+        staged = await _stage_filestore(
+            clients,
+            body,
+            request,
+            target,
+            source,
+            store_ref,
+            str(backup_status["backupId"]),
+            status,
+        )
+        if staged is not None:
+            return staged
     status.update(phase=RUNNING, step="restoring", message="restoring the database")
     await clients.kube.patch_status(API_VERSION, RESTORE_KIND, request.name, status)
     try:
-        store = await clients.blob(clients.config.blob_store(backup_status.get("store")))
+        store = await clients.blob(store_ref)
         server = clients.config.postgres_server(target.database_server)
         outcome = await restore_backup(
             store,
@@ -165,7 +199,7 @@ async def run_restore_request(clients: Clients, body: Mapping[str, Any]) -> dict
                 admin_conninfo=await clients.postgres_admin_conninfo(server),
                 database=target.database,
                 owner_role=target.database,
-                filestore=in_process_filestore(clients, target),
+                filestore=filestore_in_process,
                 expected_instance=source,
                 target_odoo_version=running_version,
                 neutralize=neutralize,
@@ -183,25 +217,173 @@ async def run_restore_request(clients: Clients, body: Mapping[str, Any]) -> dict
         status.pop("step", None)
         await _set_maintenance(clients, request.target, None)
         return finished(status, FAILED, "RestoreFailed", f"{type(exc).__name__}: {exc}")
+    status["keptDatabase"] = outcome.kept_database
+    if filestore_in_process is None:
+        status.update(step=_SWAPPING, message="swapping in the restored filestore")
+        await clients.kube.patch_status(API_VERSION, RESTORE_KIND, request.name, status)
+        return await _swap_filestore(clients, body, request, status)
     await _set_maintenance(clients, request.target, None)
     status.pop("step", None)
-    status["keptDatabase"] = outcome.kept_database
-    kind = "neutralized clone" if neutralize and not in_place else "restore"
-    filestore_restored = in_process_filestore(clients, target) is not None
-    status["filestoreRestored"] = filestore_restored
-    # Said in status, never implied: without a filestore the operator can write, only the
-    # database came back, and attachment files removed since the backup are still missing.
-    filestore_note = (
-        ""
-        if filestore_restored
-        else "; the FILESTORE WAS NOT RESTORED (the operator cannot write the tenant's "
-        "volume): attachments deleted since the backup have records but no files; restore "
-        "filestore.tar of the backup into the volume by hand (docs/backup.md)"
+    status["filestoreRestored"] = True
+    return _restored(
+        status, neutralize and not in_place, backup_status["backupId"], source, target.name
     )
+
+
+def _restored(
+    status: dict[str, Any], clone: bool, backup_id: str, source: str, target: str
+) -> dict[str, Any]:
+    kind = "neutralized clone" if clone else "restore"
     return finished(
         status,
         SUCCEEDED,
         "Restored",
-        f"{kind} of backup {backup_status['backupId']} of {source} into {target.name}; "
-        f"the previous database is kept as {outcome.kept_database}{filestore_note}",
+        f"{kind} of backup {backup_id} of {source} into {target} (database and filestore); "
+        f"the previous database is kept as {status.get('keptDatabase')}"
+        + (
+            f" and the previous filestore as {status['keptFilestore']}"
+            if status.get("keptFilestore")
+            else ""
+        ),
+    )
+
+
+_STAGING, _SWAPPING = "staging-filestore", "swapping-filestore"
+
+
+async def _filestore_job(
+    clients: Clients,
+    body: Mapping[str, Any],
+    request: RestoreRequest,
+    target: InstanceSpec,
+    step: str,
+    backup_instance: str,
+    backup_id: str,
+    store_ref: BlobStoreRef,
+) -> tuple[str, str | None]:
+    """Create (idempotently) the Job of one filestore step; its name and outcome so far."""
+    name = filestore_restore_job_name(str(body["metadata"]["uid"]), step)
+    job = await clients.kube.get("batch/v1", "Job", name, target.namespace)
+    if job is None:
+        key = await grant_store_access(clients, target, store_ref) if step == "stage" else None
+        dedicated = target.tenancy == "dedicated"
+        job = build_filestore_restore_job(
+            target,
+            step=step,
+            restore_name=request.name,
+            restore_uid=str(body["metadata"]["uid"]),
+            backup_instance=backup_instance,
+            backup_id=backup_id,
+            node_selector=clients.config.dedicated_node_selector if dedicated else {},
+            tolerations=clients.config.dedicated_tolerations if dedicated else (),
+            image=clients.config.operator_image,
+            container=store_ref.container,
+            store_secret_key=key,
+            workload_identity=store_ref.workload_identity,
+        )
+        await clients.kube.apply(job)
+        return name, None
+    return name, job_outcome(job)
+
+
+async def _stage_filestore(
+    clients: Clients,
+    body: Mapping[str, Any],
+    request: RestoreRequest,
+    target: InstanceSpec,
+    source: str,
+    store_ref: BlobStoreRef,
+    backup_id: str,
+    status: dict[str, Any],
+) -> dict[str, Any] | None:
+    """Run the staging Job; None once it succeeded, the finished status when it failed.
+
+    Raises :class:`RestoreWaiting` while the Job runs.
+    """
+    status.update(phase=RUNNING, step=_STAGING)
+    try:
+        job, outcome = await _filestore_job(
+            clients, body, request, target, "stage", source, backup_id, store_ref
+        )
+    except ConfigError as error:
+        status.pop("step", None)
+        await _set_maintenance(clients, request.target, None)
+        return finished(status, FAILED, "InvalidConfiguration", f"{error}; nothing touched")
+    status["filestoreJobs"] = f"Job {target.namespace}/{job}"
+    if outcome is None:
+        raise RestoreWaiting(
+            f"Job {target.namespace}/{job} is staging the backup's filestore beside the live one",
+            status,
+        )
+    if outcome == "Failed":
+        status.pop("step", None)
+        await _set_maintenance(clients, request.target, None)
+        return finished(
+            status,
+            FAILED,
+            "FilestoreStagingFailed",
+            f"Job {target.namespace}/{job} could not stage the filestore of backup "
+            f"{backup_id} (read its logs); nothing was touched, {target.name} is back in service",
+        )
+    return None
+
+
+async def _swap_filestore(
+    clients: Clients, body: Mapping[str, Any], request: RestoreRequest, status: dict[str, Any]
+) -> dict[str, Any]:
+    """After the database swap: the Job that renames the staged filestore into place."""
+    backup = await clients.kube.get(API_VERSION, BACKUP_KIND, request.backup)
+    backup_status = (backup or {}).get("status") or {}
+    target_body = await clients.kube.get(API_VERSION, INSTANCE_KIND, request.target)
+    if backup is None or target_body is None:
+        await _set_maintenance(clients, request.target, None)
+        return finished(
+            status,
+            FAILED,
+            "FilestoreNotSwapped",
+            f"the database was restored (the previous one is kept as {status.get('keptDatabase')}) "
+            f"but OdooBackup {request.backup} or OdooInstance {request.target} is gone, so the "
+            "staged filestore was not swapped in",
+        )
+    target = InstanceSpec.from_resource(target_body)
+    backup_id = str(backup_status["backupId"])
+    source = str(backup["spec"]["instance"])
+    job, outcome = await _filestore_job(
+        clients,
+        body,
+        request,
+        target,
+        "swap",
+        source,
+        backup_id,
+        clients.config.blob_store(backup_status.get("store")),
+    )
+    if outcome is None:
+        raise RestoreWaiting(f"Job {target.namespace}/{job} is swapping in the filestore", status)
+    status.pop("step", None)
+    await _set_maintenance(clients, request.target, None)
+    status["filestoreJobs"] = (
+        f"{status.get('filestoreJobs', '')}, Job {target.namespace}/{job}".lstrip(", ")
+    )
+    if outcome == "Failed":
+        status["filestoreRestored"] = False
+        return finished(
+            status,
+            FAILED,
+            "FilestoreNotSwapped",
+            f"the database was restored (the previous one is kept as {status.get('keptDatabase')}) "
+            f"but Job {target.namespace}/{job} could not swap in the filestore staged beside "
+            f"the live one (read its logs): attachments deleted since the backup have records "
+            f"but no files until it is swapped in by hand (docs/backup.md)",
+        )
+    status["filestoreRestored"] = True
+    # The swap always keeps one (empty when the tenant had no filestore yet).
+    _, kept = filestore_restore_paths(Path(filestore_directory(target)), backup_id)
+    status["keptFilestore"] = str(kept)
+    return _restored(
+        status,
+        bool(status.get("neutralized")) and status.get("mode") == "Clone",
+        backup_id,
+        source,
+        target.name,
     )
