@@ -56,26 +56,42 @@ _lock = threading.Lock()
 _resolved: dict[str, ImageRuntime] = {}
 
 
+# Migration images, as a platform builds them for a major upgrade (``spec.upgrade.
+# migrationImage``): Odoo of the target version whose entrypoint runs OpenUpgrade. The
+# operator's upgrade Job gives them ``-d <copy> -u all --stop-after-init`` like any image.
+MIGRATION_IMAGE = "odoo-openupgrade"
+# The same, with one more migration script that raises: a migration that fails for real.
+FAILING_MIGRATION_IMAGE = "odoo-openupgrade-failing"
+FAILING_MIGRATION_MESSAGE = "this migration is made to fail (odoo_devstack.odoo_images)"
+
+
 def register(table: RuntimeTable) -> None:
-    """The plugin entry point: ``odoo:<version>`` for every version the harness builds."""
+    """The plugin entry point: ``odoo:<version>`` for every version the harness builds, and
+    the migration images for every version that has OpenUpgrade's scripts."""
     for version in ODOO_VERSIONS:
-        table.register(f"{ODOO_IMAGE}:{version}", _resolver(version))
+        table.register(f"{ODOO_IMAGE}:{version}", _resolver(version, ""))
+        table.register(f"{MIGRATION_IMAGE}:{version}", _resolver(version, MIGRATION_IMAGE))
+        table.register(
+            f"{FAILING_MIGRATION_IMAGE}:{version}", _resolver(version, FAILING_MIGRATION_IMAGE)
+        )
 
 
-def _resolver(version: str) -> Resolver:
+def _resolver(version: str, flavour: str) -> Resolver:
     def resolve(image: ImageRef) -> ImageRuntime:
         # The runner resolves an image at every container start: look the runtime up once.
+        key = f"{flavour}:{version}"
         with _lock:
-            if version not in _resolved:
-                _resolved[version] = image_runtime(version, str(image))
-            return _resolved[version]
+            if key not in _resolved:
+                _resolved[key] = image_runtime(version, str(image), flavour)
+            return _resolved[key]
 
     return resolve
 
 
-def image_runtime(version: str, image: str = "") -> ImageRuntime:
-    """What runs a container of ``odoo:<version>``; :class:`ImageUnavailableError` when the
-    runtime is not there (the runner never builds one: a build takes minutes)."""
+def image_runtime(version: str, image: str = "", flavour: str = "") -> ImageRuntime:
+    """What runs a container of ``odoo:<version>`` (or of a migration image, ``flavour``);
+    :class:`ImageUnavailableError` when the runtime is not there (the runner never builds
+    one: a build takes minutes)."""
     shown = image or f"{ODOO_IMAGE}:{version}"
     try:
         runtime = OdooRuntime(version)
@@ -87,7 +103,7 @@ def image_runtime(version: str, image: str = "") -> ImageRuntime:
             f'image "{shown}": the Odoo {version} runtime is not built in {runtime.root}; '
             "run `odoo-devstack bootstrap` (or OdooRuntime(version).ensure())"
         )
-    folder = write_wrappers(runtime)
+    folder = write_wrappers(runtime, flavour)
     return directory_runtime(
         folder,
         f"Odoo {version} from {runtime.root}",
@@ -117,22 +133,59 @@ def _runtime_paths(runtime: OdooRuntime) -> tuple[str, ...]:
     return tuple(dict.fromkeys(paths))
 
 
-def wrapper_folder(runtime: OdooRuntime) -> Path:
+def wrapper_folder(runtime: OdooRuntime, flavour: str = "") -> Path:
     """Where the image's executables for ``runtime`` are written (one folder per build)."""
-    return cache_root() / "podrunner-images" / f"odoo-{runtime.root.name}"
+    suffix = f"-{flavour}" if flavour else ""
+    return cache_root() / "podrunner-images" / f"odoo-{runtime.root.name}{suffix}"
 
 
-def write_wrappers(runtime: OdooRuntime) -> Path:
-    """Write ``bin/odoo`` and ``bin/python3`` for ``runtime``; return their folder."""
-    folder = wrapper_folder(runtime)
+def _migration_options(runtime: OdooRuntime, folder: Path, flavour: str) -> list[str]:
+    """The options a migration image adds: OpenUpgrade's scripts as an upgrade path and its
+    framework loaded, as OpenUpgrade's documentation runs it; the failing flavour adds a
+    pre-migration of ``base`` that raises."""
+    if not flavour:
+        return []
+    scripts = runtime.openupgrade_scripts_path
+    if scripts is None:
+        raise ImageUnavailableError(
+            f'image "{flavour}:{runtime.version}": the Odoo {runtime.version} runtime has no '
+            "OpenUpgrade scripts (only a target version of a major upgrade has them)"
+        )
+    paths = [str(scripts)]
+    if flavour == FAILING_MIGRATION_IMAGE:
+        # Odoo runs <upgrade path>/<module>/<version>/pre-*.py before updating the module,
+        # for each version between the installed one and the new one; "1.3" stands for
+        # "<series>.1.3", base's version in every series here.
+        step = folder / "failing-migration" / "base" / "1.3"
+        step.mkdir(parents=True, exist_ok=True)
+        (step / "pre-migration.py").write_text(
+            f"def migrate(cr, version):\n    raise RuntimeError({FAILING_MIGRATION_MESSAGE!r})\n"
+        )
+        for path in (folder / "failing-migration", step.parent, step):
+            path.chmod(0o755)
+        (step / "pre-migration.py").chmod(0o644)
+        paths.append(str(folder / "failing-migration"))
+    return ["--upgrade-path=" + ",".join(paths), "--load=base,web,openupgrade_framework"]
+
+
+def write_wrappers(runtime: OdooRuntime, flavour: str = "") -> Path:
+    """Write ``bin/odoo`` and ``bin/python3`` for ``runtime`` (of a migration image with
+    ``flavour``); return their folder."""
+    folder = wrapper_folder(runtime, flavour)
+    folder.mkdir(parents=True, exist_ok=True)
     python = shlex.quote(str(runtime.python))
     addons = ",".join(str(path) for path in runtime.addons_paths)
+    options = " ".join(
+        shlex.quote(option)
+        for option in ["--addons-path=" + addons, *_migration_options(runtime, folder, flavour)]
+    )
+    image = f"{flavour or ODOO_IMAGE}:{runtime.version}"
     scripts = {
         "odoo": (
             "#!/bin/sh\n"
-            f"# The entrypoint of {ODOO_IMAGE}:{runtime.version}, played by {runtime.root}.\n"
-            f"exec {python} {shlex.quote(str(runtime.odoo_bin))} "
-            f'{shlex.quote("--addons-path=" + addons)} "$@"\n'
+            f"# The entrypoint of {image}, played by {runtime.root}.\n"
+            f"exec {python} {shlex.quote(str(runtime.odoo_bin))} {options} "
+            '"$@"\n'
         ),
         "python3": f'#!/bin/sh\nexec {python} "$@"\n',
     }

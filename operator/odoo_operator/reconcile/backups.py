@@ -126,9 +126,13 @@ async def tenant_database_access(clients: Clients, spec: InstanceSpec) -> Databa
 
 
 def in_process_filestore(clients: Clients, spec: InstanceSpec) -> Path | None:
-    """The filestore directory the operator can read in-process, if configured."""
+    """The filestore directory the operator reads and writes itself: only with
+    ``backupExecution: inProcess`` and a root configured. With Jobs the tenant's filestore is
+    its volume, which only pods in its namespace mount."""
     root = clients.config.in_process_filestore_root
-    return Path(root) / spec.name if root else None
+    if clients.config.backup_execution != "inProcess" or not root:
+        return None
+    return Path(root) / spec.name
 
 
 async def _other_running_backup(clients: Clients, request: BackupRequest) -> str | None:
