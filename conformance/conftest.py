@@ -52,14 +52,18 @@ from odoo_devstack import kubectl
 from odoo_devstack.demo import start_operator
 from odoo_devstack.odoo_images import PLUGIN
 from odoo_devstack.odoo_runtime import ODOO_VERSIONS
-from odoo_devstack.operator_setup import register_servers
+from odoo_devstack.operator_setup import REAL_NODE_VERSIONS, register_servers
 from odoo_devstack.podrunner.fixtures import PLUGINS_ENV
 from odoo_devstack.podrunner.node import placement
 from odoo_devstack.podrunner.process import RealNodeProcess
+from odoo_devstack.ports import free_port
 from odoo_devstack.processes import ManagedProcess
 from odoo_devstack.pytest_fixtures import OdooRuntimes
 
 REPO = Path(__file__).parents[1]
+# The operator's probes of every tenant (database, /web/health and the monitoring user's
+# login through the tenant's Service) every few seconds, so a test sees them soon.
+PROBES = {"ODOO_OPERATOR_PROBE_INTERVAL": "5", "ODOO_OPERATOR_PROBE_TIMEOUT": "10"}
 _TIMINGS = pytest.StashKey[list[str]]()
 
 
@@ -118,6 +122,7 @@ def conformance_operator(
         workdir,
         upgrade_concurrency=1,
         dedicated_node_pool=placement(),
+        versions=REAL_NODE_VERSIONS,
     )
     process = start_operator(
         operator_kubeconfig,
@@ -125,6 +130,8 @@ def conformance_operator(
         workdir / "operator.log",
         drift_interval=DRIFT_INTERVAL_SECONDS,
         upgrade_interval=UPGRADE_INTERVAL_SECONDS,
+        metrics_port=free_port(),
+        environment=PROBES,
     )
     yield process
     process.stop()
@@ -268,6 +275,7 @@ def backup_conformance_operator(
         backup_execution="job",
         upgrade_concurrency=1,
         dedicated_node_pool=placement(),
+        versions=REAL_NODE_VERSIONS,
     )
     process = start_operator(
         operator_kubeconfig,
@@ -275,6 +283,8 @@ def backup_conformance_operator(
         workdir / "operator.log",
         drift_interval=DRIFT_INTERVAL_SECONDS,
         upgrade_interval=UPGRADE_INTERVAL_SECONDS,
+        metrics_port=free_port(),
+        environment=PROBES,
     )
     yield process
     process.stop()

@@ -570,3 +570,116 @@ def filestore_claim_folder(runner: RealNodeProcess, tenant: Tenant) -> Path:
     found = sorted((runner.state_dir / "claims" / tenant.namespace).glob("odoo-filestore-*"))
     assert len(found) == 1, f"expected one filestore claim folder of {tenant.name}: {found}"
     return found[0]
+
+
+def admin_session(k8s: client.ApiClient, tenant: Tenant) -> OdooSession:
+    """The tenant's admin, signed in with the password of the tenant's Secret on its (only)
+    web pod."""
+    web = only_pod(k8s, tenant.namespace, "web")
+    return admin_session_on(k8s, tenant, str(web.status.pod_ip))
+
+
+def admin_session_on(k8s: client.ApiClient, tenant: Tenant, address: str) -> OdooSession:
+    """The tenant's admin, signed in on the web pod at ``address``."""
+    return OdooSession(address, tenant.database, "admin", admin_password(k8s, tenant))
+
+
+def signs_in(k8s: client.ApiClient, tenant: Tenant) -> bool:
+    """Whether the admin signs in on the tenant's single, running web pod (false while pods
+    are replaced)."""
+    try:
+        admin_session(k8s, tenant)
+    except (AssertionError, OSError):
+        return False
+    return True
+
+
+# -- a finance record and its attachment -----------------------------------------------------------
+
+# A small but well-formed PDF: Odoo serves what it stored, whatever the content.
+INVOICE_PDF = (
+    b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
+    b"2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
+)
+INVOICE_FIELDS = ["state", "name", "amount_untaxed", "amount_tax", "amount_total"]
+
+
+@dataclass(frozen=True)
+class PostedInvoice:
+    """A customer invoice posted through JSON-RPC, with a PDF attached."""
+
+    move: int
+    attachment: int
+    amounts: dict[str, Any]
+    store_fname: str
+
+    @property
+    def download(self) -> str:
+        """The attachment's download path on the tenant's web server."""
+        return f"/web/content/{self.attachment}?download=true"
+
+
+def post_invoice_with_pdf(odoo: OdooSession) -> PostedInvoice:
+    """Post a customer invoice of 3 x 123.45 and attach :data:`INVOICE_PDF` to it, as a user
+    of the web client would; check Odoo serves the PDF back."""
+    partner = odoo.call("res.partner", "create", [{"name": "Conformance customer"}])
+    move = odoo.call(
+        "account.move",
+        "create",
+        [
+            {
+                "move_type": "out_invoice",
+                "partner_id": partner,
+                "invoice_line_ids": [
+                    [0, 0, {"name": "Conformance service", "quantity": 3, "price_unit": 123.45}]
+                ],
+            }
+        ],
+    )
+    odoo.call("account.move", "action_post", [[move]])
+    [amounts] = odoo.call("account.move", "read", [[move], INVOICE_FIELDS])
+    assert amounts["state"] == "posted", amounts
+    assert amounts["amount_untaxed"] == pytest.approx(370.35), amounts
+    attachment = odoo.call(
+        "ir.attachment",
+        "create",
+        [
+            {
+                "name": "invoice.pdf",
+                "mimetype": "application/pdf",
+                "datas": base64.b64encode(INVOICE_PDF).decode(),
+                "res_model": "account.move",
+                "res_id": move,
+            }
+        ],
+    )
+    [stored] = odoo.call("ir.attachment", "read", [[attachment], ["store_fname"]])
+    invoice = PostedInvoice(move, attachment, amounts, stored["store_fname"])
+    served = odoo.get(invoice.download)
+    assert (served.status, served.body) == (200, INVOICE_PDF), served
+    return invoice
+
+
+def wait_finished(
+    custom: client.CustomObjectsApi,
+    operator: ManagedProcess,
+    plural: str,
+    name: str,
+    timeout: float,
+) -> dict[str, Any]:
+    """An OdooBackup or OdooRestore once its phase is Succeeded or Failed."""
+    found: dict[str, Any] = {}
+
+    def finished() -> bool:
+        assert operator.exit_code() is None, operator.log_tail()
+        try:
+            current: Any = custom.get_cluster_custom_object(GROUP, VERSION, plural, name)
+            found.update(current)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return (found.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+    eventually(finished, f"{plural}/{name} to finish", timeout, poll=2.0)
+    return found

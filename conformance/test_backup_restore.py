@@ -13,7 +13,6 @@ development machine, and the operator's backup path does not depend on the versi
 
 from __future__ import annotations
 
-import base64
 import time
 import uuid
 from pathlib import Path
@@ -24,13 +23,16 @@ from e2e.tenants import GROUP, VERSION, create_backup
 from kubernetes import client
 
 from conformance.tenants import (
+    INVOICE_FIELDS,
+    INVOICE_PDF,
     READY_TIMEOUT_SECONDS,
-    OdooSession,
     Tenant,
-    admin_password,
+    admin_session,
     eventually,
     filestore_claim_folder,
-    only_pod,
+    post_invoice_with_pdf,
+    signs_in,
+    wait_finished,
     wait_ready,
 )
 from odoo_devstack.podrunner.process import RealNodeProcess
@@ -45,12 +47,6 @@ pytestmark = pytest.mark.parametrize(
 BACKUPS, RESTORES = "odoobackups", "odoorestores"
 # A backup Job and a restore with its safety backup Job, on the shared 2-core machine.
 FINISH_TIMEOUT_SECONDS = 900.0
-# A small but well-formed PDF: Odoo serves what it stored, whatever the content.
-PDF = (
-    b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
-    b"2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
-)
-AMOUNT_FIELDS = ["state", "name", "amount_untaxed", "amount_tax", "amount_total"]
 
 
 @pytest.fixture(scope="module")
@@ -60,33 +56,6 @@ def conformance_operator(backup_conformance_operator: ManagedProcess) -> Managed
     return backup_conformance_operator
 
 
-def _wait_finished(
-    custom: client.CustomObjectsApi, operator: ManagedProcess, plural: str, name: str
-) -> dict[str, Any]:
-    """The object once its phase is Succeeded or Failed."""
-    found: dict[str, Any] = {}
-
-    def finished() -> bool:
-        assert operator.exit_code() is None, operator.log_tail()
-        try:
-            current: Any = custom.get_cluster_custom_object(GROUP, VERSION, plural, name)
-            found.update(current)
-        except client.ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return (found.get("status") or {}).get("phase") in ("Succeeded", "Failed")
-
-    eventually(finished, f"{plural}/{name} to finish", FINISH_TIMEOUT_SECONDS, poll=2.0)
-    return found
-
-
-def _session(k8s: client.ApiClient, tenant: Tenant) -> OdooSession:
-    """The tenant's admin, signed in on its (only) web pod."""
-    web = only_pod(k8s, tenant.namespace, "web")
-    return OdooSession(web.status.pod_ip, tenant.database, "admin", admin_password(k8s, tenant))
-
-
 def test_an_in_place_restore_brings_back_a_posted_invoice_and_its_pdf_attachment(
     k8s: client.ApiClient,
     real_node_runner: RealNodeProcess,
@@ -94,54 +63,21 @@ def test_an_in_place_restore_brings_back_a_posted_invoice_and_its_pdf_attachment
     tenant: Tenant,
 ) -> None:
     custom = client.CustomObjectsApi(k8s)
-    odoo = _session(k8s, tenant)
-    partner = odoo.call("res.partner", "create", [{"name": f"Customer {uuid.uuid4().hex[:6]}"}])
-    move = odoo.call(
-        "account.move",
-        "create",
-        [
-            {
-                "move_type": "out_invoice",
-                "partner_id": partner,
-                "invoice_line_ids": [
-                    [0, 0, {"name": "Conformance service", "quantity": 3, "price_unit": 123.45}]
-                ],
-            }
-        ],
-    )
-    odoo.call("account.move", "action_post", [[move]])
-    [before] = odoo.call("account.move", "read", [[move], AMOUNT_FIELDS])
-    assert before["state"] == "posted", before
-    assert before["amount_untaxed"] == pytest.approx(370.35), before
-    attachment = odoo.call(
-        "ir.attachment",
-        "create",
-        [
-            {
-                "name": "invoice.pdf",
-                "mimetype": "application/pdf",
-                "datas": base64.b64encode(PDF).decode(),
-                "res_model": "account.move",
-                "res_id": move,
-            }
-        ],
-    )
-    download = f"/web/content/{attachment}?download=true"
-    served = odoo.get(download)
-    assert (served.status, served.body) == (200, PDF), served
-    [stored] = odoo.call("ir.attachment", "read", [[attachment], ["store_fname"]])
+    odoo = admin_session(k8s, tenant)
+    invoice = post_invoice_with_pdf(odoo)
+    move, attachment, before = invoice.move, invoice.attachment, invoice.amounts
     # The file is on the real claim the pods mount: the backup must read it there.
     pdf_file = (
         filestore_claim_folder(real_node_runner, tenant)
         / "filestore"
         / tenant.database
-        / stored["store_fname"]
+        / invoice.store_fname
     )
-    assert pdf_file.read_bytes() == PDF
+    assert pdf_file.read_bytes() == INVOICE_PDF
 
     started = time.monotonic()
     backup = create_backup(custom, tenant.name)
-    backed_up = _wait_finished(custom, conformance_operator, BACKUPS, backup)
+    backed_up = wait_finished(custom, conformance_operator, BACKUPS, backup, FINISH_TIMEOUT_SECONDS)
     tenant.timings["backup"] = time.monotonic() - started
     assert backed_up["status"]["phase"] == "Succeeded", backed_up["status"]
     assert backed_up["status"]["execution"].startswith("Job "), backed_up["status"]
@@ -160,7 +96,7 @@ def test_an_in_place_restore_brings_back_a_posted_invoice_and_its_pdf_attachment
     assert len(vacuum) == 1, vacuum
     odoo.call("ir.cron", "method_direct_trigger", [vacuum])
     assert not pdf_file.exists(), f"Odoo's autovacuum left {pdf_file}"
-    [changed] = odoo.call("account.move", "read", [[move], AMOUNT_FIELDS])
+    [changed] = odoo.call("account.move", "read", [[move], INVOICE_FIELDS])
     assert changed["amount_untaxed"] == pytest.approx(3.0), changed
 
     started = time.monotonic()
@@ -176,7 +112,9 @@ def test_an_in_place_restore_brings_back_a_posted_invoice_and_its_pdf_attachment
             "spec": {"backup": backup, "target": {"instance": tenant.name}},
         },
     )
-    restored = _wait_finished(custom, conformance_operator, RESTORES, restore)
+    restored = wait_finished(
+        custom, conformance_operator, RESTORES, restore, FINISH_TIMEOUT_SECONDS
+    )
     tenant.timings["restore"] = time.monotonic() - started
     assert restored["status"]["phase"] == "Succeeded", restored["status"]
     assert restored["status"]["mode"] == "InPlace", restored["status"]
@@ -190,12 +128,12 @@ def test_an_in_place_restore_brings_back_a_posted_invoice_and_its_pdf_attachment
     wait_ready(k8s, real_node_runner, conformance_operator, tenant.name)
     # Ready at once can be the old web pod not yet stopped; the one serving must be up.
     eventually(
-        lambda: _signs_in(k8s, tenant), "the restored tenant to sign in", READY_TIMEOUT_SECONDS
+        lambda: signs_in(k8s, tenant), "the restored tenant to sign in", READY_TIMEOUT_SECONDS
     )
     tenant.timings["restore Succeeded -> Ready and signing in"] = time.monotonic() - ready_from
 
-    odoo = _session(k8s, tenant)
-    [after] = odoo.call("account.move", "read", [[move], AMOUNT_FIELDS])
+    odoo = admin_session(k8s, tenant)
+    [after] = odoo.call("account.move", "read", [[move], INVOICE_FIELDS])
     assert after == before
     found = odoo.call(
         "ir.attachment",
@@ -203,19 +141,12 @@ def test_an_in_place_restore_brings_back_a_posted_invoice_and_its_pdf_attachment
         [[("res_model", "=", "account.move"), ("res_id", "=", move)], ["name", "store_fname"]],
     )
     assert [(f["id"], f["name"]) for f in found] == [(attachment, "invoice.pdf")], found
-    served = odoo.get(download)
-    assert (served.status, served.body) == (200, PDF), (served.status, served.body[:300])
-    assert pdf_file.read_bytes() == PDF, f"the restore did not put {pdf_file} back on the claim"
+    served = odoo.get(invoice.download)
+    assert (served.status, served.body) == (200, INVOICE_PDF), (served.status, served.body[:300])
+    assert pdf_file.read_bytes() == INVOICE_PDF, (
+        f"the restore did not put {pdf_file} back on the claim"
+    )
     # What the restore replaced is kept in the tenant's volume, without the deleted PDF.
     kept = pdf_file.parents[2] / Path(restored["status"]["keptFilestore"]).name
     assert kept.is_dir(), restored["status"]
-    assert not (kept / stored["store_fname"]).exists()
-
-
-def _signs_in(k8s: client.ApiClient, tenant: Tenant) -> bool:
-    """Whether the admin can sign in on the tenant's single, running web pod."""
-    try:
-        _session(k8s, tenant)
-    except (AssertionError, OSError):
-        return False
-    return True
+    assert not (kept / invoice.store_fname).exists()

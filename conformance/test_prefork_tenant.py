@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import psycopg
+from e2e.tenants import MetricsOperator
 from kubernetes import client
 
 from conformance.tenants import (
@@ -41,6 +42,8 @@ from conformance.tenants import (
     websocket_handshake,
 )
 from odoo_devstack.podrunner.process import RealNodeProcess
+from odoo_devstack.processes import ManagedProcess
+from odoo_operator.builders.odoo_users import MONITOR_LOGIN
 from odoo_operator.builders.tenant import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT
 
 TENANT_PREFIX = "cfp"
@@ -60,13 +63,16 @@ TENANT_CONFIG = {
 TENANT_SPEC: dict[str, Any] = {
     "workers": WORKERS,
     "cron": {"replicas": 1, "threads": CRON_THREADS},
-    "modules": ["contacts"],
+    # queue_job: the operator's probe reads its table (OCA's wheel, in both runtimes).
+    "modules": ["contacts", "queue_job"],
     "config": TENANT_CONFIG,
 }
 # The scheduled action made to run: base's daily vacuum, harmless at any time.
 CRON_XMLID = ("base", "autovacuum_job")
 CRON_NAME = "Auto-vacuum internal data"
 _IR_CRON_LOGGER = "odoo.addons.base.models.ir_cron"
+# Probes every 5 s (conformance/conftest.py); the first login check waits for the web pod.
+PROBE_TIMEOUT_SECONDS = 120.0
 
 
 def _web_ip(k8s: client.ApiClient, tenant: Tenant) -> str:
@@ -283,3 +289,75 @@ def test_spec_config_reaches_odoo_as_odoo_parses_it(
             assert info == [], (
                 f"{pod.metadata.name}/{container} logged INFO records of {sorted(set(info))}"
             )
+
+
+def test_the_operators_probes_read_real_odoo_and_its_monitoring_user_signs_in(
+    k8s: client.ApiClient,
+    postgres_dsn: str,
+    conformance_operator: ManagedProcess,
+    tenant: Tenant,
+) -> None:
+    """The operator's probe loop against this tenant: queue_job states and an overdue
+    scheduled action read from Odoo's own tables, /web/health and a login of the monitoring
+    user through the tenant's Service (resolved by the local stack's stand-in for cluster
+    DNS), each as the operator's metrics."""
+    metrics = MetricsOperator.of(conformance_operator)
+    with tenant_connection(postgres_dsn, tenant) as connection:
+        monitor_uid = connection.execute(
+            "SELECT id FROM res_users WHERE login = %s", (MONITOR_LOGIN,)
+        ).fetchone()
+        assert monitor_uid is not None, f"no Odoo user {MONITOR_LOGIN}"
+        # Jobs as queue_job stores them, in the states the probe reports.
+        for state in ("pending", "pending", "failed"):
+            connection.execute(
+                "INSERT INTO queue_job (uuid, state, name, create_date, write_date)"
+                " VALUES (gen_random_uuid()::text, %s, 'conformance job',"
+                " now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')",
+                (state,),
+            )
+        # A scheduled action two days overdue, kept from the cron pod meanwhile: Odoo takes
+        # a job with FOR NO KEY UPDATE SKIP LOCKED, which this share lock blocks.
+        cron_id = connection.execute(
+            "UPDATE ir_cron SET nextcall = (now() AT TIME ZONE 'UTC') - interval '2 days'"
+            " WHERE id = (SELECT c.id FROM ir_cron c WHERE c.active AND NOT EXISTS"
+            " (SELECT 1 FROM ir_model_data d WHERE d.model = 'ir.cron' AND d.res_id = c.id"
+            " AND (d.module, d.name) = %s) ORDER BY c.id LIMIT 1) RETURNING id",
+            CRON_XMLID,
+        ).fetchone()
+        assert cron_id is not None, "no active scheduled action to hold overdue"
+    with tenant_connection(postgres_dsn, tenant) as holder:
+        holder.autocommit = False
+        holder.execute("SELECT id FROM ir_cron WHERE id = %s FOR SHARE", cron_id)
+        samples: dict[str, float | None] = {}
+
+        def reported() -> bool:
+            for key, name, labels in (
+                ("pending", "odoo_operator_tenant_queue_jobs", {"state": "pending"}),
+                ("failed", "odoo_operator_tenant_queue_jobs", {"state": "failed"}),
+                ("overdue", "odoo_operator_tenant_cron_overdue", {}),
+                ("health", "odoo_operator_tenant_health_check_up", {"target": "service"}),
+                ("login", "odoo_operator_tenant_login_check_up", {}),
+            ):
+                samples[key] = metrics.value(name, instance=tenant.name, **labels)
+            return samples == {"pending": 2, "failed": 1, "overdue": 1, "health": 1, "login": 1}
+
+        try:
+            eventually(reported, f"the operator's probes of {tenant.name}", PROBE_TIMEOUT_SECONDS)
+        except BaseException:
+            print(f"last samples: {samples}")
+            raise
+        finally:
+            holder.rollback()
+    duration = metrics.value(
+        "odoo_operator_tenant_login_check_duration_seconds", instance=tenant.name
+    )
+    assert duration is not None
+    assert duration > 0
+    tenant.timings["synthetic login check"] = duration
+    # The login really reached Odoo as that user: Odoo logs each one in res_users_log.
+    with tenant_connection(postgres_dsn, tenant) as connection:
+        logins = connection.execute(
+            "SELECT count(*) FROM res_users_log WHERE create_uid = %s", monitor_uid
+        ).fetchone()
+    assert logins is not None
+    assert logins[0] > 0, f"{MONITOR_LOGIN} never signed in"

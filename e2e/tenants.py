@@ -6,6 +6,7 @@ import base64
 import copy
 import json
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import redis
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg import conninfo
 
 from odoo_devstack import kubectl
@@ -157,3 +159,36 @@ def wait_gone(api: client.CustomObjectsApi, plural: str, name: str, timeout: flo
         return False
 
     eventually(gone, f"{plural}/{name} to be gone", timeout)
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+class MetricsOperator:
+    """The operator process and where its metrics are served."""
+
+    def __init__(self, process: ManagedProcess, port: int) -> None:
+        self.process = process
+        self.port = port
+
+    @classmethod
+    def of(cls, process: ManagedProcess) -> MetricsOperator:
+        """The metrics of an operator started by ``start_operator`` with a metrics port."""
+        port = int((process.env or {}).get("ODOO_OPERATOR_METRICS_PORT") or 0)
+        assert port, f"{process.name} was started without a metrics port"
+        return cls(process, port)
+
+    def scrape(self) -> Samples:
+        """Every sample of one scrape, parsed by prometheus_client's parser."""
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        samples: Samples = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+        return samples
+
+    def value(self, name: str, **labels: str) -> float | None:
+        """One sample's value, or None when the scrape does not have it."""
+        return self.scrape().get((name, frozenset(labels.items())))

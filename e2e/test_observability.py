@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,6 @@ from typing import Any
 import psycopg
 import pytest
 from kubernetes import client
-from prometheus_client.parser import text_string_to_metric_families
 from psycopg import conninfo, sql
 
 from e2e.tenants import (
@@ -27,6 +25,7 @@ from e2e.tenants import (
     PLURAL,
     REPO,
     VERSION,
+    MetricsOperator,
     create_backup,
     eventually,
     make_instance,
@@ -36,33 +35,8 @@ from odoo_devstack import kubectl
 from odoo_devstack.demo import start_operator
 from odoo_devstack.operator_setup import register_servers
 from odoo_devstack.ports import free_port
-from odoo_devstack.processes import ManagedProcess
 
 BACKUP_POLICY = {"schedule": "0 2 * * *", "rpo": "26h", "verify": "AfterEachBackup"}
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-class MetricsOperator:
-    """The operator process and where its metrics are served."""
-
-    def __init__(self, process: ManagedProcess, port: int) -> None:
-        self.process = process
-        self.port = port
-
-    def scrape(self) -> Samples:
-        """Every sample of one scrape, parsed by prometheus_client's parser."""
-        url = f"http://127.0.0.1:{self.port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            text = response.read().decode()
-        samples: Samples = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-        return samples
-
-    def value(self, name: str, **labels: str) -> float | None:
-        """One sample's value, or None when the scrape does not have it."""
-        return self.scrape().get((name, frozenset(labels.items())))
 
 
 @pytest.fixture(scope="module")

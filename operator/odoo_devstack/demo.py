@@ -27,11 +27,11 @@ from odoo_operator.builders.workloads import FILESTORE_CLAIM
 from odoo_operator.model.config import CONFIG_ENV, WEBHOOK_CONFIGURATION
 from odoo_operator.model.spec import InstanceSpec
 
-from . import kubectl
+from . import cluster_dns, kubectl
 from .bootstrap import bootstrap
 from .controlplane import ControlPlane
 from .odoo_images import PLUGIN
-from .operator_setup import register_servers
+from .operator_setup import REAL_NODE_VERSIONS, register_servers
 from .podrunner.node import placement
 from .podrunner.process import RealNodeProcess
 from .ports import free_port
@@ -72,7 +72,8 @@ def start_operator(
     metrics_port: int = 0,
     environment: Mapping[str, str] | None = None,
 ) -> ManagedProcess:
-    """Run ``odoo-operator run`` as a child process against ``kubeconfig``'s cluster.
+    """Run ``odoo-operator run`` as a child process against ``kubeconfig``'s cluster, its
+    tenants' Service names resolved by :mod:`odoo_devstack.cluster_dns`.
 
     With ``webhook`` (the default) the operator also serves its admission webhook on a
     free loopback port, with a certificate issued next to ``log_path``; this returns
@@ -90,6 +91,9 @@ def start_operator(
         "ODOO_OPERATOR_UPGRADE_INTERVAL": str(upgrade_interval),
         "ODOO_OPERATOR_METRICS_PORT": str(metrics_port),
     }
+    admin_kubeconfig = kubeconfig.parent / "admin.kubeconfig"
+    if admin_kubeconfig.is_file():
+        variables[cluster_dns.KUBECONFIG_ENV] = str(admin_kubeconfig)
     webhook_url: str | None = None
     if webhook:
         certificates = issue_webhook_certificates(log_path.parent / "webhook-pki")
@@ -98,7 +102,8 @@ def start_operator(
         webhook_url = f"https://{LOOPBACK_HOST}:{port}/"
     operator = ManagedProcess(
         "operator",
-        [sys.executable, "-m", "odoo_operator.cli", "run"],
+        # The operator's own command, with the local stack's stand-in for cluster DNS.
+        [sys.executable, "-m", "odoo_devstack.cluster_dns", "run"],
         log_path,
         env={**os.environ, **variables, **(environment or {})},
     ).start()
@@ -279,6 +284,7 @@ def _run_samples(repo: Path, stack: LocalStack, real_node: RealNodeProcess, wait
         control_plane.workdir / "operator",
         stack.azurite.connection_string,
         dedicated_node_pool=placement(),
+        versions=REAL_NODE_VERSIONS,
     )
     operator = start_operator(
         control_plane.kubeconfig, config, control_plane.workdir / "operator" / "operator.log"

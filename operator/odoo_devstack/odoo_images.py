@@ -154,9 +154,9 @@ def _migration_options(runtime: OdooRuntime, folder: Path, flavour: str) -> list
     paths = [str(scripts)]
     if flavour == FAILING_MIGRATION_IMAGE:
         # Odoo runs <upgrade path>/<module>/<version>/pre-*.py before updating the module,
-        # for each version between the installed one and the new one; "1.3" stands for
-        # "<series>.1.3", base's version in every series here.
-        step = folder / "failing-migration" / "base" / "1.3"
+        # for each version above the installed one up to the new one. base is "1.3" in every
+        # series here, so only the full "<series>.1.3" is newer than the 17.0 one.
+        step = folder / "failing-migration" / "base" / f"{runtime.version}.1.3"
         step.mkdir(parents=True, exist_ok=True)
         (step / "pre-migration.py").write_text(
             f"def migrate(cr, version):\n    raise RuntimeError({FAILING_MIGRATION_MESSAGE!r})\n"

@@ -28,6 +28,14 @@ DEFAULT_IMAGES = {
     "18.0": "docker.io/library/odoo:18.0",
     "19.0": "docker.io/library/odoo:19.0",
 }
+# The version map for the real node, whose odoo:17.0 is the 17.0 runtime with Camptocamp's
+# session_redis among its addons (odoo_devstack.odoo_runtime): its tenants keep web sessions
+# in Redis, as a platform's 17.0 image carrying that module would. 18.0's has no session
+# module.
+REAL_NODE_VERSIONS: dict[str, Any] = {
+    **DEFAULT_IMAGES,
+    "17.0": {"image": DEFAULT_IMAGES["17.0"], "sessionStore": "redis"},
+}
 ALLOWED_DOMAINS = ["example.com"]
 # Dedicated pods tolerate this taint. The fake nodes carry no label that marks a
 # dedicated pool (and a foreign test cluster may carry none either), so there is
@@ -48,6 +56,7 @@ def register_servers(
     backup_execution: str = "inProcess",
     upgrade_concurrency: int = 2,
     dedicated_node_pool: Mapping[str, Any] | None = None,
+    versions: Mapping[str, Any] | None = None,
 ) -> Path:
     """Create the server Secrets and return the path of the operator config file.
 
@@ -57,6 +66,8 @@ def register_servers(
     ``backup_execution="job"`` they run as Jobs, as in production. ``dedicated_node_pool``
     (``nodeSelector`` and ``tolerations``) replaces the default pool of dedicated tenants,
     e.g. with :func:`odoo_devstack.podrunner.node.placement` to run them on the real node.
+    ``versions`` replaces the version map (:data:`DEFAULT_IMAGES`), e.g. with
+    :data:`REAL_NODE_VERSIONS` for tenants whose pods run the harness's Odoo runtimes.
     """
 
     def secret(name: str, key: str, value: str) -> dict[str, object]:
@@ -85,7 +96,7 @@ def register_servers(
     )
     config = {
         "operatorNamespace": OPERATOR_NAMESPACE,
-        "versions": DEFAULT_IMAGES,
+        "versions": dict(versions) if versions is not None else DEFAULT_IMAGES,
         "postgresServers": {
             "main": {"secretRef": "postgres-main", "default": True},
             "dedicated": {"secretRef": "postgres-dedicated", "dedicated": True},
