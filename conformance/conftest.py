@@ -44,8 +44,8 @@ from conformance.tenants import (
     find_pod_netns,
     job_seconds,
     namespace_pods,
-    only_pod,
     pod_processes,
+    pods,
     wait_ready,
 )
 from odoo_devstack import kubectl
@@ -172,7 +172,8 @@ def tenant(
         wait_ready(k8s, real_node_runner, conformance_operator, name)
         made.apply_to_ready_seconds = time.monotonic() - started
         made.timings["init Job"] = job_seconds(k8s, made.namespace, "odoo-init")
-        web = only_pod(k8s, made.namespace, "web")
+        # The first web pod (a tenant may have several replicas).
+        web = min(pods(k8s, made.namespace, "web"), key=lambda pod: pod.metadata.name)
         ready_at = next(c.last_transition_time for c in web.status.conditions if c.type == "Ready")
         made.timings["web pod created -> Ready"] = (
             ready_at - web.metadata.creation_timestamp

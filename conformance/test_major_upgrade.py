@@ -8,7 +8,8 @@ and attaches a PDF. The spec then asks for 18.0 with a migration image:
    invoice and its PDF untouched;
 2. then, retried with OpenUpgrade's own image, the upgrade runs on a copy, switches, and the
    tenant serves 18.0: the invoice has the same amounts, its PDF is served, and every file
-   Odoo references is in the filestore the tenant reads after the switch.
+   Odoo references is in the filestore the tenant reads after the switch;
+3. last, a minor upgrade: a rebuilt 18.0 image updates every module on a copy.
 
 The migration images are the real node's (``odoo_devstack.odoo_images``): 18.0's runtime with
 OpenUpgrade's scripts as upgrade path and its framework loaded, as a platform would build one.
@@ -44,6 +45,7 @@ from odoo_devstack.odoo_images import (
     FAILING_MIGRATION_IMAGE,
     FAILING_MIGRATION_MESSAGE,
     MIGRATION_IMAGE,
+    REBUILT_TAG_SUFFIX,
 )
 from odoo_devstack.podrunner.process import RealNodeProcess
 from odoo_devstack.processes import ManagedProcess
@@ -85,13 +87,20 @@ def _upgrade_to(k8s: client.ApiClient, name: str, migration_image: str, retry: s
 
 
 def _finished_upgrade(
-    k8s: client.ApiClient, operator: ManagedProcess, name: str, retry: str
+    k8s: client.ApiClient,
+    operator: ManagedProcess,
+    name: str,
+    retry: str,
+    image: str | None = None,
 ) -> dict[str, Any]:
-    """``status.upgrade`` once the attempt made for ``retry`` is done or failed."""
+    """``status.upgrade`` once the attempt made for ``retry`` (to ``image``) is done or
+    failed."""
 
     def finished() -> dict[str, Any] | None:
         assert operator.exit_code() is None, operator.log_tail()
         upgrade = (instance(k8s, name).get("status") or {}).get("upgrade") or {}
+        if image is not None and (upgrade.get("to") or {}).get("image") != image:
+            return None
         if upgrade.get("retry") == retry and upgrade.get("step") in ("done", "failed"):
             return dict(upgrade)
         return None
@@ -193,3 +202,38 @@ def test_openupgrade_moves_the_tenant_to_180_with_its_invoice_and_files(
     assert invoice.store_fname in {name for name, _ in stored}
     written_during_upgrade = sum(1 for _, during in stored if during)
     print(f"\n{written_during_upgrade} of {len(stored)} attachments written by the upgrade")
+
+
+def test_a_new_image_of_the_same_version_updates_every_module_on_a_copy(
+    k8s: client.ApiClient,
+    real_node_runner: RealNodeProcess,
+    conformance_operator: ManagedProcess,
+    postgres_dsn: str,
+    tenant: Tenant,
+    invoice: PostedInvoice,
+) -> None:
+    """A minor upgrade: the same Odoo version in a rebuilt image, ``-u all`` on a copy."""
+    image = f"docker.io/library/odoo:{TARGET}{REBUILT_TAG_SUFFIX}"
+    with tenant_connection(postgres_dsn, tenant) as connection:
+        before = connection.execute(
+            "SELECT max(write_date) FROM ir_module_module WHERE state = 'installed'"
+        ).fetchone()
+    started = time.monotonic()
+    client.CustomObjectsApi(k8s).patch_cluster_custom_object(
+        GROUP, VERSION, PLURAL, tenant.name, {"spec": {"image": image}}
+    )
+    upgrade = _finished_upgrade(k8s, conformance_operator, tenant.name, "openupgrade", image)
+    tenant.timings["minor upgrade (backup, copy, -u all, switch)"] = time.monotonic() - started
+    assert upgrade["step"] == "done", upgrade
+    assert upgrade["from"]["version"] == upgrade["to"]["version"] == TARGET, upgrade
+    _serving(k8s, real_node_runner, conformance_operator, tenant)
+    assert instance(k8s, tenant.name)["status"]["runningImage"] == image
+    with tenant_connection(postgres_dsn, tenant) as connection:
+        after = connection.execute(
+            "SELECT min(write_date) FROM ir_module_module WHERE state = 'installed'"
+        ).fetchone()
+    # Every installed module was updated by the upgrade Job (-u all), none left behind.
+    assert before is not None
+    assert after is not None
+    assert after[0] > before[0], (before, after)
+    _check_invoice(k8s, tenant, invoice)

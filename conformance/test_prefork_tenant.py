@@ -310,9 +310,9 @@ def test_the_operators_probes_read_real_odoo_and_its_monitoring_user_signs_in(
         # Jobs as queue_job stores them, in the states the probe reports.
         for state in ("pending", "pending", "failed"):
             connection.execute(
-                "INSERT INTO queue_job (uuid, state, name, create_date, write_date)"
+                "INSERT INTO queue_job (uuid, state, name, date_created)"
                 " VALUES (gen_random_uuid()::text, %s, 'conformance job',"
-                " now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')",
+                " now() AT TIME ZONE 'UTC')",
                 (state,),
             )
         # A scheduled action two days overdue, kept from the cron pod meanwhile: Odoo takes
@@ -321,7 +321,7 @@ def test_the_operators_probes_read_real_odoo_and_its_monitoring_user_signs_in(
             "UPDATE ir_cron SET nextcall = (now() AT TIME ZONE 'UTC') - interval '2 days'"
             " WHERE id = (SELECT c.id FROM ir_cron c WHERE c.active AND NOT EXISTS"
             " (SELECT 1 FROM ir_model_data d WHERE d.model = 'ir.cron' AND d.res_id = c.id"
-            " AND (d.module, d.name) = %s) ORDER BY c.id LIMIT 1) RETURNING id",
+            " AND d.module = %s AND d.name = %s) ORDER BY c.id LIMIT 1) RETURNING id",
             CRON_XMLID,
         ).fetchone()
         assert cron_id is not None, "no active scheduled action to hold overdue"

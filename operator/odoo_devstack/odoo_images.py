@@ -62,6 +62,7 @@ _resolved: dict[str, ImageRuntime] = {}
 MIGRATION_IMAGE = "odoo-openupgrade"
 # The same, with one more migration script that raises: a migration that fails for real.
 FAILING_MIGRATION_IMAGE = "odoo-openupgrade-failing"
+REBUILT_TAG_SUFFIX = "-rebuilt"
 FAILING_MIGRATION_MESSAGE = "this migration is made to fail (odoo_devstack.odoo_images)"
 
 
@@ -70,6 +71,9 @@ def register(table: RuntimeTable) -> None:
     the migration images for every version that has OpenUpgrade's scripts."""
     for version in ODOO_VERSIONS:
         table.register(f"{ODOO_IMAGE}:{version}", _resolver(version, ""))
+        # A rebuild of the same version (a new patch release of the image): what a minor
+        # upgrade moves a tenant to, run by the same runtime.
+        table.register(f"{ODOO_IMAGE}:{version}{REBUILT_TAG_SUFFIX}", _resolver(version, ""))
         table.register(f"{MIGRATION_IMAGE}:{version}", _resolver(version, MIGRATION_IMAGE))
         table.register(
             f"{FAILING_MIGRATION_IMAGE}:{version}", _resolver(version, FAILING_MIGRATION_IMAGE)

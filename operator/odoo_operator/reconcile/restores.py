@@ -7,13 +7,18 @@ Steps, each recorded in status so a restarted operator knows where it stopped:
    into a non-production instance;
 3. a safety backup of the target's current state (an OdooBackup, kept by ``retain``);
 4. maintenance: the target's web and cron scaled to zero (annotation on the instance);
-5. the engine checks manifest, checksums, instance and Odoo version before touching
+5. with backups as Jobs, a Job in the target's namespace stages the backup's filestore beside
+   the live one, checked against the manifest (step ``staging-filestore``);
+6. the engine checks manifest, checksums, instance and Odoo version before touching
    anything, restores into a new database, proves it, neutralizes a clone, and only then
-   swaps names, keeping the replaced database as ``<db>_pre_restore_<id>``;
-6. maintenance lifted; the instance's reconciler brings web and cron back.
+   swaps names, keeping the replaced database as ``<db>_pre_restore_<id>`` (``restoring``);
+7. a second Job renames the staged filestore into place, keeping the replaced one
+   (``swapping-filestore``); in-process, the engine did both with the database;
+8. maintenance lifted; the instance's reconciler brings web and cron back.
 
-Restores run in the operator: they need the server's admin login, which never leaves the
-operator's namespace.
+The database half runs in the operator: it needs the server's admin login, which never leaves
+the operator's namespace. The filestore half runs where the tenant's volume is, as the Odoo
+image's user, with no database login.
 """
 
 from __future__ import annotations
