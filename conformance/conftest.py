@@ -37,11 +37,14 @@ from psycopg.conninfo import conninfo_to_dict
 
 from conformance.tenants import (
     GONE_TIMEOUT_SECONDS,
+    INGRESS_TIMEOUT_SECONDS,
+    Ingress,
     PodProcess,
     Tenant,
     conformance_instance,
     eventually,
     find_pod_netns,
+    give_tenant_certificate,
     job_seconds,
     namespace_pods,
     pod_processes,
@@ -53,12 +56,14 @@ from odoo_devstack.demo import start_operator
 from odoo_devstack.odoo_images import PLUGIN
 from odoo_devstack.odoo_runtime import ODOO_VERSIONS
 from odoo_devstack.operator_setup import REAL_NODE_VERSIONS, register_servers
+from odoo_devstack.pki import LocalPKI
 from odoo_devstack.podrunner.fixtures import PLUGINS_ENV
 from odoo_devstack.podrunner.node import placement
 from odoo_devstack.podrunner.process import RealNodeProcess
 from odoo_devstack.ports import free_port
 from odoo_devstack.processes import ManagedProcess
 from odoo_devstack.pytest_fixtures import OdooRuntimes
+from odoo_devstack.traefik import TraefikProcess
 
 REPO = Path(__file__).parents[1]
 # The operator's probes of every tenant (database, /web/health and the monitoring user's
@@ -295,3 +300,28 @@ def _blob_port(connection_string: str) -> int:
     """The TCP port of the blob endpoint of an Azure Storage connection string."""
     fields = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
     return urlsplit(fields["BlobEndpoint"]).port or 443
+
+
+@pytest.fixture(scope="session")
+def tenant_pki(tmp_path_factory: pytest.TempPathFactory) -> LocalPKI:
+    """The CA that issues the tenants' certificates, as cert-manager would."""
+    return LocalPKI(tmp_path_factory.mktemp("tenant-pki"))
+
+
+@pytest.fixture(scope="module")
+def ingress(
+    k8s: client.ApiClient, traefik: TraefikProcess, tenant_pki: LocalPKI, tenant: Tenant
+) -> Ingress:
+    """The module's tenant served by the stack's Traefik: its certificate in Secret
+    ``odoo-tls``, and ``/web/health`` answering through the route the operator wrote."""
+    give_tenant_certificate(k8s, tenant, tenant_pki)
+    served = Ingress(traefik, tenant_pki.ca.cert, tenant.hosts[0])
+
+    def answers() -> bool:
+        try:
+            return served.get("/web/health").status == 200
+        except OSError:
+            return False
+
+    eventually(answers, f"Traefik to serve {served.host}", INGRESS_TIMEOUT_SECONDS)
+    return served

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -29,11 +30,14 @@ from kubernetes import client
 from psycopg import conninfo
 
 from odoo_devstack.demo import is_ready
+from odoo_devstack.pki import LocalPKI
 from odoo_devstack.podrunner import network
 from odoo_devstack.podrunner.images import SYSTEM_PATH
 from odoo_devstack.podrunner.process import RealNodeProcess
 from odoo_devstack.processes import ManagedProcess
-from odoo_operator.builders.ingress import TRAEFIK_API
+from odoo_devstack.traefik import LOOPBACK as TRAEFIK_LOOPBACK
+from odoo_devstack.traefik import TraefikProcess
+from odoo_operator.builders.ingress import CERTIFICATE_SECRET, TRAEFIK_API
 from odoo_operator.builders.tenant import ODOO_HTTP_PORT, ODOO_UID
 
 # A real Odoo initialises its database and starts its pods in tens of seconds on a quiet
@@ -43,6 +47,8 @@ GONE_TIMEOUT_SECONDS = 180.0
 # Odoo's cron threads wake up at least every SLEEP_INTERVAL (60 s) plus their number, even
 # without the NOTIFY that wakes them at once.
 CRON_TIMEOUT_SECONDS = 120.0
+# Traefik picks up a route the operator wrote within a few seconds of its watch event.
+INGRESS_TIMEOUT_SECONDS = 60.0
 ADMIN_PASSWORD_KEY = "odoo-admin-password"  # noqa: S105 - a Secret key, not a value
 CREDENTIALS_SECRET = "odoo-credentials"  # noqa: S105 - an object name, not a value
 # One record of Odoo's log: "<date> <time> <pid> <LEVEL> <db or ?> <logger>: <message>".
@@ -86,6 +92,11 @@ class Tenant:
     def database(self) -> str:
         """The tenant database (and role) the operator made."""
         return f"odoo_{self.name.replace('-', '_')}"
+
+    @property
+    def hosts(self) -> list[str]:
+        """The hosts the tenant is served at (conformance_instance's, unless the spec says)."""
+        return list(self.spec.get("hosts") or [f"{self.name}.odoo.example.com"])
 
 
 def conformance_instance(name: str, version: str, spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -683,3 +694,139 @@ def wait_finished(
 
     eventually(finished, f"{plural}/{name} to finish", timeout, poll=2.0)
     return found
+
+
+# -- through the stack's Traefik -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TlsAnswer:
+    """An HTTPS answer through Traefik, and the certificate it was served with."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    certificate_names: tuple[str, ...]
+
+
+def give_tenant_certificate(k8s: client.ApiClient, tenant: Tenant, pki: LocalPKI) -> None:
+    """Secret ``odoo-tls`` of the tenant, as cert-manager would write it: a certificate for
+    the tenant's hosts from the test's CA (the operator's IngressRoute names this Secret)."""
+    hosts = tuple(instance(k8s, tenant.name)["spec"]["hosts"])
+    pair = pki.issue(f"tls-{tenant.name}", hosts[0], server_names=hosts)
+    secret = client.V1Secret(
+        metadata=client.V1ObjectMeta(name=CERTIFICATE_SECRET, namespace=tenant.namespace),
+        type="kubernetes.io/tls",
+        string_data={"tls.crt": pair.cert.read_text(), "tls.key": pair.key.read_text()},
+    )
+    core = client.CoreV1Api(k8s)
+    try:
+        core.create_namespaced_secret(tenant.namespace, secret)
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+        core.replace_namespaced_secret(CERTIFICATE_SECRET, tenant.namespace, secret)
+
+
+def https_request(
+    traefik: TraefikProcess,
+    ca_file: Path,
+    host: str,
+    path: str,
+    *,
+    method: str = "GET",
+    headers: Mapping[str, str] | None = None,
+) -> TlsAnswer:
+    """``method path`` to Traefik's HTTPS entry point with SNI and Host ``host``, the
+    certificate checked against ``ca_file`` for that name; the raw path is sent as given."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    raw = socket.create_connection((TRAEFIK_LOOPBACK, traefik.https_port), timeout=60)
+    with context.wrap_socket(raw, server_hostname=host) as tls:
+        peer: Any = tls.getpeercert() or {}
+        names = tuple(str(value) for kind, value in peer.get("subjectAltName", ()) if kind == "DNS")
+        connection = http.client.HTTPConnection(host)
+        connection.sock = tls
+        connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        connection.putheader("Host", host)
+        for name, value in (headers or {}).items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        return TlsAnswer(
+            response.status,
+            {k.lower(): v for k, v in response.getheaders()},
+            response.read(),
+            names,
+        )
+
+
+def https_request_unverified(traefik: TraefikProcess, host: str, path: str) -> HttpAnswer:
+    """``GET path`` for ``host`` on Traefik's HTTPS entry point, whatever certificate it
+    serves (a host no tenant has gets Traefik's default one)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    connection = http.client.HTTPSConnection(
+        TRAEFIK_LOOPBACK, traefik.https_port, timeout=30, context=context
+    )
+    try:
+        connection.request("GET", path, headers={"Host": host})
+        response = connection.getresponse()
+        return HttpAnswer(
+            response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        )
+    finally:
+        connection.close()
+
+
+def http_request(traefik: TraefikProcess, host: str, path: str) -> HttpAnswer:
+    """``GET path`` on Traefik's plain HTTP entry point with Host ``host``."""
+    connection = http.client.HTTPConnection(TRAEFIK_LOOPBACK, traefik.http_port, timeout=30)
+    try:
+        connection.request("GET", path, headers={"Host": host})
+        response = connection.getresponse()
+        return HttpAnswer(
+            response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        )
+    finally:
+        connection.close()
+
+
+def https_websocket_handshake(
+    traefik: TraefikProcess, ca_file: Path, host: str
+) -> tuple[int, dict[str, str]]:
+    """An RFC 6455 opening handshake on ``/websocket`` through Traefik; its status and
+    headers."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    answer = https_request(
+        traefik,
+        ca_file,
+        host,
+        "/websocket",
+        headers={
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": key,
+            "Sec-WebSocket-Version": "13",
+            "Origin": f"https://{host}",
+        },
+    )
+    if answer.status == 101:
+        expected = base64.b64encode(
+            hashlib.sha1((key + _WEBSOCKET_GUID).encode()).digest()  # noqa: S324 - RFC 6455
+        ).decode()
+        assert answer.headers.get("sec-websocket-accept") == expected, answer.headers
+    return answer.status, answer.headers
+
+
+@dataclass(frozen=True)
+class Ingress:
+    """A tenant's host on the stack's Traefik, trusted with the tenants' CA."""
+
+    traefik: TraefikProcess
+    ca_file: Path
+    host: str
+
+    def get(self, path: str, **kwargs: Any) -> TlsAnswer:
+        """``GET path`` (as given, not normalised) on the tenant's host over HTTPS."""
+        return https_request(self.traefik, self.ca_file, self.host, path, **kwargs)

@@ -13,17 +13,22 @@ import time
 from typing import Any
 
 import psycopg
-from e2e.tenants import MetricsOperator
+from e2e.tenants import DRIFT_INTERVAL_SECONDS, GROUP, PLURAL, VERSION, MetricsOperator
 from kubernetes import client
 
 from conformance.tenants import (
     CRON_TIMEOUT_SECONDS,
+    INGRESS_TIMEOUT_SECONDS,
+    Ingress,
     Tenant,
     admin_password,
     authenticate,
     effective_config,
     eventually,
     http_get,
+    http_request,
+    https_request_unverified,
+    https_websocket_handshake,
     init_pod,
     instance,
     job,
@@ -43,6 +48,7 @@ from conformance.tenants import (
 )
 from odoo_devstack.podrunner.process import RealNodeProcess
 from odoo_devstack.processes import ManagedProcess
+from odoo_devstack.traefik import TraefikProcess
 from odoo_operator.builders.odoo_users import MONITOR_LOGIN
 from odoo_operator.builders.tenant import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT
 
@@ -361,3 +367,106 @@ def test_the_operators_probes_read_real_odoo_and_its_monitoring_user_signs_in(
         ).fetchone()
     assert logins is not None
     assert logins[0] > 0, f"{MONITOR_LOGIN} never signed in"
+
+
+# -- through the stack's Traefik, as the operator routes it ------------------------------------
+
+# Every way a request for Odoo's database manager might be spelt; each must be refused by
+# the route itself, before Odoo (which refuses them too: list_db is off).
+DATABASE_MANAGER_PATHS = (
+    "/web/database/manager",
+    "/web/database/selector",
+    "/web/database/list",
+    "/web/database/create",
+    "/web/database/duplicate",
+    "/web/database/drop",
+    "/web/database/backup",
+    "/web/database/restore",
+    "/web/database/change_password",
+    "/web/database/manager/",
+    "/web/database/manager?debug=1",
+    "/web/%64atabase/manager",
+    "/web/database%2Fmanager",
+    "/web%2Fdatabase/manager",
+    "//web/database/manager",
+    "/web//database/manager",
+    "/web/./database/manager",
+    "/web/x/../database/manager",
+    "/web/database/%6Danager",
+)
+
+
+def test_traefik_serves_the_tenant_over_tls_with_its_certificate(
+    ingress: Ingress, traefik: TraefikProcess
+) -> None:
+    login = ingress.get("/web/login")
+    assert login.status == 200, login.status
+    assert b"oe_login_form" in login.body
+    # SNI chose the tenant's own certificate (checked against the tenants' CA for the host).
+    assert ingress.host in login.certificate_names
+    # Plain HTTP is only ever a redirect to HTTPS.
+    redirect = http_request(traefik, ingress.host, "/web/login")
+    assert redirect.status in (301, 302, 307, 308), redirect.status
+    assert redirect.headers["location"] == f"https://{ingress.host}/web/login"
+
+
+def test_another_host_never_reaches_the_tenant(ingress: Ingress) -> None:
+    assert ingress.get("/web/login").status == 200  # the control: the tenant's host is served
+    for host in ("other.odoo.example.com", f"x{ingress.host}", ingress.host.split(".", 1)[1]):
+        answer = https_request_unverified(ingress.traefik, host, "/web/login")
+        assert answer.status == 404, (host, answer.status)
+        assert b"oe_login_form" not in answer.body
+
+
+def test_odoos_answers_carry_the_security_headers_and_no_server_banner(
+    ingress: Ingress,
+) -> None:
+    headers = ingress.get("/web/login").headers
+    assert headers["strict-transport-security"] == "max-age=63072000; includeSubDomains; preload"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["referrer-policy"] == "strict-origin-when-cross-origin"
+    assert "server" not in headers, headers.get("server")
+    assert "x-powered-by" not in headers
+
+
+def test_every_spelling_of_the_database_manager_is_refused_by_the_route(
+    ingress: Ingress,
+) -> None:
+    let_through = {}
+    for path in DATABASE_MANAGER_PATHS:
+        answer = ingress.get(path)
+        # 403: the route's refusal. Anything from Odoo (its own 404 or a page) means the
+        # request passed the ingress.
+        if answer.status != 403:
+            let_through[path] = (answer.status, answer.body[:80])
+    assert not let_through, let_through
+    assert ingress.get("/web/login").status == 200
+
+
+def test_the_websocket_upgrades_through_traefik_on_the_gevent_port(ingress: Ingress) -> None:
+    status, headers = https_websocket_handshake(ingress.traefik, ingress.ca_file, ingress.host)
+    assert status == 101, (status, headers)
+
+
+def test_a_host_removed_from_the_spec_stops_being_served(
+    k8s: client.ApiClient, ingress: Ingress, tenant: Tenant
+) -> None:
+    custom = client.CustomObjectsApi(k8s)
+    extra = f"alt-{tenant.name}.odoo.example.com"
+
+    def set_hosts(hosts: list[str]) -> None:
+        custom.patch_cluster_custom_object(
+            GROUP, VERSION, PLURAL, tenant.name, {"spec": {"hosts": hosts}}
+        )
+
+    def served() -> bool:
+        return https_request_unverified(ingress.traefik, extra, "/web/health").status == 200
+
+    set_hosts([ingress.host, extra])
+    eventually(served, f"Traefik to serve the added host {extra}", INGRESS_TIMEOUT_SECONDS)
+    removed = time.monotonic()
+    set_hosts([ingress.host])
+    eventually(lambda: not served(), f"{extra} to stop being served", DRIFT_INTERVAL_SECONDS + 30)
+    tenant.timings["host removed -> no longer served"] = time.monotonic() - removed
+    assert ingress.get("/web/health").status == 200

@@ -12,9 +12,11 @@ from typing import Any
 from kubernetes import client
 
 from conformance.tenants import (
+    Ingress,
     Tenant,
     effective_config,
     http_get,
+    https_websocket_handshake,
     listening_ports,
     main_process,
     odoo_processes,
@@ -27,7 +29,13 @@ from odoo_devstack.podrunner.process import RealNodeProcess
 from odoo_operator.builders.tenant import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT
 
 TENANT_PREFIX = "cft"
-TENANT_SPEC: dict[str, Any] = {"workers": 0, "cron": {"replicas": 1, "threads": 1}}
+# A small rate limit, so a burst of requests through Traefik runs past it.
+RATE_AVERAGE, RATE_BURST = 2, 5
+TENANT_SPEC: dict[str, Any] = {
+    "workers": 0,
+    "cron": {"replicas": 1, "threads": 1},
+    "ingress": {"rateLimit": {"average": RATE_AVERAGE, "burst": RATE_BURST}},
+}
 
 
 def test_threaded_web_pod_serves_http_and_the_websocket_on_8069_only(
@@ -59,3 +67,15 @@ def test_threaded_web_pod_runs_no_cron_thread(
     assert "--max-cron-threads=0" in web_main.argv, web_main.argv
     parsed = effective_config(web_main, ("workers", "max_cron_threads", "http_enable"))
     assert parsed == {"workers": 0, "max_cron_threads": 0, "http_enable": True}
+
+
+def test_the_websocket_upgrades_through_traefik_on_the_http_port(ingress: Ingress) -> None:
+    status, headers = https_websocket_handshake(ingress.traefik, ingress.ca_file, ingress.host)
+    assert status == 101, (status, headers)
+
+
+def test_the_rate_limit_answers_429_past_its_burst(ingress: Ingress) -> None:
+    statuses = [ingress.get("/web/health").status for _ in range(3 * RATE_BURST)]
+    assert statuses[0] == 200
+    assert 429 in statuses, statuses
+    assert set(statuses) <= {200, 429}, statuses

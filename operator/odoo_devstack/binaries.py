@@ -38,6 +38,7 @@ HELM_VERSION = "3.22.0"
 KUBECONFORM_VERSION = "0.8.0"
 # Prometheus tags its Go module v0.3xx.y for release 3.xx.y: v0.316.0 is Prometheus 3.16.0.
 PROMTOOL_VERSION = "0.316.0"
+TRAEFIK_VERSION = "3.7.13"
 
 _GO_MODULES = Path(__file__).parent / "gomodules"
 _BUILD_HEARTBEAT_SECONDS = 30.0
@@ -74,7 +75,9 @@ KUBECONFORM = Component("kubeconform", KUBECONFORM_VERSION, "-v", r"v0\.[6-9]\."
 PROMTOOL = Component(
     "promtool", PROMTOOL_VERSION, "--version", r"promtool, version (3\.|v0\.3\d\d\.)", "promtool"
 )
-PACKAGING_TOOLS = (HELM, KUBECONFORM, PROMTOOL)
+# The ingress controller of the local stack, the version whose CRDs the stack installs.
+TRAEFIK = Component("traefik", TRAEFIK_VERSION, "version", r"Version:\s+v?3\.7\.", "traefik")
+PACKAGING_TOOLS = (HELM, KUBECONFORM, PROMTOOL, TRAEFIK)
 # Main package of each tool built from a wrapper module, and the variable its version goes in.
 _TOOL_MAIN = {
     "helm": ("helm.sh/helm/v3/cmd/helm", "helm.sh/helm/v3/internal/version.version"),
@@ -83,7 +86,31 @@ _TOOL_MAIN = {
         "github.com/prometheus/prometheus/cmd/promtool",
         "github.com/prometheus/common/version.Version",
     ),
+    "traefik": (
+        "github.com/traefik/traefik/v3/cmd/traefik",
+        "github.com/traefik/traefik/v3/pkg/version.Version",
+    ),
 }
+# Modules Traefik's wrapper module replaces with local folders, prepared from the module
+# cache before the build: (module, version, folder, files removed, files added from the
+# wrapper module's templates). lego without its DNS provider factory (many providers' SDKs are
+# not served by the proxy); go-http-auth, upstream, with what Traefik's unserved fork adds.
+_TRAEFIK_LOCAL_MODULES: tuple[tuple[str, str, str, tuple[str, ...], dict[str, str]], ...] = (
+    (
+        "github.com/go-acme/lego/v5",
+        "v5.4.1",
+        "lego",
+        ("providers/dns/zz_gen_dns_providers.go", "providers/dns/dns_providers_test.go"),
+        {"providers/dns/dns_providers.go": "lego_dns_providers.go.txt"},
+    ),
+    (
+        "github.com/abbot/go-http-auth",
+        "v0.4.0",
+        "go-http-auth",
+        (),
+        {"traefik_compat.go": "go_http_auth_compat.go.txt"},
+    ),
+)
 
 
 class ToolMissingError(RuntimeError):
@@ -225,7 +252,6 @@ def ensure_kwok_stages() -> Path:
     return target
 
 
-TRAEFIK_VERSION = "3.7.13"
 _TRAEFIK_CRD_FILE = "docs/content/reference/dynamic-configuration/kubernetes-crd-definition-v1.yml"
 
 
@@ -324,6 +350,8 @@ def _build_family(family: str) -> None:
             template = _GO_MODULES / family / name
             if template.exists():
                 shutil.copyfile(template, work_dir / name)
+        if family == "traefik":
+            _prepare_traefik_module(work_dir, label, log_path)
         if family == "etcd":
             output, packages = str(staging / "etcd"), ["."]
         elif family in _TOOL_MAIN:
@@ -341,6 +369,39 @@ def _build_family(family: str) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+def _prepare_traefik_module(work_dir: Path, label: str, log_path: Path) -> None:
+    """The local folders Traefik's wrapper module replaces modules with: ``ext`` (a stand-in
+    for a nested module of Traefik's repository) and :data:`_TRAEFIK_LOCAL_MODULES`."""
+    template = _GO_MODULES / "traefik"
+    shutil.rmtree(work_dir / "ext", ignore_errors=True)
+    shutil.copytree(template / "ext", work_dir / "ext")
+    for module, version, folder, removed, added in _TRAEFIK_LOCAL_MODULES:
+        result = subprocess.run(
+            [_go(), "mod", "download", "-json", f"{module}@{version}"],
+            cwd=work_dir,
+            env=dict(os.environ, GOFLAGS="-mod=mod"),
+            capture_output=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ToolMissingError(
+                f"building {label}: downloading {module}@{version} failed: "
+                f"{result.stderr.decode(errors='replace')[-2000:]} (log: {log_path})"
+            )
+        local = work_dir / folder
+        shutil.rmtree(local, ignore_errors=True)
+        # From the read-only module cache: plain copies, then folders made writable.
+        shutil.copytree(json.loads(result.stdout)["Dir"], local, copy_function=shutil.copyfile)
+        for path, _, _ in os.walk(local):
+            os.chmod(path, 0o700)
+        for name in removed:
+            (local / name).unlink(missing_ok=True)
+        for name, source in added.items():
+            shutil.copyfile(template / source, local / name)
+        if not (local / "go.mod").exists():  # a module from before go.mod files
+            (local / "go.mod").write_text(f"module {module}\n\ngo 1.16\n")
 
 
 # -- Kubernetes JSON schemas for kubeconform ------------------------------------------------

@@ -6,6 +6,7 @@ Register them once for a whole session from the root ``conftest.py``::
 
 * ``real_node_runner`` (session): the :class:`RealNodeProcess`, for its logs, its
   ``forward_host_port`` and its addresses;
+* ``traefik`` (session): the stack's ingress controller, serving the tenants' routes;
 * ``real_node`` (session): the node's name (``real-0``). A pod goes there with
   :func:`odoo_devstack.podrunner.node.placement` merged into its spec (the node-kind
   label as ``nodeSelector`` and the toleration of the node's taint).
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from ..traefik import TraefikProcess, start_traefik
 from .process import RealNodeProcess, preflight_problems
 
 if TYPE_CHECKING:
@@ -63,3 +65,23 @@ def real_node_runner(
 def real_node(real_node_runner: RealNodeProcess) -> str:
     """The name of the real node: pods scheduled there really run."""
     return real_node_runner.node_name
+
+
+@pytest.fixture(scope="session")
+def traefik(
+    control_plane: ControlPlane | None,
+    k8s: object,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[TraefikProcess]:
+    """The local stack's Traefik (:mod:`odoo_devstack.traefik`), for the whole session: it
+    serves the tenants' IngressRoutes on loopback ports, reaching the real node's pods."""
+    if control_plane is None:
+        pytest.fail("the stack's Traefik serves the local control plane only")
+    started = start_traefik(
+        k8s,  # type: ignore[arg-type]
+        control_plane.server,
+        control_plane.ca.cert,
+        tmp_path_factory.mktemp("traefik"),
+    )
+    yield started
+    started.stop()
