@@ -41,7 +41,7 @@ _READY_TIMEOUT_SECONDS = 60.0
 _RULES: list[dict[str, Any]] = [
     {
         "apiGroups": [""],
-        "resources": ["services", "secrets", "nodes"],
+        "resources": ["services", "secrets", "configmaps", "nodes"],
         "verbs": ["get", "list", "watch"],
     },
     {

@@ -9,7 +9,10 @@ from .tenant import ODOO_HTTP_PORT, Tenant, metadata, websocket_port
 TRAEFIK_API = "traefik.io/v1alpha1"
 MAINTENANCE_RETRY_AFTER = 120  # seconds
 CERTIFICATE_SECRET = "odoo-tls"  # noqa: S105 - an object name, not a value
-_NOBODY = ["127.0.0.1/32"]  # an allow list no client matches: Traefik answers 403
+# An allow list no client matches, so Traefik answers 403: 0.0.0.0 is never the source of a
+# connection. (Loopback is: a Traefik on the node's network, or a proxy beside it, sees
+# 127.0.0.1 and would let that client through.)
+_NOBODY = ["0.0.0.0/32"]
 
 
 def _middleware(tenant: Tenant, name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -37,6 +40,9 @@ def build_middlewares(tenant: Tenant) -> list[dict[str, Any]]:
                     "contentTypeNosniff": True,
                     "frameDeny": True,
                     "referrerPolicy": "strict-origin-when-cross-origin",
+                    # An empty value removes the header: Odoo's server answers with
+                    # "Server: Werkzeug/<version> Python/<version>", a banner for scanners.
+                    "customResponseHeaders": {"Server": "", "X-Powered-By": ""},
                 }
             },
         ),
@@ -61,6 +67,12 @@ def build_middlewares(tenant: Tenant) -> list[dict[str, Any]]:
             )
         )
     return middlewares
+
+
+# Traefik matches rules on the path with unreserved characters decoded but "%2F" kept as it
+# is; Odoo's router decodes it into "/". So "/web%2Fdatabase/manager" passes
+# PathPrefix(`/web/database`) and reaches the database manager: this pattern closes that.
+_DATABASE_MANAGER_ENCODED = r"(?i)^(/|%2f)+web(/|%2f)+database"
 
 
 def _refs(*names: str) -> list[dict[str, str]]:
@@ -97,7 +109,8 @@ def build_ingress_route(tenant: Tenant) -> dict[str, Any]:
             "entryPoints": ["websecure"],
             "routes": [
                 route(
-                    f"({hosts}) && PathPrefix(`/web/database`)",
+                    f"({hosts}) && (PathPrefix(`/web/database`) || "
+                    f"PathRegexp(`{_DATABASE_MANAGER_ENCODED}`))",
                     ODOO_HTTP_PORT,
                     ["block-database-manager"],
                     300,
