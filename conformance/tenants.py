@@ -36,8 +36,8 @@ from odoo_devstack.podrunner.images import SYSTEM_PATH
 from odoo_devstack.podrunner.process import RealNodeProcess
 from odoo_devstack.processes import ManagedProcess
 from odoo_devstack.traefik import LOOPBACK as TRAEFIK_LOOPBACK
-from odoo_devstack.traefik import TraefikProcess
-from odoo_operator.builders.ingress import CERTIFICATE_SECRET, TRAEFIK_API
+from odoo_devstack.traefik import TraefikProcess, issue_tenant_certificate
+from odoo_operator.builders.ingress import TRAEFIK_API
 from odoo_operator.builders.tenant import ODOO_HTTP_PORT, ODOO_UID
 
 # A real Odoo initialises its database and starts its pods in tens of seconds on a quiet
@@ -710,22 +710,8 @@ class TlsAnswer:
 
 
 def give_tenant_certificate(k8s: client.ApiClient, tenant: Tenant, pki: LocalPKI) -> None:
-    """Secret ``odoo-tls`` of the tenant, as cert-manager would write it: a certificate for
-    the tenant's hosts from the test's CA (the operator's IngressRoute names this Secret)."""
-    hosts = tuple(instance(k8s, tenant.name)["spec"]["hosts"])
-    pair = pki.issue(f"tls-{tenant.name}", hosts[0], server_names=hosts)
-    secret = client.V1Secret(
-        metadata=client.V1ObjectMeta(name=CERTIFICATE_SECRET, namespace=tenant.namespace),
-        type="kubernetes.io/tls",
-        string_data={"tls.crt": pair.cert.read_text(), "tls.key": pair.key.read_text()},
-    )
-    core = client.CoreV1Api(k8s)
-    try:
-        core.create_namespaced_secret(tenant.namespace, secret)
-    except client.ApiException as exc:
-        if exc.status != 409:
-            raise
-        core.replace_namespaced_secret(CERTIFICATE_SECRET, tenant.namespace, secret)
+    """The TLS Secret the tenant's route names, for its hosts, from the test's CA."""
+    issue_tenant_certificate(k8s, instance(k8s, tenant.name), pki)
 
 
 def https_request(

@@ -15,10 +15,14 @@ when apt cannot install it the demo fails, and so does this test, with apt's out
 from __future__ import annotations
 
 import base64
+import hashlib
+import http.client
 import json
 import os
 import shutil
 import signal
+import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -31,8 +35,16 @@ from urllib.parse import urlsplit
 
 import pytest
 import websocket
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from odoo_devstack.demo import LOGIN_PAGE_PREFIX, PASSWORD_COMMAND_PREFIX, WAITING_LINE
+from odoo_devstack.demo import (
+    CA_PREFIX,
+    LOGIN_PAGE_PREFIX,
+    PASSWORD_COMMAND_PREFIX,
+    RESOLVE_PREFIX,
+    WAITING_LINE,
+)
 
 REPO = Path(__file__).parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -81,10 +93,12 @@ def running_demo(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict
             for key, prefix in (
                 ("login", LOGIN_PAGE_PREFIX),
                 ("password", PASSWORD_COMMAND_PREFIX),
+                ("ca", CA_PREFIX),
+                ("resolve", RESOLVE_PREFIX),
             ):
                 if line.startswith(prefix):
                     printed[key] = line[len(prefix) :].strip()
-        assert set(printed) == {"login", "password"}, _tail(stdout_path)
+        assert set(printed) == {"login", "password", "ca", "resolve"}, _tail(stdout_path)
         yield demo, printed
     finally:
         if demo.poll() is None:
@@ -100,7 +114,7 @@ def running_demo(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict
 class DevTools:
     """One page of a headless Chromium, driven over the Chrome DevTools Protocol."""
 
-    def __init__(self, profile: Path, log_path: Path) -> None:
+    def __init__(self, profile: Path, log_path: Path, extra: tuple[str, ...] = ()) -> None:
         profile.mkdir()
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed by close()
         self.browser = subprocess.Popen(
@@ -118,6 +132,7 @@ class DevTools:
                 f"--window-size={WINDOW[0]},{WINDOW[1]}",
                 # Port 0: the browser picks a free one and writes it to DevToolsActivePort.
                 "--remote-debugging-port=0",
+                *extra,
                 "about:blank",
             ],
             stdout=self._log,
@@ -184,15 +199,56 @@ class DevTools:
         self._log.close()
 
 
-def _session_info(base: str, session_id: str) -> dict[str, Any]:
+class Ingress:
+    """The tenant's host on the demo's Traefik: names resolved to this machine, the served
+    certificate checked against the CA the demo printed."""
+
+    def __init__(self, login_url: str, ca_file: str) -> None:
+        parts = urlsplit(login_url)
+        assert parts.scheme == "https", login_url
+        assert parts.hostname is not None
+        assert parts.port is not None
+        self.host, self.port = parts.hostname, parts.port
+        self.context = ssl.create_default_context(cafile=ca_file)
+
+    def request(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        """One request through Traefik; its status and body."""
+        raw = socket.create_connection(("127.0.0.1", self.port), timeout=60)
+        tls = self.context.wrap_socket(raw, server_hostname=self.host)
+        connection = http.client.HTTPConnection(self.host)
+        connection.sock = tls
+        try:
+            connection.request(method, path, body=body, headers={"Host": self.host, **headers})
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def spki_sha256(self) -> str:
+        """The base64 SHA-256 of the served certificate's public key, the form Chromium's
+        ``--ignore-certificate-errors-spki-list`` takes: the browser then trusts exactly the
+        certificate this side checked against the CA."""
+        raw = socket.create_connection(("127.0.0.1", self.port), timeout=60)
+        with self.context.wrap_socket(raw, server_hostname=self.host) as tls:
+            der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        key = x509.load_der_x509_certificate(der).public_key()
+        spki = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+def _session_info(ingress: Ingress, session_id: str) -> dict[str, Any]:
     """Odoo's own account of a session cookie: who it is signed in as, to which database."""
-    request = urllib.request.Request(  # noqa: S310 - the http URL the demo printed
-        f"{base}/web/session/get_session_info",
-        data=json.dumps({"jsonrpc": "2.0", "method": "call", "id": 1, "params": {}}).encode(),
-        headers={"Content-Type": "application/json", "Cookie": f"session_id={session_id}"},
+    status, body = ingress.request(
+        "POST",
+        "/web/session/get_session_info",
+        json.dumps({"jsonrpc": "2.0", "method": "call", "id": 1, "params": {}}).encode(),
+        {"Content-Type": "application/json", "Cookie": f"session_id={session_id}"},
     )
-    with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310 - as above
-        response: dict[str, Any] = json.load(answer)
+    assert status == 200, status
+    response: dict[str, Any] = json.loads(body)
     assert response.get("error") is None, response["error"]
     return dict(response["result"])
 
@@ -218,6 +274,9 @@ def test_the_demo_tenant_signs_admin_in_through_its_login_page_in_a_browser(
     login_url = printed["login"]
     assert urlsplit(login_url).path == "/web/login", login_url
     base = login_url.removesuffix("/web/login")
+    # Through the demo's Traefik, with the tenant's certificate from the printed CA.
+    ingress = Ingress(login_url, printed["ca"])
+    assert f"--host-resolver-rules='MAP {ingress.host} 127.0.0.1'" in printed["resolve"]
     # The printed command, run as printed: it is what a person pastes into a shell.
     read = subprocess.run(
         ["bash", "-o", "pipefail", "-c", printed["password"]],
@@ -234,7 +293,14 @@ def test_the_demo_tenant_signs_admin_in_through_its_login_page_in_a_browser(
         f"{CHROMIUM} is missing although the demo's bootstrap installs Debian's chromium; "
         f"found on PATH: {shutil.which('chromium')}"
     )
-    browser = DevTools(tmp_path / "chromium-profile", tmp_path / "chromium.log")
+    browser = DevTools(
+        tmp_path / "chromium-profile",
+        tmp_path / "chromium.log",
+        (
+            f"--host-resolver-rules=MAP {ingress.host} 127.0.0.1",
+            f"--ignore-certificate-errors-spki-list={ingress.spki_sha256()}",
+        ),
+    )
     try:
         # The page's own size: a headless window's viewport is the window less its frame.
         browser.call(
@@ -285,7 +351,7 @@ def test_the_demo_tenant_signs_admin_in_through_its_login_page_in_a_browser(
     # A blank or error page compresses to a few kilobytes; the web client's does not.
     assert shot.stat().st_size > 20_000, f"{shot} is only {shot.stat().st_size} bytes"
     session_id = next(cookie["value"] for cookie in cookies if cookie["name"] == "session_id")
-    info = _session_info(base, session_id)
+    info = _session_info(ingress, session_id)
     assert info["uid"] == 2, info  # base.user_admin
     assert info["username"] == "admin", info
     assert info["db"] == "odoo_acme", info

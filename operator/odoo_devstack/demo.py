@@ -9,22 +9,25 @@ KWOK's simulated pods, so the demo starts one real Odoo, not two.
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
+import socket
+import ssl
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from kubernetes import client
 
-from odoo_operator.builders.tenant import ODOO_HTTP_PORT
 from odoo_operator.builders.workloads import FILESTORE_CLAIM
 from odoo_operator.model.config import CONFIG_ENV, WEBHOOK_CONFIGURATION
+from odoo_operator.model.names import GROUP, VERSION
 from odoo_operator.model.spec import InstanceSpec
 
 from . import cluster_dns, kubectl
@@ -32,11 +35,14 @@ from .bootstrap import bootstrap
 from .controlplane import ControlPlane
 from .odoo_images import PLUGIN
 from .operator_setup import REAL_NODE_VERSIONS, register_servers
+from .pki import LocalPKI
 from .podrunner.node import placement
 from .podrunner.process import RealNodeProcess
 from .ports import free_port
 from .processes import ComponentError, ManagedProcess
 from .stack import LocalStack
+from .traefik import LOOPBACK as TRAEFIK_LOOPBACK
+from .traefik import TraefikProcess, issue_tenant_certificate, start_traefik
 from .webhook_certs import LOOPBACK_HOST, issue_webhook_certificates, webhook_environment
 
 INSTANCES_PATH = "/apis/odoo.tenantops.io/v1alpha1/odooinstances"
@@ -53,6 +59,8 @@ REAL_TENANT = "acme"
 # What the demo prints for a person (and e2e/test_demo_serves_real_odoo.py reads).
 LOGIN_PAGE_PREFIX = "  login page: "
 PASSWORD_COMMAND_PREFIX = "  admin password: "  # noqa: S105 - a label, not a password
+CA_PREFIX = "  tenant CA: "
+RESOLVE_PREFIX = "  resolve: "
 WAITING_LINE = "press Ctrl-C to stop everything"
 
 
@@ -196,28 +204,46 @@ def on_the_real_node(sample: dict[str, Any]) -> dict[str, Any]:
     return {**sample, "spec": spec}
 
 
-def _login_page(api: client.ApiClient, node_name: str) -> str:
-    """The address of the real tenant's login page, checked to answer from this machine."""
+def _login_page(
+    api: client.ApiClient, node_name: str, traefik: TraefikProcess, ca_file: Path
+) -> str:
+    """The real tenant's login page through the stack's Traefik, checked to answer from this
+    machine with the tenant's certificate."""
     namespace = f"odoo-{REAL_TENANT}"
+    instance: Any = client.CustomObjectsApi(api).get_cluster_custom_object(
+        GROUP, VERSION, "odooinstances", REAL_TENANT
+    )
+    host = instance["spec"]["hosts"][0]
     listing: Any = client.CoreV1Api(api).list_namespaced_pod(
         namespace, label_selector="app.kubernetes.io/component=web"
     )
-    addresses = [
-        pod.status.pod_ip
-        for pod in listing.items
-        if pod.metadata.deletion_timestamp is None
-        and pod.spec.node_name == node_name
-        and pod.status.pod_ip
-    ]
-    if not addresses:
+    if not any(pod.spec.node_name == node_name for pod in listing.items):
         raise ComponentError("demo", f"no web pod of {REAL_TENANT} runs on the real node")
-    url = f"http://{addresses[0]}:{ODOO_HTTP_PORT}/web/login"
-    # Ready already means the pod's probe passed; this proves the printed address is the
-    # one a person reaches from this machine, not only the one the kubelet probes.
-    with urllib.request.urlopen(url, timeout=60) as response:
-        if response.status != 200:
-            raise ComponentError("demo", f"{url} answered {response.status}")
-    return url
+    url = f"https://{host}:{traefik.https_port}/web/login"
+    # Ready already means the pod's probe passed; this proves the printed address is one a
+    # person reaches from this machine, through the ingress, not only the one the kubelet
+    # probes. Traefik picks up the route and the certificate within seconds.
+    context = ssl.create_default_context(cafile=str(ca_file))
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with (
+                socket.create_connection((TRAEFIK_LOOPBACK, traefik.https_port), 30) as raw,
+                context.wrap_socket(raw, server_hostname=host) as tls,
+            ):
+                connection = http.client.HTTPConnection(host)
+                connection.sock = tls
+                connection.request("GET", "/web/login", headers={"Host": host})
+                status = connection.getresponse().status
+        except (OSError, ssl.SSLError) as error:
+            status, reason = 0, str(error)
+        else:
+            reason = f"answered {status}"
+        if status == 200:
+            return url
+        if time.monotonic() > deadline:
+            raise ComponentError("demo", f"{url} through Traefik: {reason}")
+        time.sleep(1)
 
 
 def _share_real_filestore(
@@ -291,10 +317,20 @@ def _run_samples(repo: Path, stack: LocalStack, real_node: RealNodeProcess, wait
     )
     control_plane.processes.append(operator)
     _say(f"operator running (pid {operator.pid}, log {operator.log_path})")
+    traefik = start_traefik(
+        api, control_plane.server, control_plane.ca.cert, control_plane.workdir / "traefik"
+    )
+    control_plane.processes.append(traefik.process)
+    _say(
+        f"traefik running (https on {TRAEFIK_LOOPBACK}:{traefik.https_port}, "
+        f"access log {traefik.access_log})"
+    )
     samples = [
         on_the_real_node(sample)
         for sample in kubectl.load_documents(repo / "manifests" / "samples")
     ]
+    # The tenants' certificates, as cert-manager would issue them on a cluster.
+    pki = LocalPKI(control_plane.workdir / "tenant-pki")
     started = time.monotonic()
     # In dependency order: tenants, then their backups, then restores of those backups.
     for kind in ("OdooInstance", "OdooBackup", "OdooRestore"):
@@ -305,6 +341,8 @@ def _run_samples(repo: Path, stack: LocalStack, real_node: RealNodeProcess, wait
         _say(f"{len(batch)} {kind}(s) done {time.monotonic() - started:.1f}s after apply")
         if kind == "OdooInstance":
             _share_real_filestore(control_plane, real_node, config.parent / "filestores")
+            for sample in batch:
+                issue_tenant_certificate(api, sample, pki)
     for path in (INSTANCES_PATH, BACKUPS_PATH, RESTORES_PATH):
         print()
         print(kubectl.format_table(kubectl.get_table(api, path)))
@@ -321,7 +359,16 @@ def _run_samples(repo: Path, stack: LocalStack, real_node: RealNodeProcess, wait
         f"{REAL_TENANT} runs real Odoo on the real node {real_node.node_name} (only the base "
         "module); acme-staging runs on KWOK's simulated pods. Sign in as admin:"
     )
-    print(f"{LOGIN_PAGE_PREFIX}{_login_page(api, real_node.node_name)}")
+    page = _login_page(api, real_node.node_name, traefik, pki.ca.cert)
+    print(f"{LOGIN_PAGE_PREFIX}{page}")
+    host = urlsplit(page).hostname
+    print(f"{CA_PREFIX}{pki.ca.cert}")
+    print(
+        f"{RESOLVE_PREFIX}{host} is this machine: chromium "
+        f"--host-resolver-rules='MAP {host} {TRAEFIK_LOOPBACK}', or "
+        f"curl --resolve {host}:{traefik.https_port}:{TRAEFIK_LOOPBACK} "
+        f"--cacert {pki.ca.cert} {page}"
+    )
     print(
         f"{PASSWORD_COMMAND_PREFIX}kubectl --kubeconfig {control_plane.kubeconfig} "
         f"get secret -n odoo-{REAL_TENANT} odoo-credentials "

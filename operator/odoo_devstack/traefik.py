@@ -28,7 +28,10 @@ from typing import Any
 import yaml
 from kubernetes import client
 
+from odoo_operator.builders.ingress import CERTIFICATE_SECRET
+
 from . import binaries, kubectl
+from .pki import LocalPKI
 from .ports import free_port
 from .processes import ComponentError, ManagedProcess
 
@@ -199,3 +202,27 @@ def _pings(port: int) -> bool:
         return False
     finally:
         connection.close()
+
+
+def issue_tenant_certificate(api: client.ApiClient, instance: dict[str, Any], pki: LocalPKI) -> str:
+    """Write the TLS Secret an OdooInstance's route names (``spec.tls.secretName``, else
+    ``odoo-tls``), as cert-manager would: a certificate for its hosts from ``pki``. Returns
+    the Secret's name."""
+    spec = instance["spec"]
+    hosts = tuple(spec["hosts"])
+    name = (spec.get("tls") or {}).get("secretName") or CERTIFICATE_SECRET
+    namespace = f"odoo-{instance['metadata']['name']}"
+    pair = pki.issue(f"tls-{instance['metadata']['name']}", hosts[0], server_names=hosts)
+    kubectl.apply(
+        api,
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name, "namespace": namespace},
+                "type": "kubernetes.io/tls",
+                "stringData": {"tls.crt": pair.cert.read_text(), "tls.key": pair.key.read_text()},
+            }
+        ],
+    )
+    return str(name)

@@ -1,7 +1,8 @@
 """The alert rules, their runbooks and the Grafana dashboard in monitoring/.
 
 Every expression is parsed with PromQL's grammar (the promql-parser package) and may only
-name metrics that odoo_operator.metrics defines. The rules also go through
+name metrics that odoo_operator.metrics defines, or the Traefik metrics of
+:data:`TRAEFIK_METRICS` (the ingress telemetry). The rules also go through
 ``promtool check rules`` and the synthetic-series rule tests in monitoring/tests/, with the
 promtool the bootstrap builds (see :func:`_promtool`); without one those two tests fail.
 """
@@ -33,6 +34,7 @@ EXPECTED = {
     "critical": {
         "OdooBackupRPOBreached",
         "OdooBackupVerificationFailed",
+        "OdooIngressCertificateExpiryImminent",
         "OdooTenantNotReady",
         "OdooTenantUnreachable",
         "OdooUpgradeFailed",
@@ -40,12 +42,35 @@ EXPECTED = {
     "warning": {
         "OdooBackupFailed",
         "OdooCronJobsOverdue",
+        "OdooIngressCertificateExpiring",
         "OdooTenantConnectionsNearLimit",
+        "OdooTenantHttp5xxRatioHigh",
+        "OdooTenantLatencyHigh",
         "OdooTenantLongTransaction",
         "OdooTenantProbeDown",
     },
     "info": {"OdooReconcileErrorsRising"},
 }
+# Traefik v3's Prometheus metrics (metrics.prometheus with addRoutersLabels and
+# addServicesLabels) that the ingress alerts and dashboard panels may select.
+TRAEFIK_METRICS = {
+    "traefik_service_requests_total",
+    "traefik_service_request_duration_seconds_bucket",
+    "traefik_service_request_duration_seconds_sum",
+    "traefik_service_request_duration_seconds_count",
+    "traefik_router_requests_total",
+    "traefik_tls_certs_not_after",
+}
+# How Traefik's Kubernetes CRD provider names a tenant's backend (Service `odoo` of
+# namespace `odoo-<instance>`, port 8069 or the websocket port 8072), and how the per-tenant
+# ingress alerts take the tenant's name from it.
+TENANT_SERVICE = 'service=~"odoo-.+-odoo-80(69|72)@kubernetescrd"'
+TENANT_FROM_SERVICE = '"instance", "$1", "service", "odoo-(.+)-odoo-80(69|72)@kubernetescrd"'
+ALERTS_TEST = MONITORING / "tests" / "alerts-test.yaml"
+
+
+def _known_metrics() -> set[str]:
+    return metrics.metric_names() | TRAEFIK_METRICS
 
 
 def _rules() -> dict[str, Any]:
@@ -104,9 +129,7 @@ def test_every_alert_is_complete_and_parses(alert: dict[str, Any]) -> None:
     assert _duration_seconds(alert["for"]) >= 0
     used = _selected_metrics(alert["expr"])
     assert used, f"{name} selects no metric"
-    assert used <= metrics.metric_names(), (
-        f"{name} uses unknown metrics {used - metrics.metric_names()}"
-    )
+    assert used <= _known_metrics(), f"{name} uses unknown metrics {used - _known_metrics()}"
 
 
 def test_the_tiers_hold_the_alerts_the_issue_asks_for() -> None:
@@ -126,6 +149,41 @@ def test_per_tenant_alerts_keep_the_instance_label() -> None:
     for alert in _alerts():
         if "$labels.instance" in alert["annotations"]["summary"]:
             assert "by (instance)" in alert["expr"], alert["alert"]
+
+
+def _traefik_alerts() -> list[dict[str, Any]]:
+    return [a for a in _alerts() if _selected_metrics(a["expr"]) & TRAEFIK_METRICS]
+
+
+def test_per_tenant_ingress_alerts_take_the_tenant_from_traefiks_service_name() -> None:
+    # Traefik's series carry the scrape target's `instance` (a Traefik replica); the rules sum
+    # that away by `service` before label_replace puts the tenant's name there.
+    per_tenant = [a for a in _traefik_alerts() if "$labels.instance" in a["annotations"]["summary"]]
+    assert {a["alert"] for a in per_tenant} >= {
+        "OdooTenantHttp5xxRatioHigh",
+        "OdooTenantLatencyHigh",
+    }
+    for alert in per_tenant:
+        expr = alert["expr"]
+        assert TENANT_SERVICE in expr, alert["alert"]
+        assert "label_replace(" in expr, alert["alert"]
+        assert TENANT_FROM_SERVICE in expr, alert["alert"]
+        assert "sum by (service" in expr, alert["alert"]
+        assert alert["labels"]["component"] == "tenant"
+    for alert in _traefik_alerts():
+        if alert not in per_tenant:
+            assert alert["labels"]["component"] == "ingress", alert["alert"]
+            assert "$labels.instance" not in str(alert["annotations"]), alert["alert"]
+
+
+def test_the_ingress_alerts_have_rule_tests_that_fire_and_that_do_not() -> None:
+    tests = yaml.safe_load(ALERTS_TEST.read_text())["tests"]
+    cases = [case for test in tests for case in test.get("alert_rule_test", [])]
+    for alert in _traefik_alerts():
+        name = alert["alert"]
+        mine = [case for case in cases if case["alertname"] == name]
+        assert any(case["exp_alerts"] for case in mine), f"{name}: no test where it fires"
+        assert any(not case["exp_alerts"] for case in mine), f"{name}: no test where it does not"
 
 
 def test_a_broken_expression_is_refused_by_the_parser() -> None:
@@ -151,7 +209,7 @@ def test_the_dashboard_is_json_and_queries_only_known_metrics() -> None:
         names = _selected_metrics(query)
         assert names, query
         used |= names
-    assert used <= metrics.metric_names(), used - metrics.metric_names()
+    assert used <= _known_metrics(), used - _known_metrics()
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     instance = variables["instance"]["query"]["query"]
     match = re.fullmatch(r"label_values\((\w+), instance\)", instance)
@@ -170,9 +228,15 @@ def test_the_dashboard_covers_the_fleet_and_the_tenant_drill_down() -> None:
         "odoo_operator_backup_rpo_breach",
         "odoo_operator_tenant_cron_overdue",
         "odoo_operator_reconcile_duration_seconds_bucket",
+        "traefik_router_requests_total",
+        "traefik_service_requests_total",
+        "traefik_service_request_duration_seconds_bucket",
+        "traefik_tls_certs_not_after",
     ):
         assert needed in queries
     assert 'instance="$instance"' in queries
+    # The tenant's own Traefik backend, by name (the variable is the OdooInstance's name).
+    assert 'service=~"odoo-$instance-odoo-80(69|72)@kubernetescrd"' in queries
 
 
 def _promtool() -> str:
