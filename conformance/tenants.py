@@ -722,11 +722,19 @@ def https_request(
     *,
     method: str = "GET",
     headers: Mapping[str, str] | None = None,
+    source: str | None = None,
+    body: bytes | None = None,
 ) -> TlsAnswer:
     """``method path`` to Traefik's HTTPS entry point with SNI and Host ``host``, the
-    certificate checked against ``ca_file`` for that name; the raw path is sent as given."""
+    certificate checked against ``ca_file`` for that name; the raw path is sent as given.
+    ``source``: the client's address, another loopback address than 127.0.0.1 (all of
+    127.0.0.0/8 is this machine's), to be another client for Traefik."""
     context = ssl.create_default_context(cafile=str(ca_file))
-    raw = socket.create_connection((TRAEFIK_LOOPBACK, traefik.https_port), timeout=60)
+    raw = socket.create_connection(
+        (TRAEFIK_LOOPBACK, traefik.https_port),
+        timeout=60,
+        source_address=(source, 0) if source else None,
+    )
     with context.wrap_socket(raw, server_hostname=host) as tls:
         peer: Any = tls.getpeercert() or {}
         names = tuple(str(value) for kind, value in peer.get("subjectAltName", ()) if kind == "DNS")
@@ -736,7 +744,9 @@ def https_request(
         connection.putheader("Host", host)
         for name, value in (headers or {}).items():
             connection.putheader(name, value)
-        connection.endheaders()
+        if body is not None:
+            connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body)
         response = connection.getresponse()
         return TlsAnswer(
             response.status,

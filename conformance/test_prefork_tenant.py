@@ -9,12 +9,15 @@ lines and configuration file, and the pods' logs.
 from __future__ import annotations
 
 import json
+import re
 import time
+import urllib.request
 from typing import Any
 
 import psycopg
 from e2e.tenants import DRIFT_INTERVAL_SECONDS, GROUP, PLURAL, VERSION, MetricsOperator
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
 
 from conformance.tenants import (
     CRON_TIMEOUT_SECONDS,
@@ -27,6 +30,7 @@ from conformance.tenants import (
     eventually,
     http_get,
     http_request,
+    https_request,
     https_request_unverified,
     https_websocket_handshake,
     init_pod,
@@ -371,6 +375,8 @@ def test_the_operators_probes_read_real_odoo_and_its_monitoring_user_signs_in(
 
 # -- through the stack's Traefik, as the operator routes it ------------------------------------
 
+# How the alert rules read a tenant out of Traefik's service names.
+TRAEFIK_TENANT_SERVICE = re.compile(r"odoo-(.+)-odoo-80(69|72)@kubernetescrd")
 # Every way a request for Odoo's database manager might be spelt; each must be refused by
 # the route itself, before Odoo (which refuses them too: list_db is off).
 DATABASE_MANAGER_PATHS = (
@@ -475,3 +481,61 @@ def test_a_host_removed_from_the_spec_stops_being_served(
     eventually(lambda: not served(), f"{extra} to stop being served", DRIFT_INTERVAL_SECONDS + 30)
     tenant.timings["host removed -> no longer served"] = time.monotonic() - removed
     assert ingress.get("/web/health").status == 200
+
+
+def test_traefik_counts_the_tenants_requests_under_the_name_the_alerts_read(
+    k8s: client.ApiClient, ingress: Ingress, tenant: Tenant
+) -> None:
+    """The alerts and the dashboard find a tenant's traffic by Traefik's service name
+    (monitoring/prometheus-rules.yaml); the access log names the tenant's router and holds
+    nothing secret."""
+    assert ingress.get("/web/login").status == 200
+    # The stack's Traefik on loopback, over http.
+    with urllib.request.urlopen(ingress.traefik.metrics_url, timeout=10) as answer:  # noqa: S310
+        text = answer.read().decode()
+    services = {
+        sample.labels["service"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "traefik_service_requests_total" and sample.labels.get("code") == "200"
+    }
+    mine = {
+        service: count
+        for service, count in services.items()
+        if (found := TRAEFIK_TENANT_SERVICE.fullmatch(service)) and found[1] == tenant.name
+    }
+    assert mine.get(f"odoo-{tenant.name}-odoo-{ODOO_HTTP_PORT}@kubernetescrd", 0) > 0, services
+    lines = [
+        json.loads(line)
+        for line in ingress.traefik.access_log.read_text().splitlines()
+        if f'"{ingress.host}"' in line
+    ]
+    assert lines, "no access log line for the tenant's host"
+    assert all(line["RouterName"].startswith(f"{tenant.namespace}-") for line in lines)
+    # Signed in through Traefik: neither the password nor the session cookie is logged.
+    signed_in = https_request(
+        ingress.traefik,
+        ingress.ca_file,
+        ingress.host,
+        "/web/session/authenticate",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+        body=json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "method": "call",
+                "params": {
+                    "db": tenant.database,
+                    "login": "admin",
+                    "password": admin_password(k8s, tenant),
+                },
+            }
+        ).encode(),
+    )
+    cookie = signed_in.headers.get("set-cookie", "")
+    assert signed_in.status == 200, signed_in.status
+    assert "session_id=" in cookie
+    session_id = cookie.split("session_id=", 1)[1].split(";", 1)[0]
+    log_text = ingress.traefik.access_log.read_text()
+    assert admin_password(k8s, tenant) not in log_text
+    assert session_id not in log_text

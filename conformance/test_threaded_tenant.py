@@ -29,12 +29,18 @@ from odoo_devstack.podrunner.process import RealNodeProcess
 from odoo_operator.builders.tenant import ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT
 
 TENANT_PREFIX = "cft"
-# A small rate limit, so a burst of requests through Traefik runs past it.
-RATE_AVERAGE, RATE_BURST = 2, 5
+# A small rate limit, so a burst of requests through Traefik runs past it; clients by their
+# loopback source address: 127.0.0.1 (the tests' default) and OTHER_CLIENT are admitted,
+# OUTSIDER is not.
+RATE_AVERAGE, RATE_BURST = 1, 5
+OTHER_CLIENT, OUTSIDER = "127.0.0.2", "127.0.0.9"
 TENANT_SPEC: dict[str, Any] = {
     "workers": 0,
     "cron": {"replicas": 1, "threads": 1},
-    "ingress": {"rateLimit": {"average": RATE_AVERAGE, "burst": RATE_BURST}},
+    "ingress": {
+        "rateLimit": {"average": RATE_AVERAGE, "burst": RATE_BURST},
+        "allowFrom": ["127.0.0.1/32", f"{OTHER_CLIENT}/32"],
+    },
 }
 
 
@@ -74,8 +80,20 @@ def test_the_websocket_upgrades_through_traefik_on_the_http_port(ingress: Ingres
     assert status == 101, (status, headers)
 
 
-def test_the_rate_limit_answers_429_past_its_burst(ingress: Ingress) -> None:
-    statuses = [ingress.get("/web/health").status for _ in range(3 * RATE_BURST)]
+def test_the_ip_allow_list_admits_its_sources_and_refuses_others(ingress: Ingress) -> None:
+    assert ingress.get("/web/login", source=OTHER_CLIENT).status == 200
+    refused = ingress.get("/web/login", source=OUTSIDER)
+    assert refused.status == 403, refused.status
+    assert b"oe_login_form" not in refused.body
+
+
+def test_the_rate_limit_answers_429_past_its_burst_per_client_address(ingress: Ingress) -> None:
+    statuses: list[int] = []
+    while 429 not in statuses and len(statuses) < 3 * RATE_BURST:
+        statuses.append(ingress.get("/web/health").status)
     assert statuses[0] == 200
-    assert 429 in statuses, statuses
+    assert statuses[-1] == 429, statuses
     assert set(statuses) <= {200, 429}, statuses
+    # Another client's bucket is its own: served at once, while the first one's refills at
+    # one request a second.
+    assert ingress.get("/web/health", source=OTHER_CLIENT).status == 200

@@ -80,3 +80,18 @@ def test_spec_config_keys_must_look_like_odoo_option_names_in_any_case() -> None
         assert not name.search(key), key
     # The old denylist is gone: the allowlist is the webhook's, and it folds case.
     assert "startsWith('db_')" not in rule["rule"]
+
+
+def test_the_category_of_all_three_kinds_collides_with_no_name_kubectl_resolves() -> None:
+    """``kubectl get odoo acme`` must read the OdooInstance: a category named like a short
+    name would make kubectl expand it to all three kinds and refuse the name."""
+    names = [yaml.safe_load(path.read_text())["spec"]["names"] for path in CRDS]
+    categories = {category for entry in names for category in entry.get("categories", [])}
+    taken = {
+        name
+        for entry in names
+        for name in (entry["plural"], entry["singular"], *entry.get("shortNames", []))
+    }
+    assert categories == {"odoo-all"}
+    assert all("odoo-all" in entry["categories"] for entry in names)
+    assert not categories & taken

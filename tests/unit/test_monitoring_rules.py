@@ -112,7 +112,8 @@ def test_the_rules_file_is_a_prometheus_rule_with_named_groups() -> None:
 @pytest.mark.parametrize("alert", _alerts(), ids=lambda alert: str(alert["alert"]))
 def test_every_alert_is_complete_and_parses(alert: dict[str, Any]) -> None:
     name = alert["alert"]
-    assert re.fullmatch(r"Odoo[A-Za-z]+", name)
+    # CamelCase; digits allowed (OdooTenantHttp5xxRatioHigh)
+    assert re.fullmatch(r"Odoo[A-Z][A-Za-z0-9]+", name)
     assert alert["labels"]["severity"] in SEVERITIES
     assert alert["labels"].get("component")
     annotations = alert["annotations"]
