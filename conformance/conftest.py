@@ -127,6 +127,7 @@ def conformance_operator(
         workdir,
         upgrade_concurrency=1,
         dedicated_node_pool=placement(),
+        shared_node_pool=placement(),
         versions=REAL_NODE_VERSIONS,
     )
     process = start_operator(
@@ -281,6 +282,7 @@ def backup_conformance_operator(
         backup_execution="job",
         upgrade_concurrency=1,
         dedicated_node_pool=placement(),
+        shared_node_pool=placement(),
         versions=REAL_NODE_VERSIONS,
     )
     process = start_operator(

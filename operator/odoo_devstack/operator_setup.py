@@ -57,6 +57,7 @@ def register_servers(
     upgrade_concurrency: int = 2,
     dedicated_node_pool: Mapping[str, Any] | None = None,
     versions: Mapping[str, Any] | None = None,
+    shared_node_pool: Mapping[str, Any] | None = None,
 ) -> Path:
     """Create the server Secrets and return the path of the operator config file.
 
@@ -66,6 +67,7 @@ def register_servers(
     ``backup_execution="job"`` they run as Jobs, as in production. ``dedicated_node_pool``
     (``nodeSelector`` and ``tolerations``) replaces the default pool of dedicated tenants,
     e.g. with :func:`odoo_devstack.podrunner.node.placement` to run them on the real node.
+    ``shared_node_pool`` places shared tenants likewise (by default anywhere: KWOK's nodes).
     ``versions`` replaces the version map (:data:`DEFAULT_IMAGES`), e.g. with
     :data:`REAL_NODE_VERSIONS` for tenants whose pods run the harness's Odoo runtimes.
     """
@@ -108,6 +110,7 @@ def register_servers(
         "ingressControllerNamespace": "traefik",
         "allowedDomains": ALLOWED_DOMAINS,
         "upgradeConcurrency": upgrade_concurrency,
+        "sharedNodePool": dict(shared_node_pool or {}),
         "dedicatedNodePool": dict(dedicated_node_pool)
         if dedicated_node_pool is not None
         else {"nodeSelector": {}, "tolerations": [DEDICATED_TOLERATION]},

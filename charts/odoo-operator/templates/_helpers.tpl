@@ -85,6 +85,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   "ingressControllerNamespace" .Values.config.ingressControllerNamespace
   "allowedDomains" .Values.config.allowedDomains
   "dedicatedNodePool" .Values.config.dedicatedNodePool
+  "sharedNodePool" .Values.config.sharedNodePool
   "backupExecution" .Values.config.backupExecution
   "operatorImage" (default (include "odoo-operator.image" .) .Values.config.operatorImage)
   "driftIntervalSeconds" .Values.config.driftIntervalSeconds

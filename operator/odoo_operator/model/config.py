@@ -244,6 +244,8 @@ class OperatorConfig:
     ingress_namespace: str = "traefik"
     dedicated_node_selector: Mapping[str, str] = field(default_factory=dict)
     dedicated_tolerations: tuple[Mapping[str, Any], ...] = ()
+    shared_node_selector: Mapping[str, str] = field(default_factory=dict)
+    shared_tolerations: tuple[Mapping[str, Any], ...] = ()
     default_storage_class: str | None = None
     drift_interval_seconds: float = 120.0
     # At most this many tenants upgrade at once, fleet-wide: a GitOps change that bumps
@@ -305,12 +307,23 @@ class OperatorConfig:
         """The Redis server an instance refers to (the default when unset)."""
         return _pick(self.redis_servers, ref or self.default_redis, "Redis")
 
+    def node_pool(
+        self, tenancy: str
+    ) -> tuple[Mapping[str, str], tuple[Mapping[str, Any], ...]]:
+        """The ``nodeSelector`` and tolerations of a tenant's pods (web, cron and Jobs):
+        ``dedicatedNodePool`` for ``tenancy: dedicated``, ``sharedNodePool`` (by default
+        none: anywhere the scheduler puts them) for shared tenants."""
+        if tenancy == "dedicated":
+            return self.dedicated_node_selector, self.dedicated_tolerations
+        return self.shared_node_selector, self.shared_tolerations
+
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> OperatorConfig:
         """Parse the configuration document."""
         postgres, default_pg = _servers(data.get("postgresServers", {}), "postgresServers")
         redis, default_redis = _servers(data.get("redisServers", {}), "redisServers")
         dedicated = data.get("dedicatedNodePool", {})
+        shared = data.get("sharedNodePool", {})
         stores, default_store = _blob_stores(data.get("blobStores", {}))
         images, session_stores = _versions(data.get("versions") or {})
         return cls(
@@ -324,6 +337,8 @@ class OperatorConfig:
             ingress_namespace=data.get("ingressControllerNamespace", "traefik"),
             dedicated_node_selector=dict(dedicated.get("nodeSelector", {})),
             dedicated_tolerations=tuple(dedicated.get("tolerations", ())),
+            shared_node_selector=dict(shared.get("nodeSelector", {})),
+            shared_tolerations=tuple(shared.get("tolerations", ())),
             default_storage_class=data.get("filestoreStorageClass"),
             drift_interval_seconds=float(data.get("driftIntervalSeconds", 120)),
             upgrade_concurrency=_positive(data.get("upgradeConcurrency", 5), "upgradeConcurrency"),

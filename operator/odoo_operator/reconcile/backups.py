@@ -299,11 +299,11 @@ async def _start_backup_job(
     except ConfigError as exc:
         return BackupResult(_failed(status, "InvalidConfiguration", str(exc)))
     identity = store_ref.workload_identity
-    dedicated = spec.tenancy == "dedicated"
+    node_selector, tolerations = clients.config.node_pool(spec.tenancy)
     job = build_backup_job(
         spec,
-        node_selector=clients.config.dedicated_node_selector if dedicated else {},
-        tolerations=clients.config.dedicated_tolerations if dedicated else (),
+        node_selector=node_selector,
+        tolerations=tolerations,
         backup_name=request.name,
         backup_id=backup_id,
         reason=request.reason,

@@ -195,13 +195,13 @@ def running_image(clients: Clients, body: Mapping[str, Any], spec: InstanceSpec)
 
 def _resolve_tenant(clients: Clients, spec: InstanceSpec, **resolved: Any) -> Tenant:
     config = clients.config
-    dedicated = spec.tenancy == "dedicated"
+    node_selector, tolerations = config.node_pool(spec.tenancy)
     return Tenant(
         spec=spec,
         ingress_namespace=config.ingress_namespace,
         operator_namespace=config.namespace,
-        node_selector=config.dedicated_node_selector if dedicated else {},
-        tolerations=config.dedicated_tolerations if dedicated else (),
+        node_selector=node_selector,
+        tolerations=tolerations,
         storage_class=config.default_storage_class,
         **resolved,
     )

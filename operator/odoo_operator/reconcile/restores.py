@@ -271,7 +271,7 @@ async def _filestore_job(
     job = await clients.kube.get("batch/v1", "Job", name, target.namespace)
     if job is None:
         key = await grant_store_access(clients, target, store_ref) if step == "stage" else None
-        dedicated = target.tenancy == "dedicated"
+        node_selector, tolerations = clients.config.node_pool(target.tenancy)
         job = build_filestore_restore_job(
             target,
             step=step,
@@ -279,8 +279,8 @@ async def _filestore_job(
             restore_uid=str(body["metadata"]["uid"]),
             backup_instance=backup_instance,
             backup_id=backup_id,
-            node_selector=clients.config.dedicated_node_selector if dedicated else {},
-            tolerations=clients.config.dedicated_tolerations if dedicated else (),
+            node_selector=node_selector,
+            tolerations=tolerations,
             image=clients.config.operator_image,
             container=store_ref.container,
             store_secret_key=key,

@@ -155,7 +155,7 @@ def _job_tenant(clients: Clients, spec: InstanceSpec, image: str) -> Tenant:
     """The tenant as the Job builders see it: the pod reads its settings from the tenant's
     Secrets, so no endpoint or credential value is needed here. The registry's TLS settings
     are: they decide the pod's PGSSLMODE, PGSSLROOTCERT and the CA volume."""
-    dedicated = spec.tenancy == "dedicated"
+    node_selector, tolerations = clients.config.node_pool(spec.tenancy)
     config = clients.config
     return Tenant(
         spec=spec,
@@ -166,8 +166,8 @@ def _job_tenant(clients: Clients, spec: InstanceSpec, image: str) -> Tenant:
         redis_key_prefix="",
         credentials=TenantCredentials("", "", ""),
         ingress_namespace=clients.config.ingress_namespace,
-        node_selector=clients.config.dedicated_node_selector if dedicated else {},
-        tolerations=clients.config.dedicated_tolerations if dedicated else (),
+        node_selector=node_selector,
+        tolerations=tolerations,
         database_tls=config.postgres_server(spec.database_server).tls,
         redis_tls=config.redis_server(spec.redis_server).tls,
     )
