@@ -89,6 +89,40 @@ def test_a_new_instance_is_announced_ready_unknown_before_it_becomes_ready(
     assert seen[-1] == "True", seen
 
 
+def describe_events(k8s: client.ApiClient, body: dict[str, Any]) -> list[Any]:
+    """The Events ``kubectl describe`` shows for a cluster-scoped object: in any namespace,
+    whose involvedObject has its kind, name and uid and an empty namespace (kubectl's own
+    field selector, pkg/describe)."""
+    meta = body["metadata"]
+    selector = ",".join(
+        [
+            f"involvedObject.name={meta['name']}",
+            "involvedObject.namespace=",
+            f"involvedObject.kind={body['kind']}",
+            f"involvedObject.uid={meta['uid']}",
+        ]
+    )
+    listing = client.CoreV1Api(k8s).list_event_for_all_namespaces(field_selector=selector)
+    return list(listing.items)
+
+
+def test_kubectl_describe_finds_the_ready_event_of_an_instance(
+    k8s: client.ApiClient, new_tenant: NewTenant
+) -> None:
+    custom = client.CustomObjectsApi(k8s)
+    name = new_tenant()
+    body: Any = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+
+    def ready_events() -> list[Any]:
+        return [e for e in describe_events(k8s, body) if e.reason == "Ready"]
+
+    eventually(lambda: bool(ready_events()), "the Ready Event where kubectl describe looks", 30)
+    [event] = ready_events()  # one, not one per pass
+    assert event.type == "Normal"
+    assert event.source.component == "odoo-operator"
+    assert event.involved_object.namespace in (None, "")
+
+
 def test_an_unchanged_tenant_costs_no_writes_to_kubernetes_postgres_or_redis(
     k8s: client.ApiClient,
     new_tenant: NewTenant,

@@ -108,7 +108,9 @@ async def start(
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.posting.level = 30  # warnings and above as Events; our own transitions are explicit
+    # Kopf would post Events about cluster-scoped objects that `kubectl describe` never finds
+    # (builders/events.py): the operator posts its own, for the transitions that matter.
+    settings.posting.enabled = False
     configure_peering(settings)
     if webhook_enabled():
         settings.admission.server = webhook_server()

@@ -87,17 +87,13 @@ class RecordingKube:
     def __init__(self) -> None:
         self.writes = 0
         self.status: dict[str, Any] = {}
+        self.created: list[dict[str, Any]] = []
 
     async def patch_status(self, api_version: str, kind: str, name: str, status: Any) -> None:
         self.status.update(status)
 
-
-@pytest.fixture(autouse=True)
-def no_events(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Kopf Events need a running operator; the status is what is tested here."""
-    monkeypatch.setattr(kopf, "info", lambda *args, **kwargs: None)
-    monkeypatch.setattr(kopf, "warn", lambda *args, **kwargs: None)
-    monkeypatch.setattr(kopf, "event", lambda *args, **kwargs: None)
+    async def create(self, body: dict[str, Any]) -> None:
+        self.created.append(body)  # the Events the handler posts
 
 
 def first_sight(body: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +108,17 @@ def published(body: dict[str, Any], outcome: reconcile.Outcome) -> dict[str, Any
     finished = reconcile._finish(outcome, SimpleNamespace(kube=RecordingKube()), 0)
     patch = kopf.Patch()
     status = dict(body.get("status") or {})
-    handlers._publish(finished, body, status, patch, body["metadata"]["generation"])
+    clients = SimpleNamespace(kube=RecordingKube())
+    asyncio.run(
+        handlers._publish(
+            clients,  # type: ignore[arg-type]
+            finished,
+            body,
+            status,
+            patch,
+            body["metadata"]["generation"],
+        )
+    )
     return {**status, **dict(patch.status)}
 
 

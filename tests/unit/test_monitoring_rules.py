@@ -64,8 +64,8 @@ TRAEFIK_METRICS = {
 # How Traefik's Kubernetes CRD provider names a tenant's backend (Service `odoo` of
 # namespace `odoo-<instance>`, port 8069 or the websocket port 8072), and how the per-tenant
 # ingress alerts take the tenant's name from it.
-TENANT_SERVICE = 'service=~"odoo-.+-odoo-80(69|72)@kubernetescrd"'
-TENANT_FROM_SERVICE = '"instance", "$1", "service", "odoo-(.+)-odoo-80(69|72)@kubernetescrd"'
+TENANT_SERVICE = 'service=~"odoo-.+-odoo-[0-9a-f]{20}@kubernetescrd"'
+TENANT_FROM_SERVICE = '"instance", "$1", "service", "odoo-(.+)-odoo-[0-9a-f]{20}@kubernetescrd"'
 ALERTS_TEST = MONITORING / "tests" / "alerts-test.yaml"
 
 
@@ -237,7 +237,7 @@ def test_the_dashboard_covers_the_fleet_and_the_tenant_drill_down() -> None:
         assert needed in queries
     assert 'instance="$instance"' in queries
     # The tenant's own Traefik backend, by name (the variable is the OdooInstance's name).
-    assert 'service=~"odoo-$instance-odoo-80(69|72)@kubernetescrd"' in queries
+    assert 'service=~"odoo-$instance-odoo-[0-9a-f]{20}@kubernetescrd"' in queries
 
 
 def _promtool() -> str:

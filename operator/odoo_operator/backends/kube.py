@@ -201,6 +201,18 @@ class KubeClient:
         _checked(answer, f"applying {desired['kind']} {meta.get('namespace', '')}/{meta['name']}")
         return True
 
+    async def create(self, body: dict[str, Any]) -> None:
+        """Create ``body`` (an object with ``generateName``, such as an Event)."""
+        meta = body["metadata"]
+        resource = await self._resource(body["apiVersion"], body["kind"])
+        dynamic = await self._client()
+        answer = await self._request(
+            "create",
+            lambda: dynamic.create(resource, body=body, namespace=meta.get("namespace")),
+        )
+        # Not counted in ``writes``: those are changes to tenants' objects.
+        _checked(answer, f"creating {body['kind']} in {meta.get('namespace', '')}")
+
     async def patch_status(
         self,
         api_version: str,

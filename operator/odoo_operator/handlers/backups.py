@@ -20,6 +20,7 @@ from ..reconcile.backups import (
     verify_request,
 )
 from ..reconcile.clients import Clients
+from ..reconcile.events import record_event
 
 _WAIT_SECONDS = 10.0
 
@@ -58,9 +59,9 @@ async def take_backup(
         patch.status.update(status)
         metrics.record_backup(instance_name, previous_phase, status)
         if result.phase == "Failed" and (body.get("status") or {}).get("phase") != "Failed":
-            kopf.warn(body, reason="BackupFailed", message=status.get("message", ""))
+            await record_event(clients, body, "Warning", "BackupFailed", status.get("message", ""))
         return
-    kopf.event(body, type="Normal", reason="BackupSucceeded", message=status.get("message", ""))
+    await record_event(clients, body, "Normal", "BackupSucceeded", status.get("message", ""))
     instance = await clients.kube.get(API_VERSION, INSTANCE_KIND, instance_name)
     policy = BackupPolicy.from_instance(instance or {})
     request = verification_request(body)  # an annotation set while the backup ran
@@ -87,9 +88,9 @@ async def _verify(
     if request is not None:
         verification["request"] = request
     if verification["result"] == "Failed":
-        kopf.warn(body, reason="VerificationFailed", message=verification["message"])
+        await record_event(clients, body, "Warning", "VerificationFailed", verification["message"])
     elif verification["result"] == "Passed":
-        kopf.event(body, type="Normal", reason="Verified", message=verification["message"])
+        await record_event(clients, body, "Normal", "Verified", verification["message"])
     return verification
 
 

@@ -20,6 +20,7 @@ from ..model.outcome import Outcome
 from ..model.spec import InstanceSpec
 from ..reconcile.backups import instance_backup_state, pre_delete_backup_pending
 from ..reconcile.clients import Clients
+from ..reconcile.events import record_event
 from ..reconcile.instance import (
     Stalled,
     announce_first_sight,
@@ -47,8 +48,13 @@ def _is_false(status: kopf.Status, type_: str) -> bool:
     )
 
 
-def _publish(
-    outcome: Outcome, body: kopf.Body, status: kopf.Status, patch: kopf.Patch, generation: int
+async def _publish(
+    clients: Clients,
+    outcome: Outcome,
+    body: kopf.Body,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    generation: int,
 ) -> None:
     conditions: list[dict[str, Any]] = list(status.get("conditions", []))
     for condition in outcome.conditions:
@@ -66,13 +72,13 @@ def _publish(
             patch.status[key] = value
     health = next((c for c in outcome.conditions if c.type == "BackupHealthy"), None)
     if health is not None and health.status == "False" and not _is_false(status, health.type):
-        kopf.warn(body, reason=health.reason, message=health.message)
+        await record_event(clients, body, "Warning", health.reason, health.message)
     now_ready = any(c.type == "Ready" and c.status == "True" for c in outcome.conditions)
     if now_ready and not was_ready:
-        kopf.event(body, type="Normal", reason="Ready", message="the tenant is ready")
+        await record_event(clients, body, "Normal", "Ready", "the tenant is ready")
     elif was_ready and not now_ready:
         ready = next(c for c in outcome.conditions if c.type == "Ready")
-        kopf.warn(body, reason=ready.reason, message=ready.message)
+        await record_event(clients, body, "Warning", ready.reason, ready.message)
 
 
 async def _reconcile(
@@ -107,9 +113,9 @@ async def _reconcile_pass(
             Condition("Ready", "False", stalled.reason, str(stalled)),
             Condition("Reconciling", "False", stalled.reason, "waiting for a human"),
         ]
-        _publish(outcome, body, status, patch, generation)
+        await _publish(clients, outcome, body, status, patch, generation)
         if not _is_true(status, "Stalled"):
-            kopf.warn(body, reason=stalled.reason, message=str(stalled))
+            await record_event(clients, body, "Warning", stalled.reason, str(stalled))
         return outcome
     # Backups do not decide Ready (a tenant with a late backup still serves); they get
     # their own condition, published in the same patch as the others.
@@ -120,7 +126,7 @@ async def _reconcile_pass(
     upgraded = upgrade_condition(body, config_image(clients, InstanceSpec.from_resource(body)))
     if upgraded is not None:
         outcome.conditions.append(upgraded)
-    _publish(outcome, body, status, patch, generation)
+    await _publish(clients, outcome, body, status, patch, generation)
     return outcome
 
 
@@ -156,7 +162,8 @@ async def advance_upgrade_step(
     memo: kopf.Memo, body: kopf.Body, patch: kopf.Patch, **_: Any
 ) -> None:
     """Take the next step of a pending or running upgrade, and say so in Events."""
-    changes = await advance_upgrade(memo["clients"], body)
+    clients: Clients = memo["clients"]
+    changes = await advance_upgrade(clients, body)
     if changes is None:
         return
     upgrade, fields = changes
@@ -168,15 +175,15 @@ async def advance_upgrade_step(
         return
     metrics.record_upgrade_step(body["metadata"]["name"], before, upgrade)
     if step == "backup":
-        kopf.event(
-            body, type="Normal", reason="UpgradeStarted", message=f"to {upgrade['to']['version']}"
+        await record_event(
+            clients, body, "Normal", "UpgradeStarted", f"to {upgrade['to']['version']}"
         )
     elif step == "done":
-        kopf.event(body, type="Normal", reason="Upgraded", message=upgrade["message"])
+        await record_event(clients, body, "Normal", "Upgraded", upgrade["message"])
     elif step == "failed":
-        kopf.warn(body, reason="UpgradeFailed", message=upgrade["message"])
+        await record_event(clients, body, "Warning", "UpgradeFailed", upgrade["message"])
     elif step == "rollback":
-        kopf.warn(body, reason="RollingBack", message=upgrade.get("reason", ""))
+        await record_event(clients, body, "Warning", "RollingBack", upgrade.get("reason", ""))
 
 
 @kopf.on.delete(GROUP, VERSION, INSTANCE_PLURAL)

@@ -8,6 +8,8 @@ import kopf
 
 from ..model.backup import RESTORE_PLURAL, SUCCEEDED
 from ..model.names import GROUP, VERSION
+from ..reconcile.clients import Clients
+from ..reconcile.events import record_event
 from ..reconcile.restores import RestoreWaiting, run_restore_request
 
 _WAIT_SECONDS = 5.0
@@ -17,8 +19,9 @@ _WAIT_SECONDS = 5.0
 @kopf.on.create(GROUP, VERSION, RESTORE_PLURAL)
 async def restore(memo: kopf.Memo, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     """Run the restore's steps; wait (and come back) while a step is under way."""
+    clients: Clients = memo["clients"]
     try:
-        status = await run_restore_request(memo["clients"], body)
+        status = await run_restore_request(clients, body)
     except RestoreWaiting as waiting:
         message, progress = waiting.args
         patch.status.update(progress)
@@ -29,6 +32,10 @@ async def restore(memo: kopf.Memo, body: kopf.Body, patch: kopf.Patch, **_: Any)
     previous = (body.get("status") or {}).get("phase")
     if status.get("phase") != previous:
         if status.get("phase") == SUCCEEDED:
-            kopf.event(body, type="Normal", reason="Restored", message=status.get("message", ""))
+            await record_event(
+                memo["clients"], body, "Normal", "Restored", status.get("message", "")
+            )
         else:
-            kopf.warn(body, reason="RestoreFailed", message=status.get("message", ""))
+            await record_event(
+                memo["clients"], body, "Warning", "RestoreFailed", status.get("message", "")
+            )

@@ -307,9 +307,7 @@ class OperatorConfig:
         """The Redis server an instance refers to (the default when unset)."""
         return _pick(self.redis_servers, ref or self.default_redis, "Redis")
 
-    def node_pool(
-        self, tenancy: str
-    ) -> tuple[Mapping[str, str], tuple[Mapping[str, Any], ...]]:
+    def node_pool(self, tenancy: str) -> tuple[Mapping[str, str], tuple[Mapping[str, Any], ...]]:
         """The ``nodeSelector`` and tolerations of a tenant's pods (web, cron and Jobs):
         ``dedicatedNodePool`` for ``tenancy: dedicated``, ``sharedNodePool`` (by default
         none: anywhere the scheduler puts them) for shared tenants."""
