@@ -81,6 +81,21 @@ def wait_ready(api: client.CustomObjectsApi, name: str, process: ManagedProcess)
     pytest.fail(f"{name} never became Ready: {obj.get('status')}\n{process.log_tail()}")
 
 
+def wait_phase(api: client.CustomObjectsApi, name: str, process: ManagedProcess, phase: str) -> Any:
+    """Wait for ``status.phase`` at the current generation; fail with status and log."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        obj = api.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+        status = obj.get("status") or {}
+        if status.get("phase") == phase and status.get("observedGeneration") == obj["metadata"].get(
+            "generation"
+        ):
+            return obj
+        assert process.exit_code() is None, process.log_tail()
+        time.sleep(0.5)
+    pytest.fail(f"{name} never reached phase {phase}: {obj.get('status')}\n{process.log_tail()}")
+
+
 def rotate_credentials(api: client.CustomObjectsApi, name: str, value: str) -> None:
     """Ask for a credential rotation by annotation and wait until status records it."""
     annotations = {"odoo.tenantops.io/rotate-credentials": value}

@@ -1122,6 +1122,14 @@ def _rotation_handled(fleet: Fleet, value: str, before: dict[str, str]) -> None:
 def _hold_handled(fleet: Fleet, value: str) -> None:
     if value:  # any value holds the tenant: web and cron at zero, the data kept
         eventually(lambda: _web_replicas(fleet, fleet.staging) == 0, "web held at zero")
+
+        def says_not_serving() -> bool:
+            status = fleet.instance(fleet.staging).get("status") or {}
+            ready = next(c for c in status.get("conditions", []) if c["type"] == "Ready")
+            return (ready["status"], ready["reason"]) == ("False", "Maintenance")
+
+        # A held tenant serves nobody: it never reports Ready while held.
+        eventually(says_not_serving, "Ready=False (Maintenance) while held")
     else:
         assert _web_replicas(fleet, fleet.staging) == 1
 

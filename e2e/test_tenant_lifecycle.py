@@ -27,6 +27,7 @@ from e2e.tenants import (
     make_instance,
     redis_as,
     rotate_credentials,
+    wait_phase,
     wait_ready,
 )
 from odoo_devstack import probes
@@ -261,8 +262,11 @@ def test_suspend_scales_to_zero_keeps_data_and_resume_brings_the_tenant_back(
     namespace, database = f"odoo-{name}", f"odoo_{name.replace('-', '_')}"
 
     _patch_spec(custom, name, {"suspend": True})
-    suspended = wait_ready(custom, name, operator)
-    assert suspended["status"]["phase"] == "Suspended"
+    suspended = wait_phase(custom, name, operator, "Suspended")
+    # Held at zero pods on purpose: not serving, so not Ready, and nothing in progress.
+    conditions = {c["type"]: c for c in suspended["status"]["conditions"]}
+    assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == ("False", "Suspended")
+    assert conditions["Reconciling"]["status"] == "False"
     for component in ("web", "cron"):
         deployment = apps.read_namespaced_deployment(f"odoo-{component}", namespace)
         assert deployment.spec.replicas == 0, component

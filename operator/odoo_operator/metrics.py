@@ -38,6 +38,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from . import logs
+from .model.outcome import HELD_PHASES
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -651,6 +652,12 @@ def _fleet_metrics(
         "its current status (True, False or Unknown); the value is always 1.",
         ("instance", "condition", "status"),
     )
+    held = _gauge(
+        "tenant_held",
+        "1 while the tenant is held at zero pods on purpose (phase Suspended: spec.suspend; "
+        "Maintenance: a restore or an upgrade): Ready is False, and not-ready alerts skip it.",
+        ("instance", "phase"),
+    )
     rpo = _gauge(
         "backup_rpo_breach",
         "1 when the tenant's newest good backup is older than its RPO "
@@ -760,6 +767,8 @@ def _fleet_metrics(
         state = tenants[name]
         if state.environment is not None:
             info.add_metric([name, state.environment, state.tenancy or ""], 1)
+        if state.phase in HELD_PHASES:
+            held.add_metric([name, state.phase], 1)
         for target, check in state.health_checks:
             health_up.add_metric([name, target], 1 if check.up else 0)
             health_duration.add_metric([name, target], check.duration_seconds)
@@ -804,7 +813,7 @@ def _fleet_metrics(
                 family.add_metric([name], value)
         for job_state, count in probe.queue_jobs or ():
             queue.add_metric([name, job_state], count)
-    yield from (condition, rpo, upgrade_failed, backup_time, backup_size, backup_duration)
+    yield from (condition, held, rpo, upgrade_failed, backup_time, backup_size, backup_duration)
     yield from (verify_time, verify_ok, failures, drift, probe_up, probe_duration)
     yield from (size, connections, limit, longest, overdue, lag, queue)
     yield from (health_up, health_duration, login_up, login_duration, info)

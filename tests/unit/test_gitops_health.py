@@ -192,7 +192,7 @@ def test_kstatus_failed_when_stalled() -> None:
     assert kstatus(deleted) == "Terminating"
 
 
-def test_current_always_means_ready_for_every_status_the_operator_publishes() -> None:
+def test_current_means_ready_or_held_on_purpose_for_every_status_the_operator_publishes() -> None:
     body = instance()
     statuses = [
         first_sight(body),
@@ -202,9 +202,22 @@ def test_current_always_means_ready_for_every_status_the_operator_publishes() ->
         stalled_status(body),
     ]
     for status in statuses:
-        conditions = {c["type"]: c["status"] for c in status["conditions"]}
+        conditions = {c["type"]: c for c in status["conditions"]}
         current = kstatus(with_status(body, status)) == "Current"
-        assert current == (conditions["Ready"] == "True"), conditions
+        held = status["phase"] in ("Suspended", "Maintenance")
+        assert current == (conditions["Ready"]["status"] == "True" or held), conditions
+
+
+def test_a_suspended_tenant_is_not_ready_and_says_why() -> None:
+    """Scaled to zero on purpose: nobody is served, so Ready is False (kubectl wait and Argo
+    CD must not count it as serving), with the phase as reason; nothing is in progress."""
+    status = published(instance(suspend=True), healthy_outcome(suspended=True))
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert status["phase"] == "Suspended"
+    assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == ("False", "Suspended")
+    assert conditions["Ready"]["message"].startswith("not serving: ")
+    assert conditions["Reconciling"]["status"] == "False"
+    assert conditions["Stalled"]["status"] == "False"
 
 
 def test_merge_condition_keeps_the_transition_time_while_the_status_holds() -> None:
@@ -256,6 +269,7 @@ def test_argocd_instance_suspended() -> None:
     assert status["phase"] == "Suspended"
     health = argocd_health("OdooInstance", with_status(body, status))
     assert health["status"] == "Suspended"
+    assert health["message"].startswith("not serving: web and cron are scaled to zero")
 
 
 def test_argocd_instance_not_ready_without_reconciling_is_degraded() -> None:

@@ -101,6 +101,13 @@ def test_a_reconcile_is_counted_timed_and_its_conditions_rendered() -> None:
     assert _value("odoo_operator_reconcile_in_flight") == 0
 
 
+def test_a_tenant_held_at_zero_pods_is_marked_for_the_not_ready_alert_to_skip() -> None:
+    _reconcile("acme", _outcome(phase="Suspended", Ready=("False", "Suspended")))
+    assert _value("odoo_operator_tenant_held", instance="acme", phase="Suspended") == 1
+    _reconcile("acme", _outcome())
+    assert _value("odoo_operator_tenant_held", instance="acme", phase="Suspended") is None
+
+
 def test_stalled_and_failing_passes_are_told_apart() -> None:
     stalled = _value("odoo_operator_reconcile_total", trigger="change", result="stalled") or 0
     errors = _value("odoo_operator_reconcile_total", trigger="drift", result="error") or 0

@@ -78,7 +78,9 @@ async def _publish(
         await record_event(clients, body, "Normal", "Ready", "the tenant is ready")
     elif was_ready and not now_ready:
         ready = next(c for c in outcome.conditions if c.type == "Ready")
-        await record_event(clients, body, "Warning", ready.reason, ready.message)
+        # Held on purpose (a suspend, a restore, an upgrade) is news, not a problem.
+        kind = "Normal" if outcome.held else "Warning"
+        await record_event(clients, body, kind, ready.reason, ready.message)
 
 
 async def _reconcile(
@@ -93,7 +95,7 @@ async def _reconcile(
         outcome = await _reconcile_pass(memo, body, status, patch)
         seen.record(outcome, InstanceSpec.from_resource(body))
     ready = next(c for c in outcome.conditions if c.type == "Ready")
-    if retry and ready.status != "True" and outcome.phase != "Stalled":
+    if retry and ready.status != "True" and outcome.phase != "Stalled" and not outcome.held:
         raise kopf.TemporaryError(ready.message, delay=_RETRY_SECONDS)
 
 

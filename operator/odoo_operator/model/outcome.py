@@ -11,6 +11,10 @@ from typing import Any
 
 from .conditions import Condition
 
+# Phases in which a tenant is held at zero pods on purpose (spec.suspend; a restore or an
+# upgrade): not serving, so never Ready, but nothing is wrong or in progress either.
+HELD_PHASES = frozenset({"Suspended", "Maintenance"})
+
 
 @dataclass
 class Outcome:
@@ -24,3 +28,8 @@ class Outcome:
     def set(self, type_: str, ok: bool, reason: str, message: str) -> None:
         """Record a part's condition."""
         self.conditions.append(Condition(type_, "True" if ok else "False", reason, message))
+
+    @property
+    def held(self) -> bool:
+        """Whether the tenant is held at zero pods on purpose (:data:`HELD_PHASES`)."""
+        return self.phase in HELD_PHASES

@@ -568,6 +568,17 @@ def _finish(outcome: Outcome, clients: Clients, writes_before: int) -> Outcome:
             Condition("Ready", "False", first.reason, f"{first.type}: {first.message}")
         )
         outcome.conditions.append(Condition("Reconciling", "True", first.reason, first.message))
+    elif outcome.held:
+        # Held at zero pods on purpose: everything is as asked, but nobody is served, so not
+        # Ready (kubectl wait and Argo CD must not count it as serving); not Reconciling
+        # either, so kstatus says Current, the state asked for.
+        workload = next(c for c in outcome.conditions if c.type == "WorkloadReady")
+        outcome.conditions.append(
+            Condition("Ready", "False", outcome.phase, f"not serving: {workload.message}")
+        )
+        outcome.conditions.append(
+            Condition("Reconciling", "False", "Held", f"held at zero pods ({outcome.phase})")
+        )
     else:
         outcome.conditions.append(Condition("Ready", "True", "Ready", "the tenant is serving"))
         outcome.conditions.append(

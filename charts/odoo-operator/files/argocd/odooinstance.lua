@@ -1,8 +1,8 @@
 -- Argo CD health of an OdooInstance (odoo.tenantops.io/v1alpha1), from the status the
 -- operator publishes: observedGeneration and the kstatus conditions Ready, Reconciling and
 -- Stalled. Progressing until the operator has seen the current spec; Degraded when Stalled
--- (a human must act: the message says what); Suspended when spec.suspend holds the tenant at
--- zero pods; Healthy when Ready.
+-- (a human must act: the message says what); Suspended while the tenant is held at zero pods
+-- on purpose (Ready False with reason Suspended or Maintenance); Healthy when Ready.
 local hs = {status = "Progressing", message = "Waiting for the operator to report status"}
 if obj.status == nil then
   return hs
@@ -31,13 +31,16 @@ if stalled ~= nil and stalled.status == "True" then
 end
 local ready = conditions["Ready"]
 if ready ~= nil and ready.status == "True" then
-  if obj.spec ~= nil and obj.spec.suspend == true then
-    hs.status = "Suspended"
-    hs.message = "Suspended: web and cron are scaled to zero; the data is kept"
-    return hs
-  end
   hs.status = "Healthy"
   hs.message = message(ready, "Ready")
+  return hs
+end
+-- Held at zero pods on purpose (spec.suspend, or a restore or an upgrade under way): Ready is
+-- False with the phase as its reason, and nothing is wrong.
+if ready ~= nil and ready.status == "False" and
+    (ready.reason == "Suspended" or ready.reason == "Maintenance") then
+  hs.status = "Suspended"
+  hs.message = message(ready, ready.reason)
   return hs
 end
 local reconciling = conditions["Reconciling"]
