@@ -322,3 +322,27 @@ def test_argocd_backup_and_restore_follow_their_phase(
     assert health["status"] == expected
     if status and status.get("message") and expected != "Healthy":
         assert status["message"] in health["message"]
+
+
+def test_a_deleted_instance_says_at_once_that_it_is_not_serving() -> None:
+    """Its namespace and pods may already be gone: from the first moment of a deletion the
+    status says Terminating, never Ready."""
+    body = with_status(instance(), published(instance(), healthy_outcome()))
+    body["spec"]["deletionPolicy"] = "Delete"
+    kube = RecordingKube()
+    asyncio.run(handlers._say_terminating(SimpleNamespace(kube=kube), body))  # type: ignore[arg-type]
+    conditions = {c["type"]: c for c in kube.status["conditions"]}
+    assert kube.status["phase"] == "Terminating"
+    assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == (
+        "False",
+        "Terminating",
+    )
+    assert "deletionPolicy Delete" in conditions["Ready"]["message"]
+    assert conditions["Reconciling"]["status"] == "True"
+    deleted = {
+        **body,
+        "metadata": {**body["metadata"], "deletionTimestamp": "2026-11-30T08:00:00Z"},
+        "status": kube.status,
+    }
+    assert kstatus(deleted) == "Terminating"
+    assert argocd_health("OdooInstance", deleted)["status"] != "Healthy"

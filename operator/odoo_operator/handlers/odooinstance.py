@@ -10,7 +10,9 @@ import kopf
 from .. import metrics
 from ..model.conditions import Condition, merge_condition
 from ..model.names import (
+    API_VERSION,
     GROUP,
+    INSTANCE_KIND,
     INSTANCE_PLURAL,
     MAINTENANCE_ANNOTATION,
     ROTATE_CREDENTIALS_ANNOTATION,
@@ -188,6 +190,30 @@ async def advance_upgrade_step(
         await record_event(clients, body, "Warning", "RollingBack", upgrade.get("reason", ""))
 
 
+async def _say_terminating(clients: Clients, body: kopf.Body) -> None:
+    """From the first moment of a deletion the tenant is going away, not serving: its
+    status says so at once (its namespace, and its pods, may already be gone)."""
+    status = body.get("status") or {}
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready is not None and ready.get("reason") == "Terminating":
+        return
+    generation = int(body["metadata"].get("generation", 0))
+    policy = (body.get("spec") or {}).get("deletionPolicy", "Retain")
+    message = f"being deleted (deletionPolicy {policy}): not serving"
+    conditions = list(status.get("conditions") or [])
+    for condition in (
+        Condition("Ready", "False", "Terminating", message),
+        Condition("Reconciling", "True", "Terminating", message),
+    ):
+        conditions = merge_condition(conditions, condition, generation)
+    await clients.kube.patch_status(
+        API_VERSION,
+        INSTANCE_KIND,
+        body["metadata"]["name"],
+        {"conditions": conditions, "phase": "Terminating"},
+    )
+
+
 @kopf.on.delete(GROUP, VERSION, INSTANCE_PLURAL)
 async def delete_tenant(memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     """Apply the deletion policy before the finalizer is released.
@@ -196,6 +222,7 @@ async def delete_tenant(memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger, *
     succeed first: nothing is dropped whose backup did not succeed.
     """
     clients: Clients = memo["clients"]
+    await _say_terminating(clients, body)
     waiting = await pre_delete_backup_pending(clients, body)
     if waiting is not None:
         raise kopf.TemporaryError(waiting, delay=_RETRY_SECONDS)
