@@ -28,6 +28,7 @@ from odoo_operator.handlers import odooinstance as handlers
 from odoo_operator.model.conditions import Condition, merge_condition
 from odoo_operator.model.config import OperatorConfig
 from odoo_operator.reconcile import instance as reconcile
+from odoo_operator.reconcile.backups import finished, in_progress_conditions, still_in_progress
 
 CHECKS = Path(__file__).parents[2] / "charts" / "odoo-operator" / "files" / "argocd"
 
@@ -346,3 +347,18 @@ def test_a_deleted_instance_says_at_once_that_it_is_not_serving() -> None:
     }
     assert kstatus(deleted) == "Terminating"
     assert argocd_health("OdooInstance", deleted)["status"] != "Healthy"
+
+
+def test_kstatus_reads_backups_and_restores_in_progress_then_current_or_failed() -> None:
+    """A failed OdooBackup or OdooRestore is Failed to kstatus (it is never tried again), a
+    running one InProgress, a succeeded one Current and Ready."""
+    body: dict[str, Any] = {"kind": "OdooBackup", "metadata": {"name": "b", "generation": 1}}
+    running = {**body, "status": {"conditions": in_progress_conditions("under way")}}
+    assert kstatus(running) == "InProgress"
+    assert still_in_progress(running)
+    ok = {**body, "status": finished({}, "Succeeded", "Uploaded", "done")}
+    assert kstatus(ok) == "Current"
+    assert {c["type"]: c["status"] for c in ok["status"]["conditions"]}["Ready"] == "True"
+    failed = {**body, "status": finished({}, "Failed", "NoManifest", "no manifest")}
+    assert kstatus(failed) == "Failed"
+    assert not still_in_progress(failed)

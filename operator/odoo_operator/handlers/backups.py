@@ -13,9 +13,11 @@ from ..model.names import API_VERSION, GROUP, INSTANCE_KIND, INSTANCE_LABEL, VER
 from ..reconcile.backups import (
     BackupWaiting,
     delete_backup_data,
+    in_progress_conditions,
     prune,
     publish_backups_on_instance,
     run_backup_request,
+    still_in_progress,
     verification_request,
     verify_request,
 )
@@ -52,6 +54,10 @@ async def take_backup(
         progress = waiting.args[1] if len(waiting.args) > 1 else {"phase": "Pending"}
         patch.status.update(progress)
         patch.status["message"] = message
+        if not still_in_progress(body):
+            patch.status["conditions"] = in_progress_conditions(
+                "the backup is under way; status.message says where"
+            )
         raise kopf.TemporaryError(message, delay=_WAIT_SECONDS) from waiting
     status = dict(result.status)
     previous_phase = (body.get("status") or {}).get("phase")

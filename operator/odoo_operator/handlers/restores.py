@@ -8,6 +8,7 @@ import kopf
 
 from ..model.backup import RESTORE_PLURAL, SUCCEEDED
 from ..model.names import GROUP, VERSION
+from ..reconcile.backups import in_progress_conditions, still_in_progress
 from ..reconcile.clients import Clients
 from ..reconcile.events import record_event
 from ..reconcile.restores import RestoreWaiting, run_restore_request
@@ -27,6 +28,10 @@ async def restore(memo: kopf.Memo, body: kopf.Body, patch: kopf.Patch, **_: Any)
         patch.status.update(progress)
         patch.status["phase"] = progress.get("phase") or "Pending"
         patch.status["message"] = message
+        if not still_in_progress(body):
+            patch.status["conditions"] = in_progress_conditions(
+                "the restore is under way; status.message says where"
+            )
         raise kopf.TemporaryError(message, delay=_WAIT_SECONDS) from waiting
     patch.status.update(status)
     previous = (body.get("status") or {}).get("phase")

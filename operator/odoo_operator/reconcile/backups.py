@@ -423,18 +423,43 @@ def _condition(type_: str, status: str, reason: str, message: str) -> dict[str, 
 
 
 def finished(status: Mapping[str, Any], phase: str, reason: str, message: str) -> dict[str, Any]:
-    """``status`` ended as ``phase``, with the Job-like conditions Complete and Failed."""
+    """``status`` ended as ``phase``, with the Job-like conditions Complete and Failed and the
+    ones kstatus, ``kubectl wait`` and Flux read: Ready on success, Stalled on failure (a
+    finished OdooBackup or OdooRestore is never tried again), Reconciling False."""
     done = dict(status)
+    succeeded, failed = phase == SUCCEEDED, phase == FAILED
     done.update(
         phase=phase,
         completedAt=precise_timestamp(now()),
         message=message,
         conditions=[
-            _condition("Complete", "True" if phase == SUCCEEDED else "False", reason, message),
-            _condition("Failed", "True" if phase == FAILED else "False", reason, message),
+            _condition("Complete", "True" if succeeded else "False", reason, message),
+            _condition("Failed", "True" if failed else "False", reason, message),
+            _condition("Ready", "True" if succeeded else "False", reason, message),
+            _condition("Stalled", "True" if failed else "False", reason, message),
+            _condition("Reconciling", "False", reason, message),
         ],
     )
     return done
+
+
+def still_in_progress(body: Mapping[str, Any]) -> bool:
+    """Whether the object already says it is under way (Reconciling True): its conditions
+    are then left alone, so that their transition times stay those of the start."""
+    conditions = (body.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Reconciling" and c.get("status") == "True" for c in conditions)
+
+
+def in_progress_conditions(message: str) -> list[dict[str, Any]]:
+    """The conditions of an OdooBackup or OdooRestore while it runs or waits: Reconciling,
+    so that kstatus says InProgress and ``kubectl wait --for=condition=Ready`` waits."""
+    return [
+        _condition("Complete", "False", "InProgress", message),
+        _condition("Failed", "False", "InProgress", message),
+        _condition("Ready", "False", "InProgress", message),
+        _condition("Stalled", "False", "InProgress", message),
+        _condition("Reconciling", "True", "InProgress", message),
+    ]
 
 
 def _failed(status: Mapping[str, Any], reason: str, message: str) -> dict[str, Any]:
