@@ -14,6 +14,7 @@ import json
 import os
 import re
 import socket
+import sys
 import threading
 import time
 import urllib.error
@@ -644,6 +645,33 @@ def test_the_operator_image_runs_the_projects_engine(
     log = real_node_runner.container_log(namespace, "engine", "main")
     assert pod["status"]["phase"] == "Succeeded", log
     assert "backup" in log  # one of the engine's sub-commands, listed by --help
+
+
+def test_the_operator_image_runs_when_a_volume_covers_the_checkout(
+    cluster: Cluster, namespace: str, real_node_runner: RealNodeProcess
+) -> None:
+    """A checkout under /tmp (as a fresh clone may be) meets Jobs that mount an emptyDir at
+    /tmp: the runtime's virtualenv must still be there for the container, as the image's
+    files would be."""
+    covering = str(Path(sys.executable).parents[3])  # the folder holding the checkout
+    container_spec = {
+        "name": "main",
+        "image": f"{OPERATOR_IMAGE}:0.1.0",
+        "args": ["--help"],
+        "volumeMounts": [{"name": "scratch", "mountPath": covering}],
+    }
+    security = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 101}
+    spec = pod_spec(
+        container_spec,
+        restartPolicy="Never",
+        securityContext=security,
+        volumes=[{"name": "scratch", "emptyDir": {}}],
+    )
+    create_pod(cluster, namespace, "covered", spec)
+    pod = finished(cluster, namespace, "covered")
+    log = real_node_runner.container_log(namespace, "covered", "main")
+    assert pod["status"]["phase"] == "Succeeded", log
+    assert "backup" in log
 
 
 class _Greeter:

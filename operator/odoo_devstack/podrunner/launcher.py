@@ -183,12 +183,14 @@ def prepare(spec: dict[str, Any]) -> None:
     # Opened before any mount (later mounts may hide the paths, see the module documentation)
     # and after unshare: a bind mount's source must belong to this mount namespace.
     source_fds = [os.open(m["source"], os.O_PATH) for m in mounts]
+    host_paths = [os.path.realpath(p) for p in spec.get("hostPaths") or []]
+    host_fds = {path: os.open(path, os.O_PATH) for path in host_paths if os.path.isdir(path)}
     socket.sethostname(spec["hostname"])
     _mount("tmpfs", spec["scratch"], "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0700")
     scratch_fd = os.open(spec["scratch"], os.O_PATH)
 
     if spec.get("uid") not in (None, 0):
-        _open_the_way([os.path.realpath(p) for p in spec.get("hostPaths") or []])
+        _open_the_way(host_paths)
 
     targets = [os.path.realpath(m["target"]) for m in mounts]
     working_dir = os.path.realpath(spec["workingDir"])
@@ -205,7 +207,14 @@ def prepare(spec: dict[str, Any]) -> None:
         _mount(source, target, None, _MS_BIND | _MS_REC)
         if mount.get("readOnly"):
             _mount(None, target, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY)
-    for fd in [*source_fds, scratch_fd]:
+    # A runtime's folder below a volume's mount point (the project's virtualenv in a checkout
+    # under /tmp, where Jobs mount an emptyDir) would be hidden by the volume: it is put back
+    # at its own path, inside the volume of this pod only.
+    for path, fd in host_fds.items():
+        if any(path != target and _inside(path, target) for target in targets):
+            _make_mount_point(path, True)
+            _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
+    for fd in [*source_fds, *host_fds.values(), scratch_fd]:
         os.close(fd)
 
     _make_mount_point(working_dir, True)
