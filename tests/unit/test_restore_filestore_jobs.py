@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 
+# Pytest puts this folder on sys.path (its default import mode): the fake is shared.
+from test_restore_versions import FakeKube as StoredObjects
+
 from odoo_operator.builders.backup_job import (
     BACKUP_STORE_SECRET,
     WORKLOAD_IDENTITY_USE_LABEL,
@@ -90,39 +93,8 @@ def test_a_filestore_step_is_stage_or_swap() -> None:
 # --- the restore's steps -----------------------------------------------------------------------
 
 
-class FakeKube:
-    """Objects by (kind, name, namespace); what the operator applies; its status patches."""
-
-    def __init__(self, *objects: dict[str, Any]) -> None:
-        self.objects = {
-            (obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace")): obj
-            for obj in objects
-        }
-        self.applied: list[dict[str, Any]] = []
-
-    async def get(
-        self, api_version: str, kind: str, name: str, namespace: str | None = None
-    ) -> dict[str, Any] | None:
-        return self.objects.get((kind, name, namespace))
-
-    async def list(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
-        return []
-
-    async def apply(self, desired: dict[str, Any]) -> bool:
-        self.applied.append(desired)
-        meta = desired["metadata"]
-        self.objects[(desired["kind"], meta["name"], meta.get("namespace"))] = desired
-        return True
-
-    async def patch_metadata(
-        self, api_version: str, kind: str, name: str, metadata: dict[str, Any], *args: Any
-    ) -> None:
-        self.objects[(kind, name, None)]["metadata"].setdefault("annotations", {}).update(
-            metadata.get("annotations", {})
-        )
-
-    async def patch_status(self, *args: Any, **kwargs: Any) -> None:
-        return None
+class FakeKube(StoredObjects):
+    """The restore-flow fake of test_restore_versions.py, with Jobs finished by the test."""
 
     def finish(self, job: str, outcome: str) -> None:
         self.objects[("Job", job, "odoo-acme")]["status"] = {

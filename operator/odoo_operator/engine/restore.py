@@ -205,15 +205,20 @@ async def restore_backup(
     return outcome
 
 
-async def _checked_manifest(
-    store: BlobStore, instance: str, backup_id: str, target: RestoreTarget
-) -> Manifest:
+async def _manifest_or_refuse(store: BlobStore, instance: str, backup_id: str) -> Manifest:
+    """The backup's manifest; RestoreRefused (nothing touched) when it is missing or bad."""
     try:
-        manifest = await read_manifest(store, instance, backup_id)
+        return await read_manifest(store, instance, backup_id)
     except (BackupNotFound, ManifestError, ValueError) as error:
         raise RestoreRefused(
             f"restore of backup {backup_id} of {instance} refused: {error}"
         ) from None
+
+
+async def _checked_manifest(
+    store: BlobStore, instance: str, backup_id: str, target: RestoreTarget
+) -> Manifest:
+    manifest = await _manifest_or_refuse(store, instance, backup_id)
     if target.expected_instance is not None and manifest.instance != target.expected_instance:
         raise RestoreRefused(
             f"restore refused: backup {backup_id} is a backup of instance {manifest.instance}, "
@@ -463,12 +468,7 @@ async def stage_filestore(
     :class:`~.errors.RestoreError` when the part read differs from its manifest (the staged
     copy is then removed).
     """
-    try:
-        manifest = await read_manifest(store, instance, backup_id)
-    except (BackupNotFound, ManifestError, ValueError) as error:
-        raise RestoreRefused(
-            f"restore of backup {backup_id} of {instance} refused: {error}"
-        ) from None
+    manifest = await _manifest_or_refuse(store, instance, backup_id)
     staging, kept = filestore_restore_paths(filestore, backup_id)
     if os.path.lexists(kept):
         raise RestoreRefused(
