@@ -21,7 +21,6 @@ from conformance.tenants import (
     instance,
     only_pod,
 )
-from odoo_devstack.podrunner.process import RealNodeProcess
 
 TENANT_PREFIX = "cfsh"
 TENANT_SPEC: dict[str, Any] = {
@@ -43,7 +42,7 @@ def test_the_shared_tenant_runs_real_odoo_on_the_shared_pool(
 
 
 def test_the_shared_tenant_is_served_through_traefik_with_the_same_contract(
-    ingress: Ingress, real_node_runner: RealNodeProcess
+    ingress: Ingress,
 ) -> None:
     login = ingress.get("/web/login")
     assert login.status == 200

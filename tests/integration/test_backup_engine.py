@@ -751,6 +751,18 @@ async def test_streamed_uploads_span_blocks_and_round_trip(store: BlobStore) -> 
 # --- the commands ----------------------------------------------------------------------------
 
 
+def run_cli(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
+    """``odoo-operator <arguments>`` as a Job runs it, with ``env`` as its whole environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "odoo_operator.cli", *arguments],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def test_backup_verify_and_restore_commands(
     store: BlobStore,
     new_tenant: NewTenant,
@@ -770,14 +782,7 @@ def test_backup_verify_and_restore_commands(
     }
 
     def run(*arguments: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "odoo_operator.cli", *arguments],
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return run_cli(environment, *arguments)
 
     done = run(
         "backup", "--database", tenant.database, "--filestore", str(tenant.filestore),
@@ -912,17 +917,7 @@ def test_the_restore_filestore_command_stages_then_swaps(
         "ODOO_OPERATOR_DB_CONNINFO": tenant.access.conninfo,
     }
 
-    def run(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "odoo_operator.cli", *arguments],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-    done = run(
+    done = run_cli(
         environment, "backup", "--database", tenant.database, "--filestore",
         str(tenant.filestore), "--odoo-version", "18.0",
     )  # fmt: skip
@@ -931,7 +926,7 @@ def test_the_restore_filestore_command_stages_then_swaps(
     backed_up = tree(tenant.filestore)
     (tenant.filestore / "3f" / "written-after-the-backup").write_bytes(b"new")
 
-    staged = run(
+    staged = run_cli(
         environment, "restore-filestore", "--step", "stage", "--backup-id", backup_id,
         "--filestore", str(tenant.filestore),
     )  # fmt: skip
@@ -940,7 +935,7 @@ def test_the_restore_filestore_command_stages_then_swaps(
     assert "written-after-the-backup" in "".join(tree(tenant.filestore))
 
     no_store = {k: v for k, v in os.environ.items() if not k.startswith("ODOO_OPERATOR_BLOB")}
-    swapped = run(
+    swapped = run_cli(
         no_store, "restore-filestore", "--step", "swap", "--instance", tenant.instance,
         "--backup-id", backup_id, "--filestore", str(tenant.filestore),
     )  # fmt: skip
@@ -949,7 +944,7 @@ def test_the_restore_filestore_command_stages_then_swaps(
     kept = Path(json.loads(swapped.stdout)["keptFilestore"])
     assert "3f/written-after-the-backup" in tree(kept)
 
-    again = run(
+    again = run_cli(
         no_store, "restore-filestore", "--step", "swap", "--instance", tenant.instance,
         "--backup-id", backup_id, "--filestore", str(tenant.filestore),
     )  # fmt: skip
