@@ -50,7 +50,7 @@ class Component:
 
     binary: str
     version: str
-    version_flag: str
+    version_flag: str  # the arguments that make it print its version, space-separated
     version_pattern: str  # regex a PATH binary's version output must match
     family: str  # cache folder, shared by binaries built together
 
@@ -66,7 +66,27 @@ KUBE_SCHEDULER = Component(
 )
 ETCD = Component("etcd", ETCD_VERSION, "--version", r"etcd Version: 3\.[67]\.", "etcd")
 KWOK = Component("kwok", KWOK_VERSION, "--version", r"kwok version v0\.[78]\.", "kwok")
-ALL_COMPONENTS = (ETCD, KUBE_APISERVER, KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, KWOK)
+# The client side, built with the control plane from the same module: kubectl, and a checker
+# that runs sigs.k8s.io/cli-utils' kstatus (gomodules/kubernetes/kstatus) on objects.
+KUBECTL = Component(
+    "kubectl", KUBERNETES_VERSION, "version --client", r"Client Version: v1\.3[67]\.", "kubernetes"
+)
+KSTATUS = Component(
+    "kstatus",
+    KUBERNETES_VERSION,
+    "--version",
+    r"kstatus checker on sigs.k8s.io/cli-utils",
+    "kubernetes",
+)
+ALL_COMPONENTS = (
+    ETCD,
+    KUBE_APISERVER,
+    KUBE_CONTROLLER_MANAGER,
+    KUBE_SCHEDULER,
+    KUBECTL,
+    KSTATUS,
+    KWOK,
+)
 # Packaging tools: the chart tests render with helm and validate with kubeconform; the
 # alert-rule tests check and unit-test monitoring/prometheus-rules.yaml with promtool.
 HELM = Component("helm", HELM_VERSION, "version", r'Version:"v3\.', "helm")
@@ -123,9 +143,19 @@ def cache_root() -> Path:
     return Path(configured) if configured else Path.home() / ".cache" / "odoo-operator"
 
 
+# Bumped when a family's build changes while its version does not (new members, flags), so
+# a cache filled by the previous build is not taken for the new one.
+_FAMILY_BUILD = {"kubernetes": "-b2"}
+
+
+def _family_folder(family: str, version: str) -> str:
+    return f"{family}-v{version}{_FAMILY_BUILD.get(family, '')}"
+
+
 def cached_path(component: Component) -> Path:
     """Where the cache keeps this component's binary for its pinned version."""
-    return cache_root() / "bin" / f"{component.family}-v{component.version}" / component.binary
+    folder = _family_folder(component.family, component.version)
+    return cache_root() / "bin" / folder / component.binary
 
 
 def _from_envtest_assets(component: Component) -> Path | None:
@@ -142,7 +172,7 @@ def _from_path(component: Component) -> Path | None:
         return None
     try:
         result = subprocess.run(
-            [found, component.version_flag], capture_output=True, text=True, timeout=10
+            [found, *component.version_flag.split()], capture_output=True, text=True, timeout=10
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -326,7 +356,7 @@ def _build_family(family: str) -> None:
     members = [c for c in ALL_COMPONENTS + PACKAGING_TOOLS if c.family == family]
     version = members[0].version
     out_dir = cached_path(members[0]).parent
-    work_dir = cache_root() / "build" / f"{family}-v{version}"
+    work_dir = cache_root() / "build" / _family_folder(family, version)
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path = work_dir / "build.log"
     label = f"{family} v{version}"
@@ -346,9 +376,10 @@ def _build_family(family: str) -> None:
         args = ["install", *flags, f"sigs.k8s.io/kwok/cmd/kwok@v{version}"]
         _run_go(args, work_dir, label, log_path, {"GOBIN": str(staging), "GOFLAGS": ""})
     else:
-        for name in ("go.mod", "go.sum", "main.go", "tools.go"):
+        for name in ("go.mod", "go.sum", "main.go", "tools.go", "kstatus/main.go"):
             template = _GO_MODULES / family / name
             if template.exists():
+                (work_dir / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(template, work_dir / name)
         if family == "traefik":
             _prepare_traefik_module(work_dir, label, log_path)
@@ -359,7 +390,14 @@ def _build_family(family: str) -> None:
             flags = ["-trimpath", f"-ldflags=-s -w -X {version_variable}=v{version}"]
             output, packages = str(staging / family), [main]
         else:
-            output, packages = f"{staging}/", [f"k8s.io/kubernetes/cmd/{c.binary}" for c in members]
+            flags = ["-trimpath", f"-ldflags=-s -w {_kubernetes_version_stamp(version)}"]
+            output, packages = (
+                f"{staging}/",
+                [
+                    "./kstatus" if c is KSTATUS else f"k8s.io/kubernetes/cmd/{c.binary}"
+                    for c in members
+                ],
+            )
         go_flags = {"GOFLAGS": "-mod=mod -buildvcs=false"}
         _run_go(["build", *flags, "-o", output, *packages], work_dir, label, log_path, go_flags)
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -368,6 +406,19 @@ def _build_family(family: str) -> None:
         f"[devcluster] built {label} in {time.monotonic() - started:.0f}s",
         file=sys.stderr,
         flush=True,
+    )
+
+
+def _kubernetes_version_stamp(version: str) -> str:
+    """The linker flags that give Kubernetes binaries their version, as the release build
+    does: without them they call themselves ``v0.0.0-master`` and kubectl warns of skew."""
+    major, minor = version.split(".")[:2]
+    values = {"gitVersion": f"v{version}", "gitMajor": major, "gitMinor": minor}
+    values["gitTreeState"] = "clean"
+    return " ".join(
+        f"-X {package}.{name}={value}"
+        for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+        for name, value in values.items()
     )
 
 
