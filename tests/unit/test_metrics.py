@@ -1,11 +1,9 @@
-"""Metrics, the tenant probe loop and the log formats, without any service."""
+"""Metrics and the tenant probe loop, without any service."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import logging
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -22,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from psycopg_pool import PoolTimeout
 
 from odoo_devstack.ports import free_port
-from odoo_operator import logs, metrics
+from odoo_operator import metrics
 from odoo_operator.backends.blobstore import BlobStore
 from odoo_operator.backends.kube import KubeApiError, KubeClient
 from odoo_operator.backends.postgres import DatabaseServerUnavailable, PostgresAdmin
@@ -603,42 +601,6 @@ async def test_a_slow_tenant_database_marks_only_that_tenant_down(
     assert _value("odoo_operator_tenant_probe_up", instance="held") is None
     assert _value("odoo_operator_tenant_cron_overdue", instance="t3") is None
     assert _value("odoo_operator_probe_round_tenants") == len(names)
-
-
-def _record(message: str, name: str = "kopf.objects", **extra: Any) -> logging.LogRecord:
-    record = logging.LogRecord(name, logging.INFO, __file__, 1, message, None, None)
-    for key, value in extra.items():
-        setattr(record, key, value)
-    return record
-
-
-def test_json_lines_carry_time_level_logger_message_and_the_instance() -> None:
-    formatter = logs.JsonFormatter()
-    ref = {"kind": "OdooInstance", "name": "acme", "apiVersion": "odoo.tenantops.io/v1alpha1"}
-    line = json.loads(formatter.format(_record("Handler 'x' succeeded.", k8s_ref=ref)))
-    assert line["level"] == "info"
-    assert line["logger"] == "kopf.objects"
-    assert line["message"] == "Handler 'x' succeeded."
-    assert line["instance"] == "acme"
-    assert line["time"].endswith("+00:00")
-    backup = json.loads(
-        formatter.format(_record("done", k8s_ref={"kind": "OdooBackup", "name": "acme-1"}))
-    )
-    assert backup["object"] == "OdooBackup/acme-1"
-    assert "instance" not in backup
-    with logs.log_context(instance="acme", reconcile="beef"):
-        inside = json.loads(formatter.format(_record("re-keyed", name="odoo_operator.x")))
-    assert (inside["instance"], inside["reconcile"]) == ("acme", "beef")
-
-
-def test_kopf_timer_successes_are_dropped_and_everything_else_kept() -> None:
-    drop = logs.DropTimerSuccess()
-    assert not drop.filter(_record("Timer 'repair_drift' succeeded."))
-    assert drop.filter(_record("Handler 'reconcile_on_change' succeeded."))
-    failed = _record("Timer 'repair_drift' failed with an exception. Will retry.")
-    failed.levelno = logging.ERROR
-    assert drop.filter(failed)
-    assert drop.filter(_record("Timer 'repair_drift' succeeded.", name="odoo_operator.x"))
 
 
 def test_each_tenant_is_labelled_with_its_environment_and_tenancy() -> None:
