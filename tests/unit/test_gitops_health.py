@@ -1,219 +1,81 @@
-"""GitOps health: Argo CD's Lua health checks and kstatus, against the operator's own status.
+"""GitOps health: Argo CD's Lua health checks against the operator's own status, and the
+conditions kstatus, Flux and ``kubectl wait`` read.
 
 The Lua scripts shipped in charts/odoo-operator/files/argocd run in a real Lua 5.1
 interpreter (lupa; Argo CD's gopher-lua implements Lua 5.1) the way Argo CD runs a
-`resource.customizations.health` script: the object as the global `obj`, a table
-`{status=..., message=...}` back.
-
-The kstatus checks implement the rules of sigs.k8s.io/cli-utils kstatus (what Flux's health
-checks and `kstatus` use) for a custom resource: Terminating while deleted; InProgress while
-`status.observedGeneration` differs from `metadata.generation`; InProgress while
-`Reconciling` is True; Failed while `Stalled` is True; otherwise Current. They are applied
-to statuses produced by the operator's own code (model.conditions, the reconcile outcome and
-the handler that publishes it), not to hand-written ones.
+`resource.customizations.health` script. The statuses are produced by the operator's own
+code (odoo_devstack.status_states), not written by hand. What the real kstatus library and
+kubectl conclude, state by state, is tested on the real API server against the truth tables
+of docs/status.md (tests/integration/test_status_truth_table.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import kopf
 import pytest
-from lupa import lua51
 
+from odoo_devstack.status_readers import argocd_health
+from odoo_devstack.status_states import (
+    RecordingKube,
+    first_sight,
+    healthy_outcome,
+    published,
+    rolling_outcome,
+    stalled_status,
+    with_status,
+)
+from odoo_devstack.status_states import instance_body as instance
 from odoo_operator.handlers import odooinstance as handlers
 from odoo_operator.model.conditions import Condition, merge_condition
-from odoo_operator.model.config import OperatorConfig
-from odoo_operator.reconcile import instance as reconcile
 from odoo_operator.reconcile.backups import finished, in_progress_conditions, still_in_progress
 
-CHECKS = Path(__file__).parents[2] / "charts" / "odoo-operator" / "files" / "argocd"
+
+def conditions_of(obj_or_status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    status = obj_or_status.get("status", obj_or_status)
+    return {c["type"]: c for c in status["conditions"]}
 
 
-def argocd_health(kind: str, obj: dict[str, Any]) -> dict[str, str]:
-    """Run the shipped health check of ``kind`` on ``obj`` as Argo CD does."""
-    lua = lua51.LuaRuntime(unpack_returned_tuples=True)
-    lua.globals().obj = lua.table_from(obj, recursive=True)
-    result = lua.execute((CHECKS / f"{kind.lower()}.lua").read_text())
-    health = dict(result.items())
-    assert health["status"] in {"Healthy", "Progressing", "Degraded", "Suspended"}, health
-    assert isinstance(health.get("message"), str), health
-    return health
+# -- the conditions kstatus and kubectl read ------------------------------------------------
 
 
-def kstatus(obj: dict[str, Any]) -> str:
-    """The kstatus status of a custom resource (cli-utils' generic rules)."""
-    if obj["metadata"].get("deletionTimestamp"):
-        return "Terminating"
-    status = obj.get("status") or {}
-    generation = obj["metadata"].get("generation")
-    observed = status.get("observedGeneration")
-    if generation is not None and observed is not None and observed != generation:
-        return "InProgress"
-    for condition in status.get("conditions") or []:
-        if condition["type"] == "Reconciling" and condition["status"] == "True":
-            return "InProgress"
-        if condition["type"] == "Stalled" and condition["status"] == "True":
-            return "Failed"
-    return "Current"
-
-
-# -- statuses made by the operator's code -----------------------------------------------------
-
-
-def instance(generation: int = 1, suspend: bool = False, **status: Any) -> dict[str, Any]:
-    """An OdooInstance body (status empty unless given)."""
-    body: dict[str, Any] = {
-        "apiVersion": "odoo.tenantops.io/v1alpha1",
-        "kind": "OdooInstance",
-        "metadata": {"name": "acme", "generation": generation, "uid": "u-1"},
-        "spec": {
-            "version": "18.0",
-            "hosts": ["acme.example.com"],
-            "tls": {"secretName": "acme-tls"},
-            "suspend": suspend,
-        },
-    }
-    if status:
-        body["status"] = status
-    return body
-
-
-class RecordingKube:
-    """The operator's kube client, reduced to recording status patches."""
-
-    def __init__(self) -> None:
-        self.writes = 0
-        self.status: dict[str, Any] = {}
-        self.created: list[dict[str, Any]] = []
-
-    async def patch_status(self, api_version: str, kind: str, name: str, status: Any) -> None:
-        self.status.update(status)
-
-    async def create(self, body: dict[str, Any]) -> None:
-        self.created.append(body)  # the Events the handler posts
-
-
-def first_sight(body: dict[str, Any]) -> dict[str, Any]:
-    """What the operator publishes the moment it sees a new instance."""
-    kube = RecordingKube()
-    asyncio.run(reconcile.announce_first_sight(SimpleNamespace(kube=kube), body))
-    return kube.status
-
-
-def published(body: dict[str, Any], outcome: reconcile.Outcome) -> dict[str, Any]:
-    """The status after the handler publishes a reconcile outcome (as reconcile ends it)."""
-    finished = reconcile._finish(outcome, SimpleNamespace(kube=RecordingKube()), 0)
-    patch = kopf.Patch()
-    status = dict(body.get("status") or {})
-    clients = SimpleNamespace(kube=RecordingKube())
-    asyncio.run(
-        handlers._publish(
-            clients,  # type: ignore[arg-type]
-            finished,
-            body,
-            status,
-            patch,
-            body["metadata"]["generation"],
-        )
-    )
-    return {**status, **dict(patch.status)}
-
-
-def healthy_outcome(suspended: bool = False) -> reconcile.Outcome:
-    outcome = reconcile.Outcome()
-    for part in ("DatabaseReady", "RedisReady", "Initialized", "IngressReady"):
-        outcome.set(part, True, "Provisioned", f"{part} done")
-    if suspended:
-        outcome.set("WorkloadReady", True, "Suspended", "web and cron are scaled to zero")
-        outcome.phase = "Suspended"
-    else:
-        outcome.set("WorkloadReady", True, "Available", "web and cron are available")
-    return outcome
-
-
-def rolling_outcome() -> reconcile.Outcome:
-    outcome = healthy_outcome()
-    outcome.conditions = [c for c in outcome.conditions if c.type != "WorkloadReady"]
-    outcome.set("WorkloadReady", False, "RollingOut", "waiting for odoo-web to be available")
-    return outcome
-
-
-def stalled_status(body: dict[str, Any]) -> dict[str, Any]:
-    """The real handler on an instance its configuration cannot serve (no servers)."""
-    kube = RecordingKube()
-    clients = SimpleNamespace(kube=kube, config=OperatorConfig())
-    patch = kopf.Patch()
-    status = dict(body.get("status") or {})
-    asyncio.run(handlers._reconcile({"clients": clients}, body, status, patch, retry=False))
-    return {**status, **kube.status, **dict(patch.status)}
-
-
-def with_status(body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
-    return {**body, "status": status}
-
-
-# -- kstatus ----------------------------------------------------------------------------------
-
-
-def test_kstatus_in_progress_from_first_sight_until_ready_then_current() -> None:
-    body = instance()
-    # Before the operator sees it, kstatus cannot tell (no status): Current. This is why the
-    # operator publishes Ready=Unknown and Reconciling=True at once.
-    assert kstatus(body) == "Current"
-    seen = with_status(body, first_sight(body))
-    assert kstatus(seen) == "InProgress"
-    rolling = with_status(body, published(seen, rolling_outcome()))
-    assert kstatus(rolling) == "InProgress"
-    ready = with_status(body, published(rolling, healthy_outcome()))
-    assert kstatus(ready) == "Current"
-    assert {c["type"]: c["status"] for c in ready["status"]["conditions"]}["Ready"] == "True"
-
-
-def test_kstatus_in_progress_until_the_new_generation_is_observed() -> None:
+def test_a_pass_publishes_the_generation_it_observed() -> None:
     ready = with_status(instance(), published(instance(), healthy_outcome()))
     edited = {**ready, "metadata": {**ready["metadata"], "generation": 2}}
-    assert kstatus(edited) == "InProgress"
     caught_up = with_status(edited, published(edited, healthy_outcome()))
     assert caught_up["status"]["observedGeneration"] == 2
-    assert kstatus(caught_up) == "Current"
+    assert all(c["observedGeneration"] == 2 for c in caught_up["status"]["conditions"])
 
 
-def test_kstatus_failed_when_stalled() -> None:
-    body = instance()
-    stalled = with_status(body, stalled_status(body))
-    conditions = {c["type"]: c for c in stalled["status"]["conditions"]}
-    assert conditions["Stalled"]["status"] == "True"
-    assert conditions["Stalled"]["reason"] == "InvalidConfiguration"
-    assert kstatus(stalled) == "Failed"
-    deleted = {**stalled, "metadata": {**stalled["metadata"], "deletionTimestamp": "2026-01-01"}}
-    assert kstatus(deleted) == "Terminating"
-
-
-def test_current_means_ready_or_held_on_purpose_for_every_status_the_operator_publishes() -> None:
+def test_every_status_the_operator_publishes_is_ready_reconciling_or_stalled() -> None:
+    """Exactly one of: Ready True, Reconciling True, Stalled True, or held on purpose; no
+    status leaves a tool to guess."""
     body = instance()
     statuses = [
         first_sight(body),
         published(body, rolling_outcome()),
         published(body, healthy_outcome()),
-        published(body, healthy_outcome(suspended=True)),
+        published(body, healthy_outcome("Suspended")),
+        published(body, healthy_outcome("Maintenance")),
         stalled_status(body),
     ]
     for status in statuses:
-        conditions = {c["type"]: c for c in status["conditions"]}
-        current = kstatus(with_status(body, status)) == "Current"
+        conditions = conditions_of(status)
+        flags = [
+            conditions.get(t, {}).get("status") == "True"
+            for t in ("Ready", "Reconciling", "Stalled")
+        ]
         held = status["phase"] in ("Suspended", "Maintenance")
-        assert current == (conditions["Ready"]["status"] == "True" or held), conditions
+        assert sum(flags) + held == 1, conditions
 
 
 def test_a_suspended_tenant_is_not_ready_and_says_why() -> None:
     """Scaled to zero on purpose: nobody is served, so Ready is False (kubectl wait and Argo
     CD must not count it as serving), with the phase as reason; nothing is in progress."""
-    status = published(instance(suspend=True), healthy_outcome(suspended=True))
-    conditions = {c["type"]: c for c in status["conditions"]}
+    status = published(instance(suspend=True), healthy_outcome("Suspended"))
+    conditions = conditions_of(status)
     assert status["phase"] == "Suspended"
     assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == ("False", "Suspended")
     assert conditions["Ready"]["message"].startswith("not serving: ")
@@ -266,7 +128,7 @@ def test_argocd_instance_progressing_before_status_and_while_reconciling() -> No
 
 def test_argocd_instance_suspended() -> None:
     body = instance(suspend=True)
-    status = published(body, healthy_outcome(suspended=True))
+    status = published(body, healthy_outcome("Suspended"))
     assert status["phase"] == "Suspended"
     health = argocd_health("OdooInstance", with_status(body, status))
     assert health["status"] == "Suspended"
@@ -274,12 +136,15 @@ def test_argocd_instance_suspended() -> None:
 
 
 def test_argocd_instance_not_ready_without_reconciling_is_degraded() -> None:
-    body = instance(
-        observedGeneration=1,
-        conditions=[
-            {"type": "Ready", "status": "False", "message": "database gone"},
-            {"type": "Reconciling", "status": "False"},
-        ],
+    body = with_status(
+        instance(),
+        {
+            "observedGeneration": 1,
+            "conditions": [
+                {"type": "Ready", "status": "False", "message": "database gone"},
+                {"type": "Reconciling", "status": "False"},
+            ],
+        },
     )
     assert argocd_health("OdooInstance", body) == {"status": "Degraded", "message": "database gone"}
 
@@ -345,20 +210,18 @@ def test_a_deleted_instance_says_at_once_that_it_is_not_serving() -> None:
         "metadata": {**body["metadata"], "deletionTimestamp": "2026-11-30T08:00:00Z"},
         "status": kube.status,
     }
-    assert kstatus(deleted) == "Terminating"
     assert argocd_health("OdooInstance", deleted)["status"] != "Healthy"
 
 
-def test_kstatus_reads_backups_and_restores_in_progress_then_current_or_failed() -> None:
+def test_backups_and_restores_say_running_then_ready_or_stalled_for_good() -> None:
     """A failed OdooBackup or OdooRestore is Failed to kstatus (it is never tried again), a
     running one InProgress, a succeeded one Current and Ready."""
     body: dict[str, Any] = {"kind": "OdooBackup", "metadata": {"name": "b", "generation": 1}}
     running = {**body, "status": {"conditions": in_progress_conditions("under way")}}
-    assert kstatus(running) == "InProgress"
+    assert conditions_of(running)["Reconciling"]["status"] == "True"
     assert still_in_progress(running)
     ok = {**body, "status": finished({}, "Succeeded", "Uploaded", "done")}
-    assert kstatus(ok) == "Current"
     assert {c["type"]: c["status"] for c in ok["status"]["conditions"]}["Ready"] == "True"
     failed = {**body, "status": finished({}, "Failed", "NoManifest", "no manifest")}
-    assert kstatus(failed) == "Failed"
+    assert conditions_of(failed)["Stalled"]["status"] == "True"
     assert not still_in_progress(failed)
