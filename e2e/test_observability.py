@@ -292,6 +292,13 @@ def test_logs_are_json_lines_naming_the_instance_without_timer_noise(
     for record in records:
         assert {"time", "level", "logger", "message"} <= set(record)
     assert any(record.get("instance") == tenant for record in records)
+    # Every line has a stable event name; a routine wait is not an error; no line is endless.
+    assert all(record.get("event") for record in records)
+    assert any(record.get("object") == f"odooinstance/{tenant}" for record in records)
+    for record in records:
+        if "failed temporarily" in record["message"]:
+            assert record["level"] == "info", record
+        assert len(record["message"]) <= 2_100, record["message"][:200]
     assert not any(
         record["message"].startswith("Timer ") and record["message"].endswith(" succeeded.")
         for record in records
