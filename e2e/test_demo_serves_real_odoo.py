@@ -19,6 +19,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -40,6 +41,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from odoo_devstack.demo import (
     CA_PREFIX,
+    EXPORT_PREFIX,
     LOGIN_PAGE_PREFIX,
     PASSWORD_COMMAND_PREFIX,
     RESOLVE_PREFIX,
@@ -95,10 +97,12 @@ def running_demo(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict
                 ("password", PASSWORD_COMMAND_PREFIX),
                 ("ca", CA_PREFIX),
                 ("resolve", RESOLVE_PREFIX),
+                ("export", EXPORT_PREFIX),
             ):
                 if line.startswith(prefix):
                     printed[key] = line[len(prefix) :].strip()
-        assert set(printed) == {"login", "password", "ca", "resolve"}, _tail(stdout_path)
+        assert set(printed) == {"login", "password", "ca", "resolve", "export"}, _tail(stdout_path)
+        printed["transcript"] = stdout_path.read_text()
         yield demo, printed
     finally:
         if demo.poll() is None:
@@ -271,15 +275,20 @@ def test_the_demo_tenant_signs_admin_in_through_its_login_page_in_a_browser(
     running_demo: tuple[subprocess.Popen[bytes], dict[str, str]], tmp_path: Path
 ) -> None:
     demo, printed = running_demo
+    # The demo ran each command it suggests (it stops if one fails), and shows what each said.
+    transcript = printed["transcript"]
+    for shown in ("$ kubectl get odoo\n", "$ kubectl describe odoo acme\n", "$ curl --resolve"):
+        assert shown in transcript, transcript[-3000:]
+    assert re.search(r"Normal\s+Ready\s+.*the tenant is ready", transcript), transcript[-3000:]
     login_url = printed["login"]
     assert urlsplit(login_url).path == "/web/login", login_url
     base = login_url.removesuffix("/web/login")
     # Through the demo's Traefik, with the tenant's certificate from the printed CA.
     ingress = Ingress(login_url, printed["ca"])
     assert f"--host-resolver-rules='MAP {ingress.host} 127.0.0.1'" in printed["resolve"]
-    # The printed command, run as printed: it is what a person pastes into a shell.
+    # The printed commands, run as printed: what a person pastes into a shell.
     read = subprocess.run(
-        ["bash", "-o", "pipefail", "-c", printed["password"]],
+        ["bash", "-o", "pipefail", "-c", f"export {printed['export']}; {printed['password']}"],
         capture_output=True,
         text=True,
         timeout=60,

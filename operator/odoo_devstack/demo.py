@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -30,7 +31,7 @@ from odoo_operator.model.config import CONFIG_ENV, WEBHOOK_CONFIGURATION
 from odoo_operator.model.names import GROUP, VERSION
 from odoo_operator.model.spec import InstanceSpec
 
-from . import cluster_dns, kubectl
+from . import binaries, cluster_dns, kubectl
 from .bootstrap import bootstrap
 from .controlplane import ControlPlane
 from .odoo_images import PLUGIN
@@ -61,11 +62,33 @@ LOGIN_PAGE_PREFIX = "  login page: "
 PASSWORD_COMMAND_PREFIX = "  admin password: "  # noqa: S105 - a label, not a password
 CA_PREFIX = "  tenant CA: "
 RESOLVE_PREFIX = "  resolve: "
+EXPORT_PREFIX = "  export "
 WAITING_LINE = "press Ctrl-C to stop everything"
 
 
 def _say(message: str) -> None:
     print(f"[demo] {message}", flush=True)
+
+
+def run_suggested(command: str, environment: Mapping[str, str], show: bool = True) -> str:
+    """Run ``command`` through bash, as a person pastes it; with ``show``, the command and
+    its output as a transcript, else only the output. A suggestion that fails fails the
+    demo, saying what the command answered."""
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command],
+        env=dict(environment),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0 or not result.stdout.strip():
+        raise ComponentError(
+            "demo",
+            f"the suggested command `{command}` failed (exit {result.returncode})",
+            (result.stderr or result.stdout)[-2000:],
+        )
+    return f"$ {command}\n{result.stdout.rstrip()}" if show else result.stdout
 
 
 def start_operator(
@@ -347,13 +370,18 @@ def _run_samples(repo: Path, stack: LocalStack, real_node: RealNodeProcess, wait
         print()
         print(kubectl.format_table(kubectl.get_table(api, path)))
     print()
+    kubectl_dir = binaries.ensure(binaries.KUBECTL).parent
+    shown = [
+        "kubectl get odoo",
+        f"kubectl describe odoo {REAL_TENANT}",
+        f"kubectl get odoobackups -l odoo.tenantops.io/instance={REAL_TENANT}",
+        f"kubectl get all,networkpolicies,ingressroutes -n odoo-{REAL_TENANT}",
+        f"tail -n 5 {operator.log_path}",
+    ]
     _say("the local stack is up; in another shell:")
-    print(f"  export KUBECONFIG={control_plane.kubeconfig}")
-    print("  kubectl get odoo")
-    print("  kubectl describe odoo acme")
-    print("  kubectl get odoobackups -l odoo.tenantops.io/instance=acme")
-    print("  kubectl get all,networkpolicies,ingressroutes -n odoo-acme")
-    print(f"  tail -f {operator.log_path}")
+    print(f'{EXPORT_PREFIX}KUBECONFIG={control_plane.kubeconfig} PATH="{kubectl_dir}:$PATH"')
+    for command in shown:
+        print(f"  {command}")
     print()
     _say(
         f"{REAL_TENANT} runs real Odoo on the real node {real_node.node_name} (only the base "
@@ -362,18 +390,36 @@ def _run_samples(repo: Path, stack: LocalStack, real_node: RealNodeProcess, wait
     page = _login_page(api, real_node.node_name, traefik, pki.ca.cert)
     print(f"{LOGIN_PAGE_PREFIX}{page}")
     host = urlsplit(page).hostname
-    print(f"{CA_PREFIX}{pki.ca.cert}")
-    print(
-        f"{RESOLVE_PREFIX}{host} is this machine: chromium "
-        f"--host-resolver-rules='MAP {host} {TRAEFIK_LOOPBACK}', or "
+    curl = (
         f"curl --resolve {host}:{traefik.https_port}:{TRAEFIK_LOOPBACK} "
         f"--cacert {pki.ca.cert} {page}"
     )
-    print(
-        f"{PASSWORD_COMMAND_PREFIX}kubectl --kubeconfig {control_plane.kubeconfig} "
-        f"get secret -n odoo-{REAL_TENANT} odoo-credentials "
+    password = (
+        f"kubectl get secret -n odoo-{REAL_TENANT} odoo-credentials "
         "-o jsonpath='{.data.odoo-admin-password}' | base64 -d"
     )
+    print(f"{CA_PREFIX}{pki.ca.cert}")
+    print(
+        f"{RESOLVE_PREFIX}{host} is this machine: chromium "
+        f"--host-resolver-rules='MAP {host} {TRAEFIK_LOOPBACK}', or {curl}"
+    )
+    print(f"{PASSWORD_COMMAND_PREFIX}{password}")
+    print()
+    _say("running each command suggested above, as a shell would:")
+    environment = {
+        **os.environ,
+        "KUBECONFIG": str(control_plane.kubeconfig),
+        "PATH": f"{kubectl_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    for command in shown:
+        print(run_suggested(command, environment))
+    answer = run_suggested(curl, environment, show=False)
+    if 'name="login"' not in answer:
+        raise ComponentError("demo", f"`{curl}` did not answer with Odoo's login form")
+    print(f"$ {curl}\n(Odoo's login page, {len(answer)} characters)")
+    secret = run_suggested(password, environment, show=False)
+    # The password itself is not printed: the demo's output may be shared or logged.
+    print(f"$ {password}\n(a password of {len(secret)} characters, not shown here)")
     if not wait:
         return
     # Ctrl-C must reach the loop below even when the demo was started in the background by
