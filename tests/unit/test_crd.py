@@ -39,8 +39,11 @@ def test_odooinstance_is_cluster_scoped_with_the_agreed_names() -> None:
     assert crd["spec"]["scope"] == "Cluster"
     assert crd["spec"]["group"] == "odoo.tenantops.io"
     assert crd["spec"]["names"]["shortNames"] == ["odoo"]
-    columns = [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
-    assert columns == ["Version", "Env", "Phase", "Ready", "URL", "Last Backup", "Age"]
+    columns = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+    default = [c["name"] for c in columns if not c.get("priority")]
+    assert default == ["Version", "Env", "Phase", "Ready", "URL", "Last Backup", "Age"]
+    wide = [c["name"] for c in columns if c.get("priority") == 1]
+    assert wide == ["Tenancy", "Reason", "Message"]
 
 
 def _config_schema() -> dict[str, Any]:

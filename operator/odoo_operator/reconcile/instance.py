@@ -18,6 +18,7 @@ from typing import Any
 from kubernetes_asyncio.dynamic.exceptions import ResourceNotFoundError
 from psycopg.conninfo import make_conninfo
 
+from ..backends.kube import KubeConflict
 from ..backends.odoo_users import SCANNER
 from ..backends.postgres import DatabaseServerUnavailable
 from ..backends.redis import RedisAclRefused, RedisServerUnavailable
@@ -111,15 +112,23 @@ async def _ensure_credentials(
         }
         if rotation is not None or stored_rotation is not None:
             metadata["annotations"] = {ROTATE_CREDENTIALS_ANNOTATION: rotation or stored_rotation}
-        await clients.kube.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": metadata,
-                "type": "Opaque",
-                "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()},
-            }
-        )
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": metadata,
+            "type": "Opaque",
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()},
+        }
+        if live_secret is None:
+            # Created, not applied: of two passes that both found no Secret (two operator
+            # processes during a hand-over), the second is refused and takes the first's
+            # passwords, instead of overwriting them after the first has set its role.
+            try:
+                await clients.kube.create(secret)
+            except KubeConflict:
+                return await _ensure_credentials(clients, spec, owner, rotation)
+        else:
+            await clients.kube.apply(secret)
     return TenantCredentials(
         database_password=values["database-password"],
         redis_password=values["redis-password"],
