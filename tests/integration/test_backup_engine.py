@@ -36,6 +36,7 @@ from odoo_operator.builders.backup_layout import (
     new_backup_id,
     part_name,
     scratch_database_name,
+    scratch_mark,
     short_id,
 )
 from odoo_operator.engine import (
@@ -559,6 +560,38 @@ async def test_a_restore_into_a_foreign_database_or_for_a_missing_role_is_refuse
             store, tenant.instance, backup_id, tenant.target(owner_role="nobody_here")
         )
     assert query(postgres_dsn, other.database, "SELECT count(*) FROM account_move") == [(MOVES,)]
+
+
+async def test_a_scratch_database_left_under_another_backup_id_is_dropped_by_the_next_one(
+    store: BlobStore, new_tenant: NewTenant, superuser: psycopg.Connection, postgres_dsn: str
+) -> None:
+    """An operator killed during a verification leaves its scratch database; the backup is
+    taken again under a new id, so the name never comes back: the mark finds it."""
+    tenant, neighbour = new_tenant(), new_tenant()
+    backup_id = await backup(store, tenant)
+    leftovers = {
+        scratch_database_name(tenant.instance, "20260101T000000Z-dead"): tenant.instance,
+        scratch_database_name(neighbour.instance, "20260101T000000Z-dead"): neighbour.instance,
+    }
+    for name, instance in leftovers.items():
+        superuser.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        superuser.execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(name), sql.Literal(scratch_mark(instance))
+            )
+        )
+    unmarked = scratch_database_name(tenant.instance, "20260101T000001Z-0001")
+    superuser.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(unmarked)))
+    try:
+        assert (await verify_backup(store, tenant.instance, backup_id, postgres_dsn)).ok
+        mine, theirs = list(leftovers)
+        assert databases_like(superuser, mine) == set()
+        # Another tenant's is its own verifications' business; an unmarked one nobody's.
+        assert databases_like(superuser, theirs) == {theirs}
+        assert databases_like(superuser, unmarked) == {unmarked}
+    finally:
+        for name in (*leftovers, unmarked):
+            superuser.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
 async def test_a_verification_does_not_pull_a_running_one_from_under_it(

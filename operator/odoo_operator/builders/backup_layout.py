@@ -143,6 +143,17 @@ def derived_database_name(database: str, tag: str, backup_id: str) -> str:
     return _fit_identifier(database, f"_{tag}_{short_id(backup_id)}")
 
 
+# The comment a verification writes on its scratch database: the instance it verifies, so
+# that one left by a verification that was interrupted (an operator killed meanwhile, under
+# any backup id) is found by the next verification of that instance and dropped.
+SCRATCH_MARK_PREFIX = "odoo.tenantops.io/verification-of="
+
+
+def scratch_mark(instance: str) -> str:
+    """The comment on the scratch databases of ``instance``'s verifications."""
+    return f"{SCRATCH_MARK_PREFIX}{validate_instance(instance)}"
+
+
 def scratch_database_name(instance: str, backup_id: str) -> str:
     """The scratch database a verification restores into: ``verify_<instance>_<short id>``.
 

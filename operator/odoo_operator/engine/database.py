@@ -184,6 +184,23 @@ async def create_database(connection: Connection, name: str, owner: str | None =
     )
 
 
+async def mark_database(connection: Connection, name: str, comment: str) -> None:
+    """Write ``comment`` on database ``name`` (only a superuser or its owner can)."""
+    await connection.execute(
+        sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(comment))
+    )
+
+
+async def databases_marked(connection: Connection, comment: str) -> list[str]:
+    """The databases whose comment is exactly ``comment``."""
+    cursor = await connection.execute(
+        "SELECT datname::text FROM pg_catalog.pg_database"
+        " WHERE pg_catalog.shobj_description(oid, 'pg_database') = %s ORDER BY datname",
+        (comment,),
+    )
+    return [str(row[0]) for row in await cursor.fetchall()]
+
+
 async def drop_database(connection: Connection, name: str) -> None:
     """Drop database ``name`` if it exists, ending its sessions (PostgreSQL 13+)."""
     await connection.execute(

@@ -38,6 +38,7 @@ from ..builders.backup_layout import (
     ManifestError,
     part_name,
     scratch_database_name,
+    scratch_mark,
 )
 from . import database as db
 from .backup import now, read_manifest
@@ -95,8 +96,10 @@ async def verify_backup(
     scratch = scratch_database_name(instance, backup_id)
     details["scratchDatabase"] = scratch
     async with db.connect(admin_conninfo) as admin:
+        await _drop_interrupted_scratches(admin, instance, scratch)
         await _claim_scratch(admin, scratch, backup_id)
         await db.create_database(admin, scratch)
+        await db.mark_database(admin, scratch, scratch_mark(instance))
     # The admin session is not held while the restore runs (minutes, for a big tenant): a
     # failover or an idle timeout meanwhile must not cost the scratch database's cleanup.
     try:
@@ -121,6 +124,17 @@ async def _drop_scratch(admin_conninfo: str, scratch: str) -> None:
             await db.drop_database(admin, scratch)
     except Exception as error:  # noqa: BLE001 - reported; the next verification drops it
         logger.warning("could not drop scratch database %s: %s", scratch, error)
+
+
+async def _drop_interrupted_scratches(admin: db.Connection, instance: str, scratch: str) -> None:
+    # Scratch databases of this instance's earlier verifications, under other backup ids,
+    # left by an operator that died during one (an interrupted backup restarts under a new
+    # id): found by their mark, dropped unless a session shows a verification still in them.
+    for leftover in await db.databases_marked(admin, scratch_mark(instance)):
+        if leftover == scratch or await db.session_count(admin, leftover):
+            continue
+        logger.info("dropping scratch database %s left by an interrupted verification", leftover)
+        await db.drop_database(admin, leftover)
 
 
 async def _claim_scratch(admin: db.Connection, scratch: str, backup_id: str) -> None:
