@@ -31,6 +31,7 @@ REPO = Path(__file__).parents[1]
 
 @pytest.fixture(scope="module")
 def operator(
+    request: pytest.FixtureRequest,
     k8s: client.ApiClient,
     operator_kubeconfig: Path,
     postgres_dsn: str,
@@ -38,7 +39,9 @@ def operator(
     blob_connection_string: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ManagedProcess]:
-    """CRDs installed, servers registered and the operator running as its own process."""
+    """CRDs installed, servers registered and the operator running as its own process, its
+    drift timer every ``DRIFT_INTERVAL_SECONDS`` unless the test module sets
+    ``OPERATOR_DRIFT_INTERVAL_SECONDS``."""
     kubectl.install_crds(k8s, REPO / "crds")
     workdir = tmp_path_factory.mktemp("operator")
     config = register_servers(
@@ -48,7 +51,9 @@ def operator(
         operator_kubeconfig,
         config,
         workdir / "operator.log",
-        drift_interval=DRIFT_INTERVAL_SECONDS,
+        drift_interval=getattr(
+            request.module, "OPERATOR_DRIFT_INTERVAL_SECONDS", DRIFT_INTERVAL_SECONDS
+        ),
         upgrade_interval=UPGRADE_INTERVAL_SECONDS,
     )
     yield process

@@ -110,6 +110,23 @@ def rotate_credentials(api: client.CustomObjectsApi, name: str, value: str) -> N
     eventually(recorded, f"status.credentialsRotation {value} recorded")
 
 
+def describe_events(k8s: client.ApiClient, body: dict[str, Any]) -> list[Any]:
+    """The Events ``kubectl describe`` shows for a cluster-scoped object: in any namespace,
+    whose involvedObject has its kind, name and uid and an empty namespace (kubectl's own
+    field selector, pkg/describe)."""
+    meta = body["metadata"]
+    selector = ",".join(
+        [
+            f"involvedObject.name={meta['name']}",
+            "involvedObject.namespace=",
+            f"involvedObject.kind={body['kind']}",
+            f"involvedObject.uid={meta['uid']}",
+        ]
+    )
+    listing = client.CoreV1Api(k8s).list_event_for_all_namespaces(field_selector=selector)
+    return list(listing.items)
+
+
 def redis_as(redis_url: str, username: str, password: str) -> redis.Redis:
     """A client of the server at ``redis_url``, logged in as another user."""
     address = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs

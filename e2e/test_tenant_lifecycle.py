@@ -23,6 +23,7 @@ from e2e.tenants import (
     PLURAL,
     VERSION,
     NewTenant,
+    describe_events,
     eventually,
     make_instance,
     redis_as,
@@ -88,23 +89,6 @@ def test_a_new_instance_is_announced_ready_unknown_before_it_becomes_ready(
         custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
     assert seen[0] == "Unknown", seen
     assert seen[-1] == "True", seen
-
-
-def describe_events(k8s: client.ApiClient, body: dict[str, Any]) -> list[Any]:
-    """The Events ``kubectl describe`` shows for a cluster-scoped object: in any namespace,
-    whose involvedObject has its kind, name and uid and an empty namespace (kubectl's own
-    field selector, pkg/describe)."""
-    meta = body["metadata"]
-    selector = ",".join(
-        [
-            f"involvedObject.name={meta['name']}",
-            "involvedObject.namespace=",
-            f"involvedObject.kind={body['kind']}",
-            f"involvedObject.uid={meta['uid']}",
-        ]
-    )
-    listing = client.CoreV1Api(k8s).list_event_for_all_namespaces(field_selector=selector)
-    return list(listing.items)
 
 
 def test_kubectl_describe_finds_the_ready_event_of_an_instance(

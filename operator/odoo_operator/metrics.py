@@ -43,6 +43,7 @@ from .model.outcome import HELD_PHASES
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
+    from .model.conditions import Condition
     from .model.outcome import Outcome
     from .model.spec import InstanceSpec
 
@@ -491,6 +492,18 @@ def record_outcome(
     if spec is not None and database is not None and database[1] == "True":
         with _STATE.lock:
             _STATE.targets[instance] = spec
+
+
+def record_condition(instance: str, condition: Condition) -> None:
+    """A condition of ``instance`` published between its reconcile passes (``BackupHealthy``
+    when a backup ends), so its series change with the status, not at the next pass."""
+    entry = (condition.type, condition.status, condition.reason)
+    with _STATE.lock:  # an instance this process does not track adds no series
+        current = _STATE.tenants.get(instance)
+        if current is None:
+            return
+        others = [c for c in current.conditions if c[0] != condition.type]
+        _STATE.tenants[instance] = replace(current, conditions=tuple(sorted([*others, entry])))
 
 
 def forget_instance(instance: str) -> None:

@@ -1,17 +1,31 @@
-"""How backups show on an instance, how backup Jobs are built, and how stores are configured."""
+"""How backups show on an instance (as soon as a backup ends), how backup Jobs are built, and
+how stores are configured."""
 
 from __future__ import annotations
 
+import copy
 import datetime
-from typing import Any
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
+import kopf
 import pytest
+from test_restore_versions import FakeKube as StoredObjects
 
+from odoo_operator import metrics
+from odoo_operator.backends.kube import KubeClient, KubeConflict
 from odoo_operator.builders.backup_job import BACKUP_STORE_SECRET, build_backup_job
 from odoo_operator.builders.schedule import due_slot
-from odoo_operator.model.backup import BackupPolicy, RestoreRequest
+from odoo_operator.handlers import backups as backup_handlers
+from odoo_operator.handlers import odooinstance as instance_handlers
+from odoo_operator.model.backup import BACKUP_KIND, BackupPolicy, RestoreRequest
+from odoo_operator.model.conditions import Condition, merge_condition
 from odoo_operator.model.config import ConfigError, OperatorConfig
+from odoo_operator.model.names import API_VERSION, INSTANCE_KIND, INSTANCE_LABEL
+from odoo_operator.model.outcome import Outcome
 from odoo_operator.model.spec import InstanceSpec
+from odoo_operator.reconcile import backups
 from odoo_operator.reconcile.backups import (
     backup_health,
     instance_backup_summary,
@@ -20,6 +34,7 @@ from odoo_operator.reconcile.backups import (
     timestamp,
     verification_request,
 )
+from odoo_operator.reconcile.clients import Clients
 
 NOW = datetime.datetime.now(datetime.UTC)
 
@@ -212,3 +227,257 @@ def test_the_due_slot_is_the_latest_scheduled_time_so_a_retry_names_the_same_bac
     later = now + datetime.timedelta(minutes=20)
     assert due_slot("0 2 * * *", "UTC", None, later, created) == slot
     assert due_slot("0 2 * * *", "UTC", now, later, created) is None
+
+
+# --- the instance's backup state when a backup ends -------------------------------------------
+
+
+def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    """A JSON merge patch (RFC 7386), as the API server applies it."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
+class BackupKube(StoredObjects):
+    """The stored-objects fake of test_restore_versions.py, with what the backup handlers and
+    the instance's backup state use: lists by label, status patches with a resourceVersion
+    precondition, Events and deletions."""
+
+    def __init__(self, *objects: dict[str, Any]) -> None:
+        super().__init__(*objects)
+        self.events: list[dict[str, Any]] = []
+        self.writes = 0
+        # Called before a status patch is applied: what another writer does meanwhile.
+        self.meanwhile: Callable[[dict[str, Any]], None] | None = None
+
+    async def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        key, _, value = (label_selector or "").partition("=")
+        return [
+            copy.deepcopy(obj)
+            for (k, _, _), obj in self.objects.items()
+            if k == kind and (not key or obj["metadata"].get("labels", {}).get(key) == value)
+        ]
+
+    async def get(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> dict[str, Any] | None:
+        return copy.deepcopy(self.objects.get((kind, name, namespace)))
+
+    async def patch_status(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        status: dict[str, Any],
+        namespace: str | None = None,
+        resource_version: str | None = None,
+    ) -> None:
+        stored = self.objects[(kind, name, namespace)]
+        if self.meanwhile is not None:
+            meanwhile, self.meanwhile = self.meanwhile, None
+            meanwhile(stored)
+        version = stored["metadata"].get("resourceVersion")
+        if resource_version is not None and resource_version != version:
+            raise KubeConflict(f"patching {kind} {name}", {"code": 409, "reason": "Conflict"})
+        _merge(stored.setdefault("status", {}), status)
+        stored["metadata"]["resourceVersion"] = str(int(version or 0) + 1)
+        self.writes += 1
+
+    async def create(self, body: dict[str, Any]) -> None:
+        self.events.append(body)
+
+    async def delete(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> bool:
+        return self.objects.pop((kind, name, namespace), None) is not None
+
+    def instance_events(self) -> list[tuple[str, str]]:
+        return [
+            (e["type"], e["reason"])
+            for e in self.events
+            if e["involvedObject"]["kind"] == INSTANCE_KIND
+        ]
+
+    def health(self) -> dict[str, Any]:
+        status = self.objects[(INSTANCE_KIND, "acme", None)]["status"]
+        return next(c for c in status["conditions"] if c["type"] == "BackupHealthy")
+
+
+def _tenant(**status: Any) -> dict[str, Any]:
+    body = _instance(rpo="26h", verify="AfterEachBackup")
+    body["apiVersion"], body["kind"] = API_VERSION, INSTANCE_KIND
+    body["metadata"].update(uid="uid-acme", generation=2, resourceVersion="10")
+    conditions: list[dict[str, Any]] = []
+    for condition in (
+        Condition("Ready", "True", "Ready", "serving"),
+        Condition("BackupHealthy", "Unknown", "NoBackupYet", "the first backup is pending"),
+    ):
+        conditions = merge_condition(conditions, condition, 2, now="2026-11-30T08:00:00Z")
+    # The schedule's last slot is taken: no scheduled backup is due in these tests.
+    body["status"] = {"conditions": conditions, "lastScheduledBackup": timestamp(NOW), **status}
+    return body
+
+
+def _new_backup(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": BACKUP_KIND,
+        "metadata": {"name": name, "uid": f"uid-{name}", "labels": {INSTANCE_LABEL: "acme"}},
+        "spec": {"instance": "acme", "reason": "on-demand"},
+        "status": {"phase": "Running", "backupId": f"id-{name}", "store": "main"},
+    }
+
+
+def _backup_clients(kube: BackupKube) -> Clients:
+    return Clients(kube=cast(KubeClient, kube), config=OperatorConfig())
+
+
+async def _take(
+    monkeypatch: pytest.MonkeyPatch, kube: BackupKube, name: str, outcome: dict[str, Any]
+) -> kopf.Patch:
+    """Run the OdooBackup handler on ``name`` as Kopf does, the backup itself ending as
+    ``outcome`` says and its verification passing."""
+    body = kube.objects[(BACKUP_KIND, name, None)]
+
+    async def run(clients: Clients, backup: Any) -> backups.BackupResult:
+        return backups.BackupResult(outcome)
+
+    async def verify(clients: Clients, backup: Any) -> dict[str, Any]:
+        return {"result": "Passed", "checkedAt": timestamp(NOW), "message": "restored"}
+
+    monkeypatch.setattr(backup_handlers, "run_backup_request", run)
+    monkeypatch.setattr(backup_handlers, "verify_request", verify)
+    memo = kopf.Memo()
+    memo["clients"] = _backup_clients(kube)
+    patch = kopf.Patch()
+    await backup_handlers.take_backup(
+        memo=memo, body=copy.deepcopy(body), patch=patch, logger=logging.getLogger("test")
+    )
+    return patch
+
+
+def _succeeded(name: str) -> dict[str, Any]:
+    done = backups.finished(
+        _new_backup(name)["status"], "Succeeded", "Succeeded", "backed up in 1.0s"
+    )
+    return {**done, "sizeBytes": 100}
+
+
+@pytest.fixture
+def tracked() -> Iterator[None]:
+    """The instance's metrics are tracked, as after its first reconcile pass."""
+    metrics.record_outcome("acme", Outcome())
+    yield
+    metrics.forget_instance("acme")
+
+
+@pytest.mark.usefixtures("tracked")
+async def test_a_finished_backup_makes_its_instance_backup_healthy_in_the_same_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kube = BackupKube(_tenant(), _new_backup("acme-1"))
+
+    await _take(monkeypatch, kube, "acme-1", _succeeded("acme-1"))
+
+    status = kube.objects[(INSTANCE_KIND, "acme", None)]["status"]
+    health = kube.health()
+    assert (health["status"], health["reason"]) == ("True", "WithinRPO")
+    assert health["lastTransitionTime"] != "2026-11-30T08:00:00Z"
+    assert status["lastBackup"]["id"] == status["lastVerifiedBackup"]["id"] == "id-acme-1"
+    # The rest of the instance's status is left as its own passes wrote it.
+    assert next(c for c in status["conditions"] if c["type"] == "Ready")["status"] == "True"
+    assert kube.instance_events() == [("Normal", "BackupHealthy")]
+    # The tenant's condition series follows at once too.
+    series = "odoo_operator_tenant_condition"
+    labels = {"instance": "acme", "condition": "BackupHealthy", "status": "True"}
+    assert metrics.REGISTRY.get_sample_value(series, labels) == 1
+
+    # Nothing changed since: another refresh (a verification answered again, say) writes
+    # nothing and posts no second Event.
+    writes = kube.writes
+    assert await backups.refresh_instance_backup_state(_backup_clients(kube), "acme") is not None
+    assert kube.writes == writes
+    assert kube.instance_events() == [("Normal", "BackupHealthy")]
+
+
+async def test_a_failed_backup_makes_its_instance_unhealthy_with_a_warning_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kube = BackupKube(_tenant(), _new_backup("acme-1"))
+    failed = backups.finished(
+        _new_backup("acme-1")["status"], "Failed", "BackupFailed", "pg_dump: connection refused"
+    )
+
+    patch = await _take(monkeypatch, kube, "acme-1", failed)
+
+    # The backup's own status is written before the instance's state is computed from it.
+    assert kube.objects[(BACKUP_KIND, "acme-1", None)]["status"]["phase"] == "Failed"
+    assert not patch.status
+    health = kube.health()
+    assert (health["status"], health["reason"]) == ("False", "BackupFailed")
+    assert "OdooBackup acme-1 failed: pg_dump: connection refused" in health["message"]
+    assert kube.instance_events() == [("Warning", "BackupFailed")]
+
+
+async def test_the_backup_state_is_written_onto_the_instance_as_read_never_over_a_newer_one() -> (
+    None
+):
+    kube = BackupKube(_tenant(), {**_new_backup("acme-1"), "status": _succeeded("acme-1")})
+
+    def instance_handler_writes(stored: dict[str, Any]) -> None:
+        # The instance's own pass publishes Ready=False between the read and the write.
+        stored["status"]["conditions"] = merge_condition(
+            stored["status"]["conditions"],
+            Condition("Ready", "False", "RollingOut", "waiting for odoo-web"),
+            2,
+        )
+        stored["metadata"]["resourceVersion"] = "11"
+
+    kube.meanwhile = instance_handler_writes
+    health = await backups.refresh_instance_backup_state(_backup_clients(kube), "acme")
+
+    assert health is not None
+    assert health.status == "True"
+    conditions = {
+        c["type"]: c for c in kube.objects[(INSTANCE_KIND, "acme", None)]["status"]["conditions"]
+    }
+    assert conditions["Ready"]["status"] == "False"  # kept: read again, not overwritten
+    assert conditions["BackupHealthy"]["status"] == "True"
+    assert kube.instance_events() == [("Normal", "BackupHealthy")]
+
+
+async def test_backup_healthy_turning_true_is_one_normal_event_not_one_per_pass() -> None:
+    async def pass_over(
+        status: dict[str, Any], health: Condition
+    ) -> tuple[dict[str, Any], list[Any]]:
+        """The instance handler publishing a pass's outcome over ``status``: the status
+        after it, and the Events it posted about the instance."""
+        kube = BackupKube()
+        outcome = Outcome()
+        outcome.conditions += [Condition("Ready", "True", "Ready", "serving"), health]
+        patch = kopf.Patch()
+        body = {**_tenant(), "status": status}
+        await instance_handlers._publish(_backup_clients(kube), outcome, body, status, patch, 2)
+        return {**status, **dict(patch.status)}, kube.instance_events()
+
+    healthy = Condition("BackupHealthy", "True", "WithinRPO", "newest good backup ...")
+    first, events = await pass_over(_tenant()["status"], healthy)
+    assert events == [("Normal", "BackupHealthy")]
+    _, events = await pass_over(first, healthy)
+    assert events == []  # the next drift pass: nothing new
+    failed = Condition("BackupHealthy", "False", "BackupFailed", "OdooBackup b failed")
+    unhealthy, events = await pass_over(first, failed)
+    assert events == [("Warning", "BackupFailed")]
+    _, events = await pass_over(unhealthy, healthy)
+    assert events == [("Normal", "BackupHealthy")]  # healthy again

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.dynamic import DynamicClient
-from kubernetes_asyncio.dynamic.exceptions import NotFoundError
+from kubernetes_asyncio.dynamic.exceptions import ConflictError, NotFoundError
 
 from .. import metrics
 from ..model.names import FIELD_MANAGER
@@ -58,6 +58,11 @@ class KubeApiError(RuntimeError):
         self.reason = status.get("reason")
 
 
+class KubeConflict(KubeApiError):  # noqa: N818 - reads as what happened, as KubeApiError
+    """A write conditioned on a ``resourceVersion`` found the object changed since it was
+    read (409 Conflict): read it again and recompute."""
+
+
 def _refusal(answer: Any) -> Mapping[str, Any] | None:
     """The Status of a refused request, or None. The dynamic client hands some error
     answers back as a ``Status`` object instead of raising, so every call checks."""
@@ -76,7 +81,7 @@ def _refusal(answer: Any) -> Mapping[str, Any] | None:
 def _checked(answer: Any, what: str) -> Any:
     refused = _refusal(answer)
     if refused is not None:
-        raise KubeApiError(what, refused)
+        raise (KubeConflict if refused.get("code") == 409 else KubeApiError)(what, refused)
     return answer
 
 
@@ -220,12 +225,16 @@ class KubeClient:
         name: str,
         status: Mapping[str, Any],
         namespace: str | None = None,
+        resource_version: str | None = None,
     ) -> None:
-        """Merge ``status`` into the object's status subresource."""
+        """Merge ``status`` into the object's status subresource. With ``resource_version``
+        the write applies only to that version of the object: one changed since it was read
+        raises :class:`KubeConflict` instead of being overwritten with what was read."""
         resource = await self._resource(api_version, kind)
-        await self._merge_patch(
-            resource.subresources["status"], name, namespace, {"status": dict(status)}
-        )
+        body: dict[str, Any] = {"status": dict(status)}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+        await self._merge_patch(resource.subresources["status"], name, namespace, body)
 
     async def patch_metadata(
         self,
@@ -243,18 +252,24 @@ class KubeClient:
         self, resource: Any, name: str, namespace: str | None, body: dict[str, Any]
     ) -> None:
         dynamic = await self._client()
-        answer = await self._request(
-            "patch",
-            lambda: dynamic.patch(
-                resource,
-                body=body,
-                name=name,
-                namespace=namespace,
-                content_type="application/merge-patch+json",
-            ),
-        )
+        what = f"patching {resource.kind} {namespace or ''}/{name}"
+        try:
+            answer = await self._request(
+                "patch",
+                lambda: dynamic.patch(
+                    resource,
+                    body=body,
+                    name=name,
+                    namespace=namespace,
+                    content_type="application/merge-patch+json",
+                ),
+            )
+        except ConflictError as conflict:
+            raise KubeConflict(
+                what, {"code": 409, "reason": "Conflict", "message": "changed since it was read"}
+            ) from conflict
         self.writes += 1
-        _checked(answer, f"patching {resource.kind} {namespace or ''}/{name}")
+        _checked(answer, what)
 
     async def delete(
         self, api_version: str, kind: str, name: str, namespace: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +16,7 @@ from ..reconcile.backups import (
     delete_backup_data,
     in_progress_conditions,
     prune,
-    publish_backups_on_instance,
+    refresh_instance_backup_state,
     run_backup_request,
     still_in_progress,
     verification_request,
@@ -25,6 +26,7 @@ from ..reconcile.clients import Clients
 from ..reconcile.events import record_event
 
 _WAIT_SECONDS = 10.0
+_logger = logging.getLogger(__name__)
 
 
 @kopf.on.resume(GROUP, VERSION, BACKUP_PLURAL)
@@ -62,10 +64,12 @@ async def take_backup(
     status = dict(result.status)
     previous_phase = (body.get("status") or {}).get("phase")
     if result.phase != SUCCEEDED:
-        patch.status.update(status)
         metrics.record_backup(instance_name, previous_phase, status)
         if result.phase == "Failed" and (body.get("status") or {}).get("phase") != "Failed":
             await record_event(clients, body, "Warning", "BackupFailed", status.get("message", ""))
+        # Written now, not when the handler returns: the instance's BackupHealthy reads it next.
+        await clients.kube.patch_status(API_VERSION, BACKUP_KIND, body["metadata"]["name"], status)
+        await _publish_on_instance(clients, instance_name)
         return
     await record_event(clients, body, "Normal", "BackupSucceeded", status.get("message", ""))
     instance = await clients.kube.get(API_VERSION, INSTANCE_KIND, instance_name)
@@ -80,9 +84,28 @@ async def take_backup(
     await clients.kube.patch_status(API_VERSION, BACKUP_KIND, body["metadata"]["name"], status)
     if instance is None:
         return
-    await publish_backups_on_instance(clients, instance_name)
     for name in await prune(clients, instance):
         logger.info(f"pruned OdooBackup {name} by the retention policy")
+    await _publish_on_instance(clients, instance_name)
+
+
+async def _publish_on_instance(clients: Clients, instance: str) -> None:
+    """The instance's ``BackupHealthy``, ``lastBackup`` and ``lastVerifiedBackup`` as of the
+    backup status just written: within seconds of the backup's end, not at the instance's
+    next drift pass. A failure here costs only that delay (the next pass publishes the same
+    state), so it is logged, not raised: the backup itself is done."""
+    try:
+        health = await refresh_instance_backup_state(clients, instance)
+    except Exception as error:  # noqa: BLE001 - the instance's next pass publishes it
+        _logger.warning(
+            "could not publish the backup state of OdooInstance %s: %s",
+            instance,
+            error,
+            extra={"instance": instance, "reason": type(error).__name__},
+        )
+        return
+    if health is not None:
+        metrics.record_condition(instance, health)
 
 
 async def _verify(
@@ -124,8 +147,7 @@ async def verify_on_request(memo: kopf.Memo, body: kopf.Body, **_: Any) -> None:
     await clients.kube.patch_status(
         API_VERSION, BACKUP_KIND, body["metadata"]["name"], {"verification": status["verification"]}
     )
-    if await clients.kube.get(API_VERSION, INSTANCE_KIND, instance_name) is not None:
-        await publish_backups_on_instance(clients, instance_name)
+    await _publish_on_instance(clients, instance_name)
 
 
 @kopf.on.delete(GROUP, VERSION, BACKUP_PLURAL)

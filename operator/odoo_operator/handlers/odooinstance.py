@@ -20,7 +20,11 @@ from ..model.names import (
 )
 from ..model.outcome import Outcome
 from ..model.spec import InstanceSpec
-from ..reconcile.backups import instance_backup_state, pre_delete_backup_pending
+from ..reconcile.backups import (
+    announce_backup_health,
+    instance_backup_state,
+    pre_delete_backup_pending,
+)
 from ..reconcile.clients import Clients
 from ..reconcile.events import record_event
 from ..reconcile.instance import (
@@ -41,12 +45,6 @@ _RETRY_SECONDS = 5.0
 def _is_true(status: kopf.Status, type_: str) -> bool:
     return any(
         c.get("type") == type_ and c.get("status") == "True" for c in status.get("conditions", [])
-    )
-
-
-def _is_false(status: kopf.Status, type_: str) -> bool:
-    return any(
-        c.get("type") == type_ and c.get("status") == "False" for c in status.get("conditions", [])
     )
 
 
@@ -73,8 +71,7 @@ async def _publish(
         if status.get(key) != value:
             patch.status[key] = value
     health = next((c for c in outcome.conditions if c.type == "BackupHealthy"), None)
-    if health is not None and health.status == "False" and not _is_false(status, health.type):
-        await record_event(clients, body, "Warning", health.reason, health.message)
+    await announce_backup_health(clients, body, status, health)
     now_ready = any(c.type == "Ready" and c.status == "True" for c in outcome.conditions)
     if now_ready and not was_ready:
         await record_event(clients, body, "Normal", "Ready", "the tenant is ready")

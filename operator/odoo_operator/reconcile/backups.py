@@ -22,6 +22,7 @@ from typing import Any
 from psycopg.conninfo import make_conninfo
 
 from ..backends.blobstore import BlobStore
+from ..backends.kube import KubeConflict
 from ..builders.backup_job import (
     build_backup_job,
     build_backup_service_account,
@@ -42,11 +43,12 @@ from ..model.backup import (
     BackupPolicy,
     BackupRequest,
 )
-from ..model.conditions import Condition
+from ..model.conditions import Condition, merge_condition
 from ..model.config import BlobStoreRef, ConfigError
 from ..model.names import API_VERSION, INSTANCE_KIND, INSTANCE_LABEL, VERIFY_ANNOTATION
 from ..model.spec import InstanceSpec
 from .clients import Clients
+from .events import record_event
 from .instance import CREDENTIALS_SECRET
 
 logger = logging.getLogger(__name__)
@@ -689,18 +691,20 @@ def instance_backup_summary(backups: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def instance_backup_state(
-    clients: Clients, instance_body: Mapping[str, Any]
+    clients: Clients, instance_body: Mapping[str, Any], *, schedule: bool = True
 ) -> tuple[Condition | None, dict[str, Any]]:
     """What the instance's status says about backups: ``BackupHealthy`` and the summary
-    fields, after creating the scheduled backup when one is due.
+    fields, after creating the scheduled backup when one is due (unless ``schedule`` is
+    False: an instance being deleted gets no new backup or verification).
 
-    Computed in the same pass that publishes the other conditions, so two handlers never
-    race to rewrite the condition list.
+    The one computation of that state: the instance's passes publish it with their other
+    conditions, and :func:`refresh_instance_backup_state` publishes it as soon as a backup
+    finishes or is verified.
     """
     if BackupPolicy.from_instance(instance_body) is None:
         return None, {}
     fields: dict[str, Any] = {}
-    scheduled = await schedule_backups(clients, instance_body)
+    scheduled = await schedule_backups(clients, instance_body) if schedule else None
     if scheduled is not None:
         fields["lastScheduledBackup"] = timestamp(now())
     backups = await backups_of(clients, instance_body["metadata"]["name"])
@@ -710,7 +714,7 @@ async def instance_backup_state(
     for name in pruned:
         logger.info("pruned OdooBackup %s by the retention policy", name)
     backups = [b for b in backups if b["metadata"]["name"] not in pruned]
-    if await schedule_verification(clients, instance_body, backups):
+    if schedule and await schedule_verification(clients, instance_body, backups):
         fields["lastScheduledVerification"] = timestamp(now())
     fields.update(instance_backup_summary(backups))
     return backup_health(instance_body, backups), fields
@@ -757,11 +761,90 @@ def verification_request(body: Mapping[str, Any]) -> str | None:
     return str(token) if token and token != answered else None
 
 
-async def publish_backups_on_instance(clients: Clients, instance: str) -> None:
-    """Write ``lastBackup`` and ``lastVerifiedBackup`` on the instance at once, not at its
-    next drift pass."""
-    summary = instance_backup_summary(await backups_of(clients, instance))
-    await clients.kube.patch_status(API_VERSION, INSTANCE_KIND, instance, summary)
+_REFRESH_ATTEMPTS = 3
+
+
+async def refresh_instance_backup_state(clients: Clients, instance: str) -> Condition | None:
+    """Publish the instance's backup state (``BackupHealthy``, ``lastBackup``,
+    ``lastVerifiedBackup``) now, not at its next drift pass: the OdooBackup handlers call
+    this once a backup's final status, or a verification, is written.
+
+    The state is :func:`instance_backup_state`'s, as in the instance's own passes. Only the
+    fields that differ are written (nothing changed: no write), and only onto the version of
+    the instance that was read: when the instance handler wrote its status meanwhile, the
+    instance is read again rather than its newer conditions overwritten. A change of
+    ``BackupHealthy`` is also an Event (:func:`announce_backup_health`). Returns the
+    condition; None when the instance is gone or has no backup policy.
+    """
+    for _ in range(_REFRESH_ATTEMPTS):
+        body = await _instance(clients, instance)
+        if body is None:
+            return None
+        deleting = bool(body["metadata"].get("deletionTimestamp"))
+        health, fields = await instance_backup_state(clients, body, schedule=not deleting)
+        status = body.get("status") or {}
+        desired = dict(fields)
+        if health is not None:
+            generation = int(body["metadata"].get("generation", 0))
+            desired["conditions"] = merge_condition(
+                list(status.get("conditions") or []), health, generation
+            )
+        changes = {key: value for key, value in desired.items() if status.get(key) != value}
+        if not changes:
+            return health
+        try:
+            await clients.kube.patch_status(
+                API_VERSION,
+                INSTANCE_KIND,
+                instance,
+                changes,
+                resource_version=body["metadata"].get("resourceVersion"),
+            )
+        except KubeConflict:
+            logger.info(
+                "OdooInstance %s changed while its backup state was written; reading it again",
+                instance,
+                extra={"instance": instance},
+            )
+            continue
+        await announce_backup_health(clients, body, status, health)
+        return health
+    logger.warning(
+        "OdooInstance %s changed during each of %d attempts to write its backup state; "
+        "its next reconcile pass publishes it",
+        instance,
+        _REFRESH_ATTEMPTS,
+        extra={"instance": instance},
+    )
+    return None
+
+
+async def announce_backup_health(
+    clients: Clients,
+    body: Mapping[str, Any],
+    previous_status: Mapping[str, Any],
+    health: Condition | None,
+) -> None:
+    """The Event of a ``BackupHealthy`` transition from what ``previous_status`` said: a
+    Warning when it turns False (with the reason), a Normal ``BackupHealthy`` when it turns
+    True (the first good backup, or healthy again). Nothing while it holds, so an Event is
+    posted once per change, not once per pass."""
+    if health is None:
+        return
+    before = next(
+        (
+            c.get("status")
+            for c in previous_status.get("conditions") or []
+            if c.get("type") == health.type
+        ),
+        None,
+    )
+    if health.status == before:
+        return
+    if health.status == "False":
+        await record_event(clients, body, "Warning", health.reason, health.message)
+    elif health.status == "True":
+        await record_event(clients, body, "Normal", health.type, health.message)
 
 
 async def pre_delete_backup_pending(
