@@ -13,6 +13,7 @@ import kopf
 
 from . import metrics
 from .backends.kube import KubeClient
+from .handlers.admission import fill_claims_index
 from .model.config import (
     CONFIG_ENV,
     WEBHOOK_ADDR_ENV,
@@ -128,6 +129,10 @@ async def start(
     path = os.environ.get(CONFIG_ENV)
     config = OperatorConfig.load(Path(path)) if path else OperatorConfig()
     memo["clients"] = Clients(kube=await KubeClient.connect(), config=config)
+    if webhook_enabled():
+        # Before the webhook serves (Kopf starts it when startup handlers are done):
+        # admission then answers from the index, never from a partial one.
+        await fill_claims_index(memo["clients"])
     start_metrics(memo, logger)
 
 

@@ -14,6 +14,7 @@ from odoo_operator.backends.kube import KubeClient
 from odoo_operator.handlers import admission as admission_handlers
 from odoo_operator.model.admission import admission_problems, normalize_host
 from odoo_operator.model.backup import RestoreRequest
+from odoo_operator.model.claims import claims_of
 from odoo_operator.model.config import (
     WEBHOOK_ADDR_ENV,
     WEBHOOK_CA_ENV,
@@ -557,3 +558,76 @@ def test_annotations_the_operators_record_would_push_past_the_apiservers_limit_a
     assert admission_handlers.instance_annotation_problems(smaller, huge) == []
     with_record = _annotated({**huge["metadata"]["annotations"], RECORD_KEY: "{}"})
     assert admission_handlers.instance_annotation_problems(with_record, huge) == []
+
+
+# --- the claims index: admission in O(hosts), not a list of the fleet per request ----------
+
+
+def _warm_index(*instances: tuple[str, list[str]], **database: str) -> Clients:
+    """Clients whose claims index holds ``instances`` and is trusted; listing the fleet
+    counts as a call on the reader."""
+    reader = _InstancesReader()
+    clients = Clients(kube=cast(KubeClient, reader), config=CONFIG)
+    for name, hosts in instances:
+        spec: dict[str, Any] = {"version": "18.0", "hosts": hosts}
+        if name in database:
+            spec["database"] = {"name": database[name]}
+        clients.claims.put(name, claims_of({"metadata": {"name": name}, "spec": spec}, CONFIG))
+    clients.claims.ready = True
+    return clients
+
+
+async def test_a_warm_claims_index_refuses_a_taken_host_and_database_without_listing() -> None:
+    clients = _warm_index(("globex", ["shop.example.com"]), globex="odoo_acme")
+    memo = kopf.Memo()
+    memo["clients"] = clients
+    body = _body("acme", hosts=["Shop.Example.com."])
+    with pytest.raises(kopf.AdmissionError) as refused:
+        await admission_handlers.validate_instance(body=body, memo=memo)
+    assert "spec.hosts[0] Shop.Example.com. is already served by OdooInstance globex" in str(
+        refused.value
+    )
+    assert "is already the database of OdooInstance globex" in str(refused.value)
+    reader = cast(_InstancesReader, clients.kube)
+    assert reader.calls == 1  # the namespace check only: the fleet was not listed
+
+
+async def test_the_claims_index_follows_changes_and_deletions() -> None:
+    clients = _warm_index(("globex", ["shop.example.com"]), ("initech", ["shop.example.com"]))
+    wanted = [
+        claims_of(
+            {
+                "metadata": {"name": "acme"},
+                "spec": _body("acme", hosts=["shop.example.com"])["spec"],
+            },
+            CONFIG,
+        )
+    ]
+    assert clients.claims.held_by_others("acme", wanted).hosts == {"shop.example.com": "globex"}
+    clients.claims.put(
+        "globex",
+        claims_of(
+            {
+                "metadata": {"name": "globex"},
+                "spec": {"version": "18.0", "hosts": ["new.example.com"]},
+            },
+            CONFIG,
+        ),
+    )
+    assert clients.claims.held_by_others("acme", wanted).hosts == {"shop.example.com": "initech"}
+    clients.claims.drop("initech")
+    assert clients.claims.held_by_others("acme", wanted).hosts == {}
+    assert len(clients.claims) == 1
+
+
+async def test_until_the_index_is_filled_admission_lists_the_fleet() -> None:
+    reader = _InstancesReader(("globex", ["shop.example.com"]))
+    memo = _memo(reader)
+    assert not memo["clients"].claims.ready
+    with pytest.raises(kopf.AdmissionError, match="already served by OdooInstance globex"):
+        await admission_handlers.validate_instance(
+            body=_body("acme", hosts=["shop.example.com"]), memo=memo
+        )
+    await admission_handlers.fill_claims_index(memo["clients"])
+    assert memo["clients"].claims.ready
+    assert len(memo["clients"].claims) == 1

@@ -13,23 +13,24 @@ admitting what nobody checked.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
 
-from ..backends.kube import KubeClient
+from ..backends.kube import KubeApiError, KubeClient
 from ..builders.quantities import quantity_value
 from ..builders.schedule import parse_duration, validate_schedule
 from ..model.admission import (
     admission_problems,
     annotation_problems,
-    database_server,
-    normalize_host,
     recorded_annotations_bytes,
 )
 from ..model.backup import BACKUP_KIND, BACKUP_PLURAL, RESTORE_PLURAL, BackupPolicy, RestoreRequest
+from ..model.claims import Claims, FleetClaims, claims_of
 from ..model.config import ConfigError, OperatorConfig, webhook_enabled
 from ..model.names import (
     API_VERSION,
@@ -43,49 +44,80 @@ from ..model.spec import InstanceSpec
 from ..model.upgrade import UpgradePolicy, major
 from ..reconcile.clients import Clients
 
+_logger = logging.getLogger(__name__)
 _REFUSAL_CODE = 422  # Unprocessable Entity, as the apiserver answers schema violations
 
 
-@dataclass(frozen=True)
-class FleetClaims:
-    """What the other OdooInstances hold: hosts, and databases per PostgreSQL server."""
+async def fleet_claims(
+    clients: Clients, name: str, wanted: Iterable[Claims] | None = None
+) -> FleetClaims:
+    """Each host and (server, database) of ``wanted`` (default: all) that an OdooInstance
+    other than ``name`` holds.
 
-    hosts: dict[str, str]
-    databases: dict[tuple[str, str], str]
-
-
-async def fleet_claims(kube: KubeClient, name: str, config: OperatorConfig) -> FleetClaims:
-    """Each host and (server, database) used by an OdooInstance other than ``name``.
-
-    A list call rather than a Kopf index: the apiserver answers it from a consistent
-    read, while an index is still empty for a moment after the operator starts and
-    would let a take-over through in that moment. An instance being deleted still
-    claims its hosts and database: its route serves and its database exists until it
-    is gone. The database is the one recorded in status when there is one (the name the
-    operator resolved), else the one its spec asks for.
+    From the claims index, in O(hosts), once it was filled from a consistent list at
+    startup; before that (and for a caller that asks for everything), from a list of the
+    fleet: a partial index would let a take-over through.
     """
-    claims = FleetClaims(hosts={}, databases={})
-    for item in await kube.list(API_VERSION, INSTANCE_KIND):
+    if wanted is not None and clients.claims.ready:
+        return clients.claims.held_by_others(name, wanted)
+    found = FleetClaims(hosts={}, databases={})
+    for item in await clients.kube.list(API_VERSION, INSTANCE_KIND):
         owner = str(item["metadata"]["name"])
         if owner == name:
             continue
-        spec = item.get("spec") or {}
-        for host in spec.get("hosts") or []:
-            claims.hosts.setdefault(normalize_host(str(host)), owner)
+        held = claims_of(item, clients.config)
+        for host in held.hosts:
+            found.hosts.setdefault(host, owner)
+        for database in held.databases:
+            found.databases.setdefault(database, owner)
+    return found
+
+
+async def fill_claims_index(clients: Clients, patience: float = 30.0) -> None:
+    """Fill the claims index from one consistent list of the fleet, then trust it.
+
+    Run at startup, before Kopf starts its watches and the webhook: no watch event can
+    race the list. An API server that refuses the list for longer than ``patience`` (one
+    starting up answers 429) leaves the index untrusted: admission then lists the fleet per
+    request, slower but as correct, and the operator says so.
+    """
+    delay, deadline = 0.5, time.monotonic() + patience
+    while True:
         try:
-            other = InstanceSpec.from_resource(item)
-        except (KeyError, TypeError, ValueError):
-            continue  # an object stored before today's schema; it claims its hosts only
-        recorded = (item.get("status") or {}).get("database")
-        server = database_server(other, config)
-        for database in {other.database, str(recorded)} if recorded else {other.database}:
-            claims.databases.setdefault((server, database), owner)
-    return claims
+            items = await clients.kube.list(API_VERSION, INSTANCE_KIND)
+            break
+        except KubeApiError as error:
+            if time.monotonic() + delay > deadline:
+                _logger.warning(
+                    "admission lists the fleet per request: the claims index could not be "
+                    "filled (%s)",
+                    error,
+                )
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    for item in items:
+        clients.claims.put(str(item["metadata"]["name"]), claims_of(item, clients.config))
+    clients.claims.ready = True
+
+
+@kopf.on.event(GROUP, VERSION, INSTANCE_PLURAL)
+async def keep_claims_index(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Keep the claims index as the watch of OdooInstances sees the fleet change."""
+    clients: Clients | None = memo.get("clients")
+    if clients is None:
+        return
+    obj = event["object"]
+    name = str(obj["metadata"]["name"])
+    if event["type"] == "DELETED":
+        clients.claims.drop(name)
+    else:
+        clients.claims.put(name, claims_of(obj, clients.config))
 
 
 async def hosts_claimed_by_others(kube: KubeClient, name: str) -> dict[str, str]:
     """Each host served by an OdooInstance other than ``name``, mapped to that instance."""
-    return (await fleet_claims(kube, name, OperatorConfig())).hosts
+    return (await fleet_claims(Clients(kube=kube, config=OperatorConfig()), name)).hosts
 
 
 async def namespace_problems(kube: KubeClient, spec: InstanceSpec) -> list[str]:
@@ -232,7 +264,10 @@ async def validate_instance(
     clients: Clients = memo["clients"]
     spec = InstanceSpec.from_resource(body)
     previous = InstanceSpec.from_resource(old) if old is not None else None
-    claims = await fleet_claims(clients.kube, spec.name, clients.config)
+    wanted = [claims_of(body, clients.config)]
+    if old is not None:
+        wanted.append(claims_of(old, clients.config))
+    claims = await fleet_claims(clients, spec.name, wanted)
     problems = admission_problems(spec, previous, clients.config, claims.hosts, claims.databases)
     problems += backup_policy_problems(body, clients.config)
     problems += upgrade_problems(body, old)

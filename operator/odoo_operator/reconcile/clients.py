@@ -33,6 +33,7 @@ from ..backends.postgres import PostgresAdmin
 from ..backends.redis import RedisAdmin
 from ..builders.postgres import SuperuserRequiredError
 from ..builders.tenant import Endpoint
+from ..model.claims import ClaimsIndex
 from ..model.config import BlobStoreRef, ConfigError, OperatorConfig, ServerRef, ServerTls
 
 ServerKind = Literal["PostgreSQL", "Redis"]
@@ -54,6 +55,10 @@ class Clients:
     tenant_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     # Held while an upgrade decides to start, so the fleet-wide limit counts every start.
     upgrade_slots: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Who holds each host and database, for admission (filled at startup, kept by watch).
+    claims: ClaimsIndex = field(default_factory=ClaimsIndex)
+    # One reconcile pass per tenant at a time, whatever started it (a change, a timer).
+    pass_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # CA bundles of servers (PEM, None when the registry names none) and the private files
     # libpq reads them from, by (kind, server name): a PostgreSQL and a Redis server may
@@ -195,6 +200,10 @@ class Clients:
                 await blob.ensure_container()
                 self._blob[store.name] = blob
             return self._blob[store.name]
+
+    def pass_lock(self, instance: str) -> asyncio.Lock:
+        """The lock that serializes reconcile passes of one tenant in this process."""
+        return self.pass_locks.setdefault(instance, asyncio.Lock())
 
     def tenant_lock(self, instance: str) -> asyncio.Lock:
         """The lock that serializes backups and restores of one tenant in this process."""
