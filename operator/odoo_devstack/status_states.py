@@ -20,7 +20,7 @@ from odoo_operator.handlers import odooinstance as handlers
 from odoo_operator.model.config import OperatorConfig
 from odoo_operator.model.outcome import Outcome
 from odoo_operator.reconcile import instance as reconcile
-from odoo_operator.reconcile.backups import finished, in_progress_conditions
+from odoo_operator.reconcile.backups import finished, in_progress_conditions, with_verification
 
 API_VERSION = "odoo.tenantops.io/v1alpha1"
 
@@ -170,11 +170,11 @@ BACKUP_STATES: dict[str, Callable[[], dict[str, Any] | None]] = {
     "created, not yet seen by the operator": lambda: None,
     "pending": lambda: run_status("Pending", "waiting for the tenant's other backup to end"),
     "running": lambda: run_status("Running", "backup Job odoo-backup-1 is running"),
-    "succeeded, verification passed": lambda: succeeded_status(
-        verification={"result": "Passed", "message": "12 tables, 3,100 rows restored"}
+    "succeeded, verification passed": lambda: with_verification(
+        succeeded_status(), {"result": "Passed", "message": "12 tables, 3,100 rows restored"}
     ),
-    "succeeded, verification failed": lambda: succeeded_status(
-        verification={"result": "Failed", "message": "restore into scratch failed"}
+    "succeeded, verification failed": lambda: with_verification(
+        succeeded_status(), {"result": "Failed", "message": "restore into scratch failed"}
     ),
     "failed": lambda: failed_status("JobFailed", "pg_dump: connection refused"),
 }

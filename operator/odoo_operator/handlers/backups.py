@@ -21,6 +21,7 @@ from ..reconcile.backups import (
     still_in_progress,
     verification_request,
     verify_request,
+    with_verification,
 )
 from ..reconcile.clients import Clients
 from ..reconcile.events import record_event
@@ -78,7 +79,7 @@ async def take_backup(
     if instance is not None and (
         request is not None or (policy is not None and policy.verify == "AfterEachBackup")
     ):
-        status["verification"] = await _verify(clients, body, status, request)
+        status = with_verification(status, await _verify(clients, body, status, request))
     metrics.record_backup(instance_name, previous_phase, status)
     # Written now, not when the handler returns: retention and the instance read it next.
     await clients.kube.patch_status(API_VERSION, BACKUP_KIND, body["metadata"]["name"], status)
@@ -141,12 +142,11 @@ async def verify_on_request(memo: kopf.Memo, body: kopf.Body, **_: Any) -> None:
     if request is None:
         return
     status = dict(body.get("status") or {})
-    status["verification"] = await _verify(clients, body, status, request)
+    status = with_verification(status, await _verify(clients, body, status, request))
     instance_name = body["spec"]["instance"]
     metrics.record_backup(instance_name, SUCCEEDED, status)
-    await clients.kube.patch_status(
-        API_VERSION, BACKUP_KIND, body["metadata"]["name"], {"verification": status["verification"]}
-    )
+    changed: dict[str, Any] = {k: status[k] for k in ("verification", "conditions") if k in status}
+    await clients.kube.patch_status(API_VERSION, BACKUP_KIND, body["metadata"]["name"], changed)
     await _publish_on_instance(clients, instance_name)
 
 

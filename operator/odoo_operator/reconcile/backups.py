@@ -445,6 +445,34 @@ def finished(status: Mapping[str, Any], phase: str, reason: str, message: str) -
     return done
 
 
+def with_verification(status: Mapping[str, Any], verification: Mapping[str, Any]) -> dict[str, Any]:
+    """``status`` of a succeeded backup with its ``verification``. A backup whose restore
+    into a scratch database failed is complete but not usable: Ready False and Stalled True
+    (reason ``VerificationFailed``), so no tool counts it as a good backup; one that passes
+    (again) is Ready. A skipped verification changes nothing."""
+    done = dict(status)
+    done["verification"] = dict(verification)
+    result = verification.get("result")
+    if result == "Failed":
+        reason = "VerificationFailed"
+        message = f"the backup's verification failed: {verification.get('message', '')}"
+        ready, stalled = "False", "True"
+    elif result == "Passed":
+        reason, message = SUCCEEDED, str(verification.get("message", ""))
+        ready, stalled = "True", "False"
+    else:
+        return done
+    replaced = ("Ready", "Stalled", "Reconciling")
+    kept = [c for c in done.get("conditions") or [] if c.get("type") not in replaced]
+    done["conditions"] = [
+        *kept,
+        _condition("Ready", ready, reason, message),
+        _condition("Stalled", stalled, reason, message),
+        _condition("Reconciling", "False", reason, message),
+    ]
+    return done
+
+
 def still_in_progress(body: Mapping[str, Any]) -> bool:
     """Whether the object already says it is under way (Reconciling True): its conditions
     are then left alone, so that their transition times stay those of the start."""
