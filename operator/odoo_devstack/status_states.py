@@ -21,6 +21,7 @@ from odoo_operator.model.config import OperatorConfig
 from odoo_operator.model.outcome import Outcome
 from odoo_operator.reconcile import instance as reconcile
 from odoo_operator.reconcile.backups import finished, in_progress_conditions, with_verification
+from odoo_operator.reconcile.clients import Clients
 
 API_VERSION = "odoo.tenantops.io/v1alpha1"
 
@@ -113,7 +114,7 @@ def rolling_outcome() -> Outcome:
 def stalled_status(body: dict[str, Any]) -> dict[str, Any]:
     """The real handler on an instance its configuration cannot serve (no servers at all)."""
     kube = RecordingKube()
-    clients = SimpleNamespace(kube=kube, config=OperatorConfig())
+    clients = Clients(kube=kube, config=OperatorConfig())  # type: ignore[arg-type]
     patch = kopf.Patch()
     status = dict(body.get("status") or {})
     asyncio.run(handlers._reconcile({"clients": clients}, body, status, patch, retry=False))  # type: ignore[arg-type]

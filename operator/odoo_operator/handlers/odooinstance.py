@@ -9,6 +9,7 @@ import kopf
 
 from .. import metrics
 from ..model.conditions import Condition, merge_condition
+from ..model.config import ConfigError
 from ..model.names import (
     API_VERSION,
     GROUP,
@@ -34,7 +35,7 @@ from ..reconcile.instance import (
     delete_instance,
     reconcile_instance,
 )
-from ..reconcile.upgrades import advance_upgrade, upgrade_condition
+from ..reconcile.upgrades import advance_upgrade, upgrade_condition, upgrade_work_pending
 
 # Kopf fixes timer intervals when handlers are registered, so this one comes from the environment.
 DRIFT_INTERVAL_SECONDS = float(os.environ.get("ODOO_OPERATOR_DRIFT_INTERVAL", "120"))
@@ -72,6 +73,15 @@ async def _publish(
             patch.status[key] = value
     health = next((c for c in outcome.conditions if c.type == "BackupHealthy"), None)
     await announce_backup_health(clients, body, status, health)
+    rotated = outcome.fields.get("credentialsRotation")
+    if rotated and rotated != status.get("credentialsRotation"):
+        await record_event(
+            clients,
+            body,
+            "Normal",
+            "CredentialsRotated",
+            f"database, Redis and master passwords renewed for rotation {rotated}",
+        )
     now_ready = any(c.type == "Ready" and c.status == "True" for c in outcome.conditions)
     if now_ready and not was_ready:
         await record_event(clients, body, "Normal", "Ready", "the tenant is ready")
@@ -90,9 +100,16 @@ async def _reconcile(
     retry: bool,
     trigger: str = "change",
 ) -> None:
-    with metrics.observe_reconcile(body["metadata"]["name"], trigger) as seen:
-        outcome = await _reconcile_pass(memo, body, status, patch)
-        seen.record(outcome, InstanceSpec.from_resource(body))
+    clients: Clients = memo["clients"]
+    lock = clients.pass_lock(body["metadata"]["name"])
+    if trigger == "drift" and lock.locked():
+        return  # a pass for a change is under way; it does what this one would
+    # One pass per tenant at a time: two at once would each find no credentials, generate
+    # passwords, and leave the role with one and the Secret with the other.
+    async with lock:
+        with metrics.observe_reconcile(body["metadata"]["name"], trigger) as seen:
+            outcome = await _reconcile_pass(memo, body, status, patch)
+            seen.record(outcome, InstanceSpec.from_resource(body))
     ready = next(c for c in outcome.conditions if c.type == "Ready")
     if retry and ready.status != "True" and outcome.phase != "Stalled" and not outcome.held:
         raise kopf.TemporaryError(ready.message, delay=_RETRY_SECONDS)
@@ -158,13 +175,34 @@ async def repair_drift(
     await _reconcile(memo, body, status, patch, retry=False, trigger="drift")
 
 
-@kopf.timer(GROUP, VERSION, INSTANCE_PLURAL, interval=UPGRADE_INTERVAL_SECONDS, initial_delay=3.0)
+def _upgrade_pending(body: kopf.Body, memo: kopf.Memo, **_: Any) -> bool:
+    clients: Clients | None = memo.get("clients")
+    if clients is None:
+        return False
+    try:
+        spec = InstanceSpec.from_resource(body)
+        desired = clients.config.image_for(spec.version, spec.image)
+    except (ConfigError, KeyError, TypeError, ValueError):
+        desired = None  # nothing to move to; a running upgrade still gets its steps
+    return upgrade_work_pending(body, desired)
+
+
+@kopf.timer(
+    GROUP,
+    VERSION,
+    INSTANCE_PLURAL,
+    interval=UPGRADE_INTERVAL_SECONDS,
+    initial_delay=3.0,
+    when=_upgrade_pending,
+)
 async def advance_upgrade_step(
     memo: kopf.Memo, body: kopf.Body, patch: kopf.Patch, **_: Any
 ) -> None:
-    """Take the next step of a pending or running upgrade, and say so in Events."""
+    """Take the next step of a pending or running upgrade, and say so in Events. Runs only
+    for instances with upgrade work (see ``upgrade_work_pending``): idle ones cost nothing."""
     clients: Clients = memo["clients"]
-    changes = await advance_upgrade(clients, body)
+    async with clients.pass_lock(body["metadata"]["name"]):
+        changes = await advance_upgrade(clients, body)
     if changes is None:
         return
     upgrade, fields = changes

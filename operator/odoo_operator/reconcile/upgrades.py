@@ -228,6 +228,26 @@ async def _upgrades_in_progress(clients: Clients, name: str) -> int:
     return count
 
 
+def upgrade_work_pending(body: Mapping[str, Any], desired_image: str | None) -> bool:
+    """Whether :func:`advance_upgrade` may have a step to take for this instance, judged
+    from the watched body alone (no API read): an image to move to, an upgrade under way, a
+    hold to release or a kept database to drop. Idle tenants are then not polled at all."""
+    if body["metadata"].get("deletionTimestamp"):
+        return False
+    status = body.get("status") or {}
+    upgrade = status.get("upgrade") or {}
+    step = upgrade.get("step")
+    if step is not None and step not in FINAL_STEPS:
+        return True
+    held_by = (body["metadata"].get("annotations") or {}).get(MAINTENANCE_ANNOTATION)
+    if step in FINAL_STEPS and held_by == f"upgrade/{upgrade.get('id')}":
+        return True
+    if step == DONE and upgrade.get("kept") and not upgrade.get("keptDroppedAt"):
+        return True
+    running = status.get("runningImage")
+    return bool(running and desired_image and running != desired_image)
+
+
 async def advance_upgrade(clients: Clients, body: Mapping[str, Any]) -> Changes | None:
     """Take the next step of the instance's upgrade; the status changes, or None.
 

@@ -1,0 +1,91 @@
+"""One reconcile pass per tenant at a time, whatever starts it; idle tenants are not polled
+for upgrades."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import kopf
+import pytest
+
+from odoo_devstack.status_states import healthy_outcome, instance_body
+from odoo_operator.handlers import odooinstance as handlers
+from odoo_operator.model.config import OperatorConfig
+from odoo_operator.model.outcome import Outcome
+from odoo_operator.reconcile.clients import Clients
+from odoo_operator.reconcile.upgrades import upgrade_work_pending
+
+
+class SlowPasses:
+    """Stands in for a pass that takes a while (a slow backend), counting overlaps."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, int] = {}
+        self.most_at_once: dict[str, int] = {}
+        self.passes: list[str] = []
+
+    async def __call__(self, memo: kopf.Memo, body: Any, status: Any, patch: Any) -> Outcome:
+        name = body["metadata"]["name"]
+        self.running[name] = self.running.get(name, 0) + 1
+        self.most_at_once[name] = max(self.most_at_once.get(name, 0), self.running[name])
+        await asyncio.sleep(0.05)
+        self.running[name] -= 1
+        self.passes.append(name)
+        outcome = healthy_outcome()
+        outcome.phase = "Ready"
+        outcome.set("Ready", True, "Ready", "serving")
+        return outcome
+
+
+@pytest.fixture
+def slow(monkeypatch: pytest.MonkeyPatch) -> SlowPasses:
+    passes = SlowPasses()
+    monkeypatch.setattr(handlers, "_reconcile_pass", passes)
+    return passes
+
+
+def _memo() -> kopf.Memo:
+    memo = kopf.Memo()
+    memo["clients"] = Clients(kube=SimpleNamespace(), config=OperatorConfig())  # type: ignore[arg-type]
+    return memo
+
+
+async def test_passes_of_one_tenant_never_overlap_and_a_drift_pass_meanwhile_is_skipped(
+    slow: SlowPasses,
+) -> None:
+    memo = _memo()
+    acme, globex = kopf.Body(instance_body("acme")), kopf.Body(instance_body("globex"))
+
+    def run(body: kopf.Body, trigger: str) -> Any:
+        return handlers._reconcile(
+            memo, body, kopf.Status({}), kopf.Patch(), retry=False, trigger=trigger
+        )
+
+    await asyncio.gather(
+        run(acme, "change"), run(acme, "change"), run(acme, "drift"), run(globex, "change")
+    )
+    assert slow.most_at_once == {"acme": 1, "globex": 1}
+    # Both changes ran, one after the other; the drift pass found one under way and left.
+    assert slow.passes.count("acme") == 2
+    # Other tenants are not held up by acme's lock.
+    assert slow.passes.index("globex") < slow.passes.index("acme", 1)
+
+
+def test_only_instances_with_upgrade_work_are_polled_for_upgrades() -> None:
+    body = instance_body("acme")
+    body["status"] = {"runningImage": "odoo:18.0", "runningVersion": "18.0"}
+    assert not upgrade_work_pending(body, "odoo:18.0")  # idle: no timer, no reads
+    assert upgrade_work_pending(body, "odoo:18.0-2")  # a new image to move to
+    body["status"]["upgrade"] = {"id": "u1", "step": "backup"}
+    assert upgrade_work_pending(body, "odoo:18.0")  # under way
+    body["status"]["upgrade"] = {"id": "u1", "step": "done", "kept": "odoo_acme_pre"}
+    assert upgrade_work_pending(body, "odoo:18.0")  # a kept database to drop
+    body["status"]["upgrade"]["keptDroppedAt"] = "2026-11-30T10:00:00Z"
+    assert not upgrade_work_pending(body, "odoo:18.0")
+    body["metadata"]["annotations"] = {"odoo.tenantops.io/maintenance": "upgrade/u1"}
+    assert upgrade_work_pending(body, "odoo:18.0")  # a hold to release
+    del body["status"]["runningImage"]
+    body["metadata"]["annotations"] = {}
+    assert not upgrade_work_pending(body, "odoo:19.0")  # not provisioned: no upgrade yet
