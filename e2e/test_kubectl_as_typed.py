@@ -4,6 +4,7 @@ the commands the README, the runbooks and ``make demo`` suggest answer what they
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from e2e.tenants import (
     delete_quietly,
     eventually,
     make_instance,
+    rotate_credentials,
     wait_ready,
 )
 from odoo_devstack import binaries
@@ -98,6 +100,20 @@ def test_describe_odoobackup_shows_its_events(
         typed(kubeconfig, f"kubectl get odoobackups -l odoo.tenantops.io/instance={tenant}")
     )
     assert any(row[0] == backup and "Succeeded" in row for row in listing[1:]), listing
+
+
+def test_describe_odoo_shows_a_credential_rotation_once(
+    k8s: client.ApiClient, kubeconfig: Path, tenant: str
+) -> None:
+    rotate_credentials(client.CustomObjectsApi(k8s), tenant, "CHG-4711")
+
+    def rotations() -> int:
+        described = typed(kubeconfig, f"kubectl describe odoo {tenant}")
+        return len(re.findall(r"Normal\s+CredentialsRotated\s+.*rotation CHG-4711", described))
+
+    eventually(lambda: rotations() == 1, timeout=60, what="a CredentialsRotated event")
+    time.sleep(12)  # two drift passes of the e2e operator: still one event, not one per pass
+    assert rotations() == 1
 
 
 def test_the_odoo_all_category_lists_the_three_kinds_and_odoo_only_instances(
