@@ -85,6 +85,23 @@ def _checked(answer: Any, what: str) -> Any:
     return answer
 
 
+def without_environment_lookups(api: client.ApiClient) -> None:
+    """Stop the client's HTTP session from consulting the environment on every request.
+
+    kubernetes_asyncio opens its aiohttp session with ``trust_env=True``, so each request
+    without an ``auth`` argument (all of them: the token or client certificate is not one)
+    sends a thread to read ``~/.netrc``: a measurable share of the operator's CPU at fleet
+    scale, for a file that never holds apiserver credentials. Neither the session nor the
+    library exposes the setting, hence the private attribute (aiohttp is pinned in
+    constraints.txt; a unit test fails if the attribute goes away). The apiserver's proxy,
+    if any, comes from the kubeconfig (``proxy-url``), not from ``HTTPS_PROXY``.
+    """
+    session = api.rest_client.pool_manager
+    if not hasattr(session, "_trust_env"):
+        raise RuntimeError("aiohttp.ClientSession no longer has _trust_env: review this fix")
+    session._trust_env = False
+
+
 class KubeClient:
     """Read, apply and delete objects of any kind through one shared connection pool."""
 
@@ -102,6 +119,7 @@ class KubeClient:
             api = client.ApiClient()
         except config.ConfigException:
             api = await config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+        without_environment_lookups(api)
         return cls(api, max_concurrency)
 
     async def close(self) -> None:
