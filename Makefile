@@ -59,6 +59,17 @@ demo: bootstrap
 bench-backup: bootstrap
 	$(BIN)/python -m odoo_devstack.bench_backup
 
+.PHONY: bench-fleet
+BENCH_FLEET_ARGS ?=
+## bench-fleet: the operator with 100, 500 and 1,000 tenants on KWOK: time to Ready, idle calls, restart (docs/benchmarks.md)
+bench-fleet: bootstrap
+	$(BIN)/python -m odoo_devstack.bench_fleet $(BENCH_FLEET_ARGS)
+
+.PHONY: bench-kube-client
+## bench-kube-client: CPU and wall time per 1,000 apiserver reads, session trusting the environment or not
+bench-kube-client: bootstrap
+	$(BIN)/python -m odoo_devstack.bench_kube_client
+
 .PHONY: bench-metrics
 ## bench-metrics: render time and memory of the metrics with 1,000 synthetic tenants (docs/benchmarks.md)
 bench-metrics: $(STAMP)

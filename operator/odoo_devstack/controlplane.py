@@ -132,10 +132,13 @@ class ControlPlane:
         workdir: Path | None = None,
         nodes: tuple[FakeNode, ...] = DEFAULT_NODES,
         start_timeout: float = 90.0,
+        volumes: int = PRE_CREATED_VOLUMES,
     ) -> None:
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="odoo-devcluster-"))
         self.nodes = nodes
+        # PersistentVolumes created at start-up: the most filestore claims ever bound.
+        self.volumes = volumes
         self.start_timeout = start_timeout
         self.processes: list[ManagedProcess] = []
         self.kubeconfig = self.workdir / "admin.kubeconfig"
@@ -392,7 +395,7 @@ class ControlPlane:
                 "allowVolumeExpansion": True,
             },
         )
-        for index in range(PRE_CREATED_VOLUMES):
+        for index in range(self.volumes):
             self.api(
                 "POST",
                 "/api/v1/persistentvolumes",

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .controlplane import DEFAULT_NODES, ControlPlane, FakeNode
+from .controlplane import DEFAULT_NODES, PRE_CREATED_VOLUMES, ControlPlane, FakeNode
 from .services import AzuriteServer, PostgresServer, RedisServer
 
 
@@ -17,13 +17,16 @@ class LocalStack:
 
     nodes: tuple[FakeNode, ...] = DEFAULT_NODES
     workdir: Path | None = None
+    volumes: int = PRE_CREATED_VOLUMES
     control_plane: ControlPlane = field(init=False)
     postgres: PostgresServer = field(init=False, default_factory=PostgresServer)
     redis: RedisServer = field(init=False, default_factory=RedisServer)
     azurite: AzuriteServer = field(init=False, default_factory=AzuriteServer)
 
     def __post_init__(self) -> None:
-        self.control_plane = ControlPlane(workdir=self.workdir, nodes=self.nodes)
+        self.control_plane = ControlPlane(
+            workdir=self.workdir, nodes=self.nodes, volumes=self.volumes
+        )
 
     def __enter__(self) -> LocalStack:
         try:

@@ -1,0 +1,810 @@
+"""`make bench-fleet`: the operator at fleet scale, on the local stack with KWOK's nodes.
+
+Starts the local stack (:class:`~.stack.LocalStack`) with enough simulated nodes and
+pre-created volumes for the largest size, registers the servers and runs the operator as its
+own process, with its admission webhook and its metrics endpoint, as the e2e suite does.
+Then, for each of ``--sizes`` in ascending order, growing one fleet of tenants named
+``fleet-00001``, ``fleet-00002``, ... (the sample ``acme`` without backups, each with its own
+host), it measures:
+
+- **apply**: the missing instances created from 8 threads with the synchronous client; the
+  latency of each create request (the admission webhook included), the time to send them
+  all, and from the first request to every instance reporting Ready=True;
+- **creation to Ready** of each new tenant, from its ``metadata.creationTimestamp`` to the
+  ``lastTransitionTime`` of its Ready condition (both to the second);
+- **one more tenant** on top of the fleet: create to Ready as this process sees it (polling
+  every 0.2 s), three times; these tenants stay and count towards the next size;
+- **idle**: the operator's calls to each external system during ``--idle-seconds``, per
+  tenant and minute (``odoo_operator_external_call_duration_seconds``), its writes in the
+  apiserver's audit log, its resident memory and the CPU time it used;
+- **restart**: SIGKILL, start again, and the time until the new process has reconciled every
+  instance once (each one appears in its per-tenant series only after a pass), with the
+  Kubernetes writes it made meanwhile.
+
+Prints one row per size, and the idle calls by system and operation. Everything runs in
+temporary folders, removed at the end or on Ctrl-C. Options: ``--sizes`` (default
+100,500,1000), ``--idle-seconds`` (180), ``--drift-interval`` (the production 120 s),
+``--ready-timeout``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import datetime
+import math
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from prometheus_client.parser import text_string_to_metric_families
+
+from odoo_operator.model.names import GROUP, INSTANCE_PLURAL, VERSION
+
+from . import kubectl, probes
+from .controlplane import DEFAULT_NODES, OPERATOR_USER, FakeNode
+from .demo import is_ready, start_operator
+from .operator_setup import register_servers
+from .ports import free_port
+from .processes import ManagedProcess
+from .stack import LocalStack
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE_PATH = REPO / "manifests" / "samples" / "odooinstance-acme.yaml"
+NAME_PREFIX = "fleet"
+CREATE_WORKERS = 8
+# Each tenant runs an init Job pod, a web pod and a cron pod; a fake node takes 250 pods, and
+# is filled to 200 so that the scheduler never runs short.
+PODS_PER_TENANT = 3
+PODS_PER_NODE = 200
+SPARE_VOLUMES = 50
+EXTRA_TENANTS = 3  # "one more tenant", measured this many times per size
+READY_POLL_SECONDS = 2.0
+EXTRA_POLL_SECONDS = 0.2
+RESTART_POLL_SECONDS = 1.0
+_CREATE_ATTEMPTS = 5
+_CALLS = "odoo_operator_external_call_duration_seconds_count"
+_RECONCILES = "odoo_operator_reconcile_total"
+_TENANTS = "odoo_operator_tenants"
+# The only families the benchmark reads: a scrape asks for these alone (prometheus_client's
+# ``name[]`` filter), so that polling a large fleet's endpoint costs the operator little.
+_SCRAPED = (_CALLS, _RECONCILES, _TENANTS)
+_KUBERNETES_READS = ("get", "list")
+# Not a request about any tenant: the dynamic client's discovery, once per process.
+_NEITHER = ("discover",)
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def _say(message: str) -> None:
+    print(f"[bench-fleet] {message}", file=sys.stderr, flush=True)
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def fleet_name(number: int) -> str:
+    """The name of the fleet's ``number``-th tenant (from 1)."""
+    return f"{NAME_PREFIX}-{number:05d}"
+
+
+def make_instance(sample: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The sample under another name and host, without backups (as the e2e suite's)."""
+    body = copy.deepcopy(dict(sample))
+    body["metadata"] = {"name": name}
+    body["spec"].pop("backup", None)
+    body["spec"]["hosts"] = [f"{name}.odoo.example.com"]
+    return body
+
+
+def fake_nodes(tenants: int) -> tuple[FakeNode, ...]:
+    """Enough KWOK nodes for ``tenants`` tenants' pods, and never fewer than the default."""
+    count = max(len(DEFAULT_NODES), math.ceil(PODS_PER_TENANT * tenants / PODS_PER_NODE))
+    return tuple(FakeNode(f"kwok-node-{index}") for index in range(count))
+
+
+def _timestamp(text: str) -> float:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def ready_transition(instance: Mapping[str, Any]) -> float | None:
+    """When the Ready condition turned True (Unix seconds), or None if it is not True."""
+    for condition in (instance.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready" and condition.get("status") == "True":
+            moved = condition.get("lastTransitionTime")
+            return _timestamp(moved) if moved else None
+    return None
+
+
+def not_ready_reason(instance: Mapping[str, Any]) -> str:
+    """Why an instance is not Ready, for the progress lines: its Ready reason or phase."""
+    status = instance.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return str(condition.get("reason") or "?")
+    return "no status yet" if not status else str(status.get("phase") or "?")
+
+
+# -- the operator process --------------------------------------------------------------
+
+
+def parse_metrics(text: str) -> Samples:
+    """Every sample of a scrape, keyed by name and labels."""
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def calls_by_operation(samples: Samples) -> dict[tuple[str, str], float]:
+    """Calls to external systems so far, by (system, operation)."""
+    calls: dict[tuple[str, str], float] = {}
+    for (name, labels), value in samples.items():
+        if name == _CALLS:
+            found = dict(labels)
+            key = (found.get("system", "?"), found.get("operation", "?"))
+            calls[key] = calls.get(key, 0.0) + value
+    return calls
+
+
+def kubernetes_writes(calls: Mapping[tuple[str, str], float]) -> float:
+    """Kubernetes calls that change something: apply, patch, delete and other (create)."""
+    return sum(
+        count
+        for (system, operation), count in calls.items()
+        if system == "kubernetes" and operation not in (*_KUBERNETES_READS, *_NEITHER)
+    )
+
+
+def kubernetes_reads(calls: Mapping[tuple[str, str], float]) -> float:
+    """Kubernetes gets and lists."""
+    return sum(
+        count
+        for (system, operation), count in calls.items()
+        if system == "kubernetes" and operation in _KUBERNETES_READS
+    )
+
+
+def sample_sum(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels``."""
+    wanted = set(labels.items())
+    return sum(
+        value for (found, have), value in samples.items() if found == name and wanted <= have
+    )
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process (all its threads), from /proc."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; fields[0] is state
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def process_memory_mib(pid: int) -> tuple[float, float]:
+    """Resident memory of a process now and at its peak (VmRSS, VmHWM), in MiB."""
+    values = {"VmRSS": math.nan, "VmHWM": math.nan}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key = line.split(":", 1)[0]
+        if key in values:
+            values[key] = int(line.split()[1]) / 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+@dataclass
+class Operator:
+    """The operator process of the benchmark, its metrics port and its CPU bookkeeping."""
+
+    kubeconfig: Path
+    config: Path
+    workdir: Path
+    drift_interval: float
+    process: ManagedProcess | None = None
+    port: int = 0
+    starts: int = 0
+    cpu_of_previous: float = 0.0  # CPU seconds of the processes already killed
+
+    def start(self) -> None:
+        """Start a new operator process; return once its webhook and metrics answer."""
+        self.starts += 1
+        self.port = free_port()
+        self.process = start_operator(
+            self.kubeconfig,
+            self.config,
+            self.workdir / f"operator-{self.starts}.log",
+            drift_interval=self.drift_interval,
+            metrics_port=self.port,
+        )
+        self.process.wait_until(self._answers, 60, "serving its metrics", interval=0.2)
+
+    def _answers(self) -> bool:
+        self.scrape()
+        return True
+
+    @property
+    def pid(self) -> int:
+        """The running process's id."""
+        assert self.process is not None
+        assert self.process.pid is not None
+        return self.process.pid
+
+    def check_alive(self) -> None:
+        """Fail with the log's tail if the operator exited."""
+        assert self.process is not None
+        code = self.process.exit_code()
+        if code is not None:
+            raise self.process.fail(f"exited with code {code}")
+
+    def scrape(self) -> Samples:
+        """One scrape of the metrics endpoint (the families the benchmark reads), parsed."""
+        query = urllib.parse.urlencode([("name[]", name) for name in _SCRAPED])
+        url = f"http://127.0.0.1:{self.port}/metrics?{query}"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return parse_metrics(response.read().decode())
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the running process."""
+        return process_cpu_seconds(self.pid)
+
+    def total_cpu_seconds(self) -> float:
+        """CPU time of every operator process of this benchmark so far."""
+        return self.cpu_of_previous + self.cpu_seconds()
+
+    def kill(self) -> None:
+        """SIGKILL the running process, as a node failure would."""
+        assert self.process is not None
+        self.cpu_of_previous += self.cpu_seconds()
+        self.process.kill()
+
+    def stop(self) -> None:
+        """Stop the running process, if any."""
+        if self.process is not None:
+            self.process.stop()
+
+
+class AuditTail:
+    """The operator's write requests in the apiserver's audit log since :meth:`mark`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def _size(self) -> int:
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def mark(self) -> None:
+        """Start counting from the current end of the log."""
+        self.offset = self._size()
+
+    def writes(self) -> int | None:
+        """Writes by the operator since :meth:`mark`; None when the log was rotated."""
+        if self._size() < self.offset:
+            return None
+        chunk = Path(tempfile.mkstemp(prefix="audit-")[1])
+        try:
+            with open(self.path, "rb") as log, open(chunk, "wb") as out:
+                log.seek(self.offset)
+                data = log.read()
+                # The last line may be half-written: count whole lines only.
+                out.write(data[: data.rfind(b"\n") + 1])
+            return len(probes.audited_writes(chunk, OPERATOR_USER))
+        finally:
+            chunk.unlink()
+
+
+# -- the fleet -------------------------------------------------------------------------
+
+
+@dataclass
+class SizeRow:
+    """What was measured at one size."""
+
+    size: int
+    tenants: int = 0
+    load_start: float = math.nan
+    load_end: float = math.nan
+    apply_seconds: float = math.nan
+    to_all_ready_seconds: float = math.nan
+    ready_p50: float = math.nan
+    ready_p95: float = math.nan
+    create_p50_ms: float = math.nan
+    create_p99_ms: float = math.nan
+    create_retries: int = 0
+    apply_audit_writes: float = math.nan  # per new tenant
+    extra_p50: float = math.nan
+    idle_minutes: float = math.nan
+    idle_tenants: int = 0
+    idle_calls: dict[tuple[str, str], float] = field(default_factory=dict)
+    idle_drift_passes: float = math.nan
+    idle_audit_writes: int | None = None
+    rss_mib: float = math.nan
+    peak_rss_mib: float = math.nan
+    idle_cpu_seconds: float = math.nan
+    restart_seconds: float = math.nan
+    restart_writes: float = math.nan
+    restart_audit_writes: int | None = None
+    operator_cpu_seconds: float = math.nan
+
+
+class FleetTimeoutError(RuntimeError):
+    """The fleet did not become Ready in time."""
+
+
+class Fleet:
+    """Creates the fleet's instances and watches them."""
+
+    def __init__(self, api: client.ApiClient, operator: Operator, ready_timeout: float) -> None:
+        self.custom = client.CustomObjectsApi(api)
+        self.operator = operator
+        self.ready_timeout = ready_timeout
+        self.sample = kubectl.load_documents(SAMPLE_PATH)[0]
+        self.count = 0  # instances created so far: fleet-00001 .. fleet-<count>
+        self.stopping = threading.Event()
+
+    def _create(self, name: str) -> tuple[float, int]:
+        """Create one instance; the latency of the request that succeeded, and retries."""
+        body = make_instance(self.sample, name)
+        for attempt in range(_CREATE_ATTEMPTS):
+            started = time.monotonic()
+            try:
+                self.custom.create_cluster_custom_object(GROUP, VERSION, INSTANCE_PLURAL, body)
+                return time.monotonic() - started, attempt
+            except ApiException as error:
+                if error.status == 409 and attempt > 0:  # an earlier attempt got through
+                    return time.monotonic() - started, attempt
+                transient = error.status in (0, 429, 500, 503, 504)
+                if attempt == _CREATE_ATTEMPTS - 1 or not transient or self.stopping.is_set():
+                    raise
+                _say(f"create {name}: HTTP {error.status}, retrying")
+                time.sleep(1.0)
+        raise AssertionError("unreachable")
+
+    def create_missing(self, size: int) -> tuple[float, list[float], int]:
+        """Create instances up to ``size`` from a pool of threads: wall time, latencies,
+        retries."""
+        names = [fleet_name(number) for number in range(self.count + 1, size + 1)]
+        latencies: list[float] = []
+        retries = 0
+        started = time.monotonic()
+        executor = ThreadPoolExecutor(CREATE_WORKERS, thread_name_prefix="create")
+        try:
+            futures = [executor.submit(self._create, name) for name in names]
+            last_said = started
+            for finished, future in enumerate(futures, 1):
+                latency, retried = future.result()
+                latencies.append(latency)
+                retries += retried
+                now = time.monotonic()
+                if now - last_said >= READY_POLL_SECONDS or finished == len(futures):
+                    _say(f"created {finished}/{len(names)} after {now - started:.1f}s")
+                    last_said = now
+        finally:
+            # On Ctrl-C: no new requests, and the ones under way give up instead of retrying.
+            self.stopping.set()
+            executor.shutdown(wait=False, cancel_futures=True)
+            self.stopping.clear()
+        self.count = max(self.count, size)
+        return time.monotonic() - started, latencies, retries
+
+    def list_instances(self) -> list[dict[str, Any]]:
+        """Every OdooInstance of the cluster."""
+        listing = cast(
+            dict[str, Any],
+            self.custom.list_cluster_custom_object(GROUP, VERSION, INSTANCE_PLURAL),
+        )
+        items: list[dict[str, Any]] = listing["items"]
+        return items
+
+    def wait_all_ready(self, started: float) -> list[dict[str, Any]]:
+        """Poll until every instance is Ready; the last listing."""
+        last_said = 0.0
+        last_ready = -1
+        while True:
+            self.operator.check_alive()
+            items = self.list_instances()
+            ready = sum(1 for item in items if is_ready(item))
+            elapsed = time.monotonic() - started
+            if ready != last_ready or elapsed - last_said >= 10:
+                _say(f"{ready}/{len(items)} Ready after {elapsed:.0f}s")
+                last_said, last_ready = elapsed, ready
+            if ready == len(items) >= self.count:
+                return items
+            if elapsed > self.ready_timeout:
+                reasons: dict[str, int] = {}
+                for item in items:
+                    if not is_ready(item):
+                        reason = not_ready_reason(item)
+                        reasons[reason] = reasons.get(reason, 0) + 1
+                raise FleetTimeoutError(
+                    f"{len(items) - ready} of {len(items)} instances not Ready after "
+                    f"{elapsed:.0f}s: {reasons}\n{self.log_tail()}"
+                )
+            time.sleep(READY_POLL_SECONDS)
+
+    def log_tail(self) -> str:
+        """The operator log's last lines, for error messages."""
+        process = self.operator.process
+        return process.log_tail() if process is not None else ""
+
+    def one_more(self) -> float:
+        """Create the next instance; seconds from the request to Ready as seen from here."""
+        self.count += 1
+        name = fleet_name(self.count)
+        body = make_instance(self.sample, name)
+        started = time.monotonic()
+        self.custom.create_cluster_custom_object(GROUP, VERSION, INSTANCE_PLURAL, body)
+        while True:
+            instance = cast(
+                dict[str, Any],
+                self.custom.get_cluster_custom_object(GROUP, VERSION, INSTANCE_PLURAL, name),
+            )
+            if is_ready(instance):
+                return time.monotonic() - started
+            if time.monotonic() - started > self.ready_timeout:
+                raise FleetTimeoutError(
+                    f"{name} not Ready after {self.ready_timeout:.0f}s: "
+                    f"{not_ready_reason(instance)}\n{self.log_tail()}"
+                )
+            self.operator.check_alive()
+            time.sleep(EXTRA_POLL_SECONDS)
+
+
+def measure_size(
+    fleet: Fleet, operator: Operator, audit: AuditTail, row: SizeRow, idle_seconds: float
+) -> None:
+    """Grow the fleet to ``row.size`` and fill ``row`` in as the measures come (a run cut
+    short still reports what it measured); see the module's description."""
+    size = row.size
+    row.load_start = os.getloadavg()[0]
+    first = fleet.count + 1
+    _say(f"size {size}: creating {max(0, size - fleet.count)} instances")
+    audit.mark()
+    started = time.monotonic()
+    row.apply_seconds, latencies, row.create_retries = fleet.create_missing(size)
+    row.tenants = fleet.count
+    row.create_p50_ms = _percentile(latencies, 0.50) * 1000
+    row.create_p99_ms = _percentile(latencies, 0.99) * 1000
+    items = fleet.wait_all_ready(started)
+    row.to_all_ready_seconds = time.monotonic() - started
+    writes = audit.writes()
+    if writes is not None and fleet.count >= first:
+        row.apply_audit_writes = writes / (fleet.count - first + 1)
+    new = [item for item in items if item["metadata"]["name"] >= fleet_name(first)]
+    to_ready = []
+    for item in new:
+        became_ready = ready_transition(item)
+        if became_ready is not None:
+            to_ready.append(became_ready - _timestamp(item["metadata"]["creationTimestamp"]))
+    row.ready_p50 = _percentile(to_ready, 0.50)
+    row.ready_p95 = _percentile(to_ready, 0.95)
+
+    extras = []
+    for turn in range(EXTRA_TENANTS):
+        seconds = fleet.one_more()
+        _say(f"size {size}: one more tenant ({turn + 1}/{EXTRA_TENANTS}) Ready in {seconds:.1f}s")
+        extras.append(seconds)
+    row.extra_p50 = statistics.median(extras)
+    row.tenants = fleet.count
+
+    _say(f"size {size}: idle for {idle_seconds:.0f}s with {fleet.count} tenants")
+    before = operator.scrape()
+    cpu_before = operator.cpu_seconds()
+    audit.mark()
+    idle_started = time.monotonic()
+    deadline = idle_started + idle_seconds
+    while (left := deadline - time.monotonic()) > 0:
+        operator.check_alive()
+        time.sleep(min(left, 30.0))
+        if deadline - time.monotonic() > 0:
+            _say(f"idle: {time.monotonic() - idle_started:.0f}s of {idle_seconds:.0f}s")
+    after = operator.scrape()
+    row.idle_cpu_seconds = operator.cpu_seconds() - cpu_before
+    row.idle_minutes = (time.monotonic() - idle_started) / 60
+    row.idle_audit_writes = audit.writes()
+    row.rss_mib, row.peak_rss_mib = process_memory_mib(operator.pid)
+    calls_before, calls_after = calls_by_operation(before), calls_by_operation(after)
+    row.idle_calls = {
+        key: count - calls_before.get(key, 0.0)
+        for key, count in calls_after.items()
+        if count - calls_before.get(key, 0.0) > 0
+    }
+    row.idle_drift_passes = sample_sum(after, _RECONCILES, trigger="drift") - sample_sum(
+        before, _RECONCILES, trigger="drift"
+    )
+    row.idle_tenants = fleet.count
+
+    _say(f"size {size}: SIGKILL the operator and start it again")
+    audit.mark()
+    killed = time.monotonic()
+    operator.kill()
+    operator.start()
+    _say(f"restart: operator serving again after {time.monotonic() - killed:.1f}s")
+    last_said = 0.0
+    while True:
+        operator.check_alive()
+        try:
+            samples = operator.scrape()
+        except OSError as error:  # a busy endpoint; the next poll will tell
+            _say(f"restart: scrape failed ({error}), trying again")
+            samples = {}
+        known = sample_sum(samples, _TENANTS)
+        elapsed = time.monotonic() - killed
+        if known >= fleet.count:
+            break
+        if elapsed - last_said >= 5:
+            _say(f"restart: {known:.0f}/{fleet.count} reconciled after {elapsed:.0f}s")
+            last_said = elapsed
+        if elapsed > fleet.ready_timeout:
+            raise FleetTimeoutError(
+                f"after the restart only {known:.0f} of {fleet.count} instances were "
+                f"reconciled in {elapsed:.0f}s\n{fleet.log_tail()}"
+            )
+        time.sleep(RESTART_POLL_SECONDS)
+    row.restart_seconds = time.monotonic() - killed
+    row.restart_writes = kubernetes_writes(calls_by_operation(samples))
+    row.restart_audit_writes = audit.writes()
+    _say(f"restart: all {fleet.count} reconciled after {row.restart_seconds:.1f}s")
+    row.operator_cpu_seconds = operator.total_cpu_seconds()
+    row.load_end = os.getloadavg()[0]
+
+
+# -- the report ------------------------------------------------------------------------
+
+
+def _figure(value: float | int | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.{digits}f}"
+
+
+def _per_tenant_minute(row: SizeRow, count: float) -> float:
+    if not row.idle_tenants or not row.idle_minutes or math.isnan(row.idle_minutes):
+        return math.nan
+    return count / row.idle_tenants / row.idle_minutes
+
+
+def _markdown(headers: list[str], rows: list[list[str]], text_columns: int = 0) -> str:
+    """A Markdown table: the first ``text_columns`` left-aligned, figures right-aligned."""
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        padded = [
+            cell.ljust(width) if index < text_columns else cell.rjust(width)
+            for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|".join(
+        "-" * (width + 2) if index < text_columns else "-" * (width + 1) + ":"
+        for index, width in enumerate(widths)
+    )
+    return "\n".join([line(headers), f"|{rule}|", *(line(cells) for cells in rows)])
+
+
+SIZE_COLUMNS = [
+    "size",
+    "tenants",
+    "apply s",
+    "apply→all Ready s",
+    "create→Ready p50 s",
+    "p95 s",
+    "create req p50 ms",
+    "p99 ms",
+    "writes /new tenant",
+    "+1 tenant p50 s",
+    "idle k8s reads /t/min",
+    "idle k8s writes /t/min",
+    "idle audit writes",
+    "RSS MiB",
+    "peak RSS MiB",
+    "idle CPU s",
+    "restart→all reconciled s",
+    "restart k8s writes",
+    "restart audit writes",
+    "load start",
+    "load end",
+    "operator CPU s",
+]
+
+
+def size_table(rows: list[SizeRow]) -> str:
+    """One line per size."""
+    lines = []
+    for row in rows:
+        reads = kubernetes_reads(row.idle_calls)
+        lines.append(
+            [
+                _figure(row.size),
+                _figure(row.tenants),
+                _figure(row.apply_seconds),
+                _figure(row.to_all_ready_seconds),
+                _figure(row.ready_p50, 0),
+                _figure(row.ready_p95, 0),
+                _figure(row.create_p50_ms, 0),
+                _figure(row.create_p99_ms, 0),
+                _figure(row.apply_audit_writes, 0),
+                _figure(row.extra_p50),
+                _figure(_per_tenant_minute(row, reads), 2),
+                _figure(_per_tenant_minute(row, kubernetes_writes(row.idle_calls)), 3),
+                _figure(row.idle_audit_writes),
+                _figure(row.rss_mib, 0),
+                _figure(row.peak_rss_mib, 0),
+                _figure(row.idle_cpu_seconds),
+                _figure(row.restart_seconds),
+                _figure(row.restart_writes, 0),
+                _figure(row.restart_audit_writes),
+                _figure(row.load_start, 2),
+                _figure(row.load_end, 2),
+                _figure(row.operator_cpu_seconds),
+            ]
+        )
+    return _markdown(SIZE_COLUMNS, lines)
+
+
+def idle_table(rows: list[SizeRow]) -> str:
+    """Idle calls per tenant and minute, by system and operation, one column per size."""
+    measured = [row for row in rows if row.idle_tenants]
+    keys = sorted({key for row in measured for key in row.idle_calls})
+    lines = []
+    for system, operation in keys:
+        lines.append(
+            [
+                system,
+                operation,
+                *(
+                    _figure(_per_tenant_minute(row, row.idle_calls.get((system, operation), 0)), 3)
+                    for row in measured
+                ),
+            ]
+        )
+    lines.append(
+        [
+            "(reconcile)",
+            "drift passes",
+            *(_figure(_per_tenant_minute(row, row.idle_drift_passes), 3) for row in measured),
+        ]
+    )
+    headers = ["system", "operation", *(f"{row.tenants} tenants" for row in measured)]
+    return _markdown(headers, lines, text_columns=2)
+
+
+def print_report(rows: list[SizeRow], first_load: float, operator: Operator | None) -> None:
+    """The tables and the run's footnotes, on stdout."""
+    print()
+    print(size_table(rows))
+    if any(row.idle_tenants for row in rows):
+        print("\nIdle calls per tenant and minute (odoo_operator_external_call_duration_seconds):")
+        print(idle_table(rows))
+    total = math.nan
+    if operator is not None:
+        with contextlib.suppress(OSError, AssertionError):
+            total = operator.total_cpu_seconds()
+    print(
+        f"\n{os.cpu_count()} CPUs; load average (1 min) {first_load:.2f} at the start, "
+        f"{os.getloadavg()[0]:.2f} at the end; operator CPU time {_figure(total)} s in all."
+    )
+    print(
+        "apply→all Ready: from the first create request until every instance is Ready. "
+        "create→Ready: creationTimestamp to the Ready condition's lastTransitionTime (1 s "
+        "resolution). +1 tenant: request to Ready seen by polling every 0.2 s, median of "
+        f"{EXTRA_TENANTS}. tenants: the fleet after those {EXTRA_TENANTS} more (idle and "
+        "restart figures are for that many). Writes: Kubernetes calls other than get, list "
+        "and discovery in the operator's histogram; audit writes: the operator's "
+        "create/update/patch/delete requests in the apiserver's audit log (Kopf's own "
+        "patches included); writes /new tenant: those from the first create request until "
+        "all were Ready, per tenant created. Create requests retried: "
+        f"{sum(row.create_retries for row in rows)}."
+    )
+
+
+# -- entry point -----------------------------------------------------------------------
+
+
+def run_bench(sizes: list[int], idle_seconds: float, drift_interval: float, timeout: float) -> int:
+    """Start the stack and the operator, measure every size, print the report."""
+    first_load = os.getloadavg()[0]
+    largest = sizes[-1] + EXTRA_TENANTS * len(sizes)
+    nodes = fake_nodes(largest)
+    volumes = largest + SPARE_VOLUMES
+    rows: list[SizeRow] = []
+    operator: Operator | None = None
+    _say(f"starting the local stack: {len(nodes)} KWOK nodes, {volumes} volumes")
+    status = 0
+    try:
+        with LocalStack(nodes=nodes, volumes=volumes) as stack:
+            control_plane = stack.control_plane
+            api = kubectl.api_client(control_plane.kubeconfig)
+            api.configuration.connection_pool_maxsize = CREATE_WORKERS * 2
+            kubectl.install_crds(api, REPO / "crds")
+            workdir = control_plane.workdir / "operator"
+            config = register_servers(
+                api,
+                stack.postgres.dsn,
+                stack.redis.url,
+                workdir,
+                stack.azurite.connection_string,
+            )
+            operator = Operator(control_plane.operator_kubeconfig, config, workdir, drift_interval)
+            try:
+                operator.start()
+                _say(f"operator running (pid {operator.pid}, metrics on {operator.port})")
+                fleet = Fleet(api, operator, timeout)
+                audit = AuditTail(control_plane.audit_log)
+                for size in sizes:
+                    rows.append(SizeRow(size))
+                    measure_size(fleet, operator, audit, rows[-1], idle_seconds)
+                    _say(f"size {size} done")
+            except FleetTimeoutError as error:
+                _say(str(error))
+                status = 1
+            finally:
+                print_report(rows, first_load, operator)
+                operator.stop()
+                api.close()  # type: ignore[no-untyped-call]
+    except KeyboardInterrupt:
+        _say("interrupted; the local stack is stopped")
+        return 130
+    return status
+
+
+def _sizes(text: str) -> list[int]:
+    sizes = sorted({int(part) for part in text.split(",") if part.strip()})
+    if not sizes or sizes[0] < 1:
+        raise argparse.ArgumentTypeError("sizes are positive numbers, e.g. 100,500,1000")
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``python -m odoo_devstack.bench_fleet``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--sizes", type=_sizes, default=[100, 500, 1000], help="fleet sizes, e.g. 100,500,1000"
+    )
+    parser.add_argument(
+        "--idle-seconds", type=float, default=180.0, help="idle window measured at each size"
+    )
+    parser.add_argument(
+        "--drift-interval",
+        type=float,
+        default=120.0,
+        help="the operator's drift timer (production: 120 s)",
+    )
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=3600.0,
+        help="give up when the fleet is not Ready (or not reconciled after a restart) by then",
+    )
+    args = parser.parse_args(argv)
+    # Ctrl-C must stop the benchmark (and the stack) even when a shell or a script started it
+    # in the background, with SIGINT ignored: restore Python's handler, as the demo does.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    started = time.monotonic()
+    status = run_bench(args.sizes, args.idle_seconds, args.drift_interval, args.ready_timeout)
+    _say(f"whole benchmark: {time.monotonic() - started:.0f}s")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
