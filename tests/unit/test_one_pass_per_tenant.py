@@ -89,3 +89,8 @@ def test_only_instances_with_upgrade_work_are_polled_for_upgrades() -> None:
     del body["status"]["runningImage"]
     body["metadata"]["annotations"] = {}
     assert not upgrade_work_pending(body, "odoo:19.0")  # not provisioned: no upgrade yet
+
+
+def test_a_tenant_not_ready_yet_is_retried_soon_then_every_five_seconds() -> None:
+    assert [handlers.retry_delay(n) for n in range(6)] == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+    assert handlers.retry_delay(10_000) == 5.0

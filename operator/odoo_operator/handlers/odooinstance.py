@@ -41,6 +41,15 @@ from ..reconcile.upgrades import advance_upgrade, upgrade_condition, upgrade_wor
 DRIFT_INTERVAL_SECONDS = float(os.environ.get("ODOO_OPERATOR_DRIFT_INTERVAL", "120"))
 UPGRADE_INTERVAL_SECONDS = float(os.environ.get("ODOO_OPERATOR_UPGRADE_INTERVAL", "10"))
 _RETRY_SECONDS = 5.0
+# The first retries come sooner: what a new tenant waits for (its init Job, a rollout) is
+# often done within a second or two, and a fixed 5 s wait was the floor of its time to Ready.
+_FIRST_RETRY_SECONDS = 1.0
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds before retry ``attempt`` + 1 of a pass that left the tenant not Ready:
+    1, 2, 4, then every 5."""
+    return min(_FIRST_RETRY_SECONDS * float(2 ** min(attempt, 8)), _RETRY_SECONDS)
 
 
 def _is_true(status: kopf.Status, type_: str) -> bool:
@@ -99,6 +108,7 @@ async def _reconcile(
     patch: kopf.Patch,
     retry: bool,
     trigger: str = "change",
+    attempt: int = 0,
 ) -> None:
     clients: Clients = memo["clients"]
     lock = clients.pass_lock(body["metadata"]["name"])
@@ -112,7 +122,7 @@ async def _reconcile(
             seen.record(outcome, InstanceSpec.from_resource(body))
     ready = next(c for c in outcome.conditions if c.type == "Ready")
     if retry and ready.status != "True" and outcome.phase != "Stalled" and not outcome.held:
-        raise kopf.TemporaryError(ready.message, delay=_RETRY_SECONDS)
+        raise kopf.TemporaryError(ready.message, delay=retry_delay(attempt))
 
 
 async def _reconcile_pass(
@@ -161,10 +171,16 @@ async def _reconcile_pass(
     GROUP, VERSION, INSTANCE_PLURAL, field=("metadata", "annotations", MAINTENANCE_ANNOTATION)
 )
 async def reconcile_on_change(
-    memo: kopf.Memo, body: kopf.Body, status: kopf.Status, patch: kopf.Patch, **_: Any
+    memo: kopf.Memo,
+    body: kopf.Body,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    retry: int = 0,
+    **_: Any,
 ) -> None:
-    """Converge the tenant; retry every few seconds until it is Ready."""
-    await _reconcile(memo, body, status, patch, retry=True)
+    """Converge the tenant; retry after 1, 2, 4, then every 5 seconds until it is Ready
+    (``retry``: Kopf's count of the retries so far)."""
+    await _reconcile(memo, body, status, patch, retry=True, attempt=retry)
 
 
 @kopf.timer(GROUP, VERSION, INSTANCE_PLURAL, interval=DRIFT_INTERVAL_SECONDS, initial_delay=5.0)
