@@ -83,7 +83,7 @@ INSTANCE = "pwcheck"
 
 
 class _SecretStore:
-    """The calls _ensure_credentials makes, on a dictionary: the Secret it writes."""
+    """The two calls _ensure_credentials makes, on a dictionary: the Secret it writes."""
 
     def __init__(self) -> None:
         self.secrets: dict[str, dict[str, Any]] = {}
@@ -96,11 +96,6 @@ class _SecretStore:
         self.secrets[desired["metadata"]["name"]] = desired
         self.writes += 1
         return True
-
-    async def create(self, body: dict[str, Any]) -> None:
-        """The Secret is made once, by create (nothing is there before it)."""
-        assert body["metadata"]["name"] not in self.secrets
-        await self.apply(body)
 
 
 def _tenant(database: OdooDatabase, version: str) -> tuple[Tenant, dict[str, dict[str, str]]]:

@@ -3,7 +3,6 @@ step, the check of stored password hashes for defaults, and the Credentials cond
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
@@ -15,7 +14,6 @@ from typing import Any, cast
 
 import pytest
 
-from odoo_operator.backends.kube import KubeConflict
 from odoo_operator.backends.odoo_users import DefaultPasswordScanner
 from odoo_operator.builders.odoo_users import (
     ADMIN_PASSWORD_ENV,
@@ -209,13 +207,6 @@ class _Kube:
         self.writes += 1
         return True
 
-    async def create(self, body: dict[str, Any]) -> None:
-        """As the API server: an object of that name already there refuses the create."""
-        meta = body["metadata"]
-        if (meta["namespace"], meta["name"]) in self.objects:
-            raise KubeConflict(f"creating {body['kind']}", {"code": 409, "reason": "AlreadyExists"})
-        await self.apply(body)
-
 
 def _clients(kube: _Kube) -> reconcile.Clients:
     return cast(reconcile.Clients, SimpleNamespace(kube=kube))
@@ -297,28 +288,6 @@ async def test_the_credentials_secret_gets_both_odoo_user_passwords_once() -> No
     await _ensure(kube)
     assert kube.writes == 1  # the next pass finds them and writes nothing
     assert _stored(kube) == first
-
-
-async def test_two_passes_that_both_found_no_secret_end_with_the_first_ones_passwords() -> None:
-    """The second pass's create is refused: it takes the stored passwords, never its own."""
-    kube = _Kube()
-    first_get = kube.get
-
-    async def slow_get(api: str, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
-        found = await first_get(api, kind, name, namespace)
-        await asyncio.sleep(0.01)  # both passes read "no Secret" before either writes
-        return found
-
-    kube.get = slow_get  # type: ignore[method-assign]
-    spec = _tenant().spec
-    owner = {"labels": {"app": "odoo"}, "ownerReferences": []}
-    one, two = await asyncio.gather(
-        reconcile._ensure_credentials(_clients(kube), spec, owner, None),
-        reconcile._ensure_credentials(_clients(kube), spec, owner, None),
-    )
-    assert one == two
-    assert _stored(kube)["database-password"] == one.database_password
-    assert kube.writes == 1
 
 
 async def test_an_older_secret_keeps_its_passwords_and_gains_the_odoo_user_ones() -> None:

@@ -18,7 +18,6 @@ from typing import Any
 from kubernetes_asyncio.dynamic.exceptions import ResourceNotFoundError
 from psycopg.conninfo import make_conninfo
 
-from ..backends.kube import KubeConflict
 from ..backends.odoo_users import SCANNER
 from ..backends.postgres import DatabaseServerUnavailable
 from ..backends.redis import RedisAclRefused, RedisServerUnavailable
@@ -119,16 +118,11 @@ async def _ensure_credentials(
             "type": "Opaque",
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()},
         }
-        if live_secret is None:
-            # Created, not applied: of two passes that both found no Secret (two operator
-            # processes during a hand-over), the second is refused and takes the first's
-            # passwords, instead of overwriting them after the first has set its role.
-            try:
-                await clients.kube.create(secret)
-            except KubeConflict:
-                return await _ensure_credentials(clients, spec, owner, rotation)
-        else:
-            await clients.kube.apply(secret)
+        # Applied, not created: the least-privilege role grants Secrets by name only, and a
+        # create (a POST) has no name when it is authorized. Two passes cannot both find no
+        # Secret: passes of one tenant take turns (the handlers' per-tenant lock) and Kopf's
+        # peering keeps a second operator process standing by.
+        await clients.kube.apply(secret)
     return TenantCredentials(
         database_password=values["database-password"],
         redis_password=values["redis-password"],
