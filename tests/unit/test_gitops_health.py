@@ -12,10 +12,12 @@ of docs/status.md (tests/integration/test_status_truth_table.py).
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import yaml
 
 from odoo_devstack.status_readers import argocd_health
 from odoo_devstack.status_states import (
@@ -29,8 +31,10 @@ from odoo_devstack.status_states import (
 )
 from odoo_devstack.status_states import instance_body as instance
 from odoo_operator.handlers import odooinstance as handlers
-from odoo_operator.model.conditions import Condition, merge_condition
+from odoo_operator.model.conditions import AWAITING_OPERATOR, Condition, merge_condition
 from odoo_operator.reconcile.backups import finished, in_progress_conditions, still_in_progress
+
+CRDS = Path(__file__).parents[2] / "crds"
 
 
 def conditions_of(obj_or_status: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -225,3 +229,16 @@ def test_backups_and_restores_say_running_then_ready_or_stalled_for_good() -> No
     failed = {**body, "status": finished({}, "Failed", "NoManifest", "no manifest")}
     assert conditions_of(failed)["Stalled"]["status"] == "True"
     assert not still_in_progress(failed)
+
+
+def test_a_new_backup_read_with_the_crds_default_status_still_gets_its_conditions() -> None:
+    """The CRDs give an object without status Reconciling=True (AwaitingOperator) when it
+    is read; that is not a run under way, so the handler writes its own conditions."""
+    crd = yaml.safe_load((CRDS / "odoobackups.odoo.tenantops.io.yaml").read_text())
+    status_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    default = status_schema["default"]
+    assert default["conditions"][0]["reason"] == AWAITING_OPERATOR
+    body: dict[str, Any] = {"kind": "OdooBackup", "metadata": {"name": "b"}, "status": default}
+    assert not still_in_progress(body)
+    running = {**body, "status": {"conditions": in_progress_conditions("under way")}}
+    assert still_in_progress(running)

@@ -52,3 +52,8 @@ def merge_condition(
     }
     others = [c for c in existing if c.get("type") != condition.type]
     return sorted([*others, updated], key=lambda c: str(c["type"]))
+
+
+# The reason of the Reconciling condition the CRDs give an object without status (a schema
+# default, applied when it is read): no operator has written anything yet. Not progress.
+AWAITING_OPERATOR = "AwaitingOperator"

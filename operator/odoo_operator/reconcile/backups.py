@@ -43,7 +43,7 @@ from ..model.backup import (
     BackupPolicy,
     BackupRequest,
 )
-from ..model.conditions import Condition, merge_condition
+from ..model.conditions import AWAITING_OPERATOR, Condition, merge_condition
 from ..model.config import BlobStoreRef, ConfigError
 from ..model.names import API_VERSION, INSTANCE_KIND, INSTANCE_LABEL, VERIFY_ANNOTATION
 from ..model.spec import InstanceSpec
@@ -477,7 +477,14 @@ def still_in_progress(body: Mapping[str, Any]) -> bool:
     """Whether the object already says it is under way (Reconciling True): its conditions
     are then left alone, so that their transition times stay those of the start."""
     conditions = (body.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Reconciling" and c.get("status") == "True" for c in conditions)
+    # The CRD's default for an object without status is Reconciling too, but nothing is
+    # under way yet: the operator must still write its own conditions.
+    return any(
+        c.get("type") == "Reconciling"
+        and c.get("status") == "True"
+        and c.get("reason") != AWAITING_OPERATOR
+        for c in conditions
+    )
 
 
 def in_progress_conditions(message: str) -> list[dict[str, Any]]:
