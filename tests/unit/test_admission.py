@@ -308,8 +308,9 @@ def _memo(reader: _InstancesReader) -> kopf.Memo:
 
 async def test_claimed_hosts_leave_out_the_instance_itself_and_ignore_case() -> None:
     reader = _InstancesReader(("acme", ["acme.example.com"]), ("globex", ["Shop.Example.com"]))
-    claimed = await admission_handlers.hosts_claimed_by_others(cast(KubeClient, reader), "acme")
-    assert claimed == {"shop.example.com": "globex"}
+    clients = Clients(kube=cast(KubeClient, reader), config=CONFIG)
+    claimed = await admission_handlers.fleet_claims(clients, "acme")
+    assert claimed.hosts == {"shop.example.com": "globex"}
 
 
 async def test_the_webhook_refuses_with_422_and_every_problem() -> None:

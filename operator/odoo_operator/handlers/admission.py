@@ -115,11 +115,6 @@ async def keep_claims_index(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
         clients.claims.put(name, claims_of(obj, clients.config))
 
 
-async def hosts_claimed_by_others(kube: KubeClient, name: str) -> dict[str, str]:
-    """Each host served by an OdooInstance other than ``name``, mapped to that instance."""
-    return (await fleet_claims(Clients(kube=kube, config=OperatorConfig()), name)).hosts
-
-
 async def namespace_problems(kube: KubeClient, spec: InstanceSpec) -> list[str]:
     """An existing namespace odoo-<name> that is not this instance's would be taken over."""
     live = await kube.get("v1", "Namespace", spec.namespace)
