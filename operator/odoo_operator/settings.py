@@ -14,6 +14,7 @@ import kopf
 from . import metrics
 from .backends.kube import KubeClient
 from .handlers.admission import fill_claims_index
+from .handlers.shards import SHARDING, sharding_problem
 from .model.config import (
     CONFIG_ENV,
     WEBHOOK_ADDR_ENV,
@@ -104,6 +105,14 @@ async def start(
     settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:
     """Configure Kopf and create the shared clients."""
+    problem = sharding_problem()
+    if problem is not None:
+        raise kopf.PermanentError(problem)
+    if SHARDING.enabled:
+        logger.info(
+            f"serving shard {SHARDING.own!r} of {', '.join(SHARDING.shards)}: only tenants "
+            "labelled for it, or whose name hashes to it"
+        )
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import kopf
 
@@ -40,9 +40,11 @@ from ..model.names import (
     INSTANCE_PLURAL,
     VERSION,
 )
+from ..model.shards import SHARD_LABEL, instance_of
 from ..model.spec import InstanceSpec
 from ..model.upgrade import UpgradePolicy, major
 from ..reconcile.clients import Clients
+from .shards import SHARDING
 
 _logger = logging.getLogger(__name__)
 _REFUSAL_CODE = 422  # Unprocessable Entity, as the apiserver answers schema violations
@@ -248,7 +250,7 @@ async def validate_instance(
 ) -> None:
     """Refuse an OdooInstance whose spec breaks a rule of :func:`admission_problems`, or
     whose annotations the operator could not carry (:func:`annotation_problems`)."""
-    refused_annotations = instance_annotation_problems(body, old)
+    refused_annotations = instance_annotation_problems(body, old) + shard_label_problems(body)
     if old is not None and old.get("spec") == body.get("spec"):
         # Metadata-only writes (the operator's finalizer and annotations) must always pass,
         # also for an instance that a later configuration change made invalid; only a
@@ -284,7 +286,7 @@ async def validate_backup(
     """Refuse an OdooBackup annotation the operator could not carry: a ``verify`` value
     that is not short printable ASCII, or annotations that would overflow the record the
     operator keeps of the handled configuration (its writes would then all be refused)."""
-    problems = instance_annotation_problems(body, old)
+    problems = instance_annotation_problems(body, old) + shard_label_problems(body)
     if problems:
         raise kopf.AdmissionError(" ".join(problems), code=_REFUSAL_CODE)
 
@@ -296,6 +298,9 @@ async def validate_restore(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     The reconciler checks the same again before it touches anything. A restore naming a
     backup or instance that does not exist yet is let through: it fails with its reason.
     """
+    refused = shard_label_problems(body)
+    if refused:
+        raise kopf.AdmissionError(" ".join(refused), code=_REFUSAL_CODE)
     clients: Clients = memo["clients"]
     request = RestoreRequest.from_resource(body)
     backup = await clients.kube.get(API_VERSION, BACKUP_KIND, request.backup)
@@ -308,11 +313,48 @@ async def validate_restore(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         raise kopf.AdmissionError(" ".join(problems), code=_REFUSAL_CODE)
 
 
+def shard_label_problems(body: Mapping[str, Any]) -> list[str]:
+    """A shard label must name a shard of the fleet: no process would serve another."""
+    problem = SHARDING.label_problem((body.get("metadata") or {}).get("labels"))
+    return [problem] if problem else []
+
+
+async def assign_shard(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    old: kopf.Body | None = None,
+    **_: Any,
+) -> None:
+    """Stamp the shard label on a new OdooInstance, OdooBackup or OdooRestore, so that its
+    shard never changes by itself (not even when a shard is added).
+
+    An instance keeps the label it asks for, else the one it had (a GitOps apply whose
+    manifest lacks the label does not move it), else the shard its name hashes to. A backup
+    or restore goes to its instance's shard, read from the instance; a label it names
+    itself is kept (validation refuses one that is not a shard).
+    """
+    labels = dict((body.get("metadata") or {}).get("labels") or {})
+    if labels.get(SHARD_LABEL):
+        return
+    instance = instance_of(body)
+    if body.get("kind") == INSTANCE_KIND:
+        kept = (old.get("metadata") or {}).get("labels") if old is not None else None
+        shard = SHARDING.shard_of(kept, instance)
+    else:
+        clients: Clients = memo["clients"]
+        owner = await clients.kube.get(API_VERSION, INSTANCE_KIND, instance)
+        labelled = (owner.get("metadata") or {}).get("labels") if owner is not None else None
+        shard = SHARDING.shard_of(labelled, instance)
+    patch.metadata.labels[SHARD_LABEL] = shard
+
+
 # Kopf serves a handler under its id, and the chart's webhook configuration names that path;
 # a Service path may not contain "_", so the id is not the function's name.
 WEBHOOK_HANDLER_ID = "validate-instance"
 RESTORE_WEBHOOK_HANDLER_ID = "validate-restore"
 BACKUP_WEBHOOK_HANDLER_ID = "validate-backup"
+SHARD_WEBHOOK_HANDLER_ID = "assign-shard"
 
 if webhook_enabled():
     # CREATE and UPDATE only: a DELETE carries no new spec, and Kopf's default ("*")
@@ -338,3 +380,14 @@ if webhook_enabled():
         id=RESTORE_WEBHOOK_HANDLER_ID,
         operations=["CREATE"],  # an OdooRestore is immutable (its schema says so)
     )(validate_restore)
+    if SHARDING.enabled:
+        # Served at /assign-shard for the three kinds (the chart's MutatingWebhookConfiguration).
+        changes: tuple[Literal["CREATE", "UPDATE"], ...]
+        for plural, changes in (
+            (INSTANCE_PLURAL, ("CREATE", "UPDATE")),
+            (BACKUP_PLURAL, ("CREATE",)),
+            (RESTORE_PLURAL, ("CREATE",)),
+        ):
+            kopf.on.mutate(GROUP, VERSION, plural, id=SHARD_WEBHOOK_HANDLER_ID, operations=changes)(
+                assign_shard
+            )

@@ -25,13 +25,14 @@ from ..reconcile.backups import (
 )
 from ..reconcile.clients import Clients
 from ..reconcile.events import record_event
+from .shards import serves_tenant
 
 _WAIT_SECONDS = 10.0
 _logger = logging.getLogger(__name__)
 
 
-@kopf.on.resume(GROUP, VERSION, BACKUP_PLURAL)
-@kopf.on.create(GROUP, VERSION, BACKUP_PLURAL)
+@kopf.on.resume(GROUP, VERSION, BACKUP_PLURAL, when=serves_tenant)
+@kopf.on.create(GROUP, VERSION, BACKUP_PLURAL, when=serves_tenant)
 async def take_backup(
     memo: kopf.Memo, body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any
 ) -> None:
@@ -124,9 +125,11 @@ async def _verify(
     return verification
 
 
-def _verification_asked(body: kopf.Body, **_: Any) -> bool:
-    return (body.get("status") or {}).get("phase") == SUCCEEDED and (
-        verification_request(body) is not None
+def _verification_asked(body: kopf.Body, **kwargs: Any) -> bool:
+    return (
+        (body.get("status") or {}).get("phase") == SUCCEEDED
+        and verification_request(body) is not None
+        and serves_tenant(body, **kwargs)
     )
 
 
@@ -150,7 +153,7 @@ async def verify_on_request(memo: kopf.Memo, body: kopf.Body, **_: Any) -> None:
     await _publish_on_instance(clients, instance_name)
 
 
-@kopf.on.delete(GROUP, VERSION, BACKUP_PLURAL)
+@kopf.on.delete(GROUP, VERSION, BACKUP_PLURAL, when=serves_tenant)
 async def delete_backup_blobs(
     memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger, **_: Any
 ) -> None:

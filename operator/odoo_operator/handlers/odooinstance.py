@@ -36,6 +36,7 @@ from ..reconcile.instance import (
     reconcile_instance,
 )
 from ..reconcile.upgrades import advance_upgrade, upgrade_condition, upgrade_work_pending
+from .shards import SHARDING, serves_tenant
 
 # Kopf fixes timer intervals when handlers are registered, so this one comes from the environment.
 DRIFT_INTERVAL_SECONDS = float(os.environ.get("ODOO_OPERATOR_DRIFT_INTERVAL", "120"))
@@ -76,6 +77,8 @@ async def _publish(
         "phase": outcome.phase,
         **outcome.fields,
     }
+    if SHARDING.enabled:
+        desired["shard"] = SHARDING.own  # which process serves the tenant, for SREs
     # Only what changed: an empty patch is not sent, so an idle tenant costs no status write.
     for key, value in desired.items():
         if status.get(key) != value:
@@ -158,17 +161,22 @@ async def _reconcile_pass(
     return outcome
 
 
-@kopf.on.resume(GROUP, VERSION, INSTANCE_PLURAL)
-@kopf.on.create(GROUP, VERSION, INSTANCE_PLURAL)
-@kopf.on.update(GROUP, VERSION, INSTANCE_PLURAL, field="spec")
+@kopf.on.resume(GROUP, VERSION, INSTANCE_PLURAL, when=serves_tenant)
+@kopf.on.create(GROUP, VERSION, INSTANCE_PLURAL, when=serves_tenant)
+@kopf.on.update(GROUP, VERSION, INSTANCE_PLURAL, field="spec", when=serves_tenant)
 @kopf.on.update(
     GROUP,
     VERSION,
     INSTANCE_PLURAL,
     field=("metadata", "annotations", ROTATE_CREDENTIALS_ANNOTATION),
+    when=serves_tenant,
 )
 @kopf.on.update(
-    GROUP, VERSION, INSTANCE_PLURAL, field=("metadata", "annotations", MAINTENANCE_ANNOTATION)
+    GROUP,
+    VERSION,
+    INSTANCE_PLURAL,
+    field=("metadata", "annotations", MAINTENANCE_ANNOTATION),
+    when=serves_tenant,
 )
 async def reconcile_on_change(
     memo: kopf.Memo,
@@ -183,7 +191,14 @@ async def reconcile_on_change(
     await _reconcile(memo, body, status, patch, retry=True, attempt=retry)
 
 
-@kopf.timer(GROUP, VERSION, INSTANCE_PLURAL, interval=DRIFT_INTERVAL_SECONDS, initial_delay=5.0)
+@kopf.timer(
+    GROUP,
+    VERSION,
+    INSTANCE_PLURAL,
+    interval=DRIFT_INTERVAL_SECONDS,
+    initial_delay=5.0,
+    when=serves_tenant,
+)
 async def repair_drift(
     memo: kopf.Memo, body: kopf.Body, status: kopf.Status, patch: kopf.Patch, **_: Any
 ) -> None:
@@ -191,9 +206,9 @@ async def repair_drift(
     await _reconcile(memo, body, status, patch, retry=False, trigger="drift")
 
 
-def _upgrade_pending(body: kopf.Body, memo: kopf.Memo, **_: Any) -> bool:
+def _upgrade_pending(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> bool:
     clients: Clients | None = memo.get("clients")
-    if clients is None:
+    if clients is None or not serves_tenant(body, **kwargs):
         return False
     try:
         spec = InstanceSpec.from_resource(body)
@@ -265,7 +280,7 @@ async def _say_terminating(clients: Clients, body: kopf.Body) -> None:
     )
 
 
-@kopf.on.delete(GROUP, VERSION, INSTANCE_PLURAL)
+@kopf.on.delete(GROUP, VERSION, INSTANCE_PLURAL, when=serves_tenant)
 async def delete_tenant(memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     """Apply the deletion policy before the finalizer is released.
 

@@ -12,12 +12,13 @@ from ..reconcile.backups import in_progress_conditions, still_in_progress
 from ..reconcile.clients import Clients
 from ..reconcile.events import record_event
 from ..reconcile.restores import RestoreWaiting, run_restore_request
+from .shards import serves_tenant
 
 _WAIT_SECONDS = 5.0
 
 
-@kopf.on.resume(GROUP, VERSION, RESTORE_PLURAL)
-@kopf.on.create(GROUP, VERSION, RESTORE_PLURAL)
+@kopf.on.resume(GROUP, VERSION, RESTORE_PLURAL, when=serves_tenant)
+@kopf.on.create(GROUP, VERSION, RESTORE_PLURAL, when=serves_tenant)
 async def restore(memo: kopf.Memo, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     """Run the restore's steps; wait (and come back) while a step is under way."""
     clients: Clients = memo["clients"]
