@@ -270,6 +270,11 @@ def test_the_schemas_are_strict_about_unknown_fields(tmp_path: Path) -> None:
             "at '/metrics/prometheusRule/extraRules/0': missing property 'expr'",
         ),
         (["--set", "metrics.grafanaDashboard.namespace=Monitoring"], "/grafanaDashboard/namespace"),
+        (["--set", "shards={a,A_b}"], "/shards/1"),
+        (
+            ["--set", "shards={a,b}", "--set", "webhook.enabled=false"],
+            "shards needs webhook.enabled",
+        ),
         (
             [
                 "--set",
@@ -451,6 +456,69 @@ def test_ha_runs_two_peering_replicas_with_a_disruption_budget(
     assert certificate["spec"]["secretName"] == "odoo-operator-webhook-tls"
     assert "odoo-operator-webhook.odoo-operator.svc" in certificate["spec"]["dnsNames"]
     assert not [d for d in everything if d["kind"] == "Secret"]
+
+
+def test_two_shards_run_two_operator_deployments_each_with_its_own_peering(
+    tmp_path: Path,
+) -> None:
+    rendered = render("--values", str(EVERYTHING_ON), "--set", "shards={a,b}").stdout
+    docs = documents(rendered)
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    assert sorted(deployments) == ["odoo-operator-a", "odoo-operator-b"]
+    for shard, deployment in zip("ab", sorted(deployments.values(), key=_name), strict=True):
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert selector["odoo.tenantops.io/shard"] == shard
+        assert deployment["spec"]["template"]["metadata"]["labels"] == {
+            **deployment["spec"]["template"]["metadata"]["labels"],
+            **selector,
+        }
+        env = {
+            e["name"]: e.get("value")
+            for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+        assert env["ODOO_OPERATOR_SHARDS"] == "a,b"
+        assert env["ODOO_OPERATOR_SHARD"] == shard
+        assert env["ODOO_OPERATOR_PEERING"] == f"odoo-operator-{shard}"
+    peerings = sorted(d["metadata"]["name"] for d in docs if d["kind"] == "ClusterKopfPeering")
+    assert peerings == ["odoo-operator-a", "odoo-operator-b"]
+    budgets = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    assert sorted(
+        b["spec"]["selector"]["matchLabels"]["odoo.tenantops.io/shard"] for b in budgets
+    ) == ["a", "b"]
+    role = one(docs, "ClusterRole")
+    patchable = [
+        r
+        for r in role["rules"]
+        if r.get("resources") == ["clusterkopfpeerings"] and "patch" in r["verbs"]
+    ]
+    assert patchable[0]["resourceNames"] == ["odoo-operator-a", "odoo-operator-b"]
+    # Both shards' pods answer admission; the mutating webhook stamps the shard label.
+    mutating = one(docs, "MutatingWebhookConfiguration")
+    (hook,) = mutating["webhooks"]
+    assert hook["clientConfig"]["service"]["path"] == "/assign-shard"
+    assert hook["failurePolicy"] == "Fail"
+    assert {r for rule in hook["rules"] for r in rule["resources"]} == {
+        "odooinstances",
+        "odoobackups",
+        "odoorestores",
+    }
+    report = kubeconform(rendered, tmp_path)
+    assert report["exit_code"] == 0, report
+
+
+def test_without_shards_there_is_one_deployment_and_no_mutating_webhook(
+    defaults: list[dict[str, Any]],
+) -> None:
+    assert one(defaults, "Deployment")["metadata"]["name"] == "odoo-operator"
+    assert (
+        "odoo.tenantops.io/shard"
+        not in one(defaults, "Deployment")["spec"]["selector"]["matchLabels"]
+    )
+    assert not [d for d in defaults if d["kind"] == "MutatingWebhookConfiguration"]
+
+
+def _name(obj: dict[str, Any]) -> str:
+    return str(obj["metadata"]["name"])
 
 
 def test_the_configmap_is_an_operator_configuration_naming_secrets_only(

@@ -43,6 +43,34 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 {{- end -}}
 
+{{/*
+Sharding (values.shards): one Deployment, one peering object and one disruption budget per
+shard, told apart by the label odoo.tenantops.io/shard; without shards, the single ones of
+before, under the same names and selectors. Each helper takes (dict "root" $ "shard" name).
+*/}}
+{{- define "odoo-operator.shardName" -}}
+{{- if .shard -}}
+{{- printf "%s-%s" (include "odoo-operator.fullname" .root) .shard | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- include "odoo-operator.fullname" .root -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "odoo-operator.shardSelectorLabels" -}}
+{{ include "odoo-operator.selectorLabels" .root }}
+{{- if .shard }}
+odoo.tenantops.io/shard: {{ .shard | quote }}
+{{- end }}
+{{- end -}}
+
+{{- define "odoo-operator.peeringName" -}}
+{{- if .shard -}}
+{{- printf "%s-%s" .root.Values.ha.peeringName .shard -}}
+{{- else -}}
+{{- .root.Values.ha.peeringName -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "odoo-operator.replicas" -}}
 {{- if .Values.ha.enabled -}}{{ .Values.ha.replicas }}{{- else -}}{{ .Values.replicas }}{{- end -}}
 {{- end -}}
@@ -201,4 +229,55 @@ webhooks:
       {{- with .caBundle }}
       caBundle: {{ . }}
       {{- end }}
+{{- end -}}
+
+{{/*
+The MutatingWebhookConfiguration of a sharded fleet: stamps odoo.tenantops.io/shard on every
+new OdooInstance, OdooBackup and OdooRestore (and keeps it on an instance whose apply omits
+it), so a tenant's shard never changes unless someone edits the label. Fail-closed like the
+validating one.
+*/}}
+{{- define "odoo-operator.shardWebhookConfiguration" -}}
+{{- $root := .root }}
+{{- if $root.Values.shards }}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata:
+  name: shards.odoo.tenantops.io
+  labels:
+    {{- include "odoo-operator.labels" $root | nindent 4 }}
+  {{- if $root.Values.webhook.certManager.enabled }}
+  annotations:
+    cert-manager.io/inject-ca-from: {{ printf "%s/%s-webhook" $root.Release.Namespace (include "odoo-operator.fullname" $root) }}
+  {{- end }}
+webhooks:
+  - name: assign-shard.odoo.tenantops.io
+    admissionReviewVersions: ["v1"]
+    sideEffects: None
+    failurePolicy: Fail
+    matchPolicy: Equivalent
+    reinvocationPolicy: Never
+    timeoutSeconds: 10
+    rules:
+      - apiGroups: ["odoo.tenantops.io"]
+        apiVersions: ["v1alpha1"]
+        resources: ["odooinstances"]
+        operations: ["CREATE", "UPDATE"]
+        scope: Cluster
+      - apiGroups: ["odoo.tenantops.io"]
+        apiVersions: ["v1alpha1"]
+        resources: ["odoobackups", "odoorestores"]
+        operations: ["CREATE"]
+        scope: Cluster
+    clientConfig:
+      service:
+        name: {{ include "odoo-operator.webhookService" $root }}
+        namespace: {{ $root.Release.Namespace }}
+        port: {{ $root.Values.webhook.port }}
+        path: /assign-shard
+      {{- with .caBundle }}
+      caBundle: {{ . }}
+      {{- end }}
+{{- end }}
 {{- end -}}
