@@ -91,7 +91,9 @@ EXCEPTION_LIMIT = 8_000
 FIELD_LIMIT = 256
 INSTANCE_KIND = "OdooInstance"
 
-_TIMER_SUCCEEDED = re.compile(r"^Timer '[^']*' succeeded\.$")
+# Successes that happen all the time and say nothing: each timer run, and each watch event
+# the claims index records (every status write of every tenant, in every shard).
+_ROUTINE_SUCCEEDED = re.compile(r"^(?:Timer '[^']*'|Handler 'keep_claims_index') succeeded\.$")
 _CONTEXT: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
     "odoo_operator_log_context", default=None
 )
@@ -264,13 +266,14 @@ def describe(record: logging.LogRecord) -> LineFields:
     )
 
 
-class DropTimerSuccess(logging.Filter):
-    """Drops Kopf's per-run ``Timer 'x' succeeded.`` INFO lines; keeps everything else."""
+class DropRoutineSuccess(logging.Filter):
+    """Drops Kopf's per-run ``Timer 'x' succeeded.`` INFO lines, and those of the claims
+    index's watch handler; keeps everything else."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno != logging.INFO or not _is_kopf(record.name):
             return True
-        return not _TIMER_SUCCEEDED.match(record.getMessage())
+        return not _ROUTINE_SUCCEEDED.match(record.getMessage())
 
 
 class LowerRoutineWaits(logging.Filter):
@@ -379,7 +382,7 @@ def install(handler: logging.Handler, log_format: str) -> None:
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    for kind in (LowerRoutineWaits, DropTimerSuccess):
+    for kind in (LowerRoutineWaits, DropRoutineSuccess):
         if not any(isinstance(f, kind) for f in handler.filters):
             handler.addFilter(kind())
 

@@ -507,7 +507,7 @@ def record_condition(instance: str, condition: Condition) -> None:
 
 
 def forget_instance(instance: str) -> None:
-    """Drop every series of a deleted tenant."""
+    """Drop every series of a deleted tenant, or of one another shard serves."""
     with _STATE.lock:
         _STATE.tenants.pop(instance, None)
         _STATE.targets.pop(instance, None)

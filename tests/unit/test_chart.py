@@ -494,13 +494,24 @@ def test_two_shards_run_two_operator_deployments_each_with_its_own_peering(
     assert patchable[0]["resourceNames"] == ["odoo-operator-a", "odoo-operator-b"]
     # Both shards' pods answer admission; the mutating webhook stamps the shard label.
     mutating = one(docs, "MutatingWebhookConfiguration")
-    (hook,) = mutating["webhooks"]
-    assert hook["clientConfig"]["service"]["path"] == "/assign-shard"
-    assert hook["failurePolicy"] == "Fail"
-    assert {r for rule in hook["rules"] for r in rule["resources"]} == {
-        "odooinstances",
-        "odoobackups",
-        "odoorestores",
+    hooks = {
+        hook["clientConfig"]["service"]["path"]: (
+            hook["rules"][0]["resources"],
+            hook["rules"][0]["operations"],
+            hook["failurePolicy"],
+        )
+        for hook in mutating["webhooks"]
+    }
+    # The paths are the handlers' ids: Kopf serves each kind's handler at /<id>.
+    ids = admission_handlers.SHARD_WEBHOOK_HANDLER_IDS
+    assert hooks == {
+        f"/{ids['odooinstances']}": (
+            ["odooinstances"],
+            ["CREATE", "UPDATE"],
+            "Fail",
+        ),
+        f"/{ids['odoobackups']}": (["odoobackups"], ["CREATE"], "Fail"),
+        f"/{ids['odoorestores']}": (["odoorestores"], ["CREATE"], "Fail"),
     }
     report = kubeconform(rendered, tmp_path)
     assert report["exit_code"] == 0, report

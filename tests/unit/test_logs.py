@@ -487,9 +487,10 @@ def test_a_scrubbed_message_is_written_as_it_was_scrubbed() -> None:
         assert set(signatures) <= redacted
 
 
-def test_kopf_timer_successes_are_dropped_and_everything_else_kept() -> None:
-    drop = logs.DropTimerSuccess()
+def test_kopf_timer_and_claims_index_successes_are_dropped_and_everything_else_kept() -> None:
+    drop = logs.DropRoutineSuccess()
     assert not drop.filter(record("Timer 'repair_drift' succeeded."))
+    assert not drop.filter(record("Handler 'keep_claims_index' succeeded."))
     assert drop.filter(record("Handler 'reconcile_on_change' succeeded."))
     failed = record(
         "Timer 'repair_drift' failed with an exception. Will retry.", level=logging.ERROR
@@ -523,7 +524,7 @@ def test_configure_gives_every_root_handler_the_format_and_the_filters_once() ->
         logs.configure("json")
         assert isinstance(handler.formatter, logs.JsonFormatter)
         kinds = [type(f) for f in handler.filters]
-        assert sorted(k.__name__ for k in kinds) == ["DropTimerSuccess", "LowerRoutineWaits"]
+        assert sorted(k.__name__ for k in kinds) == ["DropRoutineSuccess", "LowerRoutineWaits"]
         logs.configure("text")
         assert isinstance(handler.formatter, logs.TextFormatter)
         with pytest.raises(ValueError, match="log format must be one of text, json"):

@@ -252,7 +252,8 @@ metadata:
     cert-manager.io/inject-ca-from: {{ printf "%s/%s-webhook" $root.Release.Namespace (include "odoo-operator.fullname" $root) }}
   {{- end }}
 webhooks:
-  - name: assign-shard.odoo.tenantops.io
+  {{- range $kind := list (list "instance" "odooinstances" "[\"CREATE\", \"UPDATE\"]") (list "backup" "odoobackups" "[\"CREATE\"]") (list "restore" "odoorestores" "[\"CREATE\"]") }}
+  - name: assign-shard-{{ index $kind 0 }}.odoo.tenantops.io
     admissionReviewVersions: ["v1"]
     sideEffects: None
     failurePolicy: Fail
@@ -262,22 +263,18 @@ webhooks:
     rules:
       - apiGroups: ["odoo.tenantops.io"]
         apiVersions: ["v1alpha1"]
-        resources: ["odooinstances"]
-        operations: ["CREATE", "UPDATE"]
-        scope: Cluster
-      - apiGroups: ["odoo.tenantops.io"]
-        apiVersions: ["v1alpha1"]
-        resources: ["odoobackups", "odoorestores"]
-        operations: ["CREATE"]
+        resources: [{{ index $kind 1 | quote }}]
+        operations: {{ index $kind 2 }}
         scope: Cluster
     clientConfig:
       service:
         name: {{ include "odoo-operator.webhookService" $root }}
         namespace: {{ $root.Release.Namespace }}
         port: {{ $root.Values.webhook.port }}
-        path: /assign-shard
-      {{- with .caBundle }}
+        path: /assign-shard-{{ index $kind 0 }}
+      {{- with $.caBundle }}
       caBundle: {{ . }}
       {{- end }}
+  {{- end }}
 {{- end }}
 {{- end -}}

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import kopf
 
+from .. import metrics
 from ..backends.kube import KubeApiError, KubeClient
 from ..builders.quantities import quantity_value
 from ..builders.schedule import parse_duration, validate_schedule
@@ -115,6 +116,9 @@ async def keep_claims_index(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
         clients.claims.drop(name)
     else:
         clients.claims.put(name, claims_of(obj, clients.config))
+    if not SHARDING.serves((obj.get("metadata") or {}).get("labels"), name):
+        # Moved to another shard (or never ours): its series are that shard's to publish.
+        metrics.forget_instance(name)
 
 
 async def namespace_problems(kube: KubeClient, spec: InstanceSpec) -> list[str]:
@@ -354,7 +358,11 @@ async def assign_shard(
 WEBHOOK_HANDLER_ID = "validate-instance"
 RESTORE_WEBHOOK_HANDLER_ID = "validate-restore"
 BACKUP_WEBHOOK_HANDLER_ID = "validate-backup"
-SHARD_WEBHOOK_HANDLER_ID = "assign-shard"
+SHARD_WEBHOOK_HANDLER_IDS = {
+    INSTANCE_PLURAL: "assign-shard-instance",
+    BACKUP_PLURAL: "assign-shard-backup",
+    RESTORE_PLURAL: "assign-shard-restore",
+}
 
 if webhook_enabled():
     # CREATE and UPDATE only: a DELETE carries no new spec, and Kopf's default ("*")
@@ -381,13 +389,12 @@ if webhook_enabled():
         operations=["CREATE"],  # an OdooRestore is immutable (its schema says so)
     )(validate_restore)
     if SHARDING.enabled:
-        # Served at /assign-shard for the three kinds (the chart's MutatingWebhookConfiguration).
+        # One webhook per kind (Kopf names each after its handler's id and serves it at
+        # /<id>): the chart's MutatingWebhookConfiguration lists the same three.
         changes: tuple[Literal["CREATE", "UPDATE"], ...]
-        for plural, changes in (
-            (INSTANCE_PLURAL, ("CREATE", "UPDATE")),
-            (BACKUP_PLURAL, ("CREATE",)),
-            (RESTORE_PLURAL, ("CREATE",)),
+        for plural, handler_id, changes in (
+            (INSTANCE_PLURAL, SHARD_WEBHOOK_HANDLER_IDS[INSTANCE_PLURAL], ("CREATE", "UPDATE")),
+            (BACKUP_PLURAL, SHARD_WEBHOOK_HANDLER_IDS[BACKUP_PLURAL], ("CREATE",)),
+            (RESTORE_PLURAL, SHARD_WEBHOOK_HANDLER_IDS[RESTORE_PLURAL], ("CREATE",)),
         ):
-            kopf.on.mutate(GROUP, VERSION, plural, id=SHARD_WEBHOOK_HANDLER_ID, operations=changes)(
-                assign_shard
-            )
+            kopf.on.mutate(GROUP, VERSION, plural, id=handler_id, operations=changes)(assign_shard)
