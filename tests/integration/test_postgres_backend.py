@@ -8,6 +8,7 @@ under test.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from psycopg import conninfo, sql
 from odoo_devstack import probes
 from odoo_devstack.ports import free_port
 from odoo_operator.backends.postgres import DatabaseServerUnavailable, PostgresAdmin
+from odoo_operator.backends.priority import urgent
 from odoo_operator.builders.postgres import (
     ActionKind,
     SuperuserRequiredError,
@@ -375,3 +377,32 @@ def test_a_malformed_connection_string_is_refused_without_echoing_it() -> None:
         PostgresAdmin("host=db password=hunter2-secret port")
     assert "hunter2-secret" not in str(raised.value)
     assert raised.value.__cause__ is None
+
+
+async def test_an_urgent_caller_gets_the_next_connection_before_a_queue_of_others(
+    postgres_dsn: str, new_tenant: NewTenant
+) -> None:
+    admin = PostgresAdmin(postgres_dsn, max_connections=1)
+    await admin.open()
+    finished: list[str] = []
+
+    async def look(name: str) -> None:
+        await admin.observe(tenant)
+        finished.append(name)
+
+    try:
+        tenant = new_tenant()
+        rollout = [asyncio.create_task(look(f"tenant-{n}")) for n in range(30)]
+        for _ in range(5):
+            await asyncio.sleep(0)  # the first holds the connection, the others wait for it
+        assert not finished
+
+        async def rotation() -> None:
+            with urgent():
+                await look("rotation")
+
+        await asyncio.gather(rotation(), *rollout)
+    finally:
+        await admin.close()
+    # Behind the one caller holding the connection when it arrived, and those granted before.
+    assert finished.index("rotation") <= 3, finished

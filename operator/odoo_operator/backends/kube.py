@@ -8,7 +8,6 @@ with our fixed field manager. An unchanged tenant therefore costs reads only.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
@@ -19,6 +18,7 @@ from kubernetes_asyncio.dynamic.exceptions import ConflictError, NotFoundError
 
 from .. import metrics
 from ..model.names import FIELD_MANAGER
+from .priority import UrgentFirstSemaphore
 
 # What KubeClient._request returns for a 404 its caller takes as an answer.
 _ABSENT: Final = object()
@@ -108,7 +108,7 @@ class KubeClient:
     def __init__(self, api: client.ApiClient, max_concurrency: int = 16) -> None:
         self._api = api
         self._dynamic: DynamicClient | None = None
-        self._limit = asyncio.Semaphore(max_concurrency)
+        self._limit = UrgentFirstSemaphore(max_concurrency)  # deletions etc. first
         self.writes = 0  # applies and deletes sent, for metrics and tests
 
     @classmethod

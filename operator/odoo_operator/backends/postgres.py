@@ -18,6 +18,7 @@ only as SCRAM-SHA-256 verifiers and never appear in a message, log line or actio
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -32,6 +33,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from odoo_operator import metrics
+from odoo_operator.backends.priority import UrgentFirstSemaphore
 from odoo_operator.builders.postgres import (
     DATABASE_ENCODING,
     TENANT_ROLE_ATTRIBUTES,
@@ -122,6 +124,7 @@ class PostgresAdmin:
         self._connect_timeout = int(parameters.get("connect_timeout") or connect_timeout)
         self._max_connections = max_connections
         self._acquire_timeout = acquire_timeout
+        self._turns = UrgentFirstSemaphore(max_connections)
         self._pool: AsyncConnectionPool[AdminConnection] = AsyncConnectionPool(
             conninfo,
             kwargs={"autocommit": True, "connect_timeout": self._connect_timeout},
@@ -432,6 +435,11 @@ class PostgresAdmin:
         """
         with metrics.observe_call("postgresql", operation):
             try:
+                # The pool serves waiters in arrival order; the turns put urgent work first.
+                await asyncio.wait_for(self._turns.acquire(), self._acquire_timeout)
+            except TimeoutError:
+                raise self._unavailable(await self._why_no_connection()) from None
+            try:
                 async with self._pool.connection() as connection:
                     try:
                         yield connection
@@ -441,6 +449,8 @@ class PostgresAdmin:
                         raise
             except PoolTimeout as error:
                 raise self._unavailable(await self._why_no_connection()) from error
+            finally:
+                self._turns.release()
 
     async def _why_no_connection(self) -> str:
         # The pool only says it timed out; its workers keep the reason. One direct attempt,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
 import kopf
 
 from .. import metrics
+from ..backends.priority import urgent
 from ..model.conditions import Condition, merge_condition
 from ..model.config import ConfigError
 from ..model.names import (
@@ -104,6 +106,11 @@ async def _publish(
         await record_event(clients, body, kind, ready.reason, ready.message)
 
 
+def _rotation_asked(body: kopf.Body, status: kopf.Status) -> bool:
+    asked = (body["metadata"].get("annotations") or {}).get(ROTATE_CREDENTIALS_ANNOTATION)
+    return bool(asked) and asked != status.get("credentialsRotation")
+
+
 async def _reconcile(
     memo: kopf.Memo,
     body: kopf.Body,
@@ -119,8 +126,10 @@ async def _reconcile(
         return  # a pass for a change is under way; it does what this one would
     # One pass per tenant at a time: two at once would each find no credentials, generate
     # passwords, and leave the role with one and the Secret with the other.
+    # A rotation asked for is urgent: its turns toward the servers come before a rollout's.
+    priority = urgent() if _rotation_asked(body, status) else contextlib.nullcontext()
     async with lock:
-        with metrics.observe_reconcile(body["metadata"]["name"], trigger) as seen:
+        with priority, metrics.observe_reconcile(body["metadata"]["name"], trigger) as seen:
             outcome = await _reconcile_pass(memo, body, status, patch)
             seen.record(outcome, InstanceSpec.from_resource(body))
     ready = next(c for c in outcome.conditions if c.type == "Ready")
@@ -288,10 +297,11 @@ async def delete_tenant(memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger, *
     succeed first: nothing is dropped whose backup did not succeed.
     """
     clients: Clients = memo["clients"]
-    await _say_terminating(clients, body)
-    waiting = await pre_delete_backup_pending(clients, body)
-    if waiting is not None:
-        raise kopf.TemporaryError(waiting, delay=_RETRY_SECONDS)
-    for step in await delete_instance(clients, body):
-        logger.info(step)
+    with urgent():  # before any rollout's turns: a deletion is often what frees capacity
+        await _say_terminating(clients, body)
+        waiting = await pre_delete_backup_pending(clients, body)
+        if waiting is not None:
+            raise kopf.TemporaryError(waiting, delay=_RETRY_SECONDS)
+        for step in await delete_instance(clients, body):
+            logger.info(step)
     metrics.forget_instance(body["metadata"]["name"])

@@ -6,6 +6,7 @@ from typing import Any
 
 import kopf
 
+from ..backends.priority import urgent
 from ..model.backup import RESTORE_PLURAL, SUCCEEDED
 from ..model.names import GROUP, VERSION
 from ..reconcile.backups import in_progress_conditions, still_in_progress
@@ -23,7 +24,8 @@ async def restore(memo: kopf.Memo, body: kopf.Body, patch: kopf.Patch, **_: Any)
     """Run the restore's steps; wait (and come back) while a step is under way."""
     clients: Clients = memo["clients"]
     try:
-        status = await run_restore_request(clients, body)
+        with urgent():  # a restore is incident recovery: before any rollout's turns
+            status = await run_restore_request(clients, body)
     except RestoreWaiting as waiting:
         message, progress = waiting.args
         patch.status.update(progress)
