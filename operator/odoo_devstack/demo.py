@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from kubernetes import client
 
 from odoo_operator.builders.workloads import FILESTORE_CLAIM
-from odoo_operator.model.config import CONFIG_ENV, WEBHOOK_CONFIGURATION
+from odoo_operator.model.config import CONFIG_ENV, WATCH_CACHE_ENV, WEBHOOK_CONFIGURATION
 from odoo_operator.model.names import GROUP, VERSION
 from odoo_operator.model.spec import InstanceSpec
 
@@ -102,6 +102,7 @@ def start_operator(
     webhook_timeout: float = 60.0,
     metrics_port: int = 0,
     environment: Mapping[str, str] | None = None,
+    watch_cache: bool = True,
 ) -> ManagedProcess:
     """Run ``odoo-operator run`` as a child process against ``kubeconfig``'s cluster, its
     tenants' Service names resolved by :mod:`odoo_devstack.cluster_dns`.
@@ -111,6 +112,8 @@ def start_operator(
     once the cluster's webhook configuration points at it, so that whatever the caller
     creates next is checked. ``metrics_port`` 0 (the default) turns the metrics endpoint
     and the tenant probes off, so operators started side by side never compete for a port.
+    ``watch_cache`` (the default) keeps the managed objects from watches
+    (``ODOO_OPERATOR_WATCH_CACHE``), as a chart with ``watchCache.enabled`` does.
     ``environment`` adds (or overrides) variables of the operator's environment, e.g. a webhook
     served with a chart's certificates and ``ODOO_OPERATOR_WEBHOOK_MANAGED=false`` (with
     ``webhook=False``: nothing then waits for a configuration the operator never writes).
@@ -121,6 +124,7 @@ def start_operator(
         "ODOO_OPERATOR_DRIFT_INTERVAL": str(drift_interval),
         "ODOO_OPERATOR_UPGRADE_INTERVAL": str(upgrade_interval),
         "ODOO_OPERATOR_METRICS_PORT": str(metrics_port),
+        WATCH_CACHE_ENV: "true" if watch_cache else "false",
     }
     admin_kubeconfig = kubeconfig.parent / "admin.kubeconfig"
     if admin_kubeconfig.is_file():

@@ -13,6 +13,7 @@ import kopf
 
 from . import metrics
 from .backends.kube import KubeClient
+from .backends.kube_cache import WatchCache
 from .handlers.admission import fill_claims_index
 from .handlers.shards import SHARDING, sharding_problem
 from .model.config import (
@@ -26,6 +27,7 @@ from .model.config import (
     WEBHOOK_MANAGED_ENV,
     WEBHOOK_PORT_ENV,
     OperatorConfig,
+    watch_cache_enabled,
     webhook_enabled,
 )
 from .model.names import GROUP
@@ -137,7 +139,15 @@ async def start(
         )
     path = os.environ.get(CONFIG_ENV)
     config = OperatorConfig.load(Path(path)) if path else OperatorConfig()
-    memo["clients"] = Clients(kube=await KubeClient.connect(), config=config)
+    kube = await KubeClient.connect()
+    memo["clients"] = Clients(kube=kube, config=config)
+    if watch_cache_enabled():
+        # Before Kopf's handlers start: their first passes already read from memory.
+        watches = WatchCache(kube.api)
+        cached = await watches.start()
+        kube.cache = watches.cache
+        memo["watch_cache"] = watches
+        logger.info(f"watch cache: {len(cached)} kinds kept from watches ({', '.join(cached)})")
     if webhook_enabled():
         # Before the webhook serves (Kopf starts it when startup handlers are done):
         # admission then answers from the index, never from a partial one.
@@ -177,6 +187,9 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     if server is not None:
         await asyncio.to_thread(server.shutdown)
         server.server_close()
+    watches: WatchCache | None = memo.get("watch_cache")
+    if watches is not None:
+        await watches.stop()
     clients: Clients | None = memo.get("clients")
     if clients is not None:
         await clients.close()

@@ -45,6 +45,7 @@ THIRD_PARTY_KINDS = {
 # Every permission the ClusterRole may grant, with the reason the operator needs it.
 # (apiGroup, resource, verb) -> why. A rule the chart adds needs a line here, and a line
 # here without a rule is reported too: the list is the reviewed description of the role.
+WATCH_CACHE_ONLY = "watchCache only: managed objects read from memory"
 ALLOWED: dict[tuple[str, str, str], str] = {
     ("odoo.tenantops.io", "odooinstances", "get"): "reconcile, backups and restores read it",
     ("odoo.tenantops.io", "odooinstances", "list"): "Kopf's watch; admission host ownership",
@@ -115,6 +116,31 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("cert-manager.io", "certificates", "get"): "spec.tls.issuerRef certificates",
     ("cert-manager.io", "certificates", "create"): "spec.tls.issuerRef certificates",
     ("cert-manager.io", "certificates", "patch"): "spec.tls.issuerRef certificates",
+    # watchCache.enabled only: label-selected watches of the managed kinds, never Secrets.
+    ("", "namespaces", "list"): WATCH_CACHE_ONLY,
+    ("", "namespaces", "watch"): WATCH_CACHE_ONLY,
+    ("", "resourcequotas", "list"): WATCH_CACHE_ONLY,
+    ("", "resourcequotas", "watch"): WATCH_CACHE_ONLY,
+    ("", "limitranges", "list"): WATCH_CACHE_ONLY,
+    ("", "limitranges", "watch"): WATCH_CACHE_ONLY,
+    ("", "serviceaccounts", "list"): WATCH_CACHE_ONLY,
+    ("", "serviceaccounts", "watch"): WATCH_CACHE_ONLY,
+    ("", "persistentvolumeclaims", "list"): WATCH_CACHE_ONLY,
+    ("", "persistentvolumeclaims", "watch"): WATCH_CACHE_ONLY,
+    ("", "services", "list"): WATCH_CACHE_ONLY,
+    ("", "services", "watch"): WATCH_CACHE_ONLY,
+    ("networking.k8s.io", "networkpolicies", "list"): WATCH_CACHE_ONLY,
+    ("networking.k8s.io", "networkpolicies", "watch"): WATCH_CACHE_ONLY,
+    ("apps", "deployments", "list"): WATCH_CACHE_ONLY,
+    ("apps", "deployments", "watch"): WATCH_CACHE_ONLY,
+    ("batch", "jobs", "list"): WATCH_CACHE_ONLY,
+    ("batch", "jobs", "watch"): WATCH_CACHE_ONLY,
+    ("policy", "poddisruptionbudgets", "list"): WATCH_CACHE_ONLY,
+    ("policy", "poddisruptionbudgets", "watch"): WATCH_CACHE_ONLY,
+    ("traefik.io", "ingressroutes", "list"): WATCH_CACHE_ONLY,
+    ("traefik.io", "ingressroutes", "watch"): WATCH_CACHE_ONLY,
+    ("traefik.io", "middlewares", "list"): WATCH_CACHE_ONLY,
+    ("traefik.io", "middlewares", "watch"): WATCH_CACHE_ONLY,
     ("kopf.dev", "clusterkopfpeerings", "list"): "HA only: Kopf peering",
     ("kopf.dev", "clusterkopfpeerings", "watch"): "HA only: Kopf peering",
     ("kopf.dev", "clusterkopfpeerings", "patch"): "HA only: its heartbeat",
@@ -597,6 +623,15 @@ def test_the_cluster_role_grants_only_the_allowlist(everything: list[dict[str, A
         )
     # No cluster-wide reading of every Secret, ever.
     assert not [v for (g, r, v), _ in grants if r == "secrets" and v in ("list", "watch")]
+
+
+def test_without_the_watch_cache_the_operator_lists_and_watches_only_its_own_kinds(
+    defaults: list[dict[str, Any]],
+) -> None:
+    grants = {grant for grant, _ in _grants(one(defaults, "ClusterRole"))}
+    assert not [g for g in grants if ALLOWED.get(g) == WATCH_CACHE_ONLY]
+    env = one(defaults, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert "ODOO_OPERATOR_WATCH_CACHE" not in {e["name"] for e in env}
 
 
 def test_without_ha_there_is_no_peering_grant(defaults: list[dict[str, Any]]) -> None:

@@ -8,6 +8,7 @@ with our fixed field manager. An unchanged tenant therefore costs reads only.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
@@ -18,6 +19,7 @@ from kubernetes_asyncio.dynamic.exceptions import ConflictError, NotFoundError
 
 from .. import metrics
 from ..model.names import FIELD_MANAGER
+from .kube_cache import ObjectCache
 from .priority import UrgentFirstSemaphore
 
 # What KubeClient._request returns for a 404 its caller takes as an answer.
@@ -110,6 +112,13 @@ class KubeClient:
         self._dynamic: DynamicClient | None = None
         self._limit = UrgentFirstSemaphore(max_concurrency)  # deletions etc. first
         self.writes = 0  # applies and deletes sent, for metrics and tests
+        # The managed objects kept by watches (backends/kube_cache.py), when switched on.
+        self.cache: ObjectCache | None = None
+
+    @property
+    def api(self) -> client.ApiClient:
+        """The underlying client, for the watch cache's streams."""
+        return self._api
 
     @classmethod
     async def connect(cls, max_concurrency: int = 16) -> KubeClient:
@@ -162,7 +171,15 @@ class KubeClient:
     async def get(
         self, api_version: str, kind: str, name: str, namespace: str | None = None
     ) -> dict[str, Any] | None:
-        """The live object, or None when it does not exist."""
+        """The live object, or None when it does not exist.
+
+        An object the watch cache holds is answered from memory (a copy); anything else is
+        read from the API server.
+        """
+        if self.cache is not None:
+            held = self.cache.lookup(api_version, kind, name, namespace)
+            if held is not None:
+                return copy.deepcopy(held)
         resource = await self._resource(api_version, kind)
         dynamic = await self._client()
         found = await self._request(
@@ -222,6 +239,8 @@ class KubeClient:
         )
         self.writes += 1
         _checked(answer, f"applying {desired['kind']} {meta.get('namespace', '')}/{meta['name']}")
+        if self.cache is not None:
+            self.cache.observe(answer.to_dict())  # never read back older than written
         return True
 
     async def create(self, body: dict[str, Any]) -> None:

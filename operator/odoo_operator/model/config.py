@@ -59,6 +59,14 @@ WEBHOOK_ADDR_ENV = "ODOO_OPERATOR_WEBHOOK_ADDR"
 WEBHOOK_MANAGED_ENV = "ODOO_OPERATOR_WEBHOOK_MANAGED"
 # The ValidatingWebhookConfiguration the operator creates and keeps pointing at its server.
 WEBHOOK_CONFIGURATION = GROUP
+# "true": keep the managed child objects in memory from watches, and read them from there
+# (backends/kube_cache.py); needs list and watch on those kinds (the chart's watchCache).
+WATCH_CACHE_ENV = "ODOO_OPERATOR_WATCH_CACHE"
+
+
+def watch_cache_enabled() -> bool:
+    """Whether ``ODOO_OPERATOR_WATCH_CACHE`` switches the watch cache on."""
+    return os.environ.get(WATCH_CACHE_ENV, "").strip().lower() == "true"
 
 
 class ConfigError(ValueError):

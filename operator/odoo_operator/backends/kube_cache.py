@@ -1,0 +1,253 @@
+"""The objects the operator manages, kept current by watches, so that reads cost nothing.
+
+A drift pass reads each child object of a tenant back (about 21 GETs per tenant and pass).
+With the cache on, :class:`~odoo_operator.backends.kube.KubeClient` answers those reads from
+memory: one list and one long-lived watch per kind, each selecting only the objects labelled
+``app.kubernetes.io/managed-by=odoo-operator`` on the server side.
+
+The cache only ever says what *is* there: a miss (an object not labelled, not yet seen, or
+absent) is read from the API server as before, so nothing the operator did not create can be
+taken for absent. What the operator writes is put into the cache from the server's answer,
+so a pass never reads back an older version than the one it just wrote. Secrets are never
+cached: the operator may read them by name only.
+
+Why not a library: Kopf's watches cannot select by label on the server (they would stream
+every Deployment of the cluster), and kubernetes_asyncio's ``Watch`` turns each event into
+typed models, the very (de)serialisation that dominated the operator's CPU profile. This is
+the list-then-watch loop of a client-go reflector, on the client's own authenticated session:
+relist on "410 Gone", back off on errors, bookmarks to keep the resource version fresh.
+
+Needs ``list`` and ``watch`` on the cached kinds cluster-wide (the chart's ``watchCache``); a
+kind the operator may not list, or the cluster does not serve (Traefik's CRDs missing), is
+simply not cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from .. import metrics
+from ..model.names import MANAGED_BY, MANAGED_BY_LABEL
+
+_logger = logging.getLogger(__name__)
+
+# (apiVersion, kind, plural) of every child kind the operator reads back in its passes.
+CACHED_KINDS: tuple[tuple[str, str, str], ...] = (
+    ("v1", "Namespace", "namespaces"),
+    ("v1", "ResourceQuota", "resourcequotas"),
+    ("v1", "LimitRange", "limitranges"),
+    ("v1", "ServiceAccount", "serviceaccounts"),
+    ("v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+    ("v1", "Service", "services"),
+    ("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
+    ("apps/v1", "Deployment", "deployments"),
+    ("batch/v1", "Job", "jobs"),
+    ("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
+    ("traefik.io/v1alpha1", "IngressRoute", "ingressroutes"),
+    ("traefik.io/v1alpha1", "Middleware", "middlewares"),
+)
+SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+_WATCH_SECONDS = 300  # the server ends a watch after this; the loop resumes it
+_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+Key = tuple[str, str, str, str]  # apiVersion, kind, namespace ("" when cluster-scoped), name
+
+
+def _key(obj: Mapping[str, Any], api_version: str, kind: str) -> Key:
+    meta = obj.get("metadata") or {}
+    return api_version, kind, str(meta.get("namespace") or ""), str(meta.get("name"))
+
+
+def _version(obj: Mapping[str, Any]) -> int | None:
+    # Opaque by contract, integers from etcd in practice: compared only to keep a write's
+    # answer from being replaced by an older watch event that arrives after it.
+    text = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+    return int(text) if text.isdigit() else None
+
+
+@dataclass
+class ObjectCache:
+    """Objects by key, and which kinds are complete (listed, and watched since)."""
+
+    objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    synced: set[tuple[str, str]] = field(default_factory=set)
+
+    def lookup(
+        self, api_version: str, kind: str, name: str, namespace: str | None
+    ) -> dict[str, Any] | None:
+        """The cached object, or None: absent, not labelled, or its kind not cached."""
+        if (api_version, kind) not in self.synced:
+            return None
+        return self.objects.get((api_version, kind, namespace or "", name))
+
+    def observe(self, obj: Mapping[str, Any]) -> None:
+        """Take an object the server answered with (a write's result), unless the cache
+        already holds a newer version of it."""
+        api_version, kind = str(obj.get("apiVersion")), str(obj.get("kind"))
+        if (api_version, kind) not in self.synced:
+            return
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
+            return
+        key = _key(obj, api_version, kind)
+        held, offered = _version(self.objects.get(key, {})), _version(obj)
+        if held is not None and offered is not None and offered < held:
+            return
+        self.objects[key] = dict(obj)
+
+    def replace(self, api_version: str, kind: str, items: list[dict[str, Any]]) -> None:
+        """Everything of a kind, from a fresh list."""
+        for key in [k for k in self.objects if k[:2] == (api_version, kind)]:
+            del self.objects[key]
+        for item in items:
+            self.objects[_key(item, api_version, kind)] = item
+        self.synced.add((api_version, kind))
+
+    def apply_event(
+        self, api_version: str, kind: str, kind_event: str, obj: dict[str, Any]
+    ) -> None:
+        """One watch event: ADDED, MODIFIED or DELETED."""
+        key = _key(obj, api_version, kind)
+        if kind_event == "DELETED":
+            self.objects.pop(key, None)
+        elif kind_event in ("ADDED", "MODIFIED"):
+            held, offered = _version(self.objects.get(key, {})), _version(obj)
+            if held is None or offered is None or offered >= held:
+                self.objects[key] = obj
+
+    def forget_kind(self, api_version: str, kind: str) -> None:
+        """Stop answering for a kind whose watch broke, until it is listed again."""
+        self.synced.discard((api_version, kind))
+
+
+def _path(api_version: str, plural: str) -> str:
+    return (
+        f"/api/{api_version}/{plural}"
+        if "/" not in api_version
+        else f"/apis/{api_version}/{plural}"
+    )
+
+
+class WatchCache:
+    """The list-and-watch loops that keep an :class:`ObjectCache` current."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self._api = api
+        self.cache = ObjectCache()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, timeout: float = 30.0) -> list[str]:
+        """Start a loop per kind; wait until each kind is listed once, or found not
+        cacheable, or ``timeout`` passes. Returns the kinds that are cached."""
+        ready = {kind: asyncio.Event() for _, kind, _ in CACHED_KINDS}
+        for api_version, kind, plural in CACHED_KINDS:
+            self._tasks.append(
+                asyncio.create_task(
+                    self._run(api_version, kind, plural, ready[kind]), name=f"watch {kind}"
+                )
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*(event.wait() for event in ready.values())), timeout
+            )
+        return sorted(kind for _, kind in self.cache.synced)
+
+    async def stop(self) -> None:
+        """Cancel every loop."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def _call(self, path: str, query: list[tuple[str, str]], timeout: float) -> Any:
+        """The raw response (a stream) of a GET; a refusal raises :class:`ApiException`."""
+        response = await self._api.call_api(
+            path,
+            "GET",
+            {},
+            query,
+            {"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=timeout,
+        )
+        if not 200 <= response.status <= 299:
+            reason = (await response.read())[:500].decode(errors="replace")
+            response.release()
+            raise ApiException(status=response.status, reason=reason)
+        return response
+
+    async def _list(self, api_version: str, kind: str, plural: str) -> str:
+        with metrics.observe_call("kubernetes", "list"):
+            response = await self._call(
+                _path(api_version, plural), [("labelSelector", SELECTOR)], 60
+            )
+            listing = json.loads(await response.read())
+        for item in listing.get("items", []):
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+        self.cache.replace(api_version, kind, listing.get("items", []))
+        return str(listing["metadata"]["resourceVersion"])
+
+    async def _watch(self, api_version: str, kind: str, plural: str, version: str) -> str:
+        """Follow the watch from ``version`` until the server ends it; the last version."""
+        query = [
+            ("labelSelector", SELECTOR),
+            ("watch", "true"),
+            ("allowWatchBookmarks", "true"),
+            ("resourceVersion", version),
+            ("timeoutSeconds", str(_WATCH_SECONDS)),
+        ]
+        response = await self._call(_path(api_version, plural), query, _WATCH_SECONDS + 30)
+        async with response:
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                obj = event.get("object") or {}
+                if event.get("type") == "ERROR":
+                    raise ApiException(status=obj.get("code"), reason=obj.get("reason"))
+                version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                if event.get("type") != "BOOKMARK":
+                    self.cache.apply_event(api_version, kind, event["type"], obj)
+        return version
+
+    async def _run(self, api_version: str, kind: str, plural: str, ready: asyncio.Event) -> None:
+        failures = 0
+        while True:
+            try:
+                version = await self._list(api_version, kind, plural)
+                ready.set()
+                failures = 0
+                while True:
+                    version = await self._watch(api_version, kind, plural, version)
+            except asyncio.CancelledError:
+                raise
+            except ApiException as error:
+                self.cache.forget_kind(api_version, kind)
+                if error.status in (403, 404) and not ready.is_set():
+                    # Not allowed to list it, or not served here: read it by name instead.
+                    _logger.info(
+                        "not caching %s: the API server answers %s to a list", kind, error.status
+                    )
+                    ready.set()
+                    return
+                if error.status != 410:  # 410: the version expired; relist at once
+                    failures += 1
+            except Exception as error:  # noqa: BLE001 - a broken stream is retried, never fatal
+                self.cache.forget_kind(api_version, kind)
+                failures += 1
+                _logger.warning("watch of %s broke (%s); listing it again", kind, error)
+            if failures:
+                await asyncio.sleep(_BACKOFF_SECONDS[min(failures, len(_BACKOFF_SECONDS)) - 1])

@@ -1,0 +1,64 @@
+"""The watch cache's bookkeeping: it answers only for complete kinds and its own objects, and
+an older version never replaces a newer one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from odoo_operator.backends.kube_cache import ObjectCache
+from odoo_operator.model.names import MANAGED_BY, MANAGED_BY_LABEL
+
+
+def _deployment(version: str, replicas: int, labels: dict[str, str] | None = None) -> Any:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "odoo-web",
+            "namespace": "odoo-acme",
+            "resourceVersion": version,
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY} if labels is None else labels,
+        },
+        "spec": {"replicas": replicas},
+    }
+
+
+def _replicas(cache: ObjectCache) -> Any:
+    found = cache.lookup("apps/v1", "Deployment", "odoo-web", "odoo-acme")
+    return None if found is None else found["spec"]["replicas"]
+
+
+def test_a_kind_not_listed_yet_is_never_answered() -> None:
+    cache = ObjectCache()
+    cache.observe(_deployment("5", 2))
+    assert _replicas(cache) is None
+    cache.replace("apps/v1", "Deployment", [_deployment("5", 2)])
+    assert _replicas(cache) == 2
+    cache.forget_kind("apps/v1", "Deployment")  # its watch broke
+    assert _replicas(cache) is None
+
+
+def test_an_older_event_does_not_replace_what_a_write_answered() -> None:
+    cache = ObjectCache()
+    cache.replace("apps/v1", "Deployment", [_deployment("5", 1)])
+    cache.observe(_deployment("9", 3))  # the answer to our write
+    cache.apply_event("apps/v1", "Deployment", "MODIFIED", _deployment("7", 2))  # late event
+    assert _replicas(cache) == 3
+    cache.apply_event("apps/v1", "Deployment", "MODIFIED", _deployment("11", 4))
+    assert _replicas(cache) == 4
+    cache.apply_event("apps/v1", "Deployment", "DELETED", _deployment("12", 4))
+    assert _replicas(cache) is None
+
+
+def test_a_write_answer_without_the_operators_label_is_not_kept() -> None:
+    cache = ObjectCache()
+    cache.replace("apps/v1", "Deployment", [])
+    cache.observe(_deployment("5", 2, labels={"team": "other"}))
+    assert _replicas(cache) is None
+
+
+def test_a_relist_drops_what_is_gone() -> None:
+    cache = ObjectCache()
+    cache.replace("apps/v1", "Deployment", [_deployment("5", 1)])
+    cache.replace("apps/v1", "Deployment", [])
+    assert _replicas(cache) is None
