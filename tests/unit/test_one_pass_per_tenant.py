@@ -94,3 +94,24 @@ def test_only_instances_with_upgrade_work_are_polled_for_upgrades() -> None:
 def test_a_tenant_not_ready_yet_is_retried_soon_then_every_five_seconds() -> None:
     assert [handlers.retry_delay(n) for n in range(6)] == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
     assert handlers.retry_delay(10_000) == 5.0
+
+
+async def test_each_tenants_first_drift_pass_starts_at_a_random_point_of_the_interval(
+    slow: SlowPasses, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn: list[tuple[float, float]] = []
+
+    def uniform(low: float, high: float) -> float:
+        drawn.append((low, high))
+        return 0.001
+
+    monkeypatch.setattr(handlers.random, "uniform", uniform)
+    memo = _memo()
+    for name in ("acme", "globex", "acme", "globex"):
+        body = kopf.Body(instance_body(name))
+        await handlers.repair_drift(
+            memo=memo, body=body, status=kopf.Status({}), patch=kopf.Patch()
+        )
+    # Offset once per tenant, then every interval from there: the fleet never passes at once.
+    assert drawn == [(0, handlers.DRIFT_INTERVAL_SECONDS)] * 2
+    assert slow.passes == ["acme", "globex", "acme", "globex"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import random
 from typing import Any
 
 import kopf
@@ -211,7 +213,16 @@ async def reconcile_on_change(
 async def repair_drift(
     memo: kopf.Memo, body: kopf.Body, status: kopf.Status, patch: kopf.Patch, **_: Any
 ) -> None:
-    """Put back whatever drifted (an edited Deployment, a widened ACL user, ...)."""
+    """Put back whatever drifted (an edited Deployment, a widened ACL user, ...).
+
+    The first run for a tenant in this process waits a random part of the interval: tenants
+    created or resumed together would otherwise pass at the same moments forever (a burst
+    of every tenant's reads each interval, instead of a steady trickle)."""
+    clients: Clients = memo["clients"]
+    name = body["metadata"]["name"]
+    if name not in clients.drift_spread:
+        clients.drift_spread.add(name)
+        await asyncio.sleep(random.uniform(0, DRIFT_INTERVAL_SECONDS))  # noqa: S311 - spread, not secrecy
     await _reconcile(memo, body, status, patch, retry=False, trigger="drift")
 
 
@@ -305,3 +316,4 @@ async def delete_tenant(memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger, *
         for step in await delete_instance(clients, body):
             logger.info(step)
     metrics.forget_instance(body["metadata"]["name"])
+    clients.drift_spread.discard(body["metadata"]["name"])

@@ -59,6 +59,8 @@ class Clients:
     claims: ClaimsIndex = field(default_factory=ClaimsIndex)
     # One reconcile pass per tenant at a time, whatever started it (a change, a timer).
     pass_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # Tenants whose drift timer this process has already offset (see repair_drift).
+    drift_spread: set[str] = field(default_factory=set)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # CA bundles of servers (PEM, None when the registry names none) and the private files
     # libpq reads them from, by (kind, server name): a PostgreSQL and a Redis server may
