@@ -390,6 +390,27 @@ def test_a_bad_verify_schedule_is_refused_only_when_verification_is_scheduled() 
     assert problem.startswith("spec.backup.verifySchedule")
 
 
+def test_a_secondary_store_must_be_registered_and_not_the_primary() -> None:
+    config = OperatorConfig.from_mapping(
+        {
+            "blobStores": {
+                "westeurope": {"secretRef": "a", "container": "odoo", "default": True},
+                "northeurope": {"secretRef": "b", "container": "odoo"},
+            }
+        }
+    )
+    backup: dict[str, Any] = {"secondaryStoreRef": "northeurope"}
+    body = {"spec": {"version": "18.0", "backup": backup}}
+    assert admission_handlers.backup_policy_problems(body, config) == []
+    backup["secondaryStoreRef"] = "westeurope"  # the default, hence the primary
+    (same,) = admission_handlers.backup_policy_problems(body, config)
+    assert same.startswith("spec.backup.secondaryStoreRef: westeurope is already the primary")
+    backup["secondaryStoreRef"] = "mars"
+    (unknown,) = admission_handlers.backup_policy_problems(body, config)
+    assert unknown.startswith("spec.backup.secondaryStoreRef: ")
+    assert "mars" in unknown
+
+
 # -- tenant boundaries: databases, names, namespaces, transitions ------------------------
 
 

@@ -164,7 +164,11 @@ class Restores:
         async def admin(server: Any) -> str:
             return "host=pg"
 
+        async def readable_store(clients: Any, status: Any, instance: str) -> Any:
+            return object(), clients.config.blob_store(status.get("store")), None
+
         monkeypatch.setattr(restores, "restore_backup", restore_backup)
+        monkeypatch.setattr(restores, "readable_store", readable_store)
         monkeypatch.setattr(self.clients, "blob", blob)
         monkeypatch.setattr(self.clients, "postgres_admin_conninfo", admin)
 

@@ -166,7 +166,7 @@ async def test_a_backup_taken_in_process_records_the_running_version(
         return object()
 
     async def blob(store: BlobStoreRef) -> object:
-        return object()
+        return ReachableStore()
 
     monkeypatch.setattr(backups, "run_backup", run_backup)
     monkeypatch.setattr(backups, "tenant_database_access", access)
@@ -179,6 +179,13 @@ async def test_a_backup_taken_in_process_records_the_running_version(
     await backups.run_backup_request(clients, body)
 
     assert recorded == ["17.0"]
+
+
+class ReachableStore:
+    """A blob store that answers (the backup writes to the primary store)."""
+
+    async def ensure_container(self) -> bool:
+        return False
 
 
 async def test_a_pre_upgrade_backup_job_records_the_running_version(
@@ -195,7 +202,7 @@ async def test_a_pre_upgrade_backup_job_records_the_running_version(
         return object()
 
     async def blob(store: BlobStoreRef) -> object:
-        return object()
+        return ReachableStore()
 
     monkeypatch.setattr(backups, "tenant_database_access", access)
     monkeypatch.setattr(clients, "blob", blob)

@@ -136,7 +136,9 @@ async def test_deletions_rotations_and_restores_run_urgent(monkeypatch: pytest.M
     monkeypatch.setattr(odooinstance, "_reconcile_pass", reconcile_pass)
     monkeypatch.setattr(restores, "run_restore_request", run_restore_request)
     memo = kopf.Memo()
-    memo["clients"] = type("Clients", (), {"pass_lock": lambda self, name: asyncio.Lock()})()
+    memo["clients"] = type(
+        "Clients", (), {"pass_lock": lambda self, name: asyncio.Lock(), "drift_spread": set()}
+    )()
     body = {"metadata": {"name": "acme"}, "spec": {}}
     await odooinstance.delete_tenant(memo=memo, body=kopf.Body(body), logger=None)  # type: ignore[arg-type]
     rotating = {

@@ -187,15 +187,27 @@ def instance_annotation_problems(
 
 
 def backup_policy_problems(body: Mapping[str, Any], config: OperatorConfig) -> list[str]:
-    """What is wrong with ``spec.backup``: an unknown store, a bad schedule or time zone."""
+    """What is wrong with ``spec.backup``: an unknown store (or a secondary store that is
+    the primary one), a bad schedule or time zone."""
     policy = BackupPolicy.from_instance(body)
     if policy is None:
         return []
     problems = []
+    primary = None
     try:
-        config.blob_store(policy.store)
+        primary = config.blob_store(policy.store).name
     except ConfigError as exc:
         problems.append(f"spec.backup.storeRef: {exc}.")
+    if policy.secondary_store is not None:
+        try:
+            config.blob_store(policy.secondary_store)
+        except ConfigError as exc:
+            problems.append(f"spec.backup.secondaryStoreRef: {exc}.")
+        if policy.secondary_store == primary:
+            problems.append(
+                f"spec.backup.secondaryStoreRef: {primary} is already the primary store; a "
+                "copy in the same store protects against nothing."
+            )
     try:
         parse_duration(policy.rpo)
     except ValueError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +12,13 @@ import kopf
 from .. import metrics
 from ..model.backup import BACKUP_KIND, BACKUP_PLURAL, FINISHED, SUCCEEDED, BackupPolicy
 from ..model.names import API_VERSION, GROUP, INSTANCE_KIND, INSTANCE_LABEL, VERSION
+from ..reconcile.backup_copies import (
+    COPY_SUCCEEDED,
+    copy_entry,
+    copy_pending,
+    copy_target,
+    copy_to_secondary,
+)
 from ..reconcile.backups import (
     BackupWaiting,
     delete_backup_data,
@@ -26,6 +34,9 @@ from ..reconcile.backups import (
 from ..reconcile.clients import Clients
 from ..reconcile.events import record_event
 from .shards import serves_tenant
+
+# Kopf fixes timer intervals when handlers are registered, so this one comes from the environment.
+COPY_RETRY_SECONDS = float(os.environ.get("ODOO_OPERATOR_COPY_RETRY_INTERVAL", "60"))
 
 _WAIT_SECONDS = 10.0
 _logger = logging.getLogger(__name__)
@@ -76,6 +87,9 @@ async def take_backup(
     await record_event(clients, body, "Normal", "BackupSucceeded", status.get("message", ""))
     instance = await clients.kube.get(API_VERSION, INSTANCE_KIND, instance_name)
     policy = BackupPolicy.from_instance(instance or {})
+    copy_to = copy_target(clients.config, policy, status.get("store"))
+    if copy_to is not None:
+        status["secondaryStore"] = copy_to  # the copy timer below takes it from here
     request = verification_request(body)  # an annotation set while the backup ran
     if instance is not None and (
         request is not None or (policy is not None and policy.verify == "AfterEachBackup")
@@ -151,6 +165,42 @@ async def verify_on_request(memo: kopf.Memo, body: kopf.Body, **_: Any) -> None:
     changed: dict[str, Any] = {k: status[k] for k in ("verification", "conditions") if k in status}
     await clients.kube.patch_status(API_VERSION, BACKUP_KIND, body["metadata"]["name"], changed)
     await _publish_on_instance(clients, instance_name)
+
+
+def _copy_wanted(body: kopf.Body, **kwargs: Any) -> bool:
+    return copy_pending(body) and serves_tenant(body, **kwargs)
+
+
+@kopf.timer(
+    GROUP,
+    VERSION,
+    BACKUP_PLURAL,
+    interval=COPY_RETRY_SECONDS,
+    initial_delay=1.0,
+    when=_copy_wanted,
+)
+async def copy_backup_to_secondary(memo: kopf.Memo, body: kopf.Body, **_: Any) -> None:
+    """Copy a succeeded backup to its instance's secondary store and check the copy; a
+    failed attempt is retried every ``ODOO_OPERATOR_COPY_RETRY_INTERVAL`` seconds. Runs only
+    for backups whose copy is missing (see ``copy_pending``): others cost nothing."""
+    clients: Clients = memo["clients"]
+    status = body.get("status") or {}
+    target = str(status["secondaryStore"])
+    before = (copy_entry(status, target) or {}).get("phase")
+    copies = await copy_to_secondary(clients, body)
+    await clients.kube.patch_status(
+        API_VERSION, BACKUP_KIND, body["metadata"]["name"], {"copies": copies}
+    )
+    outcome = next(c for c in copies if c["store"] == target)
+    if outcome["phase"] == COPY_SUCCEEDED:
+        await record_event(
+            clients, body, "Normal", "BackupCopied", f"to {target}: {outcome['message']}"
+        )
+        await _publish_on_instance(clients, body["spec"]["instance"])
+    elif before != outcome["phase"]:  # the first failure; retries are in status.copies
+        await record_event(
+            clients, body, "Warning", "BackupCopyFailed", f"to {target}: {outcome['message']}"
+        )
 
 
 @kopf.on.delete(GROUP, VERSION, BACKUP_PLURAL, when=serves_tenant)

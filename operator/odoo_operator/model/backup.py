@@ -31,6 +31,7 @@ class BackupPolicy:
     """``OdooInstance.spec.backup``: schedule, RPO, retention and verification."""
 
     store: str | None = None
+    secondary_store: str | None = None
     schedule: str = "0 2 * * *"
     time_zone: str = "UTC"
     suspend: bool = False
@@ -47,6 +48,7 @@ class BackupPolicy:
             return None
         return cls(
             store=raw.get("storeRef"),
+            secondary_store=raw.get("secondaryStoreRef") or None,
             schedule=str(raw.get("schedule", "0 2 * * *")),
             time_zone=str(raw.get("timeZone", "UTC")),
             suspend=bool(raw.get("suspend", False)),

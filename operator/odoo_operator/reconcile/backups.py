@@ -21,7 +21,7 @@ from typing import Any
 
 from psycopg.conninfo import make_conninfo
 
-from ..backends.blobstore import BlobStore
+from ..backends.blobstore import BlobStore, BlobStoreUnavailable
 from ..backends.kube import KubeConflict
 from ..builders.backup_job import (
     build_backup_job,
@@ -47,6 +47,7 @@ from ..model.conditions import AWAITING_OPERATOR, Condition, merge_condition
 from ..model.config import BlobStoreRef, ConfigError
 from ..model.names import API_VERSION, INSTANCE_KIND, INSTANCE_LABEL, VERIFY_ANNOTATION
 from ..model.spec import InstanceSpec
+from .backup_copies import copy_summary, readable_store, writable_store
 from .clients import Clients
 from .events import record_event
 from .instance import CREDENTIALS_SECRET
@@ -197,11 +198,12 @@ async def run_backup_request(clients: Clients, body: Mapping[str, Any]) -> Backu
         raise BackupWaiting(f"another backup or restore of {request.instance} is running")
     async with lock:
         try:
-            store_ref = clients.config.blob_store(policy.store)
-            store = await clients.blob(store_ref)
+            store, store_ref, fallback = await writable_store(clients, policy)
             access = await tenant_database_access(clients, spec)
         except (ConfigError, BackupNotPossible) as exc:
             return BackupResult(_failed(status, "InvalidConfiguration", str(exc)))
+        except BlobStoreUnavailable as exc:
+            return BackupResult(_failed(status, "StoreUnavailable", str(exc)))
         backup_id = status.get("backupId") or new_backup_id()
         started = now()
         if clients.config.backup_execution == "job":
@@ -238,6 +240,8 @@ async def run_backup_request(clients: Clients, body: Mapping[str, Any]) -> Backu
             )
             return BackupResult(_failed(status, "BackupFailed", f"{type(exc).__name__}: {exc}"))
     done = _succeeded(status, manifest, store_ref.name, store_ref.container, started, "operator")
+    if fallback is not None:
+        done["message"] = f"{done['message']}; {fallback}"
     return BackupResult(await _with_store_protection(done, store))
 
 
@@ -511,7 +515,7 @@ async def verify_request(clients: Clients, body: Mapping[str, Any]) -> dict[str,
     if instance is None:
         return {"result": "Skipped", "message": f"OdooInstance {request.instance} is gone"}
     spec = InstanceSpec.from_resource(instance)
-    store = await clients.blob(clients.config.blob_store(status.get("store")))
+    store, _, fallback = await readable_store(clients, status, request.instance)
     admin = await clients.postgres_admin_conninfo(
         clients.config.postgres_server(spec.database_server)
     )
@@ -521,7 +525,7 @@ async def verify_request(clients: Clients, body: Mapping[str, Any]) -> dict[str,
         "result": "Passed" if verification.ok else "Failed",
         "checkedAt": timestamp(verification.checked_at),
         "durationSeconds": round(verification.duration_seconds, 3),
-        "message": verification.reason,
+        "message": verification.reason + (f" ({fallback})" if fallback else ""),
     }
 
 
@@ -752,6 +756,7 @@ async def instance_backup_state(
     if schedule and await schedule_verification(clients, instance_body, backups):
         fields["lastScheduledVerification"] = timestamp(now())
     fields.update(instance_backup_summary(backups))
+    fields.update(copy_summary(backups, BackupPolicy.from_instance(instance_body)))
     return backup_health(instance_body, backups), fields
 
 

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..backends.blobstore import BlobStoreUnavailable
 from ..builders.backup_job import (
     build_filestore_restore_job,
     filestore_directory,
@@ -49,6 +50,7 @@ from ..model.backup import (
 from ..model.config import BlobStoreRef, ConfigError
 from ..model.names import API_VERSION, INSTANCE_KIND, MAINTENANCE_ANNOTATION
 from ..model.spec import InstanceSpec
+from .backup_copies import readable_store
 from .backups import (
     backup_object,
     finished,
@@ -175,7 +177,19 @@ async def run_restore_request(clients: Clients, body: Mapping[str, Any]) -> dict
         raise RestoreWaiting(f"waiting for the web and cron pods of {target.name} to stop", status)
 
     filestore_in_process = in_process_filestore(clients, target)
-    store_ref = clients.config.blob_store(backup_status.get("store"))
+    try:
+        store, store_ref, fallback = await readable_store(clients, backup_status, source)
+    except BlobStoreUnavailable as unreachable:
+        await _set_maintenance(clients, request.target, None)
+        return finished(
+            status,
+            FAILED,
+            "StoreUnavailable",
+            f"neither the store of backup {request.backup} nor a checked copy of it can be "
+            f"read ({unreachable}); {target.name} was not touched",
+        )
+    if fallback is not None:
+        status["readFrom"] = fallback
     if filestore_in_process is None:
         # The filestore is a claim only the tenant's pods mount: a Job stages the backup's
         # beside the live one before the database is touched, and swaps it in afterwards.
@@ -194,7 +208,6 @@ async def run_restore_request(clients: Clients, body: Mapping[str, Any]) -> dict
     status.update(phase=RUNNING, step="restoring", message="restoring the database")
     await clients.kube.patch_status(API_VERSION, RESTORE_KIND, request.name, status)
     try:
-        store = await clients.blob(store_ref)
         server = clients.config.postgres_server(target.database_server)
         outcome = await restore_backup(
             store,
@@ -249,7 +262,8 @@ def _restored(
             f" and the previous filestore as {status['keptFilestore']}"
             if status.get("keptFilestore")
             else ""
-        ),
+        )
+        + (f"; {status['readFrom']}" if status.get("readFrom") else ""),
     )
 
 
