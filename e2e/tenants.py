@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import redis
 from kubernetes import client
@@ -25,6 +26,7 @@ from odoo_devstack.processes import ManagedProcess
 
 REPO = Path(__file__).parents[1]
 GROUP, VERSION, PLURAL = "odoo.tenantops.io", "v1alpha1", "odooinstances"
+BACKUPS, RESTORES = "odoobackups", "odoorestores"
 DRIFT_INTERVAL_SECONDS = 5.0  # the e2e operator's drift timer, much shorter than production's
 UPGRADE_INTERVAL_SECONDS = 1.0  # how often the e2e operator advances an upgrade
 SAMPLE = kubectl.load_documents(REPO / "manifests" / "samples" / "odooinstance-acme.yaml")[0]
@@ -224,3 +226,77 @@ class MetricsOperator:
     def value(self, name: str, **labels: str) -> float | None:
         """One sample's value, or None when the scrape does not have it."""
         return self.scrape().get((name, frozenset(labels.items())))
+
+
+def seed_odoo_like_database(login: str, filestore: Path, partners: int = 25) -> None:
+    """Tables and rows shaped like Odoo's, owned by the tenant, and attachments on disk."""
+    with psycopg.connect(login, autocommit=True) as db:
+        db.execute("CREATE TABLE res_partner (id serial PRIMARY KEY, name text NOT NULL)")
+        db.execute(
+            "INSERT INTO res_partner (name) SELECT 'partner ' || g FROM generate_series(1, %s) g",
+            (partners,),
+        )
+        db.execute(
+            "CREATE TABLE ir_attachment (id serial PRIMARY KEY, name text, store_fname text)"
+        )
+        db.execute("CREATE TABLE ir_mail_server (id serial PRIMARY KEY, name text, active boolean)")
+        db.execute(
+            "INSERT INTO ir_mail_server (name, active) VALUES ('smtp.customer.example', true)"
+        )
+        db.execute("CREATE TABLE ir_cron (id serial PRIMARY KEY, name text, active boolean)")
+        db.execute("INSERT INTO ir_cron (name, active) VALUES ('post recurring entries', true)")
+        db.execute(
+            "CREATE TABLE ir_config_parameter (id serial PRIMARY KEY, key text UNIQUE, value text)"
+        )
+        db.execute(
+            "INSERT INTO ir_config_parameter (key, value) VALUES ('database.uuid', %s)",
+            (str(uuid.uuid4()),),
+        )
+        db.execute("CREATE TABLE ir_module_module (id serial PRIMARY KEY, name text, state text)")
+        db.execute(
+            "INSERT INTO ir_module_module (name, state)"
+            " VALUES ('base', 'installed'), ('account', 'installed')"
+        )
+        for number in range(3):
+            relative = f"a{number}/{uuid.uuid4().hex}"
+            path = filestore / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(uuid.uuid4().bytes * 64)
+            db.execute(
+                "INSERT INTO ir_attachment (name, store_fname) VALUES (%s, %s)",
+                (f"invoice {number}.pdf", relative),
+            )
+
+
+def wait_finished(
+    custom: client.CustomObjectsApi, plural: str, name: str, timeout: float = 120
+) -> dict[str, Any]:
+    """Wait until an OdooBackup or OdooRestore succeeded or failed; return it."""
+    found: dict[str, Any] = {}
+
+    def finished() -> bool:
+        try:
+            found.update(custom.get_cluster_custom_object(GROUP, VERSION, plural, name))
+        except ApiException as exc:
+            if exc.status == 404:  # not created yet (the operator makes pre-delete backups)
+                return False
+            raise
+        return (found.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+    eventually(finished, f"{plural}/{name} to finish", timeout)
+    return found
+
+
+def restore_into(
+    custom: client.CustomObjectsApi, backup: str, target: str, **spec: Any
+) -> dict[str, Any]:
+    """Create an OdooRestore of ``backup`` into ``target`` and wait until it finished."""
+    name = f"rst-{uuid.uuid4().hex[:6]}"
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "OdooRestore",
+        "metadata": {"name": name},
+        "spec": {"backup": backup, "target": {"instance": target}, **spec},
+    }
+    custom.create_cluster_custom_object(GROUP, VERSION, RESTORES, body)
+    return wait_finished(custom, RESTORES, name, 180)

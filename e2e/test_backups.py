@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime
 import itertools
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from kubernetes.client.rest import ApiException
 from psycopg import conninfo
 
 from e2e.tenants import (
+    BACKUPS,
     GROUP,
     PLURAL,
     VERSION,
@@ -26,13 +26,15 @@ from e2e.tenants import (
     create_backup,
     delete_quietly,
     eventually,
+    restore_into,
+    seed_odoo_like_database,
     tenant_login,
+    wait_finished,
     wait_ready,
 )
 from odoo_devstack.operator_setup import BACKUP_CONTAINER
 from odoo_devstack.processes import ManagedProcess
 
-BACKUPS, RESTORES = "odoobackups", "odoorestores"
 BACKUP_POLICY = {"schedule": "0 2 * * *", "rpo": "26h", "verify": "AfterEachBackup"}
 TENANT_PREFIX = "bak"
 TENANT_SPEC = {"backup": BACKUP_POLICY, "deletionPolicy": "Delete"}
@@ -44,84 +46,12 @@ def custom(k8s: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(k8s)
 
 
-def seed_odoo_like_database(login: str, filestore: Path, partners: int = 25) -> None:
-    """Tables and rows shaped like Odoo's, owned by the tenant, and attachments on disk."""
-    with psycopg.connect(login, autocommit=True) as db:
-        db.execute("CREATE TABLE res_partner (id serial PRIMARY KEY, name text NOT NULL)")
-        db.execute(
-            "INSERT INTO res_partner (name) SELECT 'partner ' || g FROM generate_series(1, %s) g",
-            (partners,),
-        )
-        db.execute(
-            "CREATE TABLE ir_attachment (id serial PRIMARY KEY, name text, store_fname text)"
-        )
-        db.execute("CREATE TABLE ir_mail_server (id serial PRIMARY KEY, name text, active boolean)")
-        db.execute(
-            "INSERT INTO ir_mail_server (name, active) VALUES ('smtp.customer.example', true)"
-        )
-        db.execute("CREATE TABLE ir_cron (id serial PRIMARY KEY, name text, active boolean)")
-        db.execute("INSERT INTO ir_cron (name, active) VALUES ('post recurring entries', true)")
-        db.execute(
-            "CREATE TABLE ir_config_parameter (id serial PRIMARY KEY, key text UNIQUE, value text)"
-        )
-        db.execute(
-            "INSERT INTO ir_config_parameter (key, value) VALUES ('database.uuid', %s)",
-            (str(uuid.uuid4()),),
-        )
-        db.execute("CREATE TABLE ir_module_module (id serial PRIMARY KEY, name text, state text)")
-        db.execute(
-            "INSERT INTO ir_module_module (name, state)"
-            " VALUES ('base', 'installed'), ('account', 'installed')"
-        )
-        for number in range(3):
-            relative = f"a{number}/{uuid.uuid4().hex}"
-            path = filestore / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(uuid.uuid4().bytes * 64)
-            db.execute(
-                "INSERT INTO ir_attachment (name, store_fname) VALUES (%s, %s)",
-                (f"invoice {number}.pdf", relative),
-            )
-
-
 def _filestore(operator: ManagedProcess, name: str) -> Path:
     return operator.log_path.parent / "filestores" / name
 
 
 def _backup(custom: client.CustomObjectsApi, instance: str, retain: bool = False) -> str:
     return create_backup(custom, instance, retain=retain)
-
-
-def _wait_finished(
-    custom: client.CustomObjectsApi, plural: str, name: str, timeout: float = 120
-) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-
-    def finished() -> bool:
-        try:
-            found.update(custom.get_cluster_custom_object(GROUP, VERSION, plural, name))
-        except ApiException as exc:
-            if exc.status == 404:  # not created yet (the operator makes pre-delete backups)
-                return False
-            raise
-        return (found.get("status") or {}).get("phase") in ("Succeeded", "Failed")
-
-    eventually(finished, f"{plural}/{name} to finish", timeout)
-    return found
-
-
-def _restore(
-    custom: client.CustomObjectsApi, backup: str, target: str, **spec: Any
-) -> dict[str, Any]:
-    name = f"rst-{uuid.uuid4().hex[:6]}"
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "OdooRestore",
-        "metadata": {"name": name},
-        "spec": {"backup": backup, "target": {"instance": target}, **spec},
-    }
-    custom.create_cluster_custom_object(GROUP, VERSION, RESTORES, body)
-    return _wait_finished(custom, RESTORES, name, 180)
 
 
 def test_an_on_demand_backup_is_stored_verified_and_published_on_the_instance(
@@ -135,7 +65,7 @@ def test_an_on_demand_backup_is_stored_verified_and_published_on_the_instance(
     name = new_tenant()
     seed_odoo_like_database(tenant_login(k8s, postgres_dsn, name), _filestore(operator, name))
 
-    backup = _wait_finished(custom, BACKUPS, _backup(custom, name))
+    backup = wait_finished(custom, BACKUPS, _backup(custom, name))
     status = backup["status"]
     assert status["phase"] == "Succeeded", status
     assert backup["metadata"]["labels"]["odoo.tenantops.io/instance"] == name
@@ -180,9 +110,9 @@ def test_retention_prunes_old_backups_with_their_blobs_but_keeps_retained_ones(
         "retention": {"keepLast": 1, "daily": 0, "weekly": 0, "monthly": 0},
     }
     name = new_tenant(backup=policy)
-    kept = _wait_finished(custom, BACKUPS, _backup(custom, name, retain=True))
-    first = _wait_finished(custom, BACKUPS, _backup(custom, name))
-    newest = _wait_finished(custom, BACKUPS, _backup(custom, name))
+    kept = wait_finished(custom, BACKUPS, _backup(custom, name, retain=True))
+    first = wait_finished(custom, BACKUPS, _backup(custom, name))
+    newest = wait_finished(custom, BACKUPS, _backup(custom, name))
     container = BlobServiceClient.from_connection_string(
         blob_connection_string
     ).get_container_client(BACKUP_CONTAINER)
@@ -214,7 +144,7 @@ def test_a_tenant_deleted_with_delete_policy_is_backed_up_before_its_data_is_dro
     name = new_tenant()
     database = f"odoo_{name.replace('-', '_')}"
     custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
-    final = _wait_finished(custom, BACKUPS, f"{name}-pre-delete")
+    final = wait_finished(custom, BACKUPS, f"{name}-pre-delete")
     assert final["status"]["phase"] == "Succeeded", final["status"]
     assert final["spec"] == {"instance": name, "reason": "pre-delete", "retain": True}
 
@@ -238,10 +168,10 @@ def test_a_clone_into_staging_is_neutralized_and_keeps_the_replaced_database(
     seed_odoo_like_database(
         tenant_login(k8s, postgres_dsn, production), _filestore(operator, production)
     )
-    backup = _wait_finished(custom, BACKUPS, _backup(custom, production))
+    backup = wait_finished(custom, BACKUPS, _backup(custom, production))
     assert backup["status"]["phase"] == "Succeeded", backup["status"]
 
-    restore = _restore(custom, backup["metadata"]["name"], staging, fromInstance=production)
+    restore = restore_into(custom, backup["metadata"]["name"], staging, fromInstance=production)
     status = restore["status"]
     assert status["phase"] == "Succeeded", status
     assert (status["mode"], status["neutralized"]) == ("Clone", True)
@@ -271,11 +201,11 @@ def test_an_in_place_restore_takes_a_safety_backup_first_and_brings_back_the_old
     name = new_tenant()
     login = tenant_login(k8s, postgres_dsn, name)
     seed_odoo_like_database(login, _filestore(operator, name))
-    backup = _wait_finished(custom, BACKUPS, _backup(custom, name))
+    backup = wait_finished(custom, BACKUPS, _backup(custom, name))
     with psycopg.connect(login, autocommit=True) as db:
         db.execute("INSERT INTO res_partner (name) VALUES ('written after the backup')")
 
-    restore = _restore(custom, backup["metadata"]["name"], name)
+    restore = restore_into(custom, backup["metadata"]["name"], name)
     status = restore["status"]
     assert status["phase"] == "Succeeded", status
     assert (status["mode"], status["neutralized"]) == ("InPlace", False)
@@ -303,14 +233,14 @@ def test_a_tampered_backup_is_refused_and_the_target_left_untouched(
     seed_odoo_like_database(
         tenant_login(k8s, postgres_dsn, production), _filestore(operator, production)
     )
-    backup = _wait_finished(custom, BACKUPS, _backup(custom, production))
+    backup = wait_finished(custom, BACKUPS, _backup(custom, production))
     container = BlobServiceClient.from_connection_string(
         blob_connection_string
     ).get_container_client(BACKUP_CONTAINER)
     dump = f"{production}/{backup['status']['backupId']}/database.dump"
     container.upload_blob(dump, b"not the dump that was checksummed", overwrite=True)
 
-    restore = _restore(custom, backup["metadata"]["name"], staging, fromInstance=production)
+    restore = restore_into(custom, backup["metadata"]["name"], staging, fromInstance=production)
     assert restore["status"]["phase"] == "Failed"
     assert "does not match its manifest" in restore["status"]["message"]
     with psycopg.connect(tenant_login(k8s, postgres_dsn, staging)) as db:
@@ -350,7 +280,7 @@ def test_backups_of_one_tenant_never_overlap(
 ) -> None:
     name = new_tenant(backup={**BACKUP_POLICY, "verify": "Never"})
     names = [_backup(custom, name) for _ in range(3)]
-    statuses = [_wait_finished(custom, BACKUPS, n)["status"] for n in names]
+    statuses = [wait_finished(custom, BACKUPS, n)["status"] for n in names]
     assert [status["phase"] for status in statuses] == ["Succeeded"] * 3
 
     def moment(text: str) -> datetime.datetime:
@@ -375,7 +305,7 @@ def test_a_backup_is_verified_again_when_its_verify_annotation_changes(
     custom: client.CustomObjectsApi, new_tenant: NewTenant
 ) -> None:
     name = new_tenant(backup={**BACKUP_POLICY, "verify": "Never"})
-    backup = _wait_finished(custom, BACKUPS, _backup(custom, name))["metadata"]["name"]
+    backup = wait_finished(custom, BACKUPS, _backup(custom, name))["metadata"]["name"]
     assert _verification_of(custom, backup) == {}  # verify: Never
 
     for request in ("audit-2026-q4", "audit-2027-q1"):
@@ -401,7 +331,7 @@ def test_verify_scheduled_checks_the_newest_good_backup_at_the_times_of_its_own_
 ) -> None:
     policy = {**BACKUP_POLICY, "verify": "Scheduled", "verifySchedule": "* * * * *"}
     name = new_tenant(backup=policy)
-    backups = [_wait_finished(custom, BACKUPS, _backup(custom, name)) for _ in range(2)]
+    backups = [wait_finished(custom, BACKUPS, _backup(custom, name)) for _ in range(2)]
     newest = backups[-1]["metadata"]["name"]
 
     eventually(

@@ -58,6 +58,7 @@ def register_servers(
     dedicated_node_pool: Mapping[str, Any] | None = None,
     versions: Mapping[str, Any] | None = None,
     shared_node_pool: Mapping[str, Any] | None = None,
+    secondary_blob_connection_string: str | None = None,
 ) -> Path:
     """Create the server Secrets and return the path of the operator config file.
 
@@ -70,6 +71,8 @@ def register_servers(
     ``shared_node_pool`` places shared tenants likewise (by default anywhere: KWOK's nodes).
     ``versions`` replaces the version map (:data:`DEFAULT_IMAGES`), e.g. with
     :data:`REAL_NODE_VERSIONS` for tenants whose pods run the harness's Odoo runtimes.
+    ``secondary_blob_connection_string`` registers a second store, ``secondary`` (another
+    Azurite), for ``spec.backup.secondaryStoreRef``.
     """
 
     def secret(name: str, key: str, value: str) -> dict[str, object]:
@@ -94,6 +97,11 @@ def register_servers(
                 if blob_connection_string
                 else []
             ),
+            *(
+                [secret("blob-secondary", "connectionString", secondary_blob_connection_string)]
+                if secondary_blob_connection_string
+                else []
+            ),
         ],
     )
     config = {
@@ -116,9 +124,12 @@ def register_servers(
         else {"nodeSelector": {}, "tolerations": [DEDICATED_TOLERATION]},
     }
     if blob_connection_string:
-        config["blobStores"] = {
+        stores: dict[str, dict[str, object]] = {
             "main": {"secretRef": "blob-main", "container": BACKUP_CONTAINER, "default": True}
         }
+        if secondary_blob_connection_string:
+            stores["secondary"] = {"secretRef": "blob-secondary", "container": BACKUP_CONTAINER}
+        config["blobStores"] = stores
         config["backupExecution"] = backup_execution
         config["inProcessFilestoreRoot"] = str(config_dir / "filestores")
         (config_dir / "filestores").mkdir(parents=True, exist_ok=True)

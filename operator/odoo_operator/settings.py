@@ -123,6 +123,9 @@ async def start(
     # Kopf would post Events about cluster-scoped objects that `kubectl describe` never finds
     # (builders/events.py): the operator posts its own, for the transitions that matter.
     settings.posting.enabled = False
+    # A deleted tenant's drift timer may be mid-pass; Kopf re-checks whether it has exited
+    # after this many seconds (60 by default, which held finalizers for a minute).
+    settings.background.cancellation_polling = 2.0
     configure_peering(settings)
     if webhook_enabled():
         settings.admission.server = webhook_server()

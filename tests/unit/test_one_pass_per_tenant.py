@@ -115,3 +115,40 @@ async def test_each_tenants_first_drift_pass_starts_at_a_random_point_of_the_int
     # Offset once per tenant, then every interval from there: the fleet never passes at once.
     assert drawn == [(0, handlers.DRIFT_INTERVAL_SECONDS)] * 2
     assert slow.passes == ["acme", "globex", "acme", "globex"]
+
+
+async def test_a_deletion_waits_for_the_pass_under_way_and_no_pass_runs_after_it(
+    slow: SlowPasses, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dropped_while_running: list[int] = []
+
+    async def nothing(*args: Any) -> None:
+        return None
+
+    async def delete_instance(clients: Any, body: Any) -> list[str]:
+        dropped_while_running.append(slow.running.get("acme", 0))
+        return ["dropped database and role odoo_acme"]
+
+    monkeypatch.setattr(handlers, "_say_terminating", nothing)
+    monkeypatch.setattr(handlers, "pre_delete_backup_pending", nothing)
+    monkeypatch.setattr(handlers, "delete_instance", delete_instance)
+    monkeypatch.setattr(handlers.random, "uniform", lambda low, high: 0.0)
+    memo = _memo()
+    body = instance_body("acme")
+    drift = asyncio.create_task(
+        handlers.repair_drift(
+            memo=memo, body=kopf.Body(body), status=kopf.Status({}), patch=kopf.Patch()
+        )
+    )
+    await asyncio.sleep(0.01)  # the drift pass is under way
+    deleting = dict(
+        body, metadata={**body["metadata"], "deletionTimestamp": "2026-11-30T14:00:00Z"}
+    )
+    logger = SimpleNamespace(info=lambda message: None)
+    await handlers.delete_tenant(memo=memo, body=kopf.Body(deleting), logger=logger)
+    await drift
+    assert dropped_while_running == [0]  # dropped only once the pass had finished
+    await handlers.repair_drift(
+        memo=memo, body=kopf.Body(deleting), status=kopf.Status({}), patch=kopf.Patch()
+    )
+    assert slow.passes == ["acme"]  # no pass for a tenant being deleted

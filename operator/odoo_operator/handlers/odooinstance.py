@@ -123,6 +123,8 @@ async def _reconcile(
     attempt: int = 0,
 ) -> None:
     clients: Clients = memo["clients"]
+    if body["metadata"].get("deletionTimestamp"):
+        return  # being deleted: a pass now would create again what the deletion drops
     lock = clients.pass_lock(body["metadata"]["name"])
     if trigger == "drift" and lock.locked():
         return  # a pass for a change is under way; it does what this one would
@@ -308,12 +310,15 @@ async def delete_tenant(memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger, *
     succeed first: nothing is dropped whose backup did not succeed.
     """
     clients: Clients = memo["clients"]
+    # The pass lock: a drift pass that started before the deletion arrived finishes first,
+    # and none starts after it (see _reconcile), so nothing dropped here is created again.
     with urgent():  # before any rollout's turns: a deletion is often what frees capacity
-        await _say_terminating(clients, body)
-        waiting = await pre_delete_backup_pending(clients, body)
-        if waiting is not None:
-            raise kopf.TemporaryError(waiting, delay=_RETRY_SECONDS)
-        for step in await delete_instance(clients, body):
-            logger.info(step)
+        async with clients.pass_lock(body["metadata"]["name"]):
+            await _say_terminating(clients, body)
+            waiting = await pre_delete_backup_pending(clients, body)
+            if waiting is not None:
+                raise kopf.TemporaryError(waiting, delay=_RETRY_SECONDS)
+            for step in await delete_instance(clients, body):
+                logger.info(step)
     metrics.forget_instance(body["metadata"]["name"])
     clients.drift_spread.discard(body["metadata"]["name"])

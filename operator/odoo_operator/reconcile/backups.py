@@ -584,15 +584,22 @@ async def prune(
 
 
 async def delete_backup_data(clients: Clients, body: Mapping[str, Any]) -> str | None:
-    """Remove a deleted OdooBackup's blobs; the message for the log, or None if it had none."""
+    """Remove a deleted OdooBackup's blobs, in its store and wherever it was copied; the
+    message for the log, or None if it had none."""
     status = body.get("status") or {}
     backup_id, store_name = status.get("backupId"), status.get("store")
     if not backup_id or not store_name:
         return None
     request = BackupRequest.from_resource(body)
-    store = await clients.blob(clients.config.blob_store(store_name))
-    await delete_backup(store, request.instance, backup_id)
-    return f"deleted backup {backup_id} of {request.instance} from store {store_name}"
+    # Its copies too (a failed copy may have left parts): a retention policy that prunes a
+    # backup prunes it in every region.
+    stores = list(
+        dict.fromkeys([str(store_name), *(str(c["store"]) for c in status.get("copies") or [])])
+    )
+    for name in stores:
+        store = await clients.blob(clients.config.blob_store(name))
+        await delete_backup(store, request.instance, backup_id)
+    return f"deleted backup {backup_id} of {request.instance} from {', '.join(stores)}"
 
 
 def scheduled_backup_name(instance: str, due: datetime.datetime) -> str:
