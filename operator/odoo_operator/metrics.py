@@ -361,6 +361,7 @@ class TenantState:
     # (type, status, reason) of each condition, as last published.
     conditions: tuple[tuple[str, str, str], ...] = ()
     backup_time: float | None = None
+    copy_time: float | None = None
     backup_size_bytes: float | None = None
     backup_duration_seconds: float | None = None
     verification_time: float | None = None
@@ -476,6 +477,9 @@ def record_outcome(
         changes["backup_time"] = last_time
         if last.get("sizeBytes") is not None:
             changes["backup_size_bytes"] = float(last["sizeBytes"])
+    copied = _epoch((outcome.fields.get("lastCopiedBackup") or {}).get("time"))
+    if _newer(current.copy_time, copied):
+        changes["copy_time"] = copied
     verified = _epoch((outcome.fields.get("lastVerifiedBackup") or {}).get("time"))
     if _newer(current.verification_time, verified):
         changes["verification_time"] = verified
@@ -676,6 +680,16 @@ def _fleet_metrics(
         "1 when the tenant's newest good backup is older than its RPO "
         "(BackupHealthy=False, reason RPOExceeded), else 0. Tenants with backups only.",
     )
+    copy_rpo = _gauge(
+        "backup_copy_rpo_breach",
+        "1 when the newest checked copy of the tenant's backups in its secondary store is older "
+        "than its RPO (BackupHealthy=False, reason CopyRPOExceeded), else 0.",
+    )
+    copy_time = _gauge(
+        "backup_last_copy_timestamp_seconds",
+        "When the newest checked copy of the tenant's backups in its secondary store was "
+        "completed (Unix seconds). Tenants with spec.backup.secondaryStoreRef only.",
+    )
     upgrade_failed = _gauge(
         "tenant_upgrade_failed",
         "1 while the tenant's last upgrade attempt failed (Upgraded=False, reason "
@@ -792,11 +806,16 @@ def _fleet_metrics(
             condition.add_metric([name, type_, status], 1)
             if type_ == "BackupHealthy":
                 rpo.add_metric([name], 1 if (status, reason) == ("False", "RPOExceeded") else 0)
+                copy_rpo.add_metric(
+                    [name], 1 if (status, reason) == ("False", "CopyRPOExceeded") else 0
+                )
         upgraded = state.condition("Upgraded")
         if upgraded is not None:
             upgrade_failed.add_metric([name], 1 if upgraded[1] == "UpgradeFailed" else 0)
         if state.backup_time is not None:
             backup_time.add_metric([name], state.backup_time)
+        if state.copy_time is not None:
+            copy_time.add_metric([name], state.copy_time)
         if state.backup_size_bytes is not None:
             backup_size.add_metric([name], state.backup_size_bytes)
         if state.backup_duration_seconds is not None:
@@ -826,7 +845,8 @@ def _fleet_metrics(
                 family.add_metric([name], value)
         for job_state, count in probe.queue_jobs or ():
             queue.add_metric([name, job_state], count)
-    yield from (condition, held, rpo, upgrade_failed, backup_time, backup_size, backup_duration)
+    yield from (condition, held, rpo, copy_rpo, upgrade_failed, backup_time, copy_time)
+    yield from (backup_size, backup_duration)
     yield from (verify_time, verify_ok, failures, drift, probe_up, probe_duration)
     yield from (size, connections, limit, longest, overdue, lag, queue)
     yield from (health_up, health_duration, login_up, login_duration, info)

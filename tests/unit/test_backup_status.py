@@ -81,6 +81,31 @@ def test_a_newest_good_backup_older_than_the_rpo_is_a_breach() -> None:
     assert "older than the RPO 26h" in health.message
 
 
+def _copied(hours_ago: float) -> list[dict[str, Any]]:
+    at = timestamp(NOW - datetime.timedelta(hours=hours_ago))
+    return [{"store": "northeurope", "phase": "Succeeded", "copiedAt": at}]
+
+
+def test_the_rpo_holds_for_the_secondary_store_too() -> None:
+    body = _instance(rpo="26h", secondaryStoreRef="northeurope")
+    fresh = backup_health(body, [_backup("a", 2, copies=_copied(1.9))])
+    assert fresh is not None
+    assert (fresh.status, fresh.reason) == ("True", "WithinRPO")
+    assert "newest checked copy in store northeurope" in fresh.message
+    # The primary is fresh, but its copies stopped a day and a half ago.
+    stale = backup_health(
+        body, [_backup("old", 40, copies=_copied(39)), _backup("new", 2, copies=[])]
+    )
+    assert stale is not None
+    assert (stale.status, stale.reason) == ("False", "CopyRPOExceeded")
+    assert stale.message.startswith("the newest checked copy in store northeurope: completed at")
+    # The first backup's copy is still within its time: not a breach yet.
+    pending = backup_health(body, [_backup("first", 1, copies=[])])
+    assert pending is not None
+    assert (pending.status, pending.reason) == ("True", "WithinRPO")
+    assert pending.message.endswith("its copy is pending")
+
+
 def test_a_failed_last_attempt_is_unhealthy_even_within_the_rpo() -> None:
     health = backup_health(_instance(), [_backup("a", 3), _backup("b", 1, phase="Failed")])
     assert health is not None

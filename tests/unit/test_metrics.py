@@ -141,6 +141,22 @@ def test_rpo_breach_and_failed_upgrade_come_from_the_condition_reasons() -> None
     assert _value("odoo_operator_tenant_upgrade_failed", instance="fine") == 0
 
 
+def test_the_second_regions_copy_has_its_age_and_its_own_rpo_breach() -> None:
+    copied = _outcome(BackupHealthy=("False", "CopyRPOExceeded"))
+    copied.fields["lastCopiedBackup"] = {"id": "x", "time": "2026-03-01T02:05:00Z"}
+    _reconcile("copied", copied)
+    _reconcile("primary-late", _outcome(BackupHealthy=("False", "RPOExceeded")))
+    assert _value("odoo_operator_backup_copy_rpo_breach", instance="copied") == 1
+    assert _value("odoo_operator_backup_rpo_breach", instance="copied") == 0
+    assert _value("odoo_operator_backup_copy_rpo_breach", instance="primary-late") == 0
+    assert _value("odoo_operator_backup_last_copy_timestamp_seconds", instance="copied") == (
+        metrics._epoch("2026-03-01T02:05:00Z")
+    )
+    assert (
+        _value("odoo_operator_backup_last_copy_timestamp_seconds", instance="primary-late") is None
+    )
+
+
 def test_backups_record_the_newest_success_and_count_each_outcome_once() -> None:
     _reconcile("acme", _outcome())
     succeeded = _value("odoo_operator_backups_total", result="succeeded") or 0

@@ -659,7 +659,8 @@ def backup_health(
     instance_body: Mapping[str, Any], backups: list[dict[str, Any]]
 ) -> Condition | None:
     """``BackupHealthy``: the newest good backup is younger than the RPO, the last attempt
-    did not fail and the newest verification passed. None when backups are not configured."""
+    did not fail, the newest verification passed, and (with a secondary store) the newest
+    checked copy there is younger than the RPO too. None when backups are not configured."""
     policy = BackupPolicy.from_instance(instance_body)
     if policy is None:
         return None
@@ -700,11 +701,31 @@ def backup_health(
             )
         return Condition("BackupHealthy", "Unknown", "NoBackupYet", "the first backup is pending")
     assert newest_good is not None
+    within = (
+        f"newest good backup completed at {timestamp(newest_good)}, within the RPO {policy.rpo}"
+    )
+    if policy.secondary_store is None:
+        return Condition("BackupHealthy", "True", "WithinRPO", within)
+    # The RPO holds for each store: the secondary one must hold a checked copy within it too.
+    copied = (copy_summary(backups, policy).get("lastCopiedBackup") or {}).get("time")
+    newest_copy = parse_time(copied)
+    if backup_age_exceeds(parse_duration(policy.rpo), newest_copy, now()):
+        first_due = parse_time(good[0]["status"]["completedAt"]) or now()
+        if newest_copy is not None or now() - first_due > parse_duration(policy.rpo):
+            age = "none yet" if newest_copy is None else f"completed at {timestamp(newest_copy)}"
+            return Condition(
+                "BackupHealthy",
+                "False",
+                "CopyRPOExceeded",
+                f"the newest checked copy in store {policy.secondary_store}: {age}, older than "
+                f"the RPO {policy.rpo} (the {within}); see the OdooBackups' status.copies",
+            )
+        return Condition("BackupHealthy", "True", "WithinRPO", f"{within}; its copy is pending")
     return Condition(
         "BackupHealthy",
         "True",
         "WithinRPO",
-        f"newest good backup completed at {timestamp(newest_good)}, within the RPO {policy.rpo}",
+        f"{within}; newest checked copy in store {policy.secondary_store} at {copied}",
     )
 
 
