@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -139,13 +140,13 @@ def _names_per_shard(count: int) -> dict[str, list[str]]:
     return found
 
 
-def _instance(custom: client.CustomObjectsApi, name: str) -> dict[str, object]:
-    found: dict[str, object] = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+def _instance(custom: client.CustomObjectsApi, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
     return found
 
 
 def _status_shard(custom: client.CustomObjectsApi, name: str) -> object:
-    return (_instance(custom, name).get("status") or {}).get("shard")  # type: ignore[attr-defined]
+    return (_instance(custom, name).get("status") or {}).get("shard")
 
 
 def test_each_shard_serves_its_own_tenants_and_a_moved_tenant_only_by_its_new_shard(
@@ -172,12 +173,22 @@ def test_each_shard_serves_its_own_tenants_and_a_moved_tenant_only_by_its_new_sh
             for name in group:
                 assert shards[shard].series_of(name) > 0
                 assert other.series_of(name) == 0, other.process.log_tail()
+        # Idle, nobody writes: the shards do not take each other's finalizer (each has its
+        # own), and a drift pass over an unchanged tenant changes nothing.
+        time.sleep(DRIFT_SECONDS * 2)  # the last writes of the first passes settle
+        versions = {n: _instance(custom, n)["metadata"]["resourceVersion"] for n in every}
+        time.sleep(DRIFT_SECONDS * 3)
+        assert {n: _instance(custom, n)["metadata"]["resourceVersion"] for n in every} == versions
+        for shard, group in names.items():
+            for name in group:
+                finalizers = _instance(custom, name)["metadata"]["finalizers"]
+                assert finalizers == [f"odoo.tenantops.io/finalizer-{shard}"]
 
         # An apply without the label (as from Git) keeps the tenant where it is.
         custom.patch_cluster_custom_object(
             GROUP, VERSION, PLURAL, moved, {"metadata": {"labels": {SHARD_LABEL: None}}}
         )
-        assert _instance(custom, moved)["metadata"]["labels"][SHARD_LABEL] == "a"  # type: ignore[index]
+        assert _instance(custom, moved)["metadata"]["labels"][SHARD_LABEL] == "a"
 
         # Moved: a stops at once, b takes it over.
         custom.patch_cluster_custom_object(
@@ -192,6 +203,8 @@ def test_each_shard_serves_its_own_tenants_and_a_moved_tenant_only_by_its_new_sh
         assert shards["a"].series_of(moved) == 0
         assert _status_shard(custom, moved) == "b"
         assert shards["a"].series_of(names["a"][1]) > 0
+        finalizers = _instance(custom, moved)["metadata"]["finalizers"]
+        assert finalizers == ["odoo.tenantops.io/finalizer-b"]  # a let go of it
 
         # Its backups follow: stamped with b, taken by b.
         create_backup(custom, moved, backup)

@@ -21,11 +21,20 @@ host), it measures:
   instance once (each one appears in its per-tenant series only after a pass), with the
   Kubernetes writes it made meanwhile.
 
-Prints one row per size, and the idle calls by system and operation. Everything runs in
-temporary folders, removed at the end or on Ctrl-C. Options: ``--sizes`` (default
-100,500,1000), ``--idle-seconds`` (180), ``--drift-interval`` (the production 120 s),
+With ``--shards N`` (N ≥ 2) the fleet is split into shards ``s1`` .. ``sN``: one operator
+process per shard (``ODOO_OPERATOR_SHARDS`` and ``ODOO_OPERATOR_SHARD``), each with its own
+metrics port, the first serving the admission webhook (which stamps each new tenant's shard)
+and the others without one. Every measure then covers them all: the idle calls are the sum
+of every process's counters, memory and CPU time the sum over the processes and the largest
+single one, and the restart SIGKILLs every process, starts each again and waits until every
+instance has been reconciled by its own shard (the union of the processes' per-tenant
+series), and until the webhook configurations point at the new webhook process.
+
+Prints which shards ran, one row per size, and the idle calls by system and operation.
+Everything runs in temporary folders, removed at the end or on Ctrl-C. Options: ``--sizes``
+(default 100,500,1000), ``--idle-seconds`` (180), ``--drift-interval`` (the production 120 s),
 ``--ready-timeout``, ``--no-watch-cache`` (the operator without its watch cache, as the chart
-installs it by default).
+installs it by default), ``--shards`` (1: one process serving every tenant).
 """
 
 from __future__ import annotations
@@ -54,7 +63,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
+from odoo_operator.model.config import WEBHOOK_CONFIGURATION, WEBHOOK_PORT_ENV
 from odoo_operator.model.names import GROUP, INSTANCE_PLURAL, VERSION
+from odoo_operator.model.shards import SHARD_ENV, SHARD_LABEL, SHARDS_ENV, rendezvous_shard
 
 from . import kubectl, probes
 from .controlplane import DEFAULT_NODES, OPERATOR_USER, FakeNode
@@ -63,6 +74,7 @@ from .operator_setup import register_servers
 from .ports import free_port
 from .processes import ManagedProcess
 from .stack import LocalStack
+from .webhook_certs import LOOPBACK_HOST
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_PATH = REPO / "manifests" / "samples" / "odooinstance-acme.yaml"
@@ -81,6 +93,14 @@ _CREATE_ATTEMPTS = 5
 _CALLS = "odoo_operator_external_call_duration_seconds_count"
 _RECONCILES = "odoo_operator_reconcile_total"
 _TENANTS = "odoo_operator_tenants"
+# One series per tenant the process has passed over (from the end of its first pass), what
+# a sharded restart reads to know which tenants each shard has reconciled.
+_TENANT_SERIES = "odoo_operator_drift_repairs_total"
+# The handler id of the mutating webhook that stamps a new instance's shard (Kopf names the
+# webhook after it); not imported from the operator's admission module, whose import
+# registers Kopf handlers.
+_ASSIGN_SHARD_HOOK = "assign-shard-instance."
+WEBHOOK_TIMEOUT_SECONDS = 60.0
 # The only families the benchmark reads: a scrape asks for these alone (prometheus_client's
 # ``name[]`` filter), so that polling a large fleet's endpoint costs the operator little.
 _SCRAPED = (_CALLS, _RECONCILES, _TENANTS)
@@ -211,30 +231,123 @@ def process_memory_mib(pid: int) -> tuple[float, float]:
     return values["VmRSS"], values["VmHWM"]
 
 
+def shard_names(count: int) -> tuple[str, ...]:
+    """The shards of a fleet split ``count`` ways: none for 1 (not sharded), else s1..sN."""
+    return () if count < 2 else tuple(f"s{number}" for number in range(1, count + 1))
+
+
+def shard_of(instance: Mapping[str, Any], shards: tuple[str, ...]) -> str:
+    """The shard that serves ``instance``: its label, else the hash of its name."""
+    labels = instance["metadata"].get("labels") or {}
+    return str(labels.get(SHARD_LABEL) or rendezvous_shard(instance["metadata"]["name"], shards))
+
+
+def tenant_names(samples: Samples) -> set[str]:
+    """The tenants a process publishes per-tenant series about (those it passed over)."""
+    return {
+        dict(labels).get("instance", "")
+        for name, labels in samples
+        if name == _TENANT_SERIES and dict(labels).get("instance")
+    }
+
+
+def reconciled_by_own_shard(
+    seen: Mapping[str, set[str]], expected: Mapping[str, str]
+) -> tuple[set[str], set[str]]:
+    """Of the tenants each shard's process has passed over (``seen``, by shard), those its
+    own shard (``expected``, by tenant) reconciled, and those some other shard did."""
+    own = {name for shard, names in seen.items() for name in names if expected.get(name) == shard}
+    other = {
+        name
+        for shard, names in seen.items()
+        for name in names
+        if name in expected and expected[name] != shard
+    }
+    return own, other
+
+
+def wait_for_shard_webhook(
+    admission: client.AdmissionregistrationV1Api,
+    process: ManagedProcess,
+    timeout: float = WEBHOOK_TIMEOUT_SECONDS,
+) -> float:
+    """Wait until the mutating configuration that stamps shards points at ``process``'s
+    webhook (``start_operator`` waits for the validating one only); the seconds waited.
+
+    Kopf writes it once its server listens; until then it is absent, empty or still names a
+    killed process's port, and a create would go unlabelled or be refused.
+    """
+    url = f"https://{LOOPBACK_HOST}:{(process.env or {})[WEBHOOK_PORT_ENV]}/"
+
+    def points_at_this_operator() -> bool:
+        try:
+            configuration = admission.read_mutating_webhook_configuration(WEBHOOK_CONFIGURATION)
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        hooks = configuration.webhooks or []
+        return any(hook.name.startswith(_ASSIGN_SHARD_HOOK) for hook in hooks) and all(
+            (hook.client_config.url or "").startswith(url) for hook in hooks
+        )
+
+    return process.wait_until(
+        points_at_this_operator, timeout, "serving its shard-assigning webhook", interval=0.2
+    )
+
+
+def delete_shard_webhook(admission: client.AdmissionregistrationV1Api) -> None:
+    """Delete the mutating webhook configuration, if any: a process killed would leave it
+    naming a port nobody serves, refusing every later create and update (fail-closed)."""
+    try:
+        admission.delete_mutating_webhook_configuration(WEBHOOK_CONFIGURATION)
+    except ApiException as error:
+        if error.status != 404:
+            raise
+
+
 @dataclass
 class Operator:
-    """The operator process of the benchmark, its metrics port and its CPU bookkeeping."""
+    """One operator process of the benchmark (of one shard, or of the whole fleet), its
+    metrics port and its CPU bookkeeping."""
 
     kubeconfig: Path
     config: Path
     workdir: Path
     drift_interval: float
     watch_cache: bool = True
+    shard: str = ""  # "" when the fleet is not sharded
+    shards: tuple[str, ...] = ()
+    webhook: bool = True
     process: ManagedProcess | None = None
     port: int = 0
     starts: int = 0
     cpu_of_previous: float = 0.0  # CPU seconds of the processes already killed
 
+    @property
+    def name(self) -> str:
+        """How the progress lines name this process."""
+        return f"operator {self.shard}" if self.shard else "operator"
+
     def start(self) -> None:
-        """Start a new operator process; return once its webhook and metrics answer."""
+        """Start a new operator process; return once its webhook (if it serves one) and its
+        metrics answer."""
         self.starts += 1
         self.port = free_port()
+        environment = {SHARDS_ENV: ",".join(self.shards), SHARD_ENV: self.shard}
         self.process = start_operator(
             self.kubeconfig,
             self.config,
-            self.workdir / f"operator-{self.starts}.log",
+            self.workdir
+            / (
+                f"operator-{self.shard}-{self.starts}.log"
+                if self.shard
+                else f"operator-{self.starts}.log"
+            ),
             drift_interval=self.drift_interval,
+            webhook=self.webhook,
             metrics_port=self.port,
+            environment=environment if self.shard else None,
             watch_cache=self.watch_cache,
         )
         self.process.wait_until(self._answers, 60, "serving its metrics", interval=0.2)
@@ -257,9 +370,10 @@ class Operator:
         if code is not None:
             raise self.process.fail(f"exited with code {code}")
 
-    def scrape(self) -> Samples:
-        """One scrape of the metrics endpoint (the families the benchmark reads), parsed."""
-        query = urllib.parse.urlencode([("name[]", name) for name in _SCRAPED])
+    def scrape(self, extra: tuple[str, ...] = ()) -> Samples:
+        """One scrape of the metrics endpoint (the families the benchmark reads, and
+        ``extra``), parsed."""
+        query = urllib.parse.urlencode([("name[]", name) for name in (*_SCRAPED, *extra)])
         url = f"http://127.0.0.1:{self.port}/metrics?{query}"
         with urllib.request.urlopen(url, timeout=30) as response:
             return parse_metrics(response.read().decode())
@@ -282,6 +396,108 @@ class Operator:
         """Stop the running process, if any."""
         if self.process is not None:
             self.process.stop()
+
+
+class Operators:
+    """Every operator process of the benchmark: one serving the whole fleet, or one per
+    shard, the first serving the admission webhook."""
+
+    def __init__(self, members: list[Operator], admission: client.AdmissionregistrationV1Api):
+        self.members = members
+        self.admission = admission
+
+    @classmethod
+    def for_shards(
+        cls,
+        shards: tuple[str, ...],
+        admission: client.AdmissionregistrationV1Api,
+        kubeconfig: Path,
+        config: Path,
+        workdir: Path,
+        drift_interval: float,
+        watch_cache: bool = True,
+    ) -> Operators:
+        """One operator for the whole fleet when ``shards`` is empty, else one per shard."""
+        if not shards:
+            return cls(
+                [Operator(kubeconfig, config, workdir, drift_interval, watch_cache)], admission
+            )
+        members = [
+            Operator(
+                kubeconfig,
+                config,
+                workdir,
+                drift_interval,
+                watch_cache,
+                shard=shard,
+                shards=shards,
+                webhook=index == 0,
+            )
+            for index, shard in enumerate(shards)
+        ]
+        return cls(members, admission)
+
+    @property
+    def shards(self) -> tuple[str, ...]:
+        """The fleet's shards; empty when it is not sharded."""
+        return self.members[0].shards
+
+    @property
+    def mode(self) -> str:
+        """The report's name for how the fleet was served: ``1`` or ``s1,s2``."""
+        return ",".join(self.shards) or "1"
+
+    def start(self) -> None:
+        """Start every process, the webhook's first; return once every webhook configuration
+        points at it and every metrics endpoint answers."""
+        for member in self.members:
+            member.start()
+            _say(f"{member.name} running (pid {member.pid}, metrics on {member.port})")
+        if self.shards:
+            assert self.members[0].process is not None
+            waited = wait_for_shard_webhook(self.admission, self.members[0].process)
+            _say(f"shard-assigning webhook registered after another {waited:.1f}s")
+
+    def kill(self) -> None:
+        """SIGKILL every process."""
+        for member in self.members:
+            member.kill()
+
+    def check_alive(self) -> None:
+        """Fail with the log's tail if any process exited."""
+        for member in self.members:
+            member.check_alive()
+
+    def scrape(self, extra: tuple[str, ...] = ()) -> list[Samples]:
+        """One scrape of each process, in the order of :attr:`members`."""
+        return [member.scrape(extra) for member in self.members]
+
+    def cpu_seconds(self) -> list[float]:
+        """CPU time of each running process."""
+        return [member.cpu_seconds() for member in self.members]
+
+    def total_cpu_seconds(self) -> list[float]:
+        """CPU time of each shard's processes so far (the killed ones included)."""
+        return [member.total_cpu_seconds() for member in self.members]
+
+    def memory_mib(self) -> list[tuple[float, float]]:
+        """Resident memory of each running process now and at its peak, in MiB."""
+        return [process_memory_mib(member.pid) for member in self.members]
+
+    def log_tail(self) -> str:
+        """The last lines of each running process's log, for error messages."""
+        tails = []
+        for member in self.members:
+            if member.process is None:
+                continue
+            tail = member.process.log_tail()
+            tails.append(f"--- {member.name} ---\n{tail}" if self.shards else tail)
+        return "\n".join(tails)
+
+    def stop(self) -> None:
+        """Stop every running process."""
+        for member in self.members:
+            member.stop()
 
 
 class AuditTail:
@@ -346,6 +562,19 @@ class SizeRow:
     restart_writes: float = math.nan
     restart_audit_writes: int | None = None
     operator_cpu_seconds: float = math.nan
+    # With shards, the memory and CPU figures above are sums over the processes; these are
+    # the largest single process's (the same figures when there is one process).
+    largest_rss_mib: float = math.nan
+    largest_peak_rss_mib: float = math.nan
+    largest_idle_cpu_seconds: float = math.nan
+    largest_operator_cpu_seconds: float = math.nan
+    # By shard: the instances labelled for it, the tenants its process knew at the end of
+    # the idle window, and its reconcile passes (every trigger) during the window.
+    shard_instances: dict[str, int] = field(default_factory=dict)
+    shard_tenants: dict[str, float] = field(default_factory=dict)
+    shard_idle_passes: dict[str, float] = field(default_factory=dict)
+    restart_other_shard: int = 0  # tenants a shard reconciled after the restart, not its own
+    unlabelled: int = 0  # instances admission did not stamp with a shard
 
 
 class FleetTimeoutError(RuntimeError):
@@ -355,9 +584,9 @@ class FleetTimeoutError(RuntimeError):
 class Fleet:
     """Creates the fleet's instances and watches them."""
 
-    def __init__(self, api: client.ApiClient, operator: Operator, ready_timeout: float) -> None:
+    def __init__(self, api: client.ApiClient, operators: Operators, ready_timeout: float) -> None:
         self.custom = client.CustomObjectsApi(api)
-        self.operator = operator
+        self.operators = operators
         self.ready_timeout = ready_timeout
         self.sample = kubectl.load_documents(SAMPLE_PATH)[0]
         self.count = 0  # instances created so far: fleet-00001 .. fleet-<count>
@@ -422,7 +651,7 @@ class Fleet:
         last_said = 0.0
         last_ready = -1
         while True:
-            self.operator.check_alive()
+            self.operators.check_alive()
             items = self.list_instances()
             ready = sum(1 for item in items if is_ready(item))
             elapsed = time.monotonic() - started
@@ -444,9 +673,8 @@ class Fleet:
             time.sleep(READY_POLL_SECONDS)
 
     def log_tail(self) -> str:
-        """The operator log's last lines, for error messages."""
-        process = self.operator.process
-        return process.log_tail() if process is not None else ""
+        """The operator logs' last lines, for error messages."""
+        return self.operators.log_tail()
 
     def one_more(self) -> float:
         """Create the next instance; seconds from the request to Ready as seen from here."""
@@ -467,12 +695,12 @@ class Fleet:
                     f"{name} not Ready after {self.ready_timeout:.0f}s: "
                     f"{not_ready_reason(instance)}\n{self.log_tail()}"
                 )
-            self.operator.check_alive()
+            self.operators.check_alive()
             time.sleep(EXTRA_POLL_SECONDS)
 
 
 def measure_size(
-    fleet: Fleet, operator: Operator, audit: AuditTail, row: SizeRow, idle_seconds: float
+    fleet: Fleet, operators: Operators, audit: AuditTail, row: SizeRow, idle_seconds: float
 ) -> None:
     """Grow the fleet to ``row.size`` and fill ``row`` in as the measures come (a run cut
     short still reports what it measured); see the module's description."""
@@ -509,52 +737,92 @@ def measure_size(
     row.tenants = fleet.count
 
     _say(f"size {size}: idle for {idle_seconds:.0f}s with {fleet.count} tenants")
-    before = operator.scrape()
-    cpu_before = operator.cpu_seconds()
+    before = operators.scrape()
+    cpu_before = operators.cpu_seconds()
     audit.mark()
     idle_started = time.monotonic()
     deadline = idle_started + idle_seconds
     while (left := deadline - time.monotonic()) > 0:
-        operator.check_alive()
+        operators.check_alive()
         time.sleep(min(left, 30.0))
         if deadline - time.monotonic() > 0:
             _say(f"idle: {time.monotonic() - idle_started:.0f}s of {idle_seconds:.0f}s")
-    after = operator.scrape()
-    row.idle_cpu_seconds = operator.cpu_seconds() - cpu_before
+    after = operators.scrape()
+    idle_cpu = [now - then for now, then in zip(operators.cpu_seconds(), cpu_before, strict=True)]
+    row.idle_cpu_seconds, row.largest_idle_cpu_seconds = sum(idle_cpu), max(idle_cpu)
     row.idle_minutes = (time.monotonic() - idle_started) / 60
     row.idle_audit_writes = audit.writes()
-    row.rss_mib, row.peak_rss_mib = process_memory_mib(operator.pid)
-    calls_before, calls_after = calls_by_operation(before), calls_by_operation(after)
-    row.idle_calls = {
-        key: count - calls_before.get(key, 0.0)
-        for key, count in calls_after.items()
-        if count - calls_before.get(key, 0.0) > 0
-    }
-    row.idle_drift_passes = sample_sum(after, _RECONCILES, trigger="drift") - sample_sum(
-        before, _RECONCILES, trigger="drift"
-    )
+    memory = operators.memory_mib()
+    row.rss_mib = sum(rss for rss, _ in memory)
+    row.peak_rss_mib = sum(peak for _, peak in memory)
+    row.largest_rss_mib = max(rss for rss, _ in memory)
+    row.largest_peak_rss_mib = max(peak for _, peak in memory)
+    row.idle_calls = {}
+    row.idle_drift_passes = 0.0
+    for member, then, now in zip(operators.members, before, after, strict=True):
+        calls_before, calls_after = calls_by_operation(then), calls_by_operation(now)
+        for key, count in calls_after.items():
+            if count - calls_before.get(key, 0.0) > 0:
+                row.idle_calls[key] = (
+                    row.idle_calls.get(key, 0.0) + count - calls_before.get(key, 0.0)
+                )
+        row.idle_drift_passes += sample_sum(now, _RECONCILES, trigger="drift") - sample_sum(
+            then, _RECONCILES, trigger="drift"
+        )
+        if member.shard:
+            row.shard_tenants[member.shard] = sample_sum(now, _TENANTS)
+            row.shard_idle_passes[member.shard] = sample_sum(now, _RECONCILES) - sample_sum(
+                then, _RECONCILES
+            )
     row.idle_tenants = fleet.count
 
+    # Which shard each instance belongs to, read before the restart: the labels admission
+    # stamped (the hash of the name for one without).
+    expected: dict[str, str] = {}
+    if operators.shards:
+        for item in fleet.list_instances():
+            expected[item["metadata"]["name"]] = shard_of(item, operators.shards)
+            if not (item["metadata"].get("labels") or {}).get(SHARD_LABEL):
+                row.unlabelled += 1
+        for shard in operators.shards:
+            row.shard_instances[shard] = sum(1 for owner in expected.values() if owner == shard)
+        shares = ", ".join(f"{shard} {count}" for shard, count in row.shard_instances.items())
+        _say(f"size {size}: instances by shard: {shares}")
     _say(f"size {size}: SIGKILL the operator and start it again")
     audit.mark()
     killed = time.monotonic()
-    operator.kill()
-    operator.start()
+    operators.kill()
+    operators.start()
     _say(f"restart: operator serving again after {time.monotonic() - killed:.1f}s")
+    extra = (_TENANT_SERIES,) if operators.shards else ()
     last_said = 0.0
     while True:
-        operator.check_alive()
-        try:
-            samples = operator.scrape()
-        except OSError as error:  # a busy endpoint; the next poll will tell
-            _say(f"restart: scrape failed ({error}), trying again")
-            samples = {}
-        known = sample_sum(samples, _TENANTS)
+        operators.check_alive()
+        scraped: list[Samples] = []
+        for member in operators.members:
+            try:
+                scraped.append(member.scrape(extra))
+            except OSError as error:  # a busy endpoint; the next poll will tell
+                _say(f"restart: scrape of {member.name} failed ({error}), trying again")
+                scraped.append({})
+        if operators.shards:
+            seen = {
+                member.shard: tenant_names(samples)
+                for member, samples in zip(operators.members, scraped, strict=True)
+            }
+            own, other = reconciled_by_own_shard(seen, expected)
+            known = float(len(own))
+            row.restart_other_shard = len(other)
+        else:
+            known = sample_sum(scraped[0], _TENANTS)
         elapsed = time.monotonic() - killed
         if known >= fleet.count:
             break
         if elapsed - last_said >= 5:
-            _say(f"restart: {known:.0f}/{fleet.count} reconciled after {elapsed:.0f}s")
+            elsewhere = (
+                f" ({row.restart_other_shard} by another shard)" if row.restart_other_shard else ""
+            )
+            _say(f"restart: {known:.0f}/{fleet.count} reconciled after {elapsed:.0f}s{elsewhere}")
             last_said = elapsed
         if elapsed > fleet.ready_timeout:
             raise FleetTimeoutError(
@@ -563,10 +831,11 @@ def measure_size(
             )
         time.sleep(RESTART_POLL_SECONDS)
     row.restart_seconds = time.monotonic() - killed
-    row.restart_writes = kubernetes_writes(calls_by_operation(samples))
+    row.restart_writes = sum(kubernetes_writes(calls_by_operation(found)) for found in scraped)
     row.restart_audit_writes = audit.writes()
     _say(f"restart: all {fleet.count} reconciled after {row.restart_seconds:.1f}s")
-    row.operator_cpu_seconds = operator.total_cpu_seconds()
+    cpu = operators.total_cpu_seconds()
+    row.operator_cpu_seconds, row.largest_operator_cpu_seconds = sum(cpu), max(cpu)
     row.load_end = os.getloadavg()[0]
 
 
@@ -631,38 +900,72 @@ SIZE_COLUMNS = [
 ]
 
 
-def size_table(rows: list[SizeRow]) -> str:
-    """One line per size."""
+# With shards, the column after each of these: the same figure for the largest process.
+LARGEST_COLUMNS = {
+    "RSS MiB": "largest RSS MiB",
+    "peak RSS MiB": "largest peak RSS MiB",
+    "idle CPU s": "largest idle CPU s",
+    "operator CPU s": "largest operator CPU s",
+}
+
+
+def _largest_cells(row: SizeRow) -> dict[str, str]:
+    return {
+        "RSS MiB": _figure(row.largest_rss_mib, 0),
+        "peak RSS MiB": _figure(row.largest_peak_rss_mib, 0),
+        "idle CPU s": _figure(row.largest_idle_cpu_seconds),
+        "operator CPU s": _figure(row.largest_operator_cpu_seconds),
+    }
+
+
+def size_table(rows: list[SizeRow], sharded: bool = False) -> str:
+    """One line per size; ``sharded``, with the largest process's figures too."""
     lines = []
     for row in rows:
         reads = kubernetes_reads(row.idle_calls)
-        lines.append(
-            [
-                _figure(row.size),
-                _figure(row.tenants),
-                _figure(row.apply_seconds),
-                _figure(row.to_all_ready_seconds),
-                _figure(row.ready_p50, 0),
-                _figure(row.ready_p95, 0),
-                _figure(row.create_p50_ms, 0),
-                _figure(row.create_p99_ms, 0),
-                _figure(row.apply_audit_writes, 0),
-                _figure(row.extra_p50),
-                _figure(_per_tenant_minute(row, reads), 2),
-                _figure(_per_tenant_minute(row, kubernetes_writes(row.idle_calls)), 3),
-                _figure(row.idle_audit_writes),
-                _figure(row.rss_mib, 0),
-                _figure(row.peak_rss_mib, 0),
-                _figure(row.idle_cpu_seconds),
-                _figure(row.restart_seconds),
-                _figure(row.restart_writes, 0),
-                _figure(row.restart_audit_writes),
-                _figure(row.load_start, 2),
-                _figure(row.load_end, 2),
-                _figure(row.operator_cpu_seconds),
+        cells = [
+            _figure(row.size),
+            _figure(row.tenants),
+            _figure(row.apply_seconds),
+            _figure(row.to_all_ready_seconds),
+            _figure(row.ready_p50, 0),
+            _figure(row.ready_p95, 0),
+            _figure(row.create_p50_ms, 0),
+            _figure(row.create_p99_ms, 0),
+            _figure(row.apply_audit_writes, 0),
+            _figure(row.extra_p50),
+            _figure(_per_tenant_minute(row, reads), 2),
+            _figure(_per_tenant_minute(row, kubernetes_writes(row.idle_calls)), 3),
+            _figure(row.idle_audit_writes),
+            _figure(row.rss_mib, 0),
+            _figure(row.peak_rss_mib, 0),
+            _figure(row.idle_cpu_seconds),
+            _figure(row.restart_seconds),
+            _figure(row.restart_writes, 0),
+            _figure(row.restart_audit_writes),
+            _figure(row.load_start, 2),
+            _figure(row.load_end, 2),
+            _figure(row.operator_cpu_seconds),
+        ]
+        if sharded:
+            largest = _largest_cells(row)
+            cells = [
+                added
+                for header, cell in zip(SIZE_COLUMNS, cells, strict=True)
+                for added in (cell, *((largest[header],) if header in largest else ()))
             ]
-        )
-    return _markdown(SIZE_COLUMNS, lines)
+        lines.append(cells)
+    headers = SIZE_COLUMNS
+    if sharded:
+        headers = [
+            added
+            for header in SIZE_COLUMNS
+            for added in (
+                header,
+                *((LARGEST_COLUMNS[header],) if header in LARGEST_COLUMNS else ()),
+            )
+        ]
+    return _markdown(headers, lines)
 
 
 def idle_table(rows: list[SizeRow]) -> str:
@@ -692,17 +995,47 @@ def idle_table(rows: list[SizeRow]) -> str:
     return _markdown(headers, lines, text_columns=2)
 
 
-def print_report(rows: list[SizeRow], first_load: float, operator: Operator | None) -> None:
+def shard_lines(rows: list[SizeRow]) -> list[str]:
+    """With shards, one line per size: how the fleet and the idle work were split."""
+    lines = []
+    for row in rows:
+        if not row.shard_tenants:
+            continue
+        parts = [
+            f"{shard} {row.shard_instances.get(shard, 0):,} instances, "
+            f"{_figure(row.shard_tenants[shard], 0)} tenants known, "
+            f"{_figure(row.shard_idle_passes.get(shard), 0)} idle passes"
+            for shard in row.shard_tenants
+        ]
+        if row.unlabelled:
+            parts.append(f"{row.unlabelled:,} instances without a shard label")
+        if row.restart_other_shard:
+            parts.append(
+                f"{row.restart_other_shard:,} reconciled by another shard after the restart"
+            )
+        lines.append(f"{row.tenants:,} tenants: {'; '.join(parts)}.")
+    return lines
+
+
+def print_report(rows: list[SizeRow], first_load: float, operators: Operators | None) -> None:
     """The tables and the run's footnotes, on stdout."""
+    sharded = operators is not None and bool(operators.shards)
     print()
-    print(size_table(rows))
+    print(f"shards: {operators.mode if operators is not None else '1'}")
+    print()
+    print(size_table(rows, sharded))
     if any(row.idle_tenants for row in rows):
         print("\nIdle calls per tenant and minute (odoo_operator_external_call_duration_seconds):")
         print(idle_table(rows))
+    if sharded:
+        print("\nBy shard (instances by their shard label, tenants each process knew at the end")
+        print("of the idle window, its reconcile passes during the window):")
+        for line in shard_lines(rows):
+            print(f"- {line}")
     total = math.nan
-    if operator is not None:
+    if operators is not None:
         with contextlib.suppress(OSError, AssertionError):
-            total = operator.total_cpu_seconds()
+            total = sum(operators.total_cpu_seconds())
     print(
         f"\n{os.cpu_count()} CPUs; load average (1 min) {first_load:.2f} at the start, "
         f"{os.getloadavg()[0]:.2f} at the end; operator CPU time {_figure(total)} s in all."
@@ -719,6 +1052,15 @@ def print_report(rows: list[SizeRow], first_load: float, operator: Operator | No
         "all were Ready, per tenant created. Create requests retried: "
         f"{sum(row.create_retries for row in rows)}."
     )
+    if sharded:
+        print(
+            "Shards: idle calls, writes and drift passes are summed over the shards' processes; "
+            "RSS, peak RSS (each process's own peak) and CPU are sums, the 'largest' columns "
+            "the single process with the most (operator CPU: by shard, its killed process "
+            "included). restart→all reconciled: SIGKILL of every process until each instance "
+            "was reconciled by its own shard's new process, the webhook configurations "
+            "pointing at the new webhook process."
+        )
 
 
 # -- entry point -----------------------------------------------------------------------
@@ -730,14 +1072,16 @@ def run_bench(
     drift_interval: float,
     timeout: float,
     watch_cache: bool = True,
+    shards: int = 1,
 ) -> int:
-    """Start the stack and the operator, measure every size, print the report."""
+    """Start the stack and the operator (one process per shard when ``shards`` ≥ 2),
+    measure every size, print the report."""
     first_load = os.getloadavg()[0]
     largest = sizes[-1] + EXTRA_TENANTS * len(sizes)
     nodes = fake_nodes(largest)
     volumes = largest + SPARE_VOLUMES
     rows: list[SizeRow] = []
-    operator: Operator | None = None
+    operators: Operators | None = None
     _say(f"starting the local stack: {len(nodes)} KWOK nodes, {volumes} volumes")
     status = 0
     try:
@@ -754,30 +1098,47 @@ def run_bench(
                 workdir,
                 stack.azurite.connection_string,
             )
-            operator = Operator(
-                control_plane.operator_kubeconfig, config, workdir, drift_interval, watch_cache
+            admission = client.AdmissionregistrationV1Api(api)
+            operators = Operators.for_shards(
+                shard_names(shards),
+                admission,
+                control_plane.operator_kubeconfig,
+                config,
+                workdir,
+                drift_interval,
+                watch_cache,
             )
-            _say(f"watch cache {'on' if watch_cache else 'off'}")
+            _say(f"watch cache {'on' if watch_cache else 'off'}; shards: {operators.mode}")
             try:
-                operator.start()
-                _say(f"operator running (pid {operator.pid}, metrics on {operator.port})")
-                fleet = Fleet(api, operator, timeout)
+                operators.start()
+                fleet = Fleet(api, operators, timeout)
                 audit = AuditTail(control_plane.audit_log)
                 for size in sizes:
                     rows.append(SizeRow(size))
-                    measure_size(fleet, operator, audit, rows[-1], idle_seconds)
+                    measure_size(fleet, operators, audit, rows[-1], idle_seconds)
                     _say(f"size {size} done")
             except FleetTimeoutError as error:
                 _say(str(error))
                 status = 1
             finally:
-                print_report(rows, first_load, operator)
-                operator.stop()
+                print_report(rows, first_load, operators)
+                operators.stop()
+                try:
+                    delete_shard_webhook(admission)
+                except Exception as error:  # noqa: BLE001 - tidying up; the stack goes anyway
+                    _say(f"could not delete the mutating webhook configuration: {error}")
                 api.close()  # type: ignore[no-untyped-call]
     except KeyboardInterrupt:
         _say("interrupted; the local stack is stopped")
         return 130
     return status
+
+
+def _shards(text: str) -> int:
+    count = int(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError("shards is a positive number: 1 (not sharded), 2, ...")
+    return count
 
 
 def _sizes(text: str) -> list[int]:
@@ -813,6 +1174,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="read managed objects from the API server, as a chart without watchCache does",
     )
+    parser.add_argument(
+        "--shards",
+        type=_shards,
+        default=1,
+        help="operator processes, one per shard s1..sN, the first serving the webhook "
+        "(1: one process serving every tenant)",
+    )
     args = parser.parse_args(argv)
     # Ctrl-C must stop the benchmark (and the stack) even when a shell or a script started it
     # in the background, with SIGINT ignored: restore Python's handler, as the demo does.
@@ -824,6 +1192,7 @@ def main(argv: list[str] | None = None) -> int:
         args.drift_interval,
         args.ready_timeout,
         watch_cache=not args.no_watch_cache,
+        shards=args.shards,
     )
     _say(f"whole benchmark: {time.monotonic() - started:.0f}s")
     return status

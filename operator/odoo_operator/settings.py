@@ -115,7 +115,7 @@ async def start(
             f"serving shard {SHARDING.own!r} of {', '.join(SHARDING.shards)}: only tenants "
             "labelled for it, or whose name hashes to it"
         )
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.finalizer = SHARDING.finalizer
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"

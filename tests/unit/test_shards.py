@@ -13,6 +13,7 @@ import kopf
 import pytest
 
 from odoo_operator.handlers import admission
+from odoo_operator.handlers import shards as shard_handlers
 from odoo_operator.model.shards import (
     SHARD_ENV,
     SHARD_LABEL,
@@ -193,3 +194,34 @@ def test_a_new_backup_goes_to_its_instances_shard(two_shards: Sharding) -> None:
     assert _stamped(backup, acme=moved)[0]["value"] == {SHARD_LABEL: "b"}
     hashed = rendezvous_shard("acme", ("a", "b"))
     assert _stamped(backup)[0]["value"] == {SHARD_LABEL: hashed}  # instance not there (yet)
+
+
+def test_each_shard_has_its_own_finalizer_and_an_unsharded_operator_the_old_one() -> None:
+    assert Sharding(("a", "b"), "a").finalizer == "odoo.tenantops.io/finalizer-a"
+    assert Sharding().finalizer == "odoo.tenantops.io/finalizer"
+
+
+class _Patches:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def patch_metadata(self, api_version: str, kind: str, name: str, meta: Any) -> None:
+        self.sent.append(meta)
+
+
+async def test_the_unsharded_finalizer_is_dropped_once_the_shards_own_guards_the_tenant(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(shard_handlers, "SHARDING", Sharding(("a", "b"), "a"))
+    kube = _Patches()
+    clients: Any = type("Clients", (), {"kube": kube})()
+
+    def body(*finalizers: str) -> kopf.Body:
+        meta = {"name": "acme", "finalizers": list(finalizers)}
+        return kopf.Body({"kind": "OdooInstance", "metadata": meta})
+
+    old, own = "odoo.tenantops.io/finalizer", "odoo.tenantops.io/finalizer-a"
+    await shard_handlers.hand_over_finalizer(clients, body(old))  # ours not there yet: keep it
+    await shard_handlers.hand_over_finalizer(clients, body(own))  # nothing to hand over
+    await shard_handlers.hand_over_finalizer(clients, body(old, own, "example.com/other"))
+    assert kube.sent == [{"finalizers": [own, "example.com/other"]}]

@@ -33,7 +33,7 @@ from ..reconcile.backups import (
 )
 from ..reconcile.clients import Clients
 from ..reconcile.events import record_event
-from .shards import serves_tenant
+from .shards import hand_over_finalizer, serves_tenant
 
 # Kopf fixes timer intervals when handlers are registered, so this one comes from the environment.
 COPY_RETRY_SECONDS = float(os.environ.get("ODOO_OPERATOR_COPY_RETRY_INTERVAL", "60"))
@@ -50,6 +50,7 @@ async def take_backup(
     """Carry out a new OdooBackup; then verify it and apply the retention policy."""
     clients: Clients = memo["clients"]
     instance_name = body["spec"]["instance"]
+    await hand_over_finalizer(clients, body)
     if (body.get("status") or {}).get("phase") in FINISHED:
         return  # resumed after a restart: this backup is history, not work
     if body["metadata"].get("labels", {}).get(INSTANCE_LABEL) != instance_name:

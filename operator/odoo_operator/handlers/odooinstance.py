@@ -40,7 +40,7 @@ from ..reconcile.instance import (
     reconcile_instance,
 )
 from ..reconcile.upgrades import advance_upgrade, upgrade_condition, upgrade_work_pending
-from .shards import SHARDING, serves_tenant
+from .shards import SHARDING, hand_over_finalizer, serves_tenant
 
 # Kopf fixes timer intervals when handlers are registered, so this one comes from the environment.
 DRIFT_INTERVAL_SECONDS = float(os.environ.get("ODOO_OPERATOR_DRIFT_INTERVAL", "120"))
@@ -128,6 +128,7 @@ async def _reconcile(
     lock = clients.pass_lock(body["metadata"]["name"])
     if trigger == "drift" and lock.locked():
         return  # a pass for a change is under way; it does what this one would
+    await hand_over_finalizer(clients, body)
     # One pass per tenant at a time: two at once would each find no credentials, generate
     # passwords, and leave the role with one and the Secret with the other.
     # A rotation asked for is urgent: its turns toward the servers come before a rollout's.

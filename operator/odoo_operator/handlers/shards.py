@@ -17,7 +17,9 @@ from typing import Any
 
 import kopf
 
-from ..model.shards import ShardConfigError, Sharding, instance_of
+from ..model.names import API_VERSION
+from ..model.shards import FINALIZER, ShardConfigError, Sharding, instance_of
+from ..reconcile.clients import Clients
 
 try:
     SHARDING = Sharding.from_environment()
@@ -35,3 +37,18 @@ def sharding_problem() -> str | None:
 def serves_tenant(body: kopf.Body, labels: kopf.Labels, **_: Any) -> bool:
     """Kopf filter: whether this process serves the tenant of ``body``."""
     return SHARDING.serves(labels, instance_of(body))
+
+
+async def hand_over_finalizer(clients: Clients, body: kopf.Body) -> None:
+    """Drop the unsharded operator's finalizer from a tenant this shard now guards with its
+    own: after sharding is switched on, no process would ever remove the old one, and the
+    tenant could not be deleted."""
+    finalizers = list(body["metadata"].get("finalizers") or [])
+    if not SHARDING.enabled or FINALIZER not in finalizers:
+        return
+    if SHARDING.finalizer not in finalizers:
+        return  # Kopf adds ours first; until then the old one still guards the deletion
+    kept = [f for f in finalizers if f != FINALIZER]
+    await clients.kube.patch_metadata(
+        API_VERSION, str(body["kind"]), body["metadata"]["name"], {"finalizers": kept}
+    )

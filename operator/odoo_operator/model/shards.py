@@ -35,6 +35,8 @@ SHARD_LABEL = f"{GROUP}/shard"
 SHARDS_ENV = "ODOO_OPERATOR_SHARDS"
 # The one shard this process serves (one of SHARDS_ENV).
 SHARD_ENV = "ODOO_OPERATOR_SHARD"
+# The finalizer of an operator that is not sharded; a shard's is FINALIZER-<shard>.
+FINALIZER = f"{GROUP}/finalizer"
 # A label value, short enough to be part of a Deployment's and a peering object's name.
 _SHARD_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 
@@ -100,6 +102,16 @@ class Sharding:
                 f"{SHARD_ENV}={own!r} is not one of {SHARDS_ENV} ({', '.join(listed)})"
             )
         return cls(tuple(listed), own)
+
+    @property
+    def finalizer(self) -> str:
+        """The finalizer this process puts on the objects it serves.
+
+        One per shard: Kopf removes its finalizer from an object none of its handlers serve,
+        so shards sharing one would take it from each other's tenants without end (and a
+        tenant moved away keeps no finalizer of the shard that no longer serves it).
+        """
+        return f"{FINALIZER}-{self.own}" if self.enabled else FINALIZER
 
     def shard_of(self, labels: Mapping[str, str] | None, instance: str) -> str:
         """The shard of an object with ``labels`` that belongs to ``instance``."""
