@@ -81,6 +81,28 @@ def test_an_in_place_restore_brings_back_a_posted_invoice_and_its_pdf_attachment
     tenant.timings["backup"] = time.monotonic() - started
     assert backed_up["status"]["phase"] == "Succeeded", backed_up["status"]
     assert backed_up["status"]["execution"].startswith("Job "), backed_up["status"]
+    # The books at backup time, read by the Job in the dump's snapshot: the one posted
+    # invoice, balanced. The verification after the backup found them again.
+    ledger = backed_up["status"]["ledger"]
+    assert int(ledger["postedEntries"]) == 1, ledger
+    assert float(ledger["postedTotal"]) == pytest.approx(before["amount_total"]), ledger
+    assert float(ledger["postedDebitMinusCredit"]) == 0, ledger
+    # Verified on request: restored into a scratch database, the books must be found again.
+    custom.patch_cluster_custom_object(
+        GROUP,
+        VERSION,
+        BACKUPS,
+        backup,
+        {"metadata": {"annotations": {"odoo.tenantops.io/verify": "books"}}},
+    )
+
+    def verification() -> dict[str, Any]:
+        found = custom.get_cluster_custom_object(GROUP, VERSION, BACKUPS, backup)
+        return dict((found.get("status") or {}).get("verification") or {})
+
+    eventually(lambda: verification().get("request") == "books", "the verification", 600)
+    assert verification()["result"] == "Passed", verification()
+    assert "and the books (1 posted entries" in verification()["message"], verification()
 
     # The data changes after the backup: another amount, the attachment deleted and its
     # file collected by Odoo's autovacuum, as it would be by the nightly cron.

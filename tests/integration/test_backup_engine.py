@@ -18,7 +18,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
@@ -48,6 +48,7 @@ from odoo_operator.engine import (
     VerificationError,
     delete_backup,
     list_backups,
+    read_manifest,
     restore_backup,
     run_backup,
     verify_backup,
@@ -461,6 +462,55 @@ async def test_a_good_backup_verifies_and_its_scratch_database_is_dropped(
     assert all(part["ok"] for part in verification.details["parts"].values())
     assert verification.duration_seconds > 0
     assert databases_like(superuser, scratch_database_name(tenant.instance, backup_id)) == set()
+
+
+def _keep_books(postgres_dsn: str, tenant: Tenant) -> None:
+    """Odoo 13+'s accounting columns on the test schema, made by the tenant: posted and draft
+    entries, and their lines."""
+    login = conninfo.make_conninfo(
+        postgres_dsn, user=tenant.role, password=tenant.password, dbname=tenant.database
+    )
+    with psycopg.connect(login, autocommit=True) as books:
+        books.execute(
+            """
+            ALTER TABLE account_move ADD COLUMN state text NOT NULL DEFAULT 'posted',
+                                     ADD COLUMN amount_total_signed numeric;
+            UPDATE account_move SET amount_total_signed = amount,
+                                    state = CASE WHEN id % 4 = 0 THEN 'draft' ELSE 'posted' END;
+            CREATE TABLE account_move_line (id serial PRIMARY KEY, move_id int,
+                                            parent_state text, debit numeric, credit numeric);
+            INSERT INTO account_move_line (move_id, parent_state, debit, credit)
+                SELECT id, state, amount, 0 FROM account_move
+                UNION ALL SELECT id, state, 0, amount FROM account_move;
+            """
+        )
+
+
+async def test_a_verification_finds_the_books_of_the_backup_again(
+    store: BlobStore, new_tenant: NewTenant, superuser: psycopg.Connection, postgres_dsn: str
+) -> None:
+    tenant = new_tenant()
+    _keep_books(postgres_dsn, tenant)
+    backup_id = await backup(store, tenant)
+    manifest = await read_manifest(store, tenant.instance, backup_id)
+    posted = [n for n in range(1, MOVES + 1) if n % 4 != 0]
+    assert manifest.ledger == {
+        "postedEntries": str(len(posted)),
+        "postedTotal": f"{sum(n * 100.25 for n in posted):.2f}",
+        "postedDebitMinusCredit": "0.00",
+    }
+    verification = await verify_backup(store, tenant.instance, backup_id, postgres_dsn)
+    assert verification.ok, verification.reason
+    assert verification.details["ledger"]["postedTotal"]["found"] == manifest.ledger["postedTotal"]
+    assert f"and the books ({len(posted)} posted entries totalling" in verification.reason
+
+    # Books that do not come back as they were fail the verification, naming the figure.
+    altered = replace(manifest, ledger={**manifest.ledger, "postedTotal": "1.00"})
+    await store.upload_bytes(manifest_name(tenant.instance, backup_id), altered.to_json().encode())
+    failed = await verify_backup(store, tenant.instance, backup_id, postgres_dsn)
+    assert not failed.ok
+    assert failed.reason.startswith("the books differ from the manifest after the restore: ")
+    assert f"postedTotal {manifest.ledger['postedTotal']} for 1.00" in failed.reason
 
 
 async def test_a_tampered_part_fails_verification_and_the_restore_is_refused(

@@ -138,6 +138,14 @@ def test_manifest_round_trips_through_json() -> None:
     assert parsed == original
     assert parsed.size == 1234 + 10240
     assert parsed.to_json() == text
+    assert "ledger" not in data  # a database without accounting: as manifests always were
+
+
+def test_the_books_figures_round_trip_as_exact_decimals() -> None:
+    books = {"postedEntries": "3", "postedTotal": "1234567.89", "postedDebitMinusCredit": "0.00"}
+    with_books = manifest(ledger=books)
+    assert json.loads(with_books.to_json())["ledger"] == books
+    assert Manifest.from_json(with_books.to_json()).ledger == books
 
 
 @pytest.mark.parametrize(
@@ -159,6 +167,7 @@ def test_manifest_round_trips_through_json() -> None:
         (lambda d: d.update(modules="base"), "modules must be a JSON list"),
         (lambda d: d.update(format="something-else/v9"), "format"),
         (lambda d: d.pop("database"), "no field database"),
+        (lambda d: d.update(ledger={"postedTotal": 12.5}), "ledger must map names to decimal"),
     ],
 )
 def test_malformed_manifests_are_refused_with_the_reason(mutate: Any, message: str) -> None:

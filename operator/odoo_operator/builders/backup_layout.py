@@ -42,6 +42,11 @@ ROW_COUNT_TABLES = (
     "res_users",
 )
 
+# The books' figures a backup records and a verification must find again after the restore:
+# posted journal entries, their signed total, and debit minus credit of their lines (zero in
+# balanced books: a restore that lost or duplicated lines shows here even when counts match).
+LEDGER_FIGURES = ("postedEntries", "postedTotal", "postedDebitMinusCredit")
+
 _BACKUP_ID = re.compile(r"^(?P<stamp>\d{8}T\d{6}Z)-(?P<token>[0-9a-f]{4})$")
 # Instance names are Kubernetes object names (RFC 1123 subdomains); anything else could
 # climb out of the instance's prefix in the store.
@@ -224,6 +229,7 @@ class Manifest:
     ``modules`` are the installed Odoo modules, ``row_counts`` the number of rows of those
     of :data:`ROW_COUNT_TABLES` that exist, both read in the snapshot the dump was taken in.
     ``created_at`` is when the backup started, ``completed_at`` when its last part was stored.
+    ``ledger`` holds the figures of :data:`LEDGER_FIGURES` for databases with accounting.
     """
 
     instance: str
@@ -237,6 +243,9 @@ class Manifest:
     parts: Mapping[str, PartInfo]
     modules: Sequence[str] = ()
     row_counts: Mapping[str, int] = field(default_factory=dict)
+    # Figures of the books read in the same snapshot (decimal text, exact): what a restore
+    # must give back. Absent from manifests of databases without accounting.
+    ledger: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         try:
@@ -289,6 +298,7 @@ class Manifest:
             },
             "modules": sorted(self.modules),
             "rowCounts": dict(sorted(self.row_counts.items())),
+            **({"ledger": dict(sorted(self.ledger.items()))} if self.ledger else {}),
         }
 
     def to_json(self) -> str:
@@ -321,6 +331,11 @@ class Manifest:
                 raise ManifestError(f"manifest part {name!r}: {error}") from None
         modules = _field(data, "modules", list)
         row_counts = _field(data, "rowCounts", dict)
+        ledger = data.get("ledger", {})  # manifests of older versions have none
+        if not isinstance(ledger, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in ledger.items()
+        ):
+            raise ManifestError("manifest ledger must map names to decimal text")
         return cls(
             instance=_field(data, "instance", str),
             backup_id=_field(data, "backupId", str),
@@ -333,6 +348,7 @@ class Manifest:
             parts=parts,
             modules=tuple(modules),
             row_counts=dict(row_counts),
+            ledger=dict(ledger),
         )
 
 

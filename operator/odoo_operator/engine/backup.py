@@ -175,8 +175,12 @@ async def _take_backup(
             )
             version = await db.server_version(connection)
 
-            async def inspect() -> tuple[dict[str, int], list[str]]:
-                return await db.key_row_counts(connection), await db.installed_modules(connection)
+            async def inspect() -> tuple[dict[str, int], list[str], dict[str, str]]:
+                return (
+                    await db.key_row_counts(connection),
+                    await db.installed_modules(connection),
+                    await db.ledger_figures(connection),
+                )
 
             async def upload_dump() -> tuple[int, str]:
                 chunks = pgtools.dump(access.conninfo, access.database, snapshot=snapshot)
@@ -206,7 +210,7 @@ async def _take_backup(
                     archived = group.create_task(upload_filestore())
             except ExceptionGroup as failures:
                 raise first_cause(failures) from None
-    row_counts, modules = inspected.result()
+    row_counts, modules, ledger = inspected.result()
     manifest = Manifest(
         instance=instance,
         backup_id=backup_id,
@@ -222,6 +226,7 @@ async def _take_backup(
         },
         modules=tuple(modules),
         row_counts=row_counts,
+        ledger=ledger,
     )
     # Last: from this moment on the backup exists.
     await store.upload_bytes(

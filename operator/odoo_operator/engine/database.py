@@ -121,6 +121,47 @@ async def key_row_counts(connection: Connection) -> dict[str, int]:
     return await count_rows(connection, await existing_tables(connection, ROW_COUNT_TABLES))
 
 
+async def _columns(connection: Connection, table: str) -> set[str]:
+    cursor = await connection.execute(
+        "SELECT a.attname::text FROM pg_catalog.pg_attribute a"
+        " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'public' AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped",
+        (table,),
+    )
+    return {row[0] for row in await cursor.fetchall()}
+
+
+async def ledger_figures(connection: Connection) -> dict[str, str]:
+    """The books' figures of :data:`~odoo_operator.builders.backup_layout.LEDGER_FIGURES`,
+    as exact decimal text; empty for a database without Odoo accounting (the columns
+    ``account_move.state``/``amount_total_signed`` and ``account_move_line.parent_state``,
+    ``debit``, ``credit``, as in Odoo 13 and later)."""
+    moves = await _columns(connection, "account_move")
+    lines = await _columns(connection, "account_move_line")
+    if (
+        not {"state", "amount_total_signed"} <= moves
+        or not {
+            "parent_state",
+            "debit",
+            "credit",
+        }
+        <= lines
+    ):
+        return {}
+    cursor = await connection.execute(
+        "SELECT count(*)::text, coalesce(sum(amount_total_signed), 0)::text"
+        " FROM public.account_move WHERE state = 'posted'"
+    )
+    entries, total = (await cursor.fetchall())[0]
+    balance = await fetch_value(
+        connection,
+        "SELECT coalesce(sum(debit) - sum(credit), 0)::text FROM public.account_move_line"
+        " WHERE parent_state = 'posted'",
+    )
+    return {"postedEntries": entries, "postedTotal": total, "postedDebitMinusCredit": str(balance)}
+
+
 async def installed_modules(connection: Connection) -> list[str]:
     """Names of the installed Odoo modules; empty when ``ir_module_module`` does not exist."""
     if not await existing_tables(connection, ["ir_module_module"]):

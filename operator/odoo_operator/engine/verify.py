@@ -25,6 +25,7 @@ import logging
 import tarfile
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from psycopg import sql
@@ -110,11 +111,18 @@ async def verify_backup(
     finally:
         await _drop_scratch(admin_conninfo, scratch)
     attachments = details.get("attachments", {})
+    books = (
+        f", and the books ({manifest.ledger['postedEntries']} posted entries totalling "
+        f"{manifest.ledger['postedTotal']}, debit minus credit "
+        f"{manifest.ledger['postedDebitMinusCredit']})"
+        if manifest.ledger
+        else ""
+    )
     return result(
         True,
         f"backup {backup_id} restored into a scratch database: checksums of "
         f"{len(manifest.parts)} parts, row counts of {len(manifest.row_counts)} tables and "
-        f"{attachments.get('referenced', 0)} referenced filestore files match",
+        f"{attachments.get('referenced', 0)} referenced filestore files match{books}",
     )
 
 
@@ -251,7 +259,33 @@ async def _check(
                     for table in sorted(differing)
                 )
             )
+        # 5: the books: posted entries, their total, and debit minus credit.
+        if manifest.ledger:
+            figures = await db.ledger_figures(connection)
+            details["ledger"] = {
+                name: {"expected": value, "found": figures.get(name)}
+                for name, value in sorted(manifest.ledger.items())
+            }
+            wrong = [n for n, v in manifest.ledger.items() if not _same_amount(figures.get(n), v)]
+            if wrong:
+                raise _Failed(
+                    "the books differ from the manifest after the restore: "
+                    + ", ".join(
+                        f"{name} {figures.get(name, 'missing')} for {manifest.ledger[name]}"
+                        for name in sorted(wrong)
+                    )
+                )
         await _check_attachments(connection, backup_id, details)
+
+
+def _same_amount(found: str | None, expected: str) -> bool:
+    """Equal as decimals (``10.50`` and ``10.5`` are the same amount)."""
+    if found is None:
+        return False
+    try:
+        return Decimal(found) == Decimal(expected)
+    except InvalidOperation:
+        return found == expected
 
 
 async def _check_attachments(

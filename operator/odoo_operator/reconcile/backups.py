@@ -282,6 +282,8 @@ def _succeeded(
         modules=list(manifest.modules),
         execution=execution,
     )
+    if manifest.ledger:
+        done["ledger"] = dict(manifest.ledger)
     return done
 
 
