@@ -209,6 +209,23 @@ async def test_ensuring_an_unchanged_tenant_runs_no_ddl(
             await read_only_admin.ensure(tenant, None)
 
 
+async def test_a_password_handed_over_without_rekey_only_creates_the_role(
+    admin: PostgresAdmin, new_tenant: NewTenant, postgres_dsn: str, superuser: psycopg.Connection
+) -> None:
+    tenant, first = new_tenant(), uuid.uuid4().hex
+    created = await admin.ensure(tenant, first, rekey=False)
+    assert ActionKind.CREATE_ROLE in [action.kind for action in created]
+    before = catalog_row_versions(superuser, tenant)
+    # An idle pass hands over a password (another one, as a reader of a stale Secret would):
+    # nothing is run, and the role keeps the password it was created with.
+    assert await admin.ensure(tenant, uuid.uuid4().hex, rekey=False) == []
+    assert catalog_row_versions(superuser, tenant) == before
+    dsn = as_role(postgres_dsn, tenant.role, first, tenant.database)
+    async with await psycopg.AsyncConnection.connect(dsn) as connection:
+        cursor = await connection.execute("SELECT current_user::text")
+        assert await cursor.fetchone() == (tenant.role,)
+
+
 async def test_a_tenant_role_given_extra_attributes_is_put_back(
     admin: PostgresAdmin, new_tenant: NewTenant, superuser: psycopg.Connection
 ) -> None:

@@ -165,14 +165,21 @@ class PostgresAdmin:
             return await _observe(connection, tenant)
 
     async def ensure(
-        self, tenant: TenantDatabase, password: str | None, *, adopt_unmarked: bool = False
+        self,
+        tenant: TenantDatabase,
+        password: str | None,
+        *,
+        adopt_unmarked: bool = False,
+        rekey: bool = True,
     ) -> list[Action]:
         """Make the tenant's role and database as specified; return the steps that were needed.
 
         The role gets LOGIN and no other attribute, the connection limit of ``tenant``, and
         the password as a SCRAM-SHA-256 verifier. ``password`` is required when the role does
         not exist yet; for an existing role a given password replaces the current one (a
-        rotation), and ``None`` leaves the current one alone. The database is UTF8 with C
+        rotation) unless ``rekey`` is False: then ``password`` is used only to create the role,
+        so a pass can hand it over without sending it on every run (one session, where reading
+        the role first took two). ``None`` leaves the current one alone. The database is UTF8 with C
         collation, owned by the role, and closed to PUBLIC. Nothing that already matches is
         touched: on an unchanged tenant this runs no DDL and returns ``[]``.
 
@@ -192,8 +199,9 @@ class PostgresAdmin:
         """
         async with self._connection("ensure") as connection:
             state = await _observe(connection, tenant)
+            set_password = password is not None and (rekey or state.role is None)
             actions = plan_ensure(
-                state, tenant, set_password=password is not None, adopt_unmarked=adopt_unmarked
+                state, tenant, set_password=set_password, adopt_unmarked=adopt_unmarked
             )
             if password is None and any(a.kind is ActionKind.CREATE_ROLE for a in actions):
                 raise ValueError(

@@ -306,14 +306,17 @@ async def reconcile_instance(
 
     database = TenantDatabase(spec.database, spec.database, spec.connection_limit, spec.name)
     try:
-        state = await pg_admin.observe(database)
-        # A password is sent only to create the role or to re-key it: never on an idle pass.
-        send_password = state.role is None or rotation is not None
-        password = credentials.database_password if send_password else None
         # Objects made before ownership marks existed are adopted under the derived name
         # only: no other instance can have had that name by default.
         adopt = spec.database == spec.default_database
-        actions = await pg_admin.ensure(database, password, adopt_unmarked=adopt)
+        # The password reaches the server only to create the role or to re-key it: never
+        # on an idle pass.
+        actions = await pg_admin.ensure(
+            database,
+            credentials.database_password,
+            adopt_unmarked=adopt,
+            rekey=rotation is not None,
+        )
         outcome.writes += len(actions)
         outcome.set(
             "DatabaseReady",
