@@ -214,7 +214,12 @@ async def reconcile_on_change(
     when=serves_tenant,
 )
 async def repair_drift(
-    memo: kopf.Memo, body: kopf.Body, status: kopf.Status, patch: kopf.Patch, **_: Any
+    memo: kopf.Memo,
+    body: kopf.Body,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    stopped: kopf.DaemonStopped | None = None,  # Kopf's stop flag of this timer
+    **_: Any,
 ) -> None:
     """Put back whatever drifted (an edited Deployment, a widened ACL user, ...).
 
@@ -225,7 +230,14 @@ async def repair_drift(
     name = body["metadata"]["name"]
     if name not in clients.drift_spread:
         clients.drift_spread.add(name)
-        await asyncio.sleep(random.uniform(0, DRIFT_INTERVAL_SECONDS))  # noqa: S311 - spread, not secrecy
+        offset = random.uniform(0, DRIFT_INTERVAL_SECONDS)  # noqa: S311 - spread, not secrecy
+        if stopped is None:
+            await asyncio.sleep(offset)
+        else:
+            # Kopf's stop flag, not a plain sleep: a tenant deleted meanwhile is let go at once.
+            await stopped.wait(offset)
+            if stopped:
+                return
     await _reconcile(memo, body, status, patch, retry=False, trigger="drift")
 
 
