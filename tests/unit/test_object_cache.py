@@ -62,3 +62,14 @@ def test_a_relist_drops_what_is_gone() -> None:
     cache.replace("apps/v1", "Deployment", [_deployment("5", 1)])
     cache.replace("apps/v1", "Deployment", [])
     assert _replicas(cache) is None
+
+
+def test_managed_fields_are_not_kept() -> None:
+    cache = ObjectCache()
+    listed = _deployment("5", 1)
+    listed["metadata"]["managedFields"] = [{"manager": "odoo-operator", "fieldsV1": {}}]
+    cache.replace("apps/v1", "Deployment", [listed])
+    held = cache.lookup("apps/v1", "Deployment", "odoo-web", "odoo-acme")
+    assert held is not None
+    assert "managedFields" not in held["metadata"]
+    assert held["metadata"]["resourceVersion"] == "5"

@@ -67,6 +67,15 @@ def _key(obj: Mapping[str, Any], api_version: str, kind: str) -> Key:
     return api_version, kind, str(meta.get("namespace") or ""), str(meta.get("name"))
 
 
+def _lean(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object without ``metadata.managedFields``: the operator never reads them, and they
+    are about half of a Deployment's bytes (the cache's memory at a thousand tenants)."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    return obj
+
+
 def _version(obj: Mapping[str, Any]) -> int | None:
     # Opaque by contract, integers from etcd in practice: compared only to keep a write's
     # answer from being replaced by an older watch event that arrives after it.
@@ -102,14 +111,14 @@ class ObjectCache:
         held, offered = _version(self.objects.get(key, {})), _version(obj)
         if held is not None and offered is not None and offered < held:
             return
-        self.objects[key] = dict(obj)
+        self.objects[key] = _lean(dict(obj))
 
     def replace(self, api_version: str, kind: str, items: list[dict[str, Any]]) -> None:
         """Everything of a kind, from a fresh list."""
         for key in [k for k in self.objects if k[:2] == (api_version, kind)]:
             del self.objects[key]
         for item in items:
-            self.objects[_key(item, api_version, kind)] = item
+            self.objects[_key(item, api_version, kind)] = _lean(item)
         self.synced.add((api_version, kind))
 
     def apply_event(
@@ -122,7 +131,7 @@ class ObjectCache:
         elif kind_event in ("ADDED", "MODIFIED"):
             held, offered = _version(self.objects.get(key, {})), _version(obj)
             if held is None or offered is None or offered >= held:
-                self.objects[key] = obj
+                self.objects[key] = _lean(obj)
 
     def forget_kind(self, api_version: str, kind: str) -> None:
         """Stop answering for a kind whose watch broke, until it is listed again."""
