@@ -632,3 +632,21 @@ def test_each_tenant_is_labelled_with_its_environment_and_tenancy() -> None:
         'odoo_operator_tenant_info{environment="staging",instance="stage",tenancy="shared"} 1.0'
         in text
     )
+
+
+def test_admission_answers_are_timed_by_webhook_and_decision() -> None:
+    class AdmissionError(Exception):  # the name Kopf's refusal has
+        pass
+
+    def count(decision: str) -> float:
+        name = "odoo_operator_admission_duration_seconds_count"
+        return _value(name, webhook="validate-instance", decision=decision) or 0
+
+    before = {d: count(d) for d in ("allowed", "refused", "error")}
+    with metrics.observe_admission("validate-instance"):
+        pass
+    with pytest.raises(AdmissionError), metrics.observe_admission("validate-instance"):
+        raise AdmissionError("spec.hosts: taken")
+    with pytest.raises(KeyError), metrics.observe_admission("validate-instance"):
+        raise KeyError("spec")
+    assert {d: count(d) - before[d] for d in before} == {"allowed": 1, "refused": 1, "error": 1}

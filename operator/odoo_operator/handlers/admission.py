@@ -14,9 +14,10 @@ admitting what nobody checked.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import kopf
@@ -30,7 +31,13 @@ from ..model.admission import (
     annotation_problems,
     recorded_annotations_bytes,
 )
-from ..model.backup import BACKUP_KIND, BACKUP_PLURAL, RESTORE_PLURAL, BackupPolicy, RestoreRequest
+from ..model.backup import (
+    BACKUP_KIND,
+    BACKUP_PLURAL,
+    RESTORE_PLURAL,
+    BackupPolicy,
+    RestoreRequest,
+)
 from ..model.claims import Claims, FleetClaims, claims_of
 from ..model.config import ConfigError, OperatorConfig, webhook_enabled
 from ..model.names import (
@@ -376,6 +383,18 @@ SHARD_WEBHOOK_HANDLER_IDS = {
     RESTORE_PLURAL: "assign-shard-restore",
 }
 
+
+def _timed(webhook: str, handler: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """``handler``, its answers timed by webhook and decision (metrics.observe_admission)."""
+
+    @functools.wraps(handler)
+    async def timed(**kwargs: Any) -> None:
+        with metrics.observe_admission(webhook):
+            await handler(**kwargs)
+
+    return timed
+
+
 if webhook_enabled():
     # CREATE and UPDATE only: a DELETE carries no new spec, and Kopf's default ("*")
     # would put deletions behind this fail-closed webhook too.
@@ -385,21 +404,21 @@ if webhook_enabled():
         INSTANCE_PLURAL,
         id=WEBHOOK_HANDLER_ID,
         operations=["CREATE", "UPDATE"],
-    )(validate_instance)
+    )(_timed(WEBHOOK_HANDLER_ID, validate_instance))
     kopf.on.validate(
         GROUP,
         VERSION,
         BACKUP_PLURAL,
         id=BACKUP_WEBHOOK_HANDLER_ID,
         operations=["CREATE", "UPDATE"],
-    )(validate_backup)
+    )(_timed(BACKUP_WEBHOOK_HANDLER_ID, validate_backup))
     kopf.on.validate(
         GROUP,
         VERSION,
         RESTORE_PLURAL,
         id=RESTORE_WEBHOOK_HANDLER_ID,
         operations=["CREATE"],  # an OdooRestore is immutable (its schema says so)
-    )(validate_restore)
+    )(_timed(RESTORE_WEBHOOK_HANDLER_ID, validate_restore))
     if SHARDING.enabled:
         # One webhook per kind (Kopf names each after its handler's id and serves it at
         # /<id>): the chart's MutatingWebhookConfiguration lists the same three.
