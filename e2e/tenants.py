@@ -9,6 +9,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from psycopg import conninfo
 
 from odoo_devstack import kubectl
-from odoo_devstack.demo import is_ready
+from odoo_devstack.demo import is_ready, start_operator
 from odoo_devstack.processes import ManagedProcess
 
 REPO = Path(__file__).parents[1]
@@ -300,3 +301,36 @@ def restore_into(
     }
     custom.create_cluster_custom_object(GROUP, VERSION, RESTORES, body)
     return wait_finished(custom, RESTORES, name, 180)
+
+
+class OperatorStarts:
+    """Starts operator processes one after another against the test cluster, each with its
+    own log, and stops whatever still runs at :meth:`stop`.
+
+    Every process is started from one thread that outlives the test: ManagedProcess sets
+    PR_SET_PDEATHSIG, which the kernel fires when the *thread* that forked the child ends, so
+    an operator started from a short-lived thread (a killer's, say) would die with it.
+    """
+
+    def __init__(self, kubeconfig: Path, config: Path, workdir: Path) -> None:
+        self._kubeconfig, self._config, self._workdir = kubeconfig, config, workdir
+        self._launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="operator-launcher")
+        self.started: list[ManagedProcess] = []
+
+    def _start(self) -> ManagedProcess:
+        log = self._workdir / f"operator-{len(self.started):03d}.log"
+        process = start_operator(
+            self._kubeconfig, self._config, log, drift_interval=5, upgrade_interval=1
+        )
+        self.started.append(process)
+        return process
+
+    def __call__(self) -> ManagedProcess:
+        """A new operator process, serving once this returns (webhook on)."""
+        return self._launcher.submit(self._start).result()
+
+    def stop(self) -> None:
+        """Stop every process started, and the launcher thread."""
+        for process in self.started:
+            process.stop()
+        self._launcher.shutdown()

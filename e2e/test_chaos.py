@@ -36,7 +36,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,6 +52,7 @@ from e2e.tenants import (
     PLURAL,
     REPO,
     VERSION,
+    OperatorStarts,
     create_backup,
     delete_quietly,
     make_instance,
@@ -61,7 +61,7 @@ from e2e.tenants import (
     tenant_login,
 )
 from odoo_devstack import kubectl
-from odoo_devstack.demo import is_ready, start_operator
+from odoo_devstack.demo import is_ready
 from odoo_devstack.operator_setup import BACKUP_CONTAINER, register_servers
 from odoo_devstack.processes import ManagedProcess
 
@@ -153,29 +153,13 @@ def launch(
     blob_connection_string: str,
     tmp_path: Path,
 ) -> Iterator[Launch]:
-    """Starts operator processes (webhook on), each with its own log; stops them all at the end.
-
-    Every operator is started from one thread that outlives the test: ManagedProcess sets
-    PR_SET_PDEATHSIG, which the kernel fires when the *thread* that forked the child ends, so
-    an operator started by the killer thread itself would die with it.
-    """
+    """Starts operator processes (webhook on), each with its own log; stops them all at the end
+    (from one long-lived thread: see :class:`~e2e.tenants.OperatorStarts`)."""
     kubectl.install_crds(k8s, REPO / "crds")
     config = register_servers(k8s, postgres_dsn, redis_url, tmp_path, blob_connection_string)
-    started: list[ManagedProcess] = []
-    launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="operator-launcher")
-
-    def start_one() -> ManagedProcess:
-        log = tmp_path / f"operator-{len(started):03d}.log"
-        process = start_operator(
-            operator_kubeconfig, config, log, drift_interval=5, upgrade_interval=1
-        )
-        started.append(process)
-        return process
-
-    yield lambda: launcher.submit(start_one).result()
-    for process in started:
-        process.stop()
-    launcher.shutdown()
+    starts = OperatorStarts(operator_kubeconfig, config, tmp_path)
+    yield starts
+    starts.stop()
 
 
 def _with_webhook_retries(call: Callable[[], T], killer: OperatorKiller, what: str) -> T:

@@ -24,6 +24,7 @@ from e2e.tenants import (
     PLURAL,
     REPO,
     VERSION,
+    OperatorStarts,
     create_backup,
     eventually,
     make_instance,
@@ -32,7 +33,6 @@ from e2e.tenants import (
     wait_ready,
 )
 from odoo_devstack import kubectl
-from odoo_devstack.demo import start_operator
 from odoo_devstack.operator_setup import BACKUP_CONTAINER, register_servers
 from odoo_devstack.processes import ManagedProcess
 
@@ -51,19 +51,9 @@ def start(
     """Starts operator processes one after another; stops whatever still runs at the end."""
     kubectl.install_crds(k8s, REPO / "crds")
     config = register_servers(k8s, postgres_dsn, redis_url, tmp_path, blob_connection_string)
-    started: list[ManagedProcess] = []
-
-    def launch() -> ManagedProcess:
-        log = tmp_path / f"operator-{len(started)}.log"
-        process = start_operator(
-            operator_kubeconfig, config, log, drift_interval=5, upgrade_interval=1
-        )
-        started.append(process)
-        return process
-
-    yield launch
-    for process in started:
-        process.stop()
+    starts = OperatorStarts(operator_kubeconfig, config, tmp_path)
+    yield starts
+    starts.stop()
 
 
 def _exists(read: Callable[[], object]) -> bool:
