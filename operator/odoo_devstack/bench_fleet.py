@@ -104,6 +104,9 @@ WEBHOOK_TIMEOUT_SECONDS = 60.0
 # The only families the benchmark reads: a scrape asks for these alone (prometheus_client's
 # ``name[]`` filter), so that polling a large fleet's endpoint costs the operator little.
 _SCRAPED = (_CALLS, _RECONCILES, _TENANTS)
+# The webhook's own time to answer (not the API server's): scraped around each apply.
+_ADMISSION = "odoo_operator_admission_duration_seconds_bucket"
+_INSTANCE_WEBHOOK = "validate-instance"
 _KUBERNETES_READS = ("get", "list")
 # Not a request about any tenant: the dynamic client's discovery, once per process.
 _NEITHER = ("discover",)
@@ -547,6 +550,8 @@ class SizeRow:
     ready_p95: float = math.nan
     create_p50_ms: float = math.nan
     create_p99_ms: float = math.nan
+    webhook_p50_ms: float = math.nan
+    webhook_p99_ms: float = math.nan
     create_retries: int = 0
     apply_audit_writes: float = math.nan  # per new tenant
     extra_p50: float = math.nan
@@ -699,6 +704,31 @@ class Fleet:
             time.sleep(EXTRA_POLL_SECONDS)
 
 
+def admission_buckets(after: Samples, before: Samples) -> dict[float, float]:
+    """The validating webhook's answers to OdooInstance requests between two scrapes of the
+    process serving it: cumulative count by bucket bound (``le``), all decisions together."""
+    buckets: dict[float, float] = {}
+    for (name, labels), value in after.items():
+        label = dict(labels)
+        if name != _ADMISSION or label.get("webhook") != _INSTANCE_WEBHOOK:
+            continue
+        bound = math.inf if label["le"] == "+Inf" else float(label["le"])
+        buckets[bound] = buckets.get(bound, 0.0) + value - before.get((name, labels), 0.0)
+    return buckets
+
+
+def bucket_percentile(buckets: Mapping[float, float], share: float) -> float:
+    """The upper bound of the bucket holding the ``share`` quantile (NaN without answers):
+    a histogram knows no finer, so the figure is "at most"."""
+    total = buckets.get(math.inf, 0.0)
+    if total <= 0:
+        return math.nan
+    for bound in sorted(buckets):
+        if buckets[bound] >= share * total:
+            return bound
+    return math.inf
+
+
 def measure_size(
     fleet: Fleet, operators: Operators, audit: AuditTail, row: SizeRow, idle_seconds: float
 ) -> None:
@@ -710,10 +740,14 @@ def measure_size(
     _say(f"size {size}: creating {max(0, size - fleet.count)} instances")
     audit.mark()
     started = time.monotonic()
+    answered_before = operators.scrape((_ADMISSION,))[0]
     row.apply_seconds, latencies, row.create_retries = fleet.create_missing(size)
+    answered = admission_buckets(operators.scrape((_ADMISSION,))[0], answered_before)
     row.tenants = fleet.count
     row.create_p50_ms = _percentile(latencies, 0.50) * 1000
     row.create_p99_ms = _percentile(latencies, 0.99) * 1000
+    row.webhook_p50_ms = bucket_percentile(answered, 0.50) * 1000
+    row.webhook_p99_ms = bucket_percentile(answered, 0.99) * 1000
     items = fleet.wait_all_ready(started)
     row.to_all_ready_seconds = time.monotonic() - started
     writes = audit.writes()
@@ -883,6 +917,8 @@ SIZE_COLUMNS = [
     "p95 s",
     "create req p50 ms",
     "p99 ms",
+    "webhook p50 ms ≤",
+    "p99 ms ≤",
     "writes /new tenant",
     "+1 tenant p50 s",
     "idle k8s reads /t/min",
@@ -932,6 +968,8 @@ def size_table(rows: list[SizeRow], sharded: bool = False) -> str:
             _figure(row.ready_p95, 0),
             _figure(row.create_p50_ms, 0),
             _figure(row.create_p99_ms, 0),
+            _figure(row.webhook_p50_ms, 1),
+            _figure(row.webhook_p99_ms, 1),
             _figure(row.apply_audit_writes, 0),
             _figure(row.extra_p50),
             _figure(_per_tenant_minute(row, reads), 2),

@@ -3,6 +3,9 @@ union over the processes, and a size table that keeps today's columns without sh
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import pytest
 
 from odoo_devstack import bench_fleet
@@ -66,3 +69,25 @@ def test_the_size_table_keeps_its_columns_without_shards_and_adds_the_largest_wi
 def test_shards_must_be_positive() -> None:
     with pytest.raises(SystemExit):
         bench_fleet.main(["--shards", "0"])
+
+
+def test_the_webhooks_own_answers_are_read_from_its_histogram_between_two_scrapes() -> None:
+    name = "odoo_operator_admission_duration_seconds_bucket"
+
+    def scrape(counts: dict[str, float], webhook: str = "validate-instance") -> Any:
+        return {
+            (name, frozenset({"webhook": webhook, "decision": "allowed", "le": le}.items())): n
+            for le, n in counts.items()
+        }
+
+    before = scrape({"0.005": 10, "0.05": 10, "+Inf": 10})
+    after = {
+        **scrape({"0.005": 60, "0.05": 108, "+Inf": 110}),
+        **scrape({"0.005": 0, "0.05": 0, "+Inf": 500}, webhook="validate-backup"),
+    }
+    answered = bench_fleet.admission_buckets(after, before)
+    assert answered == {0.005: 50, 0.05: 98, math.inf: 100}
+    assert bench_fleet.bucket_percentile(answered, 0.5) == 0.005
+    assert bench_fleet.bucket_percentile(answered, 0.99) == math.inf  # beyond the last bound
+    assert bench_fleet.bucket_percentile(answered, 0.98) == 0.05
+    assert math.isnan(bench_fleet.bucket_percentile({}, 0.5))
