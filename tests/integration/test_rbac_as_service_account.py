@@ -1,14 +1,14 @@
 """The chart's RBAC and confinement policy are enough, proven: the operator runs as the
 chart's ServiceAccount.
 
-Only the RBAC objects of `helm template` (ServiceAccount, ClusterRole, Role and their
-bindings) and its confinement policy (ValidatingAdmissionPolicy and binding) go into the real
-control plane; the operator then authenticates with a token of that ServiceAccount
-(TokenRequest API), not as an administrator, serves its admission webhook, runs with Kopf
-peering (the chart's HA mode) and takes a tenant through its whole lifecycle: created and
-Ready, backed up, deleted with its data. The policy is in force before the operator starts (a
-request it forbids is refused). Any request the API server refuses fails the test: a 403 or
-Forbidden in the operator's log, or (on the local control plane) a 403 answer to the
+Only the RBAC objects of `helm template` (ServiceAccount, ClusterRole, Role and their bindings)
+and its confinement policy (ValidatingAdmissionPolicy and binding) go into the real control
+plane; the operator then authenticates with a token of that ServiceAccount (TokenRequest API),
+not as an administrator, serves its admission webhook, runs with Kopf peering (the chart's HA
+mode) and its watch cache (`watchCache`), and takes a tenant through its whole lifecycle:
+created and Ready, backed up, deleted with its data. The policy is in force before the operator
+starts (a request it forbids is refused). Any request the API server refuses fails the test: a
+403 or Forbidden in the operator's log, or (on the local control plane) a 403 answer to the
 ServiceAccount in the API server's audit log, which records every write; the audit log matters
 because the operator's dynamic client hands some refusals back as Status objects instead of
 raising them. RBAC and the policy both refuse with 403.
@@ -67,6 +67,9 @@ POLICY_PROBE_NAMESPACE = "default"
 # The Secrets register_servers creates, named in the configuration as a platform team would.
 VALUES = {
     "ha": {"enabled": True, "peeringName": PEERING},
+    # The operator runs with its watch cache (start_operator's default): the chart's list and
+    # watch grants for it must be complete, or a 403 fails the test.
+    "watchCache": {"enabled": True},
     "config": {
         "postgresServers": {
             "main": {"secretRef": "postgres-main", "default": True},

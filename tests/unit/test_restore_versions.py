@@ -184,8 +184,8 @@ async def test_a_backup_taken_in_process_records_the_running_version(
 class ReachableStore:
     """A blob store that answers (the backup writes to the primary store)."""
 
-    async def ensure_container(self) -> bool:
-        return False
+    async def check_reachable(self) -> None:
+        return None
 
 
 async def test_a_pre_upgrade_backup_job_records_the_running_version(

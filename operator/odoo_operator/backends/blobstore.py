@@ -208,6 +208,19 @@ class BlobStore:
             return False
         return True
 
+    async def check_reachable(self, timeout: float = 10.0) -> None:
+        """Raise :class:`BlobStoreUnavailable` unless the store answers one request within
+        ``timeout`` seconds, without the SDK's retries: deciding to fail over to another
+        store must not wait out the retry budget of a region that is down."""
+        try:
+            await asyncio.wait_for(
+                self._call("exists", self._client.exists(retry_total=0)), timeout
+            )
+        except TimeoutError:
+            raise BlobStoreUnavailable(
+                f"blob store {self.location} is unavailable: no answer within {timeout:g}s"
+            ) from None
+
     async def upload_stream(
         self,
         name: str,

@@ -71,6 +71,10 @@ async def copy_to_secondary(clients: Clients, body: Mapping[str, Any]) -> list[d
         target_ref = clients.config.blob_store(target_name)
         source = await clients.blob(clients.config.blob_store(status.get("store")))
         target = await clients.blob(target_ref)
+        # Both must answer now: a region that is down fails the attempt in seconds, not
+        # after the SDK's retries, and the next attempt comes soon enough.
+        await source.check_reachable()
+        await target.check_reachable()
         manifest = await copy_backup(source, target, instance, backup_id)
     except (CopyFailed, BlobStoreUnavailable, BackupNotFound, ManifestError, ConfigError) as exc:
         entry.update(phase=COPY_FAILED, message=f"{type(exc).__name__}: {exc}")
@@ -102,6 +106,7 @@ async def readable_store(
     primary_ref = clients.config.blob_store(backup_status.get("store"))
     try:
         primary = await clients.blob(primary_ref)
+        await primary.check_reachable()
         await read_manifest(primary, instance, backup_id)
     except BlobStoreUnavailable as unreachable:
         copies = [c for c in backup_status.get("copies") or [] if c.get("phase") == COPY_SUCCEEDED]
@@ -109,6 +114,7 @@ async def readable_store(
             ref = clients.config.blob_store(str(copy["store"]))
             try:
                 store = await clients.blob(ref)
+                await store.check_reachable()
                 await read_manifest(store, instance, backup_id)
             except BlobStoreUnavailable:
                 continue
@@ -133,13 +139,13 @@ async def writable_store(
     primary_ref = clients.config.blob_store(policy.store)
     try:
         primary = await clients.blob(primary_ref)
-        await primary.ensure_container()  # one request: is it reachable now?
+        await primary.check_reachable()
     except BlobStoreUnavailable as unreachable:
         if policy.secondary_store is None:
             raise
         ref = clients.config.blob_store(policy.secondary_store)
         store = await clients.blob(ref)
-        await store.ensure_container()
+        await store.check_reachable()
         note = (
             f"written to the secondary store {ref.name}: store {primary_ref.name} is "
             f"unreachable ({unreachable}); it is copied there once it answers"
