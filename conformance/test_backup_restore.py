@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from e2e.tenants import GROUP, VERSION, create_backup
 from kubernetes import client
@@ -30,6 +31,7 @@ from conformance.tenants import (
     admin_session,
     eventually,
     filestore_claim_folder,
+    instance,
     post_invoice_with_pdf,
     signs_in,
     wait_finished,
@@ -172,3 +174,90 @@ def test_an_in_place_restore_brings_back_a_posted_invoice_and_its_pdf_attachment
     kept = pdf_file.parents[2] / Path(restored["status"]["keptFilestore"]).name
     assert kept.is_dir(), restored["status"]
     assert not (kept / invoice.store_fname).exists()
+
+
+def test_a_restore_drill_brings_the_whole_tenant_back_on_real_odoo_and_measures_its_rto(
+    k8s: client.ApiClient,
+    postgres_dsn: str,
+    real_node_runner: RealNodeProcess,
+    conformance_operator: ManagedProcess,
+    tenant: Tenant,
+) -> None:
+    custom = client.CustomObjectsApi(k8s)
+    # A recovery time objective makes the instance report its drills.
+    custom.patch_cluster_custom_object(
+        GROUP, VERSION, "odooinstances", tenant.name, {"spec": {"backup": {"rto": "30m"}}}
+    )
+    odoo = admin_session(k8s, tenant)
+    post_invoice_with_pdf(odoo)
+    backup = create_backup(custom, tenant.name)
+    backed_up = wait_finished(custom, conformance_operator, BACKUPS, backup, FINISH_TIMEOUT_SECONDS)
+    assert backed_up["status"]["phase"] == "Succeeded", backed_up["status"]
+    ledger = backed_up["status"]["ledger"]
+    assert int(ledger["postedEntries"]) >= 1, ledger
+
+    drill = f"drill-of-{uuid.uuid4().hex[:6]}"
+    custom.create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        RESTORES,
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "OdooRestore",
+            "metadata": {"name": drill},
+            "spec": {"backup": backup, "drill": True},
+        },
+    )
+    done = wait_finished(custom, conformance_operator, RESTORES, drill, FINISH_TIMEOUT_SECONDS)
+    status = done["status"]
+    assert status["phase"] == "Succeeded", status
+    found = status["drill"]
+    tenant.timings["drill RTO (start to serving)"] = float(found["rtoSeconds"])
+    assert (status["mode"], found["result"], found["source"]) == ("Drill", "Passed", tenant.name)
+    assert 0 < float(found["rtoSeconds"]) <= float(found["rtoObjectiveSeconds"]) == 1800, found
+    # Restored, neutralized, into a tenant of its own; nothing of the source was replaced.
+    assert status["neutralized"] is True, status
+    assert "safetyBackup" not in status, status
+    assert status["filestoreRestored"] is True, status
+    # The books recorded at backup time were found again in the restored database.
+    assert found["invariantsHold"] is True, found
+    invariants = found["invariants"]
+    for figure in ("postedEntries", "postedTotal", "postedDebitMinusCredit"):
+        assert invariants[figure]["expected"] == ledger[figure], invariants
+        assert invariants[figure]["holds"] is True, invariants
+    assert invariants["rows.ir_attachment"]["holds"] is True, invariants
+    assert int(invariants["rows.ir_attachment"]["found"]) >= 1, invariants
+
+    # The drill tenant is gone with its namespace and database.
+    drill_tenant = found["instance"]
+    drill_database = f"odoo_{drill_tenant.replace('-', '_')}"
+
+    def removed() -> bool:
+        try:
+            custom.get_cluster_custom_object(GROUP, VERSION, "odooinstances", drill_tenant)
+            return False
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+        with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+            row = connection.execute(
+                "SELECT count(*) FROM pg_database WHERE datname = %s", (drill_database,)
+            ).fetchone()
+        return row is not None and row[0] == 0
+
+    eventually(removed, f"the drill tenant {drill_tenant} and its database to be removed", 600)
+
+    # The instance says so, and the source tenant serves as before.
+    def reported() -> dict[str, Any]:
+        return dict(instance(k8s, tenant.name).get("status") or {})
+
+    eventually(
+        lambda: (reported().get("lastDrill") or {}).get("name") == drill,
+        "the instance's status.lastDrill",
+        120,
+    )
+    conditions = {c["type"]: c for c in reported()["conditions"]}
+    assert conditions["RestoreDrillPassed"]["status"] == "True", conditions["RestoreDrillPassed"]
+    assert conditions["RestoreDrillPassed"]["reason"] == "DrillPassed"
+    assert reported()["lastDrill"]["result"] == "Passed"
+    assert signs_in(k8s, tenant)

@@ -397,6 +397,12 @@ class TenantState:
     health_checks: tuple[tuple[str, HealthCheck], ...] = ()
     # The monitoring user's login and one read through the tenant's Service.
     login_check: HealthCheck | None = None
+    # The tenant's last restore drill (status.lastDrill): when it ended, whether it passed
+    # (served with the books intact), its measured RTO and the objective.
+    drill_time: float | None = None
+    drill_passed: bool | None = None
+    drill_rto_seconds: float | None = None
+    drill_rto_objective_seconds: float | None = None
 
     def condition(self, type_: str) -> tuple[str, str] | None:
         """(status, reason) of a condition, or None."""
@@ -504,6 +510,15 @@ def record_outcome(
     copied = _epoch((outcome.fields.get("lastCopiedBackup") or {}).get("time"))
     if _newer(current.copy_time, copied):
         changes["copy_time"] = copied
+    drill = outcome.fields.get("lastDrill") or {}
+    drilled = _epoch(drill.get("completedAt"))
+    if _newer(current.drill_time, drilled):
+        changes["drill_time"] = drilled
+        changes["drill_passed"] = drill.get("result") in ("Passed", "RTOExceeded")
+        rto, objective = drill.get("rtoSeconds"), drill.get("rtoObjectiveSeconds")
+        if rto is not None:  # a failed drill measured none: the last one measured stands
+            changes["drill_rto_seconds"] = float(rto)
+        changes["drill_rto_objective_seconds"] = None if objective is None else float(objective)
     verified = _epoch((outcome.fields.get("lastVerifiedBackup") or {}).get("time"))
     if _newer(current.verification_time, verified):
         changes["verification_time"] = verified
@@ -664,6 +679,10 @@ class _FleetCollector(Collector):
         yield from _fleet_metrics(tenants, in_flight, round_seconds, round_tenants)
 
 
+# Reasons of RestoreDrillPassed=False (reconcile/drills.py), one series each.
+DRILL_BREACHES = ("DrillFailed", "RTOExceeded", "DrillOverdue")
+
+
 def _gauge(name: str, text: str, labels: tuple[str, ...] = ("instance",)) -> GaugeMetricFamily:
     return GaugeMetricFamily(PREFIX + name, text, labels=list(labels))
 
@@ -713,6 +732,29 @@ def _fleet_metrics(
         "backup_last_copy_timestamp_seconds",
         "When the newest checked copy of the tenant's backups in its secondary store was "
         "completed (Unix seconds). Tenants with spec.backup.secondaryStoreRef only.",
+    )
+    drill_time = _gauge(
+        "drill_last_timestamp_seconds",
+        "When the tenant's last restore drill ended (Unix seconds), passed or not.",
+    )
+    drill_ok = _gauge(
+        "drill_last_success",
+        "1 when the tenant's last restore drill restored its newest backup into a temporary "
+        "tenant that served with the books intact, 0 when it failed.",
+    )
+    drill_rto = _gauge(
+        "drill_last_rto_seconds",
+        "Recovery time measured by the tenant's last successful restore drill: from the "
+        "drill's start to the restored tenant serving (health and a login).",
+    )
+    drill_objective = _gauge(
+        "drill_rto_objective_seconds", "The tenant's recovery time objective (spec.backup.rto)."
+    )
+    drill_breach = _gauge(
+        "drill_breach",
+        "1 while RestoreDrillPassed is False for the reason in the label (DrillFailed, "
+        "RTOExceeded, DrillOverdue), else 0. Tenants with drills or an RTO only.",
+        ("instance", "reason"),
     )
     upgrade_failed = _gauge(
         "tenant_upgrade_failed",
@@ -833,6 +875,18 @@ def _fleet_metrics(
                 copy_rpo.add_metric(
                     [name], 1 if (status, reason) == ("False", "CopyRPOExceeded") else 0
                 )
+            if type_ == "RestoreDrillPassed":
+                for breach in DRILL_BREACHES:
+                    drill_breach.add_metric(
+                        [name, breach], 1 if (status, reason) == ("False", breach) else 0
+                    )
+        if state.drill_time is not None:
+            drill_time.add_metric([name], state.drill_time)
+            drill_ok.add_metric([name], 1 if state.drill_passed else 0)
+        if state.drill_rto_seconds is not None:
+            drill_rto.add_metric([name], state.drill_rto_seconds)
+        if state.drill_rto_objective_seconds is not None:
+            drill_objective.add_metric([name], state.drill_rto_objective_seconds)
         upgraded = state.condition("Upgraded")
         if upgraded is not None:
             upgrade_failed.add_metric([name], 1 if upgraded[1] == "UpgradeFailed" else 0)
@@ -871,6 +925,7 @@ def _fleet_metrics(
             queue.add_metric([name, job_state], count)
     yield from (condition, held, rpo, copy_rpo, upgrade_failed, backup_time, copy_time)
     yield from (backup_size, backup_duration)
+    yield from (drill_time, drill_ok, drill_rto, drill_objective, drill_breach)
     yield from (verify_time, verify_ok, failures, drift, probe_up, probe_duration)
     yield from (size, connections, limit, longest, overdue, lag, queue)
     yield from (health_up, health_duration, login_up, login_duration, info)

@@ -53,6 +53,7 @@ from odoo_devstack.odoo_runtime import (
     drop_database,
 )
 from odoo_devstack.ports import free_port
+from odoo_operator.backends.odoo_http import check_login
 from odoo_operator.backends.odoo_users import DefaultPasswordScanner
 from odoo_operator.builders.odoo_users import (
     ADMIN_PASSWORD_KEY,
@@ -64,7 +65,6 @@ from odoo_operator.builders.tenant import Endpoint, Tenant, TenantCredentials
 from odoo_operator.builders.workloads import build_init_job, build_secrets, render_odoo_conf
 from odoo_operator.model.outcome import Outcome
 from odoo_operator.model.spec import InstanceSpec
-from odoo_operator.observability.odoo_login import check_login
 from odoo_operator.reconcile import instance as reconcile
 
 if TYPE_CHECKING:

@@ -41,6 +41,8 @@ from odoo_devstack import kubectl
 from odoo_devstack.operator_setup import OPERATOR_NAMESPACE
 from odoo_operator.model.names import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 
+REPO = Path(__file__).parents[2]
+
 RELEASE = "confinement"
 # The tenant's own ServiceAccount, as builders/workloads.py and backup_job.py name it.
 TENANT_ACCOUNT = "odoo"
@@ -401,3 +403,68 @@ def test_a_pod_template_with_privilege_host_access_or_another_identity_is_refuse
     # Unchanged, the same object is accepted: the refusal is about the change alone.
     fine = build(f"bad-{change.lower()}", confinement.tenant)
     apply_as(confinement.operator, fine, dry_run=True)
+
+
+# -- which OdooInstances the operator may create and delete -------------------------------------
+
+
+def _instance(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "odoo.tenantops.io/v1alpha1",
+        "kind": "OdooInstance",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"version": "18.0", "hosts": [f"{name}.drill.invalid"]},
+    }
+
+
+def test_the_operator_creates_and_deletes_only_the_temporary_instances_of_restore_drills(
+    confinement: Confinement,
+) -> None:
+    kubectl.install_crds(confinement.admin, REPO / "crds")
+    custom = client.CustomObjectsApi(confinement.operator)
+    group, version, plural = "odoo.tenantops.io", "v1alpha1", "odooinstances"
+    suffix = uuid.uuid4().hex[:6]
+    # A tenant the platform team declares is not the operator's to create...
+    message = confinement.refused(
+        lambda: custom.create_cluster_custom_object(
+            group, version, plural, _instance(f"books-{suffix}", {}), dry_run="All"
+        )
+    )
+    assert "only the temporary OdooInstances of restore drills" in message
+    # ... nor is the drill label on another name enough, nor a drill-* name without it.
+    for name, labels in (
+        (f"books-{suffix}", {"odoo.tenantops.io/drill": "d"}),
+        (f"drill-{suffix}", {}),
+    ):
+        confinement.refused(
+            lambda name=name, labels=labels: custom.create_cluster_custom_object(
+                group, version, plural, _instance(name, labels), dry_run="All"
+            )
+        )
+    # A drill's temporary instance passes.
+    custom.create_cluster_custom_object(
+        group,
+        version,
+        plural,
+        _instance(f"drill-{suffix}", {"odoo.tenantops.io/drill": "d"}),
+        dry_run="All",
+    )
+    # Deleting: an instance the team declared is refused, a drill instance passes.
+    admin = client.CustomObjectsApi(confinement.admin)
+    admin.create_cluster_custom_object(group, version, plural, _instance(f"books-{suffix}", {}))
+    admin.create_cluster_custom_object(
+        group, version, plural, _instance(f"drill-{suffix}", {"odoo.tenantops.io/drill": "d"})
+    )
+    try:
+        message = confinement.refused(
+            lambda: custom.delete_cluster_custom_object(group, version, plural, f"books-{suffix}")
+        )
+        assert f"refused: DELETE odooinstances books-{suffix}" in message
+        custom.delete_cluster_custom_object(group, version, plural, f"drill-{suffix}")
+    finally:
+        for name in (f"books-{suffix}", f"drill-{suffix}"):
+            try:
+                admin.delete_cluster_custom_object(group, version, plural, name)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise

@@ -11,10 +11,10 @@ import pytest
 from aiohttp import web
 
 from odoo_operator import metrics
+from odoo_operator.backends.odoo_http import check_health
 from odoo_operator.model.spec import InstanceSpec
 from odoo_operator.observability.tenant_probe import (
     ProbeSettings,
-    check_health,
     health_check_urls,
     parse_health_check_targets,
 )

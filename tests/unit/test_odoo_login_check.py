@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from odoo_operator import metrics
-from odoo_operator.observability.odoo_login import check_login
+from odoo_operator.backends.odoo_http import check_login
 
 DATABASE = "odoo_acme"
 LOGIN = "odoo-operator-monitor"

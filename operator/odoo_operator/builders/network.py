@@ -62,18 +62,21 @@ def build_network_policies(tenant: Tenant) -> list[dict[str, Any]]:
             "spec": spec,
         }
 
+    from_ingress_controller = policy(
+        "allow-ingress-controller",
+        {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/component": "web"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                _from_namespace(tenant.ingress_namespace, ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT)
+            ],
+        },
+    )
     return [
         policy("default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
-        policy(
-            "allow-ingress-controller",
-            {
-                "podSelector": {"matchLabels": {"app.kubernetes.io/component": "web"}},
-                "policyTypes": ["Ingress"],
-                "ingress": [
-                    _from_namespace(tenant.ingress_namespace, ODOO_HTTP_PORT, ODOO_WEBSOCKET_PORT)
-                ],
-            },
-        ),
+        # A restore drill's temporary tenant holds a copy of real data: only the operator's
+        # checks reach it.
+        *([] if tenant.spec.drill else [from_ingress_controller]),
         # The operator's synthetic check of /web/health (see odoo_operator.observability):
         # web pods, the HTTP port only, from the operator's namespace.
         policy(

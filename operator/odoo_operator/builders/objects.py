@@ -41,7 +41,10 @@ def build_workloads(tenant: Tenant) -> list[dict[str, Any]]:
 
 
 def build_ingress(tenant: Tenant) -> list[dict[str, Any]]:
-    """Middlewares, route and (optionally) the Certificate."""
+    """Middlewares, route and (optionally) the Certificate; nothing for the temporary
+    instance of a restore drill, which nobody outside may reach."""
+    if tenant.spec.drill:
+        return []
     certificate = build_certificate(tenant)
     return [
         *build_middlewares(tenant),

@@ -226,6 +226,15 @@ def backup_policy_problems(body: Mapping[str, Any], config: OperatorConfig) -> l
         verify_problem = validate_schedule(policy.verify_schedule, policy.time_zone)
         if verify_problem is not None and verify_problem != schedule_problem:
             problems.append(f"spec.backup.verifySchedule: {verify_problem}.")
+    if policy.drill_schedule is not None:
+        drill_problem = validate_schedule(policy.drill_schedule, policy.time_zone)
+        if drill_problem is not None and drill_problem != schedule_problem:
+            problems.append(f"spec.backup.drill.schedule: {drill_problem}.")
+    if policy.rto is not None:
+        try:
+            parse_duration(policy.rto)
+        except ValueError as exc:
+            problems.append(f"spec.backup.rto: {exc}.")
     return problems
 
 
@@ -326,6 +335,10 @@ async def validate_restore(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         raise kopf.AdmissionError(" ".join(refused), code=_REFUSAL_CODE)
     clients: Clients = memo["clients"]
     request = RestoreRequest.from_resource(body)
+    if request.drill:
+        # A drill restores into a temporary instance of the operator's own: no tenant's
+        # data is replaced, so there is nothing more to refuse here.
+        return
     backup = await clients.kube.get(API_VERSION, BACKUP_KIND, request.backup)
     target = await clients.kube.get(API_VERSION, INSTANCE_KIND, request.target)
     if backup is None or target is None:
@@ -366,6 +379,10 @@ async def assign_shard(
         shard = SHARDING.shard_of(kept, instance)
     else:
         clients: Clients = memo["clients"]
+        if (body.get("spec") or {}).get("drill"):
+            # A drill names its backup only: it belongs to the backup's instance.
+            backup = await clients.kube.get(API_VERSION, BACKUP_KIND, str(body["spec"]["backup"]))
+            instance = str(((backup or {}).get("spec") or {}).get("instance") or instance)
         owner = await clients.kube.get(API_VERSION, INSTANCE_KIND, instance)
         labelled = (owner.get("metadata") or {}).get("labels") if owner is not None else None
         shard = SHARDING.shard_of(labelled, instance)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kopf
 
 from .. import metrics
 from ..model.backup import BACKUP_KIND, BACKUP_PLURAL, FINISHED, SUCCEEDED, BackupPolicy
+from ..model.conditions import Condition
 from ..model.names import API_VERSION, GROUP, INSTANCE_KIND, INSTANCE_LABEL, VERSION
 from ..reconcile.backup_copies import (
     COPY_SUCCEEDED,
@@ -109,13 +110,25 @@ async def take_backup(
 async def _publish_on_instance(clients: Clients, instance: str) -> None:
     """The instance's ``BackupHealthy``, ``lastBackup`` and ``lastVerifiedBackup`` as of the
     backup status just written: within seconds of the backup's end, not at the instance's
-    next drift pass. A failure here costs only that delay (the next pass publishes the same
-    state), so it is logged, not raised: the backup itself is done."""
+    next drift pass."""
+    await publish_on_instance(clients, instance, "backup", refresh_instance_backup_state)
+
+
+async def publish_on_instance(
+    clients: Clients,
+    instance: str,
+    what: str,
+    refresh: Callable[[Clients, str], Awaitable[Condition | None]],
+) -> None:
+    """Publish part of an instance's status (``refresh``) between its passes, and its
+    condition's series. A failure here costs only a delay (the instance's next pass
+    publishes the same state), so it is logged, not raised: what led here is done."""
     try:
-        health = await refresh_instance_backup_state(clients, instance)
+        health = await refresh(clients, instance)
     except Exception as error:  # noqa: BLE001 - the instance's next pass publishes it
         _logger.warning(
-            "could not publish the backup state of OdooInstance %s: %s",
+            "could not publish the %s state of OdooInstance %s: %s",
+            what,
             instance,
             error,
             extra={"instance": instance, "reason": type(error).__name__},

@@ -31,6 +31,7 @@ from ..reconcile.backups import (
     pre_delete_backup_pending,
 )
 from ..reconcile.clients import Clients
+from ..reconcile.drills import instance_drill_state
 from ..reconcile.events import record_event
 from ..reconcile.instance import (
     Stalled,
@@ -168,6 +169,10 @@ async def _reconcile_pass(
     if health is not None:
         outcome.conditions.append(health)
     outcome.fields.update(backup_fields)
+    drilled, drill_fields = await instance_drill_state(clients, body)
+    if drilled is not None:
+        outcome.conditions.append(drilled)
+    outcome.fields.update(drill_fields)
     upgraded = upgrade_condition(body, config_image(clients, InstanceSpec.from_resource(body)))
     if upgraded is not None:
         outcome.conditions.append(upgraded)

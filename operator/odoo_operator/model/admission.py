@@ -23,6 +23,7 @@ from typing import Any
 
 from .config import OperatorConfig, ServerRef, instance_image_policy_problems
 from .names import (
+    DRILL_HOST_SUFFIX,
     GROUP,
     MAINTENANCE_ANNOTATION,
     ROTATE_CREDENTIALS_ANNOTATION,
@@ -135,7 +136,14 @@ def _host_problems(
                 f"spec.hosts[{index}] {host} is already served by OdooInstance {owner}; "
                 "a host belongs to one tenant only."
             )
-        if config.allowed_domains and not _in_allowed_domains(normalized, config.allowed_domains):
+        # A restore drill's temporary instance is routed nowhere: its host is under
+        # .invalid (RFC 2606), which resolves nowhere, and it gets no route at all.
+        isolated = spec.drill is not None and normalized.endswith(DRILL_HOST_SUFFIX)
+        if (
+            config.allowed_domains
+            and not isolated
+            and not _in_allowed_domains(normalized, config.allowed_domains)
+        ):
             problems.append(
                 f"spec.hosts[{index}] {host} is outside the allowed domains "
                 f"({', '.join(config.allowed_domains)}) of the operator's allowedDomains."

@@ -39,6 +39,11 @@ class BackupPolicy:
     retention: Mapping[str, int] = field(default_factory=dict)
     verify: VerifyMode = "AfterEachBackup"
     verify_schedule: str = "0 4 * * 0"
+    # Restore drills (``spec.backup.drill``): None when the instance asks for none.
+    drill_schedule: str | None = None
+    drill_suspend: bool = False
+    # The recovery time objective a drill is measured against (``spec.backup.rto``).
+    rto: str | None = None
 
     @classmethod
     def from_instance(cls, body: Mapping[str, Any]) -> BackupPolicy | None:
@@ -56,6 +61,13 @@ class BackupPolicy:
             retention={str(k): int(v) for k, v in (raw.get("retention") or {}).items()},
             verify=raw.get("verify", "AfterEachBackup"),
             verify_schedule=str(raw.get("verifySchedule", "0 4 * * 0")),
+            drill_schedule=(
+                str((raw.get("drill") or {})["schedule"])
+                if (raw.get("drill") or {}).get("schedule")
+                else None
+            ),
+            drill_suspend=bool((raw.get("drill") or {}).get("suspend", False)),
+            rto=str(raw["rto"]) if raw.get("rto") else None,
         )
 
 
@@ -82,13 +94,19 @@ class BackupRequest:
 
 @dataclass(frozen=True)
 class RestoreRequest:
-    """One OdooRestore: which backup, into which instance, neutralized or not."""
+    """One OdooRestore: which backup, into which instance, neutralized or not.
+
+    A drill (``spec.drill: true``) names no target: the operator restores into a temporary
+    instance of its own (see :mod:`odoo_operator.reconcile.drills`), whose name ``target``
+    then holds.
+    """
 
     name: str
     backup: str
     target: str
     neutralize: bool | None = None  # None: the default of the mode (clone yes, in place no)
     from_instance: str | None = None  # the opt-in naming another instance as the source
+    drill: bool = False
 
     @classmethod
     def from_resource(cls, body: Mapping[str, Any]) -> RestoreRequest:
@@ -98,9 +116,10 @@ class RestoreRequest:
         return cls(
             name=str(body["metadata"]["name"]),
             backup=str(spec["backup"]),
-            target=str((spec.get("target") or {})["instance"]),
+            target=str((spec.get("target") or {}).get("instance") or ""),
             neutralize=None if neutralize is None else bool(neutralize),
             from_instance=spec.get("fromInstance") or None,
+            drill=bool(spec.get("drill", False)),
         )
 
     def neutralizes(self, in_place: bool, production_target: bool = True) -> bool:

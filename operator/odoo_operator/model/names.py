@@ -22,6 +22,13 @@ MAINTENANCE_ANNOTATION = f"{GROUP}/maintenance"
 # verification records the value it answered (status.verification.request). The schedule of
 # spec.backup.verify: Scheduled sets it too.
 VERIFY_ANNOTATION = f"{GROUP}/verify"
+# On the temporary OdooInstance of a restore drill: the OdooRestore (drill) it serves. Such an
+# instance gets no route and no ingress from the ingress controller (network-isolated), and
+# is deleted with its database when the drill ends.
+DRILL_LABEL = f"{GROUP}/drill"
+# The host of such an instance: under the .invalid top-level domain, which never resolves
+# (RFC 2606), so it names nothing anybody could reach.
+DRILL_HOST_SUFFIX = ".drill.invalid"
 
 
 def tenant_namespace(instance_name: str) -> str:

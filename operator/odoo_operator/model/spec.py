@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .names import tenant_namespace
+from .names import DRILL_LABEL, tenant_namespace
 
 Tenancy = Literal["shared", "dedicated"]
 DeletionPolicy = Literal["Retain", "Delete"]
@@ -50,6 +50,8 @@ class InstanceSpec:
     deletion_policy: DeletionPolicy = "Retain"
     config: Mapping[str, str] = field(default_factory=dict)
     environment: Environment = "production"
+    # The OdooRestore drill this temporary instance serves (label DRILL_LABEL), or None.
+    drill: str | None = None
 
     @property
     def namespace(self) -> str:
@@ -117,4 +119,5 @@ class InstanceSpec:
             deletion_policy=spec.get("deletionPolicy", "Retain"),
             config={str(k): str(v) for k, v in spec.get("config", {}).items()},
             environment=spec.get("environment", "production"),
+            drill=(meta.get("labels") or {}).get(DRILL_LABEL) or None,
         )

@@ -19,8 +19,9 @@ target of ``ODOO_OPERATOR_HEALTH_CHECKS`` (comma-separated; default ``service``)
 allowed by the tenant's NetworkPolicy ``allow-operator-health-check``), ``public`` its first
 host over HTTPS through the ingress controller; ``none`` turns the checks off. A 200 in time
 is up; anything else, including a redirect, is down. With ``service``, the tenant's monitoring
-user then logs in through the Service and reads its own user record (:mod:`.odoo_login`;
-never as the admin), recorded as ``tenant_login_check_up`` and its duration.
+user then logs in through the Service and reads its own user record
+(:mod:`odoo_operator.backends.odoo_http`; never as the admin), recorded as
+``tenant_login_check_up`` and its duration.
 
 A slow, refusing or missing database marks only that tenant's ``tenant_probe_up`` 0; the
 loop itself runs as its own task, so it never delays a handler, and the scrape only renders
@@ -36,12 +37,12 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Any
 
 import aiohttp
 
 from .. import metrics
+from ..backends.odoo_http import check_health, check_login
 from ..backends.tenant_session import read_only_transaction
 from ..builders.odoo_users import CREDENTIALS_SECRET, MONITOR_LOGIN, MONITOR_PASSWORD_KEY
 from ..builders.schedule import parse_duration
@@ -50,7 +51,6 @@ from ..engine.database import first_line
 from ..model.spec import InstanceSpec
 from ..reconcile.backups import tenant_database_access
 from ..reconcile.clients import Clients
-from .odoo_login import check_login
 
 logger = logging.getLogger(__name__)
 
@@ -136,26 +136,10 @@ def health_check_urls(spec: InstanceSpec, targets: tuple[str, ...]) -> dict[str,
     urls = {}
     if "service" in targets:
         urls["service"] = f"http://odoo.{spec.namespace}.svc:{ODOO_HTTP_PORT}{HEALTH_PATH}"
-    if "public" in targets and spec.hosts:
+    # A restore drill's temporary tenant has no route: there is no public address to check.
+    if "public" in targets and spec.hosts and not spec.drill:
         urls["public"] = f"https://{spec.hosts[0]}{HEALTH_PATH}"
     return urls
-
-
-async def check_health(
-    session: aiohttp.ClientSession, url: str, timeout: float
-) -> metrics.HealthCheck:
-    """One synthetic GET of ``url``: up when it answers 200 within ``timeout`` seconds."""
-    started = time.monotonic()
-    try:
-        async with (
-            asyncio.timeout(timeout),
-            session.get(url, allow_redirects=False) as response,
-        ):
-            await response.read()
-            up = response.status == HTTPStatus.OK
-    except (aiohttp.ClientError, TimeoutError, OSError):
-        up = False
-    return metrics.HealthCheck(up=up, duration_seconds=time.monotonic() - started)
 
 
 async def probe_database(conninfo: str, settings: ProbeSettings) -> metrics.ProbeResult:
@@ -261,7 +245,11 @@ class TenantProber:
     async def login_one(self, name: str, spec: InstanceSpec, service_up: bool) -> None:
         """Log in as the tenant's monitoring user through its Service and read one record;
         record the result. Not tried when the Service's /web/health just failed: the login
-        could only fail too, after the same timeout."""
+        could only fail too, after the same timeout. Not for a restore drill's temporary
+        tenant: it holds the backup's users, whose monitoring password is the source's, and
+        the drill logs in itself (reconcile/drills.py)."""
+        if spec.drill:
+            return
         if not service_up:
             metrics.record_login_check(name, metrics.HealthCheck(up=False, duration_seconds=0.0))
             return
@@ -370,7 +358,7 @@ class TenantProber:
     async def run(self) -> None:
         """Probe rounds forever, one every interval (or back to back when a round is slower)."""
         # One HTTP session for every check, closed when the loop is cancelled at cleanup.
-        # No cookie jar: the login check carries its session itself (odoo_login.py), and no
+        # No cookie jar: the login check carries its session itself (backends/odoo_http.py), and no
         # tenant's cookie may ever be sent to another.
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
             self._session = session

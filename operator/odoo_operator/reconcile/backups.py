@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import datetime
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -839,19 +839,42 @@ async def refresh_instance_backup_state(clients: Clients, instance: str) -> Cond
     ``lastVerifiedBackup``) now, not at its next drift pass: the OdooBackup handlers call
     this once a backup's final status, or a verification, is written.
 
-    The state is :func:`instance_backup_state`'s, as in the instance's own passes. Only the
-    fields that differ are written (nothing changed: no write), and only onto the version of
-    the instance that was read: when the instance handler wrote its status meanwhile, the
-    instance is read again rather than its newer conditions overwritten. A change of
-    ``BackupHealthy`` is also an Event (:func:`announce_backup_health`). Returns the
+    The state is :func:`instance_backup_state`'s, as in the instance's own passes. A change
+    of ``BackupHealthy`` is also an Event (:func:`announce_backup_health`). Returns the
     condition; None when the instance is gone or has no backup policy.
+    """
+    return await publish_instance_state(
+        clients, instance, instance_backup_state, announce=announce_backup_health
+    )
+
+
+InstanceState = Callable[..., Awaitable[tuple[Condition | None, dict[str, Any]]]]
+Announce = Callable[
+    [Clients, Mapping[str, Any], Mapping[str, Any], Condition | None], Awaitable[None]
+]
+
+
+async def publish_instance_state(
+    clients: Clients,
+    instance: str,
+    state: InstanceState,
+    announce: Announce | None = None,
+) -> Condition | None:
+    """Publish one part of an instance's status between its passes: ``state(clients,
+    body, schedule=...)`` gives a condition and status fields.
+
+    Only the fields that differ are written (nothing changed: no write), and only onto the
+    version of the instance that was read: when the instance handler wrote its status
+    meanwhile, the instance is read again rather than its newer conditions overwritten.
+    ``announce`` is told of the condition after a write. Returns the condition; None when
+    the instance is gone or the state has none.
     """
     for _ in range(_REFRESH_ATTEMPTS):
         body = await _instance(clients, instance)
         if body is None:
             return None
         deleting = bool(body["metadata"].get("deletionTimestamp"))
-        health, fields = await instance_backup_state(clients, body, schedule=not deleting)
+        health, fields = await state(clients, body, schedule=not deleting)
         status = body.get("status") or {}
         desired = dict(fields)
         if health is not None:
@@ -872,15 +895,16 @@ async def refresh_instance_backup_state(clients: Clients, instance: str) -> Cond
             )
         except KubeConflict:
             logger.info(
-                "OdooInstance %s changed while its backup state was written; reading it again",
+                "OdooInstance %s changed while its status was written; reading it again",
                 instance,
                 extra={"instance": instance},
             )
             continue
-        await announce_backup_health(clients, body, status, health)
+        if announce is not None:
+            await announce(clients, body, status, health)
         return health
     logger.warning(
-        "OdooInstance %s changed during each of %d attempts to write its backup state; "
+        "OdooInstance %s changed during each of %d attempts to write its status; "
         "its next reconcile pass publishes it",
         instance,
         _REFRESH_ATTEMPTS,

@@ -371,9 +371,18 @@ async def reconcile_instance(
     try:
         for obj in build_ingress(tenant):
             await clients.kube.apply(obj)
-        outcome.set(
-            "IngressReady", True, "Routed", f"IngressRoute odoo for {', '.join(spec.hosts)}"
-        )
+        if spec.drill:
+            outcome.set(
+                "IngressReady",
+                True,
+                "Isolated",
+                f"restore drill {spec.drill}: no route, and no traffic from the ingress "
+                "controller (network-isolated)",
+            )
+        else:
+            outcome.set(
+                "IngressReady", True, "Routed", f"IngressRoute odoo for {', '.join(spec.hosts)}"
+            )
     except ResourceNotFoundError as exc:
         outcome.set(
             "IngressReady",

@@ -87,14 +87,21 @@ async def _scaled_down(clients: Clients, spec: InstanceSpec) -> bool:
     return True
 
 
-async def run_restore_request(clients: Clients, body: Mapping[str, Any]) -> dict[str, Any]:
+async def run_restore_request(
+    clients: Clients,
+    body: Mapping[str, Any],
+    request: RestoreRequest | None = None,
+    status: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Advance one OdooRestore; return its status fields once finished.
 
-    Raises :class:`RestoreWaiting` (with the status so far in ``args[1]``) while a step is
-    under way.
+    A drill (:mod:`.drills`) passes its own ``request`` (its temporary instance as the
+    target) and ``status`` (with its own fields), and gets no safety backup: the temporary
+    instance holds nothing to keep. Raises :class:`RestoreWaiting` (with the status so far
+    in ``args[1]``) while a step is under way.
     """
-    request = RestoreRequest.from_resource(body)
-    status = dict(body.get("status") or {})
+    request = request or RestoreRequest.from_resource(body)
+    status = dict(body.get("status") or {}) if status is None else status
     if status.get("phase") in FINISHED:
         return status
     if status.get("step") == _SWAPPING:
@@ -150,28 +157,14 @@ async def run_restore_request(clients: Clients, body: Mapping[str, Any]) -> dict
     in_place = request.target == source
     neutralize = request.neutralizes(in_place, target.production)
     status.update(
-        mode="InPlace" if in_place else "Clone",
+        mode="Drill" if request.drill else "InPlace" if in_place else "Clone",
         neutralized=neutralize,
         startedAt=status.get("startedAt") or timestamp(now()),
     )
-    # Nothing is destroyed without a successful backup of it: the target's current database
-    # is backed up first, in place and for clones alike.
-    safety = f"{request.name}-safety"
-    status["safetyBackup"] = safety
-    safety_body = await clients.kube.get(API_VERSION, BACKUP_KIND, safety)
-    if safety_body is None:
-        await clients.kube.apply(backup_object(target.name, safety, "manual", retain=True))
-        raise RestoreWaiting(f"taking the safety backup {safety} of {target.name}", status)
-    safety_phase = (safety_body.get("status") or {}).get("phase")
-    if safety_phase == FAILED:
-        return finished(
-            status,
-            FAILED,
-            "SafetyBackupFailed",
-            f"the safety backup {safety} failed; {target.name} was not touched",
-        )
-    if safety_phase != SUCCEEDED:
-        raise RestoreWaiting(f"waiting for the safety backup {safety}", status)
+    if not request.drill:
+        safety_failed = await _safety_backup(clients, request, target, status)
+        if safety_failed is not None:
+            return safety_failed
     await _set_maintenance(clients, request.target, f"restore/{request.name}")
     if not await _scaled_down(clients, target):
         raise RestoreWaiting(f"waiting for the web and cron pods of {target.name} to stop", status)
@@ -246,6 +239,31 @@ async def run_restore_request(clients: Clients, body: Mapping[str, Any]) -> dict
     return _restored(
         status, neutralize and not in_place, backup_status["backupId"], source, target.name
     )
+
+
+async def _safety_backup(
+    clients: Clients, request: RestoreRequest, target: InstanceSpec, status: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Nothing is destroyed without a successful backup of it: the target's current database
+    is backed up first, in place and for clones alike. None once it succeeded; the finished
+    status when it failed; :class:`RestoreWaiting` while it runs."""
+    safety = f"{request.name}-safety"
+    status["safetyBackup"] = safety
+    safety_body = await clients.kube.get(API_VERSION, BACKUP_KIND, safety)
+    if safety_body is None:
+        await clients.kube.apply(backup_object(target.name, safety, "manual", retain=True))
+        raise RestoreWaiting(f"taking the safety backup {safety} of {target.name}", status)
+    safety_phase = (safety_body.get("status") or {}).get("phase")
+    if safety_phase == FAILED:
+        return finished(
+            status,
+            FAILED,
+            "SafetyBackupFailed",
+            f"the safety backup {safety} failed; {target.name} was not touched",
+        )
+    if safety_phase != SUCCEEDED:
+        raise RestoreWaiting(f"waiting for the safety backup {safety}", status)
+    return None
 
 
 def _restored(

@@ -1,4 +1,9 @@
-"""The synthetic login: the tenant's monitoring user logs in and reads one record.
+"""Odoo over HTTP: the health check and the synthetic login of the monitoring user.
+
+Used by the probe loop (:mod:`odoo_operator.observability.tenant_probe`) every round and by
+restore drills (:mod:`odoo_operator.reconcile.drills`) to prove a restored tenant serves.
+
+The synthetic login: the tenant's monitoring user logs in and reads one record.
 
 ``GET /web/health`` proves that Odoo answers; it reads no database and needs no session.
 What users do is log in, which needs the database, the session store (Redis, where the
@@ -23,6 +28,7 @@ import contextlib
 import itertools
 import time
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 import aiohttp
@@ -114,5 +120,22 @@ async def check_login(
             await login_and_read(session, base_url, database, login, password)
         up = True
     except (aiohttp.ClientError, LoginCheckError, TimeoutError, OSError, ValueError):
+        up = False
+    return metrics.HealthCheck(up=up, duration_seconds=time.monotonic() - started)
+
+
+async def check_health(
+    session: aiohttp.ClientSession, url: str, timeout: float
+) -> metrics.HealthCheck:
+    """One synthetic GET of ``url``: up when it answers 200 within ``timeout`` seconds."""
+    started = time.monotonic()
+    try:
+        async with (
+            asyncio.timeout(timeout),
+            session.get(url, allow_redirects=False) as response,
+        ):
+            await response.read()
+            up = response.status == HTTPStatus.OK
+    except (aiohttp.ClientError, TimeoutError, OSError):
         up = False
     return metrics.HealthCheck(up=up, duration_seconds=time.monotonic() - started)
