@@ -41,7 +41,8 @@ def operator(
 ) -> Iterator[ManagedProcess]:
     """CRDs installed, servers registered and the operator running as its own process, its
     drift timer every ``DRIFT_INTERVAL_SECONDS`` unless the test module sets
-    ``OPERATOR_DRIFT_INTERVAL_SECONDS``."""
+    ``OPERATOR_DRIFT_INTERVAL_SECONDS``, with the module's ``OPERATOR_ENVIRONMENT`` added to
+    its environment."""
     kubectl.install_crds(k8s, REPO / "crds")
     workdir = tmp_path_factory.mktemp("operator")
     config = register_servers(
@@ -55,6 +56,7 @@ def operator(
             request.module, "OPERATOR_DRIFT_INTERVAL_SECONDS", DRIFT_INTERVAL_SECONDS
         ),
         upgrade_interval=UPGRADE_INTERVAL_SECONDS,
+        environment=getattr(request.module, "OPERATOR_ENVIRONMENT", None),
     )
     yield process
     process.stop()

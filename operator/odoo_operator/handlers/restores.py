@@ -36,6 +36,7 @@ async def restore(memo: kopf.Memo, body: kopf.Body, patch: kopf.Patch, **_: Any)
     except RestoreWaiting as waiting:
         message, progress = waiting.args
         patch.status.update(progress)
+        patch.status["step"] = progress.get("step")  # a step that ended is removed, not kept
         patch.status["phase"] = progress.get("phase") or "Pending"
         patch.status["message"] = message
         if not still_in_progress(body):
@@ -44,6 +45,7 @@ async def restore(memo: kopf.Memo, body: kopf.Body, patch: kopf.Patch, **_: Any)
             )
         raise kopf.TemporaryError(message, delay=_WAIT_SECONDS) from waiting
     patch.status.update(status)
+    patch.status["step"] = status.get("step")  # none once finished: removed, not kept
     previous = (body.get("status") or {}).get("phase")
     if drill:
         if status.get("phase") != previous:

@@ -324,7 +324,11 @@ async def _provision_and_restore(
 ) -> dict[str, Any]:
     """Steps 1 to 3: the temporary instance, the restore into it, the invariants."""
     name = str(drill["instance"])
-    if live is None and status.get("step") is None:
+    if live is None:
+        if drill.get("createdAt"):
+            return await _fail(
+                clients, status, drill, "DrillTenantGone", f"the drill tenant {name} was deleted"
+            )
         source_body = await clients.kube.get(API_VERSION, INSTANCE_KIND, source)
         if source_body is None:
             return await _fail(
@@ -336,14 +340,12 @@ async def _provision_and_restore(
             )
         version = str(backup_status.get("odooVersion") or source_body["spec"]["version"])
         await clients.kube.apply(drill_instance_object(source_body, name, body, version))
+        drill["createdAt"] = precise_timestamp(now())
         status.update(phase=RUNNING, step=PROVISIONING)
         raise RestoreWaiting(f"creating the drill tenant {name}", status)
-    if live is None:
-        return await _fail(
-            clients, status, drill, "DrillTenantGone", f"the drill tenant {name} was deleted"
-        )
-    if status.get("step") == PROVISIONING:
+    if not drill.get("provisionedAt"):
         if not _ready(live):
+            status.update(phase=RUNNING, step=PROVISIONING)
             raise RestoreWaiting(f"waiting for the drill tenant {name} to be Ready", status)
         drill["provisionedAt"] = precise_timestamp(now())
         status.pop("step", None)
