@@ -80,7 +80,8 @@ def published(body: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
 
 
 def healthy_outcome(held: str | None = None) -> Outcome:
-    """Every part done; ``held`` (``Suspended`` or ``Maintenance``): at zero pods on purpose."""
+    """Every part done; ``held`` (``Suspended``, ``Maintenance`` or ``Hibernating``): at zero
+    pods on purpose."""
     outcome = Outcome()
     for part in ("DatabaseReady", "RedisReady", "Initialized", "IngressReady"):
         outcome.set(part, True, "Provisioned", f"{part} done")
@@ -88,6 +89,8 @@ def healthy_outcome(held: str | None = None) -> Outcome:
         outcome.set("WorkloadReady", True, "Suspended", "web and cron are scaled to zero")
     elif held == "Maintenance":
         outcome.set("WorkloadReady", True, "Maintenance", "held at zero by restore/acme-1")
+    elif held == "Hibernating":
+        outcome.set("WorkloadReady", True, "Hibernating", "hibernating until 07:00")
     else:
         outcome.set("WorkloadReady", True, "Available", "web and cron are available")
     if held:
@@ -159,6 +162,9 @@ INSTANCE_STATES: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = 
     "spec changed, not yet observed": lambda body: published(body, healthy_outcome()),
     "suspended (`spec.suspend`)": lambda body: published(body, healthy_outcome("Suspended")),
     "held by a restore or an upgrade": lambda body: published(body, healthy_outcome("Maintenance")),
+    "hibernating (`spec.hibernation`, outside its windows)": lambda body: published(
+        body, healthy_outcome("Hibernating")
+    ),
     "permanent problem (configuration, boundaries)": stalled_status,
     "being deleted": lambda body: terminating_status(
         with_status(body, published(body, healthy_outcome()))

@@ -60,7 +60,7 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 # Phases are rendered for every known value, so a dashboard's "tenants by phase" shows
 # zeros instead of gaps.
-PHASES = ("Provisioning", "Ready", "Suspended", "Maintenance", "Stalled")
+PHASES = ("Provisioning", "Ready", "Suspended", "Maintenance", "Hibernating", "Stalled")
 QUEUE_JOB_STATES = ("pending", "enqueued", "started", "failed")
 
 RECONCILE_TOTAL = Counter(
@@ -403,6 +403,11 @@ class TenantState:
     drill_passed: bool | None = None
     drill_rto_seconds: float | None = None
     drill_rto_objective_seconds: float | None = None
+    # Hibernation (spec.hibernation): pod-seconds not run while asleep, counted by this
+    # process, and when the last pass that found the tenant asleep ran (Unix seconds).
+    hibernation_saved_pod_seconds: float = 0.0
+    asleep_seen_at: float | None = None
+    hibernated: bool = False  # seen asleep once: its counter is rendered from then on
 
     def condition(self, type_: str) -> tuple[str, str] | None:
         """(status, reason) of a condition, or None."""
@@ -526,6 +531,18 @@ def record_outcome(
     health = conditions.get("BackupHealthy")
     if health is not None and health[2] == "VerificationFailed":
         changes["verification_passed"] = False
+    if outcome.phase == "Hibernating" and spec is not None:
+        # The pods the tenant would run awake, for the time since the last pass found it
+        # asleep: the first pass of a sleep counts nothing, each later one its interval.
+        moment = time.time()
+        if current.asleep_seen_at is not None:
+            pods = spec.replicas + spec.cron_replicas
+            changes["hibernation_saved_pod_seconds"] = current.hibernation_saved_pod_seconds + (
+                pods * max(0.0, moment - current.asleep_seen_at)
+            )
+        changes["asleep_seen_at"], changes["hibernated"] = moment, True
+    elif current.asleep_seen_at is not None:
+        changes["asleep_seen_at"] = None
     if drift and outcome.writes:
         changes["drift_repairs"] = current.drift_repairs + outcome.writes
     if spec is not None:
@@ -785,6 +802,13 @@ def _fleet_metrics(
         "Failed OdooBackups of the tenant seen by this operator process.",
         labels=["instance"],
     )
+    saved = CounterMetricFamily(
+        PREFIX + "hibernation_saved_pod_hours",
+        "Pod-hours the tenant's web and cron did not run while it hibernated outside the "
+        "awake windows of spec.hibernation (its replicas times the time asleep, counted "
+        "by this operator process), from the first time it hibernates.",
+        labels=["instance"],
+    )
     drift = CounterMetricFamily(
         PREFIX + "drift_repairs",
         "Writes (Kubernetes applies and deletes, PostgreSQL and Redis changes) made by "
@@ -906,6 +930,8 @@ def _fleet_metrics(
             # From 0 for every tenant with backups, so increase() sees the first failure.
             failures.add_metric([name], state.backup_failures)
         drift.add_metric([name], state.drift_repairs)
+        if state.hibernated:
+            saved.add_metric([name], state.hibernation_saved_pod_seconds / 3600)
         probe = state.probe
         if probe is None:
             continue
@@ -926,7 +952,7 @@ def _fleet_metrics(
     yield from (condition, held, rpo, copy_rpo, upgrade_failed, backup_time, copy_time)
     yield from (backup_size, backup_duration)
     yield from (drill_time, drill_ok, drill_rto, drill_objective, drill_breach)
-    yield from (verify_time, verify_ok, failures, drift, probe_up, probe_duration)
+    yield from (verify_time, verify_ok, failures, drift, saved, probe_up, probe_duration)
     yield from (size, connections, limit, longest, overdue, lag, queue)
     yield from (health_up, health_duration, login_up, login_duration, info)
 

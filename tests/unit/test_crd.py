@@ -43,7 +43,7 @@ def test_odooinstance_is_cluster_scoped_with_the_agreed_names() -> None:
     default = [c["name"] for c in columns if not c.get("priority")]
     assert default == ["Version", "Env", "Phase", "Ready", "URL", "Last Backup", "Age"]
     wide = [c["name"] for c in columns if c.get("priority") == 1]
-    assert wide == ["Tenancy", "Shard", "Reason", "Message"]
+    assert wide == ["Tenancy", "Hibernation", "Shard", "Reason", "Message"]
 
 
 def _config_schema() -> dict[str, Any]:

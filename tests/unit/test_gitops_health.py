@@ -63,6 +63,7 @@ def test_every_status_the_operator_publishes_is_ready_reconciling_or_stalled() -
         published(body, healthy_outcome()),
         published(body, healthy_outcome("Suspended")),
         published(body, healthy_outcome("Maintenance")),
+        published(body, healthy_outcome("Hibernating")),
         stalled_status(body),
     ]
     for status in statuses:
@@ -71,7 +72,7 @@ def test_every_status_the_operator_publishes_is_ready_reconciling_or_stalled() -
             conditions.get(t, {}).get("status") == "True"
             for t in ("Ready", "Reconciling", "Stalled")
         ]
-        held = status["phase"] in ("Suspended", "Maintenance")
+        held = status["phase"] in ("Suspended", "Maintenance", "Hibernating")
         assert sum(flags) + held == 1, conditions
 
 

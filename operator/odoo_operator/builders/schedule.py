@@ -79,7 +79,7 @@ def next_run(expression: str, time_zone: str, after: datetime) -> datetime:
     # croniter's own handling of microseconds then never matters.
     wall = after.astimezone(zone).replace(tzinfo=None, microsecond=0)
     iterator = croniter(expression, wall)
-    # _instant never decreases as wall-clock time increases, so the first wall-clock time
+    # wall_clock_instant never decreases as wall-clock time increases, so the first wall-clock time
     # whose instant lies after `after` is the answer. Earlier ones can only come from the
     # second pass through a repeated hour (they ran at the first pass) or from a skipped
     # hour that has already ended.
@@ -87,7 +87,7 @@ def next_run(expression: str, time_zone: str, after: datetime) -> datetime:
         candidate = iterator.get_next(datetime)
         if not isinstance(candidate, datetime):  # pragma: no cover - croniter's contract
             raise TypeError(f"croniter returned {candidate!r} instead of a datetime")
-        instant = _instant(candidate, zone)
+        instant = wall_clock_instant(candidate, zone)
         if instant > after:
             return instant
     raise RuntimeError(  # pragma: no cover - unreachable by the argument above
@@ -180,7 +180,7 @@ def parse_duration(text: str, allow_zero: bool = False) -> timedelta:
     return duration
 
 
-def _instant(wall: datetime, zone: ZoneInfo) -> datetime:
+def wall_clock_instant(wall: datetime, zone: ZoneInfo) -> datetime:
     """The UTC instant a naive wall-clock time in ``zone`` runs at (see the module rules)."""
     # fold=0 is the first occurrence of a repeated time, and for a skipped time it is read
     # with the offset from before the jump, which puts it after the jump.

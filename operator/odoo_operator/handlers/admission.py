@@ -25,7 +25,7 @@ import kopf
 from .. import metrics
 from ..backends.kube import KubeApiError, KubeClient
 from ..builders.quantities import quantity_value
-from ..builders.schedule import parse_duration, validate_schedule
+from ..builders.schedule import load_time_zone, parse_duration, validate_schedule
 from ..model.admission import (
     admission_problems,
     annotation_problems,
@@ -40,6 +40,7 @@ from ..model.backup import (
 )
 from ..model.claims import Claims, FleetClaims, claims_of
 from ..model.config import ConfigError, OperatorConfig, webhook_enabled
+from ..model.hibernation import hibernation_problems
 from ..model.names import (
     API_VERSION,
     GROUP,
@@ -300,6 +301,7 @@ async def validate_instance(
     problems = admission_problems(spec, previous, clients.config, claims.hosts, claims.databases)
     problems += backup_policy_problems(body, clients.config)
     problems += upgrade_problems(body, old)
+    problems += hibernation_admission_problems(body)
     if old is None:
         problems += await namespace_problems(clients.kube, spec)
     else:
@@ -347,6 +349,19 @@ async def validate_restore(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     problems = request.problems(source, InstanceSpec.from_resource(target))
     if problems:
         raise kopf.AdmissionError(" ".join(problems), code=_REFUSAL_CODE)
+
+
+def hibernation_admission_problems(body: Mapping[str, Any]) -> list[str]:
+    """``spec.hibernation`` on a production tenant, an unreadable window or time zone, or
+    an unreadable wake annotation."""
+    problems = hibernation_problems(body)
+    zone = ((body.get("spec") or {}).get("hibernation") or {}).get("timeZone")
+    if zone:
+        try:
+            load_time_zone(str(zone))
+        except ValueError as error:
+            problems.append(f"spec.hibernation.timeZone: {error}.")
+    return problems
 
 
 def shard_label_problems(body: Mapping[str, Any]) -> list[str]:

@@ -14,6 +14,7 @@ from .. import metrics
 from ..backends.priority import urgent
 from ..model.conditions import Condition, merge_condition
 from ..model.config import ConfigError
+from ..model.hibernation import WAKE_ANNOTATION
 from ..model.names import (
     API_VERSION,
     GROUP,
@@ -195,6 +196,13 @@ async def _reconcile_pass(
     VERSION,
     INSTANCE_PLURAL,
     field=("metadata", "annotations", MAINTENANCE_ANNOTATION),
+    when=serves_tenant,
+)
+@kopf.on.update(
+    GROUP,
+    VERSION,
+    INSTANCE_PLURAL,
+    field=("metadata", "annotations", WAKE_ANNOTATION),
     when=serves_tenant,
 )
 async def reconcile_on_change(

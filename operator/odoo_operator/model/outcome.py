@@ -12,8 +12,9 @@ from typing import Any
 from .conditions import Condition
 
 # Phases in which a tenant is held at zero pods on purpose (spec.suspend; a restore or an
-# upgrade): not serving, so never Ready, but nothing is wrong or in progress either.
-HELD_PHASES = frozenset({"Suspended", "Maintenance"})
+# upgrade; outside the awake windows of spec.hibernation): not serving, so never Ready, but
+# nothing is wrong or in progress either.
+HELD_PHASES = frozenset({"Suspended", "Maintenance", "Hibernating"})
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime
 import logging
 import secrets
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from psycopg.conninfo import make_conninfo
 from ..backends.odoo_users import SCANNER
 from ..backends.postgres import DatabaseServerUnavailable
 from ..backends.redis import RedisAclRefused, RedisServerUnavailable
+from ..builders.hibernation import HibernationState, hibernation_state
 from ..builders.namespace import build_namespace
 from ..builders.objects import build_foundation, build_ingress, build_workloads
 from ..builders.odoo_users import (
@@ -44,6 +46,12 @@ from ..model.admission import (
 )
 from ..model.conditions import Condition, merge_condition
 from ..model.config import ConfigError, ServerRef, instance_image_policy_problems
+from ..model.hibernation import (
+    WAKE_ANNOTATION,
+    HibernationPolicy,
+    hibernation_problems,
+    parse_wake_until,
+)
 from ..model.names import (
     API_VERSION,
     INSTANCE_KIND,
@@ -229,8 +237,11 @@ async def reconcile_instance(
     outcome = Outcome()
     spec = InstanceSpec.from_resource(body)
     maintenance = (body["metadata"].get("annotations") or {}).get(MAINTENANCE_ANNOTATION)
-    if maintenance:
+    hibernation = _hibernation_state(body)
+    asleep = hibernation is not None and not hibernation.awake and not spec.suspend
+    if maintenance or asleep:
         # A restore (or upgrade) holds the tenant: no pod may write to the database meanwhile.
+        # Outside its awake windows a non-production tenant sleeps the same way.
         spec = dataclasses.replace(spec, suspend=True)
     config = clients.config
     outcome.fields = {
@@ -390,15 +401,60 @@ async def reconcile_instance(
             "APIMissing",
             f"{exc}: install Traefik's CRDs (and cert-manager's when spec.tls.issuerRef is used)",
         )
-    if maintenance and outcome.phase == "Suspended":
-        outcome.phase = "Maintenance"
+    if hibernation is not None:
+        outcome.fields["hibernation"] = _hibernation_status(hibernation)
+    if outcome.phase == "Suspended" and (maintenance or asleep):
+        phase, message = (
+            ("Maintenance", f"held at zero by {maintenance}")
+            if maintenance
+            else ("Hibernating", _asleep_message(hibernation))
+        )
+        outcome.phase = phase
         outcome.conditions = [
-            Condition("WorkloadReady", "True", "Maintenance", f"held at zero by {maintenance}")
-            if c.type == "WorkloadReady"
-            else c
+            Condition("WorkloadReady", "True", phase, message) if c.type == "WorkloadReady" else c
             for c in outcome.conditions
         ]
     return _finish(outcome, clients, writes_before)
+
+
+def _hibernation_state(body: Mapping[str, Any]) -> HibernationState | None:
+    """Whether the tenant's ``spec.hibernation`` has it awake now, and until when; None
+    without one. Checked again here, as at admission: production never sleeps."""
+    problems = hibernation_problems(body)
+    if problems:
+        raise Stalled("InvalidConfiguration", " ".join(problems))
+    policy = HibernationPolicy.from_instance(body)
+    if policy is None:
+        return None
+    wake = (body["metadata"].get("annotations") or {}).get(WAKE_ANNOTATION)
+    try:
+        wake_until = parse_wake_until(wake) if wake else None
+    except ValueError as error:
+        raise Stalled("InvalidAnnotation", str(error)) from None
+    try:
+        return hibernation_state(policy, datetime.datetime.now(datetime.UTC), wake_until)
+    except ValueError as error:  # an unknown time zone: admission refuses it, when present
+        raise Stalled("InvalidConfiguration", f"spec.hibernation.timeZone: {error}") from None
+
+
+_RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def _hibernation_status(state: HibernationState) -> dict[str, Any]:
+    """``status.hibernation``: Awake or Asleep, and until when."""
+    return {
+        "state": "Awake" if state.awake else "Asleep",
+        **({"until": state.until.strftime(_RFC3339)} if state.until else {}),
+        **({"woken": True} if state.woken else {}),
+    }
+
+
+def _asleep_message(state: HibernationState | None) -> str:
+    until = state.until.strftime(_RFC3339) if state and state.until else "further notice"
+    return (
+        f"hibernating until {until} (spec.hibernation); web and cron are at zero, data is kept. "
+        f"Annotate {WAKE_ANNOTATION}=<RFC 3339 time> to wake it until then"
+    )
 
 
 async def _ensure_initialized(

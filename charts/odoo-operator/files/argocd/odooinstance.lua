@@ -2,7 +2,8 @@
 -- operator publishes: observedGeneration and the kstatus conditions Ready, Reconciling and
 -- Stalled. Progressing until the operator has seen the current spec; Degraded when Stalled
 -- (a human must act: the message says what); Suspended while the tenant is held at zero pods
--- on purpose (Ready False with reason Suspended or Maintenance); Healthy when Ready.
+-- on purpose (Ready False with reason Suspended, Maintenance or Hibernating); Healthy when
+-- Ready.
 local hs = {status = "Progressing", message = "Waiting for the operator to report status"}
 if obj.status == nil then
   return hs
@@ -35,10 +36,12 @@ if ready ~= nil and ready.status == "True" then
   hs.message = message(ready, "Ready")
   return hs
 end
--- Held at zero pods on purpose (spec.suspend, or a restore or an upgrade under way): Ready is
+-- Held at zero pods on purpose (spec.suspend, a restore or an upgrade under way, or outside
+-- the awake windows of spec.hibernation): Ready is
 -- False with the phase as its reason, and nothing is wrong.
 if ready ~= nil and ready.status == "False" and
-    (ready.reason == "Suspended" or ready.reason == "Maintenance") then
+    (ready.reason == "Suspended" or ready.reason == "Maintenance" or
+     ready.reason == "Hibernating") then
   hs.status = "Suspended"
   hs.message = message(ready, ready.reason)
   return hs
