@@ -61,19 +61,23 @@ class RecordingKube:
         self.created.append(body)
 
 
+# No blob store registered: the status tests write no operations journal.
+NO_STORES = OperatorConfig()
+
+
 def first_sight(body: dict[str, Any]) -> dict[str, Any]:
     """What the operator publishes the moment it sees a new instance."""
     kube = RecordingKube()
-    asyncio.run(reconcile.announce_first_sight(SimpleNamespace(kube=kube), body))  # type: ignore[arg-type]
+    asyncio.run(reconcile.announce_first_sight(SimpleNamespace(kube=kube, config=NO_STORES), body))  # type: ignore[arg-type]
     return kube.status
 
 
 def published(body: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
     """The status after the handler publishes a reconcile outcome, as a pass ends it."""
-    done = reconcile._finish(outcome, SimpleNamespace(kube=RecordingKube()), 0)  # type: ignore[arg-type]
+    done = reconcile._finish(outcome, SimpleNamespace(kube=RecordingKube(), config=NO_STORES), 0)  # type: ignore[arg-type]
     patch = kopf.Patch()
     status = dict(body.get("status") or {})
-    clients = SimpleNamespace(kube=RecordingKube())
+    clients = SimpleNamespace(kube=RecordingKube(), config=NO_STORES)
     generation = body["metadata"]["generation"]
     asyncio.run(handlers._publish(clients, done, body, status, patch, generation))  # type: ignore[arg-type]
     return {**status, **dict(patch.status)}
@@ -127,7 +131,7 @@ def stalled_status(body: dict[str, Any]) -> dict[str, Any]:
 def terminating_status(body: dict[str, Any]) -> dict[str, Any]:
     """What the operator says from the first moment of a deletion."""
     kube = RecordingKube()
-    asyncio.run(handlers._say_terminating(SimpleNamespace(kube=kube), body))  # type: ignore[arg-type]
+    asyncio.run(handlers._say_terminating(SimpleNamespace(kube=kube, config=NO_STORES), body))  # type: ignore[arg-type]
     return {**(body.get("status") or {}), **kube.status}
 
 

@@ -106,7 +106,18 @@ def _add_engine_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
         epilog=_ENGINE_ENVIRONMENT,
         formatter_class=formatter,
     )
-    for parser in (backup, verify, restore, restore_filestore):
+    evidence = commands.add_parser(
+        "evidence-verify",
+        help="check the hash chain of a tenant's operations journal",
+        description="Read journal/<instance>.jsonl from the blob store (or --file) and check "
+        "every link of its hash chain and its head. Prints the result as JSON; exit code 1, "
+        "and the first broken entry named on stderr, when the chain is broken.",
+        epilog=_ENGINE_ENVIRONMENT,
+        formatter_class=formatter,
+    )
+    evidence.add_argument("--file", help="a journal downloaded from the store, instead")
+    evidence.add_argument("--head", help="with --file: the blob's head metadata, if known")
+    for parser in (backup, verify, restore, restore_filestore, evidence):
         _option(parser, "--instance", "ODOO_OPERATOR_INSTANCE", "OdooInstance name")
         _option(parser, "--container", "ODOO_OPERATOR_BLOB_CONTAINER", "blob container")
         parser.add_argument("--verbose", action="store_true", help="log progress to stderr")

@@ -32,6 +32,7 @@ from odoo_devstack.status_states import (
 from odoo_devstack.status_states import instance_body as instance
 from odoo_operator.handlers import odooinstance as handlers
 from odoo_operator.model.conditions import AWAITING_OPERATOR, Condition, merge_condition
+from odoo_operator.model.config import OperatorConfig
 from odoo_operator.reconcile.backups import finished, in_progress_conditions, still_in_progress
 
 CRDS = Path(__file__).parents[2] / "crds"
@@ -201,7 +202,9 @@ def test_a_deleted_instance_says_at_once_that_it_is_not_serving() -> None:
     body = with_status(instance(), published(instance(), healthy_outcome()))
     body["spec"]["deletionPolicy"] = "Delete"
     kube = RecordingKube()
-    asyncio.run(handlers._say_terminating(SimpleNamespace(kube=kube), body))  # type: ignore[arg-type]
+    asyncio.run(
+        handlers._say_terminating(SimpleNamespace(kube=kube, config=OperatorConfig()), body)
+    )  # type: ignore[arg-type]
     conditions = {c["type"]: c for c in kube.status["conditions"]}
     assert kube.status["phase"] == "Terminating"
     assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == (

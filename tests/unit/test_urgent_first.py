@@ -12,6 +12,7 @@ import pytest
 from odoo_operator.backends.kube import KubeClient
 from odoo_operator.backends.priority import UrgentFirstSemaphore, is_urgent, urgent
 from odoo_operator.handlers import odooinstance, restores
+from odoo_operator.model.config import OperatorConfig
 
 
 async def _queue_up(turns: UrgentFirstSemaphore, order: list[str], name: str) -> None:
@@ -137,7 +138,13 @@ async def test_deletions_rotations_and_restores_run_urgent(monkeypatch: pytest.M
     monkeypatch.setattr(restores, "run_restore_request", run_restore_request)
     memo = kopf.Memo()
     memo["clients"] = type(
-        "Clients", (), {"pass_lock": lambda self, name: asyncio.Lock(), "drift_spread": set()}
+        "Clients",
+        (),
+        {
+            "pass_lock": lambda self, name: asyncio.Lock(),
+            "drift_spread": set(),
+            "config": OperatorConfig(),  # no blob store: no operations journal
+        },
     )()
     body = {"metadata": {"name": "acme"}, "spec": {}}
     await odooinstance.delete_tenant(memo=memo, body=kopf.Body(body), logger=None)  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ the account and container and never a key, SAS token or connection string.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import re
@@ -32,6 +33,7 @@ from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
     ResourceExistsError,
+    ResourceModifiedError,
     ResourceNotFoundError,
 )
 from azure.storage.blob import BlobBlock
@@ -57,6 +59,10 @@ T = TypeVar("T")
 
 class BlobStoreUnavailable(Exception):  # noqa: N818 - names the state, as conditions do
     """The store cannot be reached, refuses the credentials, or has no such container."""
+
+
+class AppendConflict(Exception):  # noqa: N818 - reads as what happened
+    """An append blob grew between its read and an append conditioned on its length."""
 
 
 class BlobNotFound(LookupError):  # noqa: N818 - reads as what happened
@@ -324,6 +330,31 @@ class BlobStore:
         data: bytes = await self._call("download", downloader.readall())
         return data
 
+    async def append(self, name: str, data: bytes, expected_length: int) -> None:
+        """Append ``data`` to append blob ``name`` (created when absent and
+        ``expected_length`` is 0), only if the blob is still ``expected_length`` bytes long:
+        a writer that read an older length fails with :class:`AppendConflict` instead of
+        interleaving its lines with another's."""
+        blob = self._client.get_blob_client(name)
+        if expected_length == 0:
+            # Another writer may have created it: then the position condition decides.
+            with contextlib.suppress(ResourceExistsError, ResourceModifiedError):
+                await self._call("append", blob.create_append_blob(if_none_match="*"))
+        try:
+            await self._call("append", blob.append_block(data, appendpos_condition=expected_length))
+        except ResourceModifiedError:
+            raise AppendConflict(f"{name} grew since it was read") from None
+
+    async def read_with_metadata(self, name: str) -> tuple[bytes, dict[str, str]]:
+        """The content and metadata of a blob; :class:`BlobNotFound` when it does not exist."""
+        downloader = await self._call("download", self._client.download_blob(name))
+        data: bytes = await self._call("download", downloader.readall())
+        return data, dict(downloader.properties.metadata or {})
+
+    async def set_metadata(self, name: str, metadata: dict[str, str]) -> None:
+        """Replace the metadata of blob ``name``."""
+        await self._call("metadata", self._client.get_blob_client(name).set_blob_metadata(metadata))
+
     async def exists(self, name: str) -> bool:
         """Whether blob ``name`` exists."""
         result: bool = await self._call("exists", self._client.get_blob_client(name).exists())
@@ -395,8 +426,8 @@ class BlobStore:
                     f"container {self.container} does not exist", error
                 ) from None
             raise BlobNotFound(f"no such blob in {self.location}") from None
-        except ResourceExistsError:
-            raise  # an answer, not a failure: callers that expect it catch it
+        except (ResourceExistsError, ResourceModifiedError):
+            raise  # an answer (exists; a condition not met), not a failure: callers catch it
         except ClientAuthenticationError as error:
             raise self._unavailable("the credentials were refused", error) from None
         except HttpResponseError as error:

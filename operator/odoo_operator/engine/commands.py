@@ -25,6 +25,7 @@ from psycopg import sql
 
 from ..backends.blobstore import BlobStore
 from ..builders.backup_layout import new_backup_id
+from ..builders.journal import HEAD_METADATA, journal_blob_name, verify_chain
 from .backup import DatabaseAccess, run_backup
 from .restore import RestoreTarget, restore_backup, stage_filestore, swap_in_filestore
 from .verify import verify_backup
@@ -151,7 +152,38 @@ async def _restore_filestore(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _evidence_verify(args: argparse.Namespace) -> int:
+    """Check the chain of a tenant's operations journal, from the store or a file."""
+    if args.file:
+        data, head = Path(args.file).read_bytes(), args.head or None
+        where = args.file
+    else:
+        _require(args, "instance")
+        async with _open_store(args) as store:
+            data, metadata = await store.read_with_metadata(journal_blob_name(args.instance))
+        head, where = metadata.get(HEAD_METADATA), journal_blob_name(args.instance)
+    report = verify_chain(data, head)
+    _print(
+        {
+            "journal": where,
+            "entries": report.entries,
+            "head": report.head,
+            "intact": report.holds,
+            "firstBrokenEntry": report.broken_seq,
+            "broken": report.broken,
+        }
+    )
+    if not report.holds:
+        print(
+            f"odoo-operator evidence-verify: {where}: the chain is broken: {report.broken}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
+    "evidence-verify": _evidence_verify,
     "backup": _backup,
     "verify": _verify,
     "restore": _restore,

@@ -52,6 +52,7 @@ from ..model.names import (
 from ..model.shards import SHARD_LABEL, instance_of
 from ..model.spec import InstanceSpec
 from ..model.upgrade import UpgradePolicy, major
+from ..reconcile import journal
 from ..reconcile.clients import Clients
 from .shards import SHARDING
 
@@ -422,9 +423,36 @@ def _timed(webhook: str, handler: Callable[..., Awaitable[None]]) -> Callable[..
     @functools.wraps(handler)
     async def timed(**kwargs: Any) -> None:
         with metrics.observe_admission(webhook):
-            await handler(**kwargs)
+            try:
+                await handler(**kwargs)
+            except kopf.AdmissionError as refused:
+                await _journal_refusal(kwargs, str(refused))
+                raise
 
     return timed
+
+
+async def _journal_refusal(kwargs: Mapping[str, Any], problems: str) -> None:
+    """A refusal at admission is an entry of the tenant's operations journal: who asked
+    for what, and why it was refused."""
+    memo, body = kwargs.get("memo"), kwargs.get("body") or {}
+    clients: Clients | None = memo.get("clients") if memo is not None else None
+    if clients is None:
+        return
+    userinfo = kwargs.get("userinfo") or {}
+    await journal.record(
+        clients,
+        instance_of(body),
+        "AdmissionRefused",
+        {
+            "kind": body.get("kind"),
+            "name": (body.get("metadata") or {}).get("name"),
+            "operation": kwargs.get("operation"),
+            "user": userinfo.get("username"),
+            "dryRun": bool(kwargs.get("dryrun")),
+            "problems": problems,
+        },
+    )
 
 
 if webhook_enabled():

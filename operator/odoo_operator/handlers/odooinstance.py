@@ -26,6 +26,7 @@ from ..model.names import (
 )
 from ..model.outcome import Outcome
 from ..model.spec import InstanceSpec
+from ..reconcile import journal
 from ..reconcile.backups import (
     announce_backup_health,
     instance_backup_state,
@@ -41,6 +42,7 @@ from ..reconcile.instance import (
     delete_instance,
     reconcile_instance,
 )
+from ..reconcile.journal import spec_digest, spec_manager
 from ..reconcile.upgrades import advance_upgrade, upgrade_condition, upgrade_work_pending
 from .shards import SHARDING, hand_over_finalizer, serves_tenant
 
@@ -85,6 +87,18 @@ async def _publish(
     }
     if SHARDING.enabled:
         desired["shard"] = SHARDING.own  # which process serves the tenant, for SREs
+    if status.get("observedGeneration") != generation:
+        await journal.record(
+            clients,
+            body["metadata"]["name"],
+            "SpecApplied",
+            {
+                "generation": generation,
+                "specDigest": spec_digest(body.get("spec") or {}),
+                "changedBy": spec_manager(body),
+                "phase": outcome.phase,
+            },
+        )
     # Only what changed: an empty patch is not sent, so an idle tenant costs no status write.
     for key, value in desired.items():
         if status.get(key) != value:
@@ -344,7 +358,18 @@ async def delete_tenant(memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger, *
             waiting = await pre_delete_backup_pending(clients, body)
             if waiting is not None:
                 raise kopf.TemporaryError(waiting, delay=_RETRY_SECONDS)
-            for step in await delete_instance(clients, body):
+            steps = await delete_instance(clients, body)
+            for step in steps:
                 logger.info(step)
+    await journal.record(
+        clients,
+        body["metadata"]["name"],
+        "Deleted",
+        {
+            "uid": body["metadata"].get("uid"),
+            "deletionPolicy": (body.get("spec") or {}).get("deletionPolicy", "Retain"),
+            "steps": steps,
+        },
+    )
     metrics.forget_instance(body["metadata"]["name"])
     clients.drift_spread.discard(body["metadata"]["name"])

@@ -61,6 +61,10 @@ class Clients:
     pass_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     # Tenants whose drift timer this process has already offset (see repair_drift).
     drift_spread: set[str] = field(default_factory=set)
+    # The operations journal (reconcile/journal.py): per tenant, one append at a time, and
+    # the (entries, hash of the last, length) last read or written by this process.
+    journal_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    journal_heads: dict[str, tuple[int, str, int]] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # CA bundles of servers (PEM, None when the registry names none) and the private files
     # libpq reads them from, by (kind, server name): a PostgreSQL and a Redis server may

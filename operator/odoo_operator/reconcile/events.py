@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..builders.events import build_event
+from ..model.shards import instance_of
+from . import journal
 from .clients import Clients
 
 logger = logging.getLogger(__name__)
@@ -20,8 +22,20 @@ _REPORTING_INSTANCE = os.environ.get("POD_NAME") or socket.gethostname()
 async def record_event(
     clients: Clients, body: Mapping[str, Any], type_: str, reason: str, message: str
 ) -> None:
-    """Post an Event about ``body`` that ``kubectl describe`` shows; a failure to post is
-    logged, never raised: Events help, they must not fail a handler."""
+    """Post an Event about ``body`` that ``kubectl describe`` shows, and write it to the
+    tenant's operations journal (Events expire after an hour; the journal does not); a
+    failure to post is logged, never raised: Events help, they must not fail a handler."""
+    await journal.record(
+        clients,
+        instance_of(body),
+        reason,
+        {
+            "kind": body.get("kind"),
+            "name": (body.get("metadata") or {}).get("name"),
+            "type": type_,
+            "message": message,
+        },
+    )
     event = build_event(
         body, type_, reason, message, datetime.datetime.now(datetime.UTC), _REPORTING_INSTANCE
     )
