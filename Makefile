@@ -65,6 +65,11 @@ BENCH_FLEET_ARGS ?=
 bench-fleet: bootstrap
 	$(BIN)/python -m odoo_devstack.bench_fleet $(BENCH_FLEET_ARGS)
 
+.PHONY: bench-evidence
+## bench-evidence: the auditor's report over 1,000 tenants and a year of operations journal (docs/benchmarks.md)
+bench-evidence: $(STAMP)
+	$(BIN)/python -m odoo_devstack.bench_evidence
+
 .PHONY: bench-kube-client
 ## bench-kube-client: CPU and wall time per 1,000 apiserver reads, session trusting the environment or not
 bench-kube-client: bootstrap

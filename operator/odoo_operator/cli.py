@@ -117,7 +117,23 @@ def _add_engine_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     )
     evidence.add_argument("--file", help="a journal downloaded from the store, instead")
     evidence.add_argument("--head", help="with --file: the blob's head metadata, if known")
-    for parser in (backup, verify, restore, restore_filestore, evidence):
+    report = commands.add_parser(
+        "evidence-report",
+        help="an auditor's report (HTML and JSON) over a period, from the journals",
+        description="Read the operations journals (one --instance, or every tenant's; or the "
+        "files <instance>.jsonl of --dir), check each hash chain, and write a self-contained "
+        "HTML page with charts (backup age against RPO, drills and their RTO, changes, "
+        "refusals) and, with --json, the same data with the report's digest. Exit code 1 "
+        "when a journal's chain is broken (the report names it).",
+        epilog=_ENGINE_ENVIRONMENT,
+        formatter_class=formatter,
+    )
+    report.add_argument("--dir", help="read <instance>.jsonl files from this folder instead")
+    report.add_argument("--since", help="start of the period, RFC 3339 (default: 30 days ago)")
+    report.add_argument("--until", help="end of the period, RFC 3339 (default: now)")
+    report.add_argument("--output", default="evidence-report.html", help="the HTML page")
+    report.add_argument("--json", help="also write the report's data and digest here")
+    for parser in (backup, verify, restore, restore_filestore, evidence, report):
         _option(parser, "--instance", "ODOO_OPERATOR_INSTANCE", "OdooInstance name")
         _option(parser, "--container", "ODOO_OPERATOR_BLOB_CONTAINER", "blob container")
         parser.add_argument("--verbose", action="store_true", help="log progress to stderr")

@@ -97,6 +97,9 @@ async def _publish(
                 "specDigest": spec_digest(body.get("spec") or {}),
                 "changedBy": spec_manager(body),
                 "phase": outcome.phase,
+                # The objectives in force from this generation on, for the evidence report.
+                "backupRpo": ((body.get("spec") or {}).get("backup") or {}).get("rpo"),
+                "backupRto": ((body.get("spec") or {}).get("backup") or {}).get("rto"),
             },
         )
     # Only what changed: an empty patch is not sent, so an idle tenant costs no status write.

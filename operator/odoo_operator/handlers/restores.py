@@ -67,12 +67,20 @@ async def _drill_ended(clients: Clients, body: kopf.Body, status: dict[str, Any]
     rather than at the instance's next pass (the drill's final status is written first)."""
     reason = str(((status.get("conditions") or [{}])[0]).get("reason") or "")
     passed = status.get("phase") == SUCCEEDED and reason == "DrillPassed"
+    found = status.get("drill") or {}
     await record_event(
         clients,
         body,
         "Normal" if passed else "Warning",
         reason or ("DrillPassed" if passed else "DrillFailed"),
         str(status.get("message", "")),
+        {
+            "drill": True,
+            "result": found.get("result"),
+            "backup": (body.get("spec") or {}).get("backup"),
+            "rtoSeconds": found.get("rtoSeconds"),
+            "rtoObjectiveSeconds": found.get("rtoObjectiveSeconds"),
+        },
     )
     source = (status.get("drill") or {}).get("source")
     if not source:

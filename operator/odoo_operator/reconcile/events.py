@@ -20,11 +20,17 @@ _REPORTING_INSTANCE = os.environ.get("POD_NAME") or socket.gethostname()
 
 
 async def record_event(
-    clients: Clients, body: Mapping[str, Any], type_: str, reason: str, message: str
+    clients: Clients,
+    body: Mapping[str, Any],
+    type_: str,
+    reason: str,
+    message: str,
+    details: Mapping[str, Any] | None = None,
 ) -> None:
     """Post an Event about ``body`` that ``kubectl describe`` shows, and write it to the
     tenant's operations journal (Events expire after an hour; the journal does not); a
-    failure to post is logged, never raised: Events help, they must not fail a handler."""
+    failure to post is logged, never raised: Events help, they must not fail a handler.
+    ``details`` are figures the journal keeps beside the message (a drill's RTO...)."""
     await journal.record(
         clients,
         instance_of(body),
@@ -34,6 +40,7 @@ async def record_event(
             "name": (body.get("metadata") or {}).get("name"),
             "type": type_,
             "message": message,
+            **(details or {}),
         },
     )
     event = build_event(
