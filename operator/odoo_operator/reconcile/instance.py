@@ -62,6 +62,7 @@ from ..model.names import (
 from ..model.odoo_options import config_option_problems
 from ..model.outcome import Outcome
 from ..model.spec import InstanceSpec
+from ..model.upgrade import FINAL_STEPS
 from .clients import Clients
 
 logger = logging.getLogger(__name__)
@@ -238,7 +239,12 @@ async def reconcile_instance(
     spec = InstanceSpec.from_resource(body)
     maintenance = (body["metadata"].get("annotations") or {}).get(MAINTENANCE_ANNOTATION)
     hibernation = _hibernation_state(body)
-    asleep = hibernation is not None and not hibernation.awake and not spec.suspend
+    # An upgrade under way keeps a hibernating tenant awake: its health gate needs the pods.
+    upgrade_step = ((body.get("status") or {}).get("upgrade") or {}).get("step")
+    upgrading = upgrade_step is not None and upgrade_step not in FINAL_STEPS
+    asleep = (
+        hibernation is not None and not hibernation.awake and not spec.suspend and not upgrading
+    )
     if maintenance or asleep:
         # A restore (or upgrade) holds the tenant: no pod may write to the database meanwhile.
         # Outside its awake windows a non-production tenant sleeps the same way.
