@@ -75,7 +75,7 @@ def test_get_odoo_lists_instances_with_their_columns_and_get_odoo_name_one(
 def test_get_odoo_wide_adds_tenancy_and_what_ready_says(kubeconfig: Path, tenant: str) -> None:
     wide = rows(typed(kubeconfig, f"kubectl get odoo {tenant} -o wide"))
     header = wide[0]
-    assert header[-5:] == ["TENANCY", "SHARD", "REASON", "MESSAGE", "AGE"], header
+    assert header[-6:] == ["TENANCY", "HIBERNATION", "SHARD", "REASON", "MESSAGE", "AGE"], header
     assert "the tenant is serving" in " ".join(wide[1])
 
 
