@@ -106,6 +106,26 @@ def write_journal(
     return len(lines)
 
 
+def report_command(folder: Path, until: datetime.datetime, html: Path, data: Path) -> list[str]:
+    """``odoo-operator evidence-report`` over the journals of ``folder``, from :data:`START`."""
+    return [
+        sys.executable,
+        "-m",
+        "odoo_operator.cli",
+        "evidence-report",
+        "--dir",
+        str(folder),
+        "--since",
+        START.isoformat(),
+        "--until",
+        until.isoformat(),
+        "--output",
+        str(html),
+        "--json",
+        str(data),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Generate the journals, run the report, print the figures."""
     parser = argparse.ArgumentParser(prog="bench-evidence", description=__doc__)
@@ -130,22 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         html, data = Path(work) / "report.html", Path(work) / "report.json"
         started = time.monotonic()
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "odoo_operator.cli",
-                "evidence-report",
-                "--dir",
-                str(folder),
-                "--since",
-                START.isoformat(),
-                "--until",
-                until.isoformat(),
-                "--output",
-                str(html),
-                "--json",
-                str(data),
-            ],
+            report_command(folder, until, html, data),
             capture_output=True,
             text=True,
             check=False,

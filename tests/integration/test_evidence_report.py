@@ -21,10 +21,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from odoo_devstack.bench_evidence import START, write_journal
+from odoo_devstack.bench_evidence import START, report_command, write_journal
 
-REPO = Path(__file__).parents[2]
-ODOO_OPERATOR = REPO / ".venv" / "bin" / "odoo-operator"
 CHROMIUM = Path("/usr/bin/chromium")
 DAYS = 90
 AGE_LINE, RPO_LINE, DRILL_PASSED = (0x1F, 0x77, 0xB4), (0xC0, 0x39, 0x2B), (0x27, 0xAE, 0x60)
@@ -33,20 +31,7 @@ AGE_LINE, RPO_LINE, DRILL_PASSED = (0x1F, 0x77, 0xB4), (0xC0, 0x39, 0x2B), (0x27
 def _report(folder: Path, out: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     until = START + datetime.timedelta(days=DAYS)
     result = subprocess.run(
-        [
-            str(ODOO_OPERATOR),
-            "evidence-report",
-            "--dir",
-            str(folder),
-            "--since",
-            START.isoformat(),
-            "--until",
-            until.isoformat(),
-            "--output",
-            str(out / "report.html"),
-            "--json",
-            str(out / "report.json"),
-        ],
+        report_command(folder, until, out / "report.html", out / "report.json"),
         capture_output=True,
         text=True,
         timeout=120,
