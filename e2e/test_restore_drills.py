@@ -10,10 +10,12 @@ proven in ``conformance/test_backup_restore.py``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import psycopg
+from azure.storage.blob import BlobServiceClient
 from kubernetes import client
 from kubernetes.client import ApiException
 
@@ -32,6 +34,7 @@ from e2e.tenants import (
     wait_gone,
     wait_ready,
 )
+from odoo_devstack.operator_setup import BACKUP_CONTAINER
 from odoo_devstack.processes import ManagedProcess
 
 # Drift passes (which run the drill schedule) every 5 s; a drill that has not served in
@@ -70,6 +73,13 @@ def _restore(custom: client.CustomObjectsApi, name: str) -> dict[str, Any]:
     return dict(found)
 
 
+def _journal(connection_string: str, instance: str) -> list[dict[str, Any]]:
+    service = BlobServiceClient.from_connection_string(connection_string)
+    blob = service.get_blob_client(BACKUP_CONTAINER, f"journal/{instance}.jsonl")
+    data: bytes = blob.download_blob().readall()
+    return [json.loads(line) for line in data.split(b"\n") if line]
+
+
 def _database_exists(postgres_dsn: str, name: str) -> bool:
     with psycopg.connect(postgres_dsn, autocommit=True) as connection:
         row = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
@@ -87,7 +97,10 @@ def _namespace_exists(k8s: client.ApiClient, name: str) -> bool:
 
 
 def test_a_scheduled_drill_that_never_serves_fails_at_its_timeout_and_leaves_nothing_behind(
-    k8s: client.ApiClient, operator: ManagedProcess, postgres_dsn: str
+    k8s: client.ApiClient,
+    operator: ManagedProcess,
+    postgres_dsn: str,
+    blob_connection_string: str,
 ) -> None:
     custom = client.CustomObjectsApi(k8s)
     policy = {"verify": "Never", "rto": "30m", "drill": {"schedule": "* * * * *"}}
@@ -166,6 +179,11 @@ def test_a_scheduled_drill_that_never_serves_fails_at_its_timeout_and_leaves_not
         ), verdict
         source: Any = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, INSTANCE)
         assert source["status"]["phase"] == "Ready", "a failed drill must not touch the tenant"
+        # The drill is evidence of the source tenant: an entry of its operations journal.
+        journal = _journal(blob_connection_string, INSTANCE)
+        entry = next(e for e in journal if e["action"] == "DrillTimedOut")
+        assert entry["details"]["drill"] is True, entry
+        assert (entry["details"]["name"], entry["details"]["backup"]) == (drill, backup), entry
     finally:
         delete_quietly(custom, PLURAL, INSTANCE)
         for item in _drills(custom, INSTANCE):

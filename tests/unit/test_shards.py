@@ -121,6 +121,24 @@ def test_backups_and_restores_belong_to_their_instance() -> None:
     ]
 
 
+def test_a_restore_drill_belongs_to_its_backups_instance_as_its_label_says() -> None:
+    drill = {
+        "kind": "OdooRestore",
+        "metadata": {"name": "acme-drill-1", "labels": {"odoo.tenantops.io/instance": "acme"}},
+        "spec": {"backup": "acme-1", "drill": True},
+    }
+    assert instance_of(drill) == "acme"
+    # The label decides only for drills: an ordinary restore belongs to its target.
+    restore = {
+        "kind": "OdooRestore",
+        "metadata": {"name": "r2", "labels": {"odoo.tenantops.io/instance": "globex"}},
+        "spec": {"backup": "acme-1", "target": {"instance": "acme-staging"}},
+    }
+    assert instance_of(restore) == "acme-staging"
+    unlabelled = {"kind": "OdooRestore", "metadata": {"name": "d"}, "spec": {"drill": True}}
+    assert instance_of(unlabelled) == "d"
+
+
 class _Kube:
     def __init__(self, objects: dict[str, dict[str, Any]]) -> None:
         self.objects = objects

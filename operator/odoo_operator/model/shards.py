@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .names import GROUP
+from .names import GROUP, INSTANCE_LABEL
 
 SHARD_LABEL = f"{GROUP}/shard"
 # The shards of the fleet, comma-separated, the same list in every shard's process.
@@ -138,9 +138,14 @@ class Sharding:
 
 def instance_of(body: Mapping[str, Any]) -> str:
     """The instance an OdooInstance, OdooBackup or OdooRestore belongs to (for a restore,
-    the instance it restores into)."""
+    the instance it restores into; for a restore drill, which names no target, the
+    instance of its backup, as its instance label says)."""
     if body.get("kind") == "OdooInstance":
         return str(body["metadata"]["name"])
     spec = body.get("spec") or {}
     target = spec.get("target") or {}
-    return str(spec.get("instance") or target.get("instance") or body["metadata"]["name"])
+    labelled = ((body.get("metadata") or {}).get("labels") or {}).get(INSTANCE_LABEL)
+    drill_of = labelled if spec.get("drill") else None
+    return str(
+        spec.get("instance") or target.get("instance") or drill_of or body["metadata"]["name"]
+    )
