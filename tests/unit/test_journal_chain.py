@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
+import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -15,6 +18,8 @@ from odoo_operator.builders.journal import (
     tail,
     verify_chain,
 )
+from odoo_operator.model.config import BlobStoreRef
+from odoo_operator.reconcile import journal as journal_module
 from odoo_operator.reconcile.journal import spec_digest, spec_manager
 
 T0 = datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.UTC)
@@ -119,3 +124,26 @@ def test_the_spec_digest_is_stable_and_the_manager_is_the_last_to_change_the_spe
     assert spec_manager(body) == "argocd-controller"
     assert spec_manager({"metadata": {}}) is None
     assert journal_blob_name("books") == "journal/books.jsonl"
+
+
+def test_a_store_that_does_not_answer_holds_up_an_entry_a_few_seconds_at_most(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A blob store in an outage (the case backups are for) must not slow every Event."""
+
+    class Hanging:
+        async def read_bytes(self, name: str) -> bytes:
+            await asyncio.sleep(3600)
+            return b""
+
+    async def blob(ref: BlobStoreRef) -> Hanging:
+        return Hanging()
+
+    config = SimpleNamespace(
+        blob_store=lambda name: BlobStoreRef(name="main", secret="s", container="c")
+    )
+    clients = SimpleNamespace(config=config, blob=blob, journal_locks={}, journal_heads={})
+    monkeypatch.setattr(journal_module, "JOURNAL_TIMEOUT_SECONDS", 0.2)
+    started = time.monotonic()
+    asyncio.run(journal_module.record(clients, "books", "Ready", {"message": "m"}))  # type: ignore[arg-type]
+    assert time.monotonic() - started < 2.0

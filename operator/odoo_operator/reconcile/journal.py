@@ -33,11 +33,14 @@ from ..builders.journal import (
     line_hash,
     tail,
 )
-from ..model.config import ConfigError
+from ..model.config import BlobStoreRef, ConfigError
 from .clients import Clients
 
 logger = logging.getLogger(__name__)
 _ATTEMPTS = 3
+# The most an entry may hold up what it records: a store that is down (a region outage, the
+# very case backups are for) must not slow every Event and pass by the SDK's retries.
+JOURNAL_TIMEOUT_SECONDS = 5.0
 
 
 async def _head(clients: Clients, store: Any, instance: str) -> tuple[int, str, int]:
@@ -60,38 +63,50 @@ async def record(clients: Clients, instance: str, action: str, details: Mapping[
         return  # no blob store registered: no journal (docs/evidence.md)
     lock = clients.journal_locks.setdefault(instance, asyncio.Lock())
     try:
-        store = await clients.blob(ref)
-        async with lock:
-            for _ in range(_ATTEMPTS):
-                seq, head, length = await _head(clients, store, instance)
-                line = entry_line(
-                    seq + 1,
-                    datetime.datetime.now(datetime.UTC),
-                    instance,
-                    action,
-                    details,
-                    head,
-                )
-                name = journal_blob_name(instance)
-                try:
-                    await store.append(name, line, length)
-                except AppendConflict:
-                    clients.journal_heads.pop(instance, None)  # another writer: read again
-                    continue
-                new_head = (seq + 1, line_hash(line), length + len(line))
-                clients.journal_heads[instance] = new_head
-                await store.set_metadata(name, {HEAD_METADATA: new_head[1]})
-                return
-            raise RuntimeError(f"the journal kept growing during {_ATTEMPTS} attempts")
+        async with asyncio.timeout(JOURNAL_TIMEOUT_SECONDS):
+            await _append(clients, ref, lock, instance, action, details)
     except Exception as error:  # noqa: BLE001 - evidence must not stop operations
         clients.journal_heads.pop(instance, None)
         logger.warning(
             "could not write %s to the operations journal of %s: %s",
             action,
             instance,
-            error,
+            error or type(error).__name__,
             extra={"instance": instance, "reason": type(error).__name__},
         )
+
+
+async def _append(
+    clients: Clients,
+    ref: BlobStoreRef,
+    lock: asyncio.Lock,
+    instance: str,
+    action: str,
+    details: Mapping[str, Any],
+) -> None:
+    store = await clients.blob(ref)
+    async with lock:
+        for _ in range(_ATTEMPTS):
+            seq, head, length = await _head(clients, store, instance)
+            line = entry_line(
+                seq + 1,
+                datetime.datetime.now(datetime.UTC),
+                instance,
+                action,
+                details,
+                head,
+            )
+            name = journal_blob_name(instance)
+            try:
+                await store.append(name, line, length)
+            except AppendConflict:
+                clients.journal_heads.pop(instance, None)  # another writer: read again
+                continue
+            new_head = (seq + 1, line_hash(line), length + len(line))
+            clients.journal_heads[instance] = new_head
+            await store.set_metadata(name, {HEAD_METADATA: new_head[1]})
+            return
+        raise RuntimeError(f"the journal kept growing during {_ATTEMPTS} attempts")
 
 
 def spec_digest(spec: Mapping[str, Any]) -> str:
