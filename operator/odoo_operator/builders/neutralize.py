@@ -93,7 +93,14 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-SCHEMA = "public"  # where Odoo creates its tables
+from .guarded_sql import SCHEMA, has_columns
+from .guarded_sql import Delete as _Delete
+from .guarded_sql import Update as _Update
+from .guarded_sql import do_block as _do
+from .guarded_sql import do_deletes as _do_deletes
+from .guarded_sql import do_updates as _do_updates
+from .guarded_sql import guarded_update as _guarded_update
+
 NEUTRALIZED_FLAG = "database.is_neutralized"
 # Odoo's own neutralization stores a boolean cast to text; get_param hands back the string,
 # and every reader tests it for truth.
@@ -121,9 +128,6 @@ PLACEHOLDER = "neutralized-0000"  # 16 characters, see the module's docstring
 # the eight characters of a brand code.
 MONDIAL_RELAY_TEST_BRAND = "BDTEST  "
 ROBOTS_DISALLOW_ALL = "User-agent: *\nDisallow: /\n"
-# The body of each DO block is dollar-quoted with this tag. Every literal placed inside is
-# a module constant, a validated UUID or a validated URL, none of which can contain it.
-_TAG = "$neutralize$"
 
 # ir_config_parameter keys holding a third party's keys or endpoints.
 WEB_PUSH_PARAMETERS = (
@@ -149,27 +153,6 @@ BLANKED_SERVICE_PARAMETERS = (
     "cf.turnstile_site_key",
     "cf.turnstile_secret_key",
 )
-
-
-@dataclass(frozen=True)
-class _Update:
-    """``UPDATE table SET column = value WHERE condition``, run only if all of it exists."""
-
-    table: str
-    column: str
-    value: sql.Composable
-    condition: sql.Composable | None = None  # every row
-    # Other (table, column) pairs the condition or value reads; skipped without them.
-    requires: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True)
-class _Delete:
-    """``DELETE FROM table WHERE condition``, run only if the table (and ``requires``) exist."""
-
-    table: str
-    condition: sql.Composable | None = None  # every row
-    requires: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -782,41 +765,6 @@ def _key_in(keys: Sequence[str]) -> sql.Composed:
     )
 
 
-def _do_updates(*updates: _Update) -> sql.Composed:
-    """One DO block with each update guarded by the existence of what it touches."""
-    return _do(sql.SQL(" ").join(_guarded_update(update) for update in updates))
-
-
-def _guarded_update(update: _Update) -> sql.Composed:
-    condition = _has_columns(((update.table, update.column), *update.requires))
-    # Rows that already have the value are left alone: no write, no trigger, no new row
-    # version, so a second run changes nothing.
-    statement = sql.SQL(
-        "UPDATE {table} SET {column} = {value} "
-        "WHERE ({condition}) AND {column} IS DISTINCT FROM ({value});"
-    ).format(
-        table=sql.Identifier(SCHEMA, update.table),
-        column=sql.Identifier(update.column),
-        value=update.value,
-        condition=sql.SQL("TRUE") if update.condition is None else update.condition,
-    )
-    return sql.SQL("IF {} THEN {} END IF;").format(condition, statement)
-
-
-def _do_deletes(*deletes: _Delete) -> sql.Composed:
-    """Guarded DELETEs, to be placed inside a DO block."""
-    guarded = []
-    for delete in deletes:
-        # The table exists when its id column does: Odoo gives every table one.
-        condition = _has_columns(((delete.table, "id"), *delete.requires))
-        statement = sql.SQL("DELETE FROM {table} WHERE {condition};").format(
-            table=sql.Identifier(SCHEMA, delete.table),
-            condition=sql.SQL("TRUE") if delete.condition is None else delete.condition,
-        )
-        guarded.append(sql.SQL("IF {} THEN {} END IF;").format(condition, statement))
-    return sql.SQL(" ").join(guarded)
-
-
 def _dummy_mail_server() -> sql.Composed:
     table = "ir_mail_server"
     values = {
@@ -839,7 +787,7 @@ def _dummy_mail_server() -> sql.Composed:
         "IF NOT FOUND THEN INSERT INTO {table} ({columns}) VALUES ({values}, TRUE); END IF; "
         "END IF;"
     ).format(
-        exists=_has_columns([(table, column) for column in (*columns, "id")]),
+        exists=has_columns([(table, column) for column in (*columns, "id")]),
         table=sql.Identifier(SCHEMA, table),
         is_dummy=is_dummy,
         columns=sql.SQL(", ").join(sql.Identifier(column) for column in columns),
@@ -861,7 +809,7 @@ def _set_parameter_body(key: str, value: sql.Composable) -> sql.Composed:
         "IF NOT FOUND THEN INSERT INTO {table} (key, value) VALUES ({key}, {value}); END IF; "
         "END IF;"
     ).format(
-        exists=_has_columns((("ir_config_parameter", "key"), ("ir_config_parameter", "value"))),
+        exists=has_columns((("ir_config_parameter", "key"), ("ir_config_parameter", "value"))),
         table=sql.Identifier(SCHEMA, "ir_config_parameter"),
         value=value,
         key=sql.Literal(key),
@@ -871,7 +819,7 @@ def _set_parameter_body(key: str, value: sql.Composable) -> sql.Composed:
 def _delete_parameters(keys: Sequence[str]) -> sql.Composed:
     """A guarded DELETE of parameters, to be placed inside a DO block."""
     return sql.SQL("IF {exists} THEN DELETE FROM {table} WHERE {keys}; END IF;").format(
-        exists=_has_columns((("ir_config_parameter", "key"),)),
+        exists=has_columns((("ir_config_parameter", "key"),)),
         table=sql.Identifier(SCHEMA, "ir_config_parameter"),
         keys=_key_in(keys),
     )
@@ -888,27 +836,6 @@ def _blank_parameters(keys: Sequence[str]) -> sql.Composed:
             (("ir_config_parameter", "key"),),
         )
     )
-
-
-def _has_columns(columns: Sequence[tuple[str, str]]) -> sql.Composed:
-    # to_regclass answers NULL rather than failing for a missing table, and pg_attribute
-    # then has no row; dropped columns keep a row there, hence attisdropped.
-    return sql.SQL(" AND ").join(
-        sql.SQL(
-            "EXISTS (SELECT FROM pg_catalog.pg_attribute "
-            "WHERE attrelid = pg_catalog.to_regclass({table}) AND attname = {column} "
-            "AND attnum > 0 AND NOT attisdropped)"
-        ).format(table=sql.Literal(f"{SCHEMA}.{table}"), column=sql.Literal(column))
-        for table, column in dict.fromkeys(columns)
-    )
-
-
-def _do(body: sql.Composable) -> sql.Composed:
-    # PL/pgSQL resolves table and column names when a statement runs, not when the block is
-    # parsed, so an update behind a false IF never trips over a missing table.
-    if _TAG in body.as_string(None):  # pragma: no cover - a programming error
-        raise AssertionError(f"a neutralization statement contains its quoting tag {_TAG}")
-    return sql.SQL("DO {tag} BEGIN {body} END {tag}").format(tag=sql.SQL(_TAG), body=body)
 
 
 def _canonical_uuid(value: str) -> str:
