@@ -186,6 +186,12 @@ def _add_engine_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     restore_filestore.add_argument(
         "--step", choices=("stage", "swap"), required=True, help="which half to run"
     )
+    restore_filestore.add_argument(
+        "--prune-unreferenced",
+        action="store_true",
+        help="swap: first remove the staged files that no attachment of the restored database "
+        "names (an anonymized clone); reads ODOO_OPERATOR_DB_CONNINFO",
+    )
     restore.add_argument(
         "--any-instance",
         action="store_true",

@@ -799,6 +799,55 @@ async def test_restore_into_a_new_database_keeps_nothing(
     assert databases_like(superuser, fresh) == {fresh}
 
 
+async def test_an_anonymized_clone_keeps_only_the_files_its_attachments_still_name(
+    store: BlobStore, new_tenant: NewTenant, postgres_dsn: str
+) -> None:
+    """The statements of an anonymized clone delete attachments; their files must not stay
+    in the clone's filestore, while the files of the remaining attachments all do."""
+    source, clone = new_tenant(), new_tenant()
+    backup_id = await backup(store, source)
+    deleted, *kept_files = FILES
+    fresh = f"{clone.database}_anonymized"
+    filestore = clone.filestore.parent / fresh
+    outcome = await restore_backup(
+        store,
+        source.instance,
+        backup_id,
+        clone.target(
+            database=fresh,
+            filestore=filestore,
+            expected_instance=None,
+            neutralize=True,
+            neutralization=[
+                sql.SQL("DELETE FROM ir_attachment WHERE store_fname = {}").format(
+                    sql.Literal(deleted)
+                )
+            ],
+            prune_unreferenced_files=True,
+        ),
+    )
+    assert outcome.neutralized is True
+    assert tree(filestore) == {name: FILES[name] for name in kept_files}
+    # The folder of the removed file went with it.
+    assert not (filestore / deleted.split("/")[0]).exists()
+    assert query(postgres_dsn, fresh, "SELECT count(*) FROM ir_attachment") == [(len(FILES),)]
+
+
+async def test_a_swap_told_which_files_are_named_prunes_the_staged_filestore_first(
+    store: BlobStore, new_tenant: NewTenant
+) -> None:
+    """The Job path of an anonymized clone: the swap removes the staged files no attachment
+    names, then swaps; the live filestore it replaces is kept whole."""
+    tenant = new_tenant()
+    backup_id = await backup(store, tenant)
+    live = tree(tenant.filestore)
+    await stage_filestore(store, tenant.instance, backup_id, tenant.filestore)
+    named = set(list(FILES)[1:])
+    kept = swap_in_filestore(tenant.filestore, backup_id, named)
+    assert tree(tenant.filestore) == {name: FILES[name] for name in named}
+    assert tree(kept) == live
+
+
 # --- the blob store itself -------------------------------------------------------------------
 
 

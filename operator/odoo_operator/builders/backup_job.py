@@ -121,24 +121,8 @@ def build_backup_job(
             f"it takes no connection string (got store_secret_key={store_secret_key!r})"
         )
 
-    tls_env = postgres_tls_env(database_tls)
-    tls_conninfo = "".join(
-        f" {_LIBPQ_KEYWORDS[variable['name']]}=$({variable['name']})" for variable in tls_env
-    )
     env = [
-        {"name": "PGHOST", "valueFrom": _from_secret(DATABASE_SECRET, "host")},
-        {"name": "PGPORT", "valueFrom": _from_secret(DATABASE_SECRET, "port")},
-        {"name": "PGUSER", "valueFrom": _from_secret(DATABASE_SECRET, "username")},
-        {"name": "PGPASSWORD", "valueFrom": _from_secret(DATABASE_SECRET, "password")},
-        {"name": "PGDATABASE", "valueFrom": _from_secret(DATABASE_SECRET, "database")},
-        *tls_env,
-        # Composed by the kubelet from the variables above ($(NAME) expansion), so the pod
-        # spec shows no password; the engine hands it to pg_dump as PGPASSWORD, never argv.
-        {
-            "name": "ODOO_OPERATOR_DB_CONNINFO",
-            "value": "host=$(PGHOST) port=$(PGPORT) user=$(PGUSER) password=$(PGPASSWORD) "
-            f"application_name=odoo-operator-backup{tls_conninfo}",
-        },
+        *_database_env(database_tls, "odoo-operator-backup"),
         *_store_env(container, store_secret_key),
     ]
     job = _engine_job(
@@ -169,11 +153,16 @@ def build_backup_job(
         run_as=65532,
         writes_filestore=False,
     )
+    _mount_server_ca(job, database_tls)
+    return job
+
+
+def _mount_server_ca(job: dict[str, Any], database_tls: ServerTls | None) -> None:
+    """Mount the PostgreSQL server's CA in an engine Job, when the server has one."""
     if has_ca(database_tls):
         pod = job["spec"]["template"]["spec"]
         pod["containers"][0]["volumeMounts"].append(ca_volume_mount())
         pod["volumes"].append(ca_volume())
-    return job
 
 
 def filestore_directory(spec: InstanceSpec) -> str:
@@ -200,6 +189,8 @@ def build_filestore_restore_job(
     container: str,
     store_secret_key: str | None,
     workload_identity: WorkloadIdentity | None = None,
+    prune_unreferenced: bool = False,
+    database_tls: ServerTls | None = None,
 ) -> dict[str, Any]:
     """A one-shot Job running ``odoo-operator restore-filestore --step <step>`` for OdooRestore
     ``restore_name`` into the tenant of ``spec``, with the filestore claim mounted writable.
@@ -207,17 +198,27 @@ def build_filestore_restore_job(
     It runs as the Odoo image's user, so the files it writes are Odoo's own. ``stage`` reads
     the backup from the blob store (the store's access as for :func:`build_backup_job`);
     ``swap`` only renames two directories and gets no store access at all. Neither gets a
-    database login: the database half of a restore is the operator's.
+    database login (the database half of a restore is the operator's), except a ``swap``
+    with ``prune_unreferenced`` (an anonymized clone): it reads, as the tenant's own role,
+    which files the restored database still names, and removes the others from the staged
+    filestore before swapping it in (``database_tls``: the server's registry entry).
     """
     if step not in ("stage", "swap"):
         raise ValueError(f"a filestore restore step is stage or swap, not {step!r}")
+    if prune_unreferenced and step != "swap":
+        raise ValueError(
+            "only the swap step prunes the filestore (the database is restored by then)"
+        )
     if workload_identity is not None and store_secret_key is not None:
         raise ValueError(
             "a Job with Workload Identity signs in as the identity; "
             f"it takes no connection string (got store_secret_key={store_secret_key!r})"
         )
     staging = step == "stage"
-    return _engine_job(
+    env = _store_env(container, store_secret_key) if staging else []
+    if prune_unreferenced:
+        env = _database_env(database_tls, "odoo-operator-restore")
+    job = _engine_job(
         spec,
         name=filestore_restore_job_name(restore_uid, step),
         labels={"odoo.tenantops.io/restore": restore_name},
@@ -231,8 +232,9 @@ def build_filestore_restore_job(
             backup_id,
             "--filestore",
             filestore_directory(spec),
+            *(["--prune-unreferenced"] if prune_unreferenced else []),
         ],
-        env=_store_env(container, store_secret_key) if staging else [],
+        env=env,
         image=image,
         node_selector=node_selector,
         tolerations=tolerations,
@@ -240,6 +242,33 @@ def build_filestore_restore_job(
         run_as=ODOO_UID,
         writes_filestore=True,
     )
+    if prune_unreferenced:
+        _mount_server_ca(job, database_tls)
+    return job
+
+
+def _database_env(database_tls: ServerTls | None, application: str) -> list[dict[str, Any]]:
+    """How the engine in a Job logs in to the tenant's database: as the tenant's own role,
+    from the tenant's database Secret, with the server's TLS settings."""
+    tls_env = postgres_tls_env(database_tls)
+    tls_conninfo = "".join(
+        f" {_LIBPQ_KEYWORDS[variable['name']]}=$({variable['name']})" for variable in tls_env
+    )
+    return [
+        {"name": "PGHOST", "valueFrom": _from_secret(DATABASE_SECRET, "host")},
+        {"name": "PGPORT", "valueFrom": _from_secret(DATABASE_SECRET, "port")},
+        {"name": "PGUSER", "valueFrom": _from_secret(DATABASE_SECRET, "username")},
+        {"name": "PGPASSWORD", "valueFrom": _from_secret(DATABASE_SECRET, "password")},
+        {"name": "PGDATABASE", "valueFrom": _from_secret(DATABASE_SECRET, "database")},
+        *tls_env,
+        # Composed by the kubelet from the variables above ($(NAME) expansion), so the pod
+        # spec shows no password; the engine hands it to pg_dump as PGPASSWORD, never argv.
+        {
+            "name": "ODOO_OPERATOR_DB_CONNINFO",
+            "value": "host=$(PGHOST) port=$(PGPORT) user=$(PGUSER) password=$(PGPASSWORD) "
+            f"application_name={application}{tls_conninfo}",
+        },
+    ]
 
 
 def _from_secret(name: str, key: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from ..backends.blobstore import BlobStore
 from ..builders.backup_layout import new_backup_id
 from ..builders.evidence_report import build_report, compact_entry, render_html
 from ..builders.journal import HEAD_METADATA, JOURNAL_PREFIX, journal_blob_name, verify_chain
+from . import database as db
 from .backup import DatabaseAccess, run_backup
 from .restore import RestoreTarget, restore_backup, stage_filestore, swap_in_filestore
 from .verify import verify_backup
@@ -145,8 +146,13 @@ async def _restore_filestore(args: argparse.Namespace) -> int:
     _require(args, "instance", "backup_id", "filestore", "step")
     filestore = Path(args.filestore)
     if args.step == "swap":
-        # Two renames in the tenant's volume: no store, no secret.
-        kept = swap_in_filestore(filestore, args.backup_id)
+        # Two renames in the tenant's volume: no store and, but for an anonymized clone
+        # (which reads the files its database still names), no secret.
+        referenced = None
+        if args.prune_unreferenced:
+            async with db.connect(_secret(DB_CONNINFO)) as connection:
+                referenced = await db.attachment_files(connection)
+        kept = swap_in_filestore(filestore, args.backup_id, referenced)
         _print({"filestore": filestore, "keptFilestore": kept})
         return 0
     async with _open_store(args) as store:

@@ -104,6 +104,16 @@ async def existing_tables(connection: Connection, names: Sequence[str]) -> list[
     return [row[0] for row in await cursor.fetchall()]
 
 
+async def attachment_files(connection: Connection) -> set[str]:
+    """The filestore paths that the connected Odoo database's attachments name."""
+    if not await existing_tables(connection, ["ir_attachment"]):
+        return set()
+    cursor = await connection.execute(
+        "SELECT DISTINCT store_fname FROM public.ir_attachment WHERE store_fname IS NOT NULL"
+    )
+    return {str(row[0]) for row in await cursor.fetchall()}
+
+
 async def count_rows(connection: Connection, tables: Sequence[str]) -> dict[str, int]:
     """Exact row counts of ``tables`` (all in schema ``public``)."""
     counts: dict[str, int] = {}

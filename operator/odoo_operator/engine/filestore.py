@@ -138,3 +138,37 @@ def extract_filestore_tar(source: TarStream, destination: Path) -> TarSummary:
             files += 1
             total += member.size
     return TarSummary(files, total)
+
+
+@dataclass(frozen=True)
+class PruneSummary:
+    """What :func:`prune_unreferenced_files` removed."""
+
+    files: int
+    bytes: int
+
+
+def prune_unreferenced_files(directory: Path, referenced: set[str]) -> PruneSummary:
+    """Remove the regular files below ``directory`` whose path relative to it is not in
+    ``referenced`` (``ir_attachment.store_fname`` values), and the folders left empty.
+
+    For an anonymized clone: the attachments of business records are gone from its database,
+    and their files (invoice PDFs, scanned documents) must not stay in its filestore. Files
+    named by a remaining attachment are kept, whichever record shares them.
+    """
+    files = size = 0
+    for root, folders, names in os.walk(directory, topdown=False):
+        base = Path(root)
+        for name in names:
+            path = base / name
+            if path.relative_to(directory).as_posix() in referenced or not path.is_file():
+                continue
+            size += path.stat().st_size
+            path.unlink()
+            files += 1
+        for folder in folders:
+            with_contents = base / folder
+            if not any(with_contents.iterdir()):
+                with_contents.rmdir()
+    logger.info("pruned %d unreferenced files (%d bytes) from %s", files, size, directory)
+    return PruneSummary(files, size)

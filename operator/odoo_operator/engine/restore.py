@@ -28,6 +28,7 @@ while a restore runs; the engine ends sessions only for the swap itself.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -55,7 +56,12 @@ from ..builders.backup_layout import (
 from . import database as db
 from .backup import read_manifest
 from .errors import BackupNotFound, RestoreError, RestoreRefused
-from .filestore import TarSummary, extract_filestore_tar, scan_filestore_tar
+from .filestore import (
+    TarSummary,
+    extract_filestore_tar,
+    prune_unreferenced_files,
+    scan_filestore_tar,
+)
 from .streams import HashingIterator, ThreadReader, run_thread_on_input
 
 logger = logging.getLogger(__name__)
@@ -85,6 +91,9 @@ class RestoreTarget:
     target_odoo_version: str
     neutralize: bool
     neutralization: Sequence[sql.Composable] = ()
+    # An anonymized clone: the files that no attachment of the restored (and neutralized)
+    # database names any more are removed from the restored filestore.
+    prune_unreferenced_files: bool = False
 
 
 @dataclass(frozen=True)
@@ -371,6 +380,11 @@ async def _build_aside(
                 )
             if target.neutralize:
                 await db.apply_statements(connection, target.owner_role, target.neutralization)
+            if target.prune_unreferenced_files and names.staging_filestore is not None:
+                referenced = await db.attachment_files(connection)
+                await asyncio.to_thread(
+                    prune_unreferenced_files, names.staging_filestore, referenced
+                )
     except BaseException as error:
         await _discard_staging(target, names)
         if not isinstance(error, Exception):
@@ -511,9 +525,11 @@ async def stage_filestore(
     return summary[-1]
 
 
-def swap_in_filestore(filestore: Path, backup_id: str) -> Path:
+def swap_in_filestore(filestore: Path, backup_id: str, referenced: set[str] | None = None) -> Path:
     """Put the filestore staged by :func:`stage_filestore` in place of ``filestore``; return
-    where the replaced one is kept (an empty directory when there was none).
+    where the replaced one is kept (an empty directory when there was none). With
+    ``referenced`` (an anonymized clone: the files its database's attachments still name),
+    every other staged file is removed first.
 
     Raises :class:`~.errors.RestoreError` when nothing is staged; then nothing is touched.
     """
@@ -528,6 +544,8 @@ def swap_in_filestore(filestore: Path, backup_id: str) -> Path:
             f"no filestore of backup {backup_id} is staged at {staging}; {filestore} was "
             f"not touched"
         )
+    if referenced is not None:
+        prune_unreferenced_files(staging, referenced)
     # An empty live directory when there was none, so that what the restore replaced is
     # always at ``kept`` and a second swap of this backup is refused like a second restore.
     filestore.mkdir(exist_ok=True)

@@ -92,6 +92,11 @@ class BackupRequest:
         )
 
 
+# spec.dataProtection of an OdooRestore.
+NEUTRALIZE = "neutralize"
+ANONYMIZE = "anonymize"
+
+
 @dataclass(frozen=True)
 class RestoreRequest:
     """One OdooRestore: which backup, into which instance, neutralized or not.
@@ -107,6 +112,8 @@ class RestoreRequest:
     neutralize: bool | None = None  # None: the default of the mode (clone yes, in place no)
     from_instance: str | None = None  # the opt-in naming another instance as the source
     drill: bool = False
+    # NEUTRALIZE or ANONYMIZE; None: anonymize into development instances, else neutralize.
+    data_protection: str | None = None
 
     @classmethod
     def from_resource(cls, body: Mapping[str, Any]) -> RestoreRequest:
@@ -120,6 +127,7 @@ class RestoreRequest:
             neutralize=None if neutralize is None else bool(neutralize),
             from_instance=spec.get("fromInstance") or None,
             drill=bool(spec.get("drill", False)),
+            data_protection=spec.get("dataProtection") or None,
         )
 
     def neutralizes(self, in_place: bool, production_target: bool = True) -> bool:
@@ -128,6 +136,16 @@ class RestoreRequest:
         if not production_target:
             return True
         return (not in_place) if self.neutralize is None else self.neutralize
+
+    def anonymizes(self, in_place: bool, target: InstanceSpec) -> bool:
+        """Whether the restored database is anonymized (personal data masked) as well as
+        neutralized: when asked for, and by default for a development instance. Drills never
+        are: they prove that the backup comes back as it was."""
+        if self.drill or not self.neutralizes(in_place, target.production):
+            return False
+        if self.data_protection is None:
+            return target.environment == "development"
+        return self.data_protection == ANONYMIZE
 
     def problems(self, source: str, target: InstanceSpec) -> list[str]:
         """Why this restore of a backup of ``source`` into ``target`` must not run.
@@ -149,4 +167,21 @@ class RestoreRequest:
                 f"spec.neutralize cannot be false: {target.name} is a {target.environment} "
                 "instance, and a restore into a non-production instance is always neutralized."
             )
+        if self.data_protection not in (None, NEUTRALIZE, ANONYMIZE):
+            problems.append(
+                f"spec.dataProtection must be {NEUTRALIZE} or {ANONYMIZE}, "
+                f"not {self.data_protection!r}."
+            )
+        if self.data_protection == ANONYMIZE:
+            if self.neutralize is False:
+                problems.append(
+                    "spec.dataProtection: anonymize needs neutralization: remove "
+                    "spec.neutralize: false (an anonymized clone is always neutralized)."
+                )
+            if target.production:
+                problems.append(
+                    f"spec.dataProtection: anonymize is refused into {target.name}, a production "
+                    "instance: anonymization masks every customer's and employee's data for "
+                    "good. Restore into a staging or development instance."
+                )
         return problems

@@ -49,6 +49,7 @@ from ..model.backup import (
     BACKUP_KIND,
     FAILED,
     FINISHED,
+    NEUTRALIZE,
     RESTORE_KIND,
     RUNNING,
     SUCCEEDED,
@@ -349,7 +350,10 @@ async def _provision_and_restore(
             raise RestoreWaiting(f"waiting for the drill tenant {name} to be Ready", status)
         drill["provisionedAt"] = precise_timestamp(now())
         status.pop("step", None)
-    restore = replace(request, target=name, from_instance=source, neutralize=True)
+    # Neutralized, never anonymized: a drill proves the backup comes back as it was.
+    restore = replace(
+        request, target=name, from_instance=source, neutralize=True, data_protection=NEUTRALIZE
+    )
     restored = await run_restore_request(clients, body, restore, status)
     drill = dict(restored.get("drill") or drill)
     if restored.get("phase") == FAILED:

@@ -24,18 +24,23 @@ image's user, with no database login.
 from __future__ import annotations
 
 import logging
+import secrets
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from psycopg import sql
+
 from ..backends.blobstore import BlobStoreUnavailable
+from ..builders.anonymize import anonymization_statements
 from ..builders.backup_job import (
     build_filestore_restore_job,
     filestore_directory,
     filestore_restore_job_name,
 )
 from ..builders.neutralize import neutralization_statements
+from ..builders.odoo_users import MONITOR_LOGIN
 from ..engine import RestoreRefused, RestoreTarget, restore_backup
 from ..engine.restore import check_odoo_versions, filestore_restore_paths
 from ..model.backup import (
@@ -156,9 +161,11 @@ async def run_restore_request(
             return finished(status, FAILED, "Refused", f"{refused}. Nothing touched.")
     in_place = request.target == source
     neutralize = request.neutralizes(in_place, target.production)
+    anonymize = request.anonymizes(in_place, target)
     status.update(
         mode="Drill" if request.drill else "InPlace" if in_place else "Clone",
         neutralized=neutralize,
+        anonymized=anonymize,
         startedAt=status.get("startedAt") or timestamp(now()),
     )
     if not request.drill:
@@ -214,9 +221,8 @@ async def run_restore_request(
                 expected_instance=source,
                 target_odoo_version=running_version,
                 neutralize=neutralize,
-                neutralization=(
-                    neutralization_statements(str(uuid.uuid4()), target.url) if neutralize else ()
-                ),
+                neutralization=_data_protection_statements(neutralize, anonymize, target),
+                prune_unreferenced_files=anonymize,
             ),
         )
     except RestoreRefused as refused:
@@ -236,9 +242,21 @@ async def run_restore_request(
     await _set_maintenance(clients, request.target, None)
     status.pop("step", None)
     status["filestoreRestored"] = True
-    return _restored(
-        status, neutralize and not in_place, backup_status["backupId"], source, target.name
-    )
+    return _restored(status, backup_status["backupId"], source, target.name)
+
+
+def _data_protection_statements(
+    neutralize: bool, anonymize: bool, target: InstanceSpec
+) -> list[sql.Composed]:
+    """What runs on the restored copy before it is swapped in: the neutralization and, for
+    an anonymized clone, the masking of personal data with a salt used once and forgotten."""
+    if not neutralize:
+        return []
+    statements = neutralization_statements(str(uuid.uuid4()), target.url)
+    if anonymize:
+        # The operator's monitoring user keeps its login: the target's probe signs in with it.
+        statements += anonymization_statements(secrets.token_hex(16), (MONITOR_LOGIN,))
+    return statements
 
 
 async def _safety_backup(
@@ -266,10 +284,15 @@ async def _safety_backup(
     return None
 
 
-def _restored(
-    status: dict[str, Any], clone: bool, backup_id: str, source: str, target: str
-) -> dict[str, Any]:
-    kind = "neutralized clone" if clone else "restore"
+def _restored(status: dict[str, Any], backup_id: str, source: str, target: str) -> dict[str, Any]:
+    clone = status.get("mode") == "Clone"
+    kind = (
+        "anonymized clone"
+        if clone and status.get("anonymized")
+        else "neutralized clone"
+        if clone and status.get("neutralized")
+        else "restore"
+    )
     return finished(
         status,
         SUCCEEDED,
@@ -297,6 +320,7 @@ async def _filestore_job(
     backup_instance: str,
     backup_id: str,
     store_ref: BlobStoreRef,
+    prune_unreferenced: bool = False,
 ) -> tuple[str, str | None]:
     """Create (idempotently) the Job of one filestore step; its name and outcome so far."""
     name = filestore_restore_job_name(str(body["metadata"]["uid"]), step)
@@ -317,6 +341,8 @@ async def _filestore_job(
             container=store_ref.container,
             store_secret_key=key,
             workload_identity=store_ref.workload_identity,
+            prune_unreferenced=prune_unreferenced,
+            database_tls=clients.config.postgres_server(target.database_server).tls,
         )
         await clients.kube.apply(job)
         return name, None
@@ -394,6 +420,7 @@ async def _swap_filestore(
         source,
         backup_id,
         clients.config.blob_store(backup_status.get("store")),
+        prune_unreferenced=bool(status.get("anonymized")),
     )
     if outcome is None:
         raise RestoreWaiting(f"Job {target.namespace}/{job} is swapping in the filestore", status)
@@ -417,10 +444,4 @@ async def _swap_filestore(
     # The swap always keeps one (empty when the tenant had no filestore yet).
     _, kept = filestore_restore_paths(Path(filestore_directory(target)), backup_id)
     status["keptFilestore"] = str(kept)
-    return _restored(
-        status,
-        bool(status.get("neutralized")) and status.get("mode") == "Clone",
-        backup_id,
-        source,
-        target.name,
-    )
+    return _restored(status, backup_id, source, target.name)
