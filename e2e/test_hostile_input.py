@@ -797,6 +797,34 @@ RESTORE_CREATES = [
         Refused("spec.neutralize"),
         id="neutralize-a-string",
     ),
+    pytest.param(
+        lambda f: _restore(f.victim_backup, f.victim, dataProtection="anonymize"),
+        Refused("spec.dataProtection", "refused into {victim}, a production instance"),
+        id="anonymize-production-in-place",
+    ),
+    pytest.param(
+        lambda f: _restore(
+            f.victim_backup, f.staging, fromInstance=f.victim, dataProtection="anonymize"
+        ),
+        ADMITTED,
+        id="anonymized-clone-into-staging",
+    ),
+    pytest.param(
+        lambda f: _restore(
+            f.victim_backup,
+            f.staging,
+            fromInstance=f.victim,
+            dataProtection="anonymize",
+            neutralize=False,
+        ),
+        Refused("spec.dataProtection: anonymize needs neutralization"),
+        id="anonymize-without-neutralization",
+    ),
+    pytest.param(
+        lambda f: _restore(f.victim_backup, f.victim, dataProtection="scramble"),
+        Refused("spec.dataProtection"),
+        id="data-protection-unknown",
+    ),
 ]
 
 
