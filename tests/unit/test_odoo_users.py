@@ -30,7 +30,9 @@ from odoo_operator.builders.odoo_users import (
     USERS_SCRIPT_ENV,
     DefaultPasswordReport,
     StoredPassword,
+    clone_credentials_statements,
     credentials_condition,
+    password_hash,
     password_matches,
 )
 from odoo_operator.builders.tenant import Endpoint, Tenant, TenantCredentials
@@ -93,6 +95,33 @@ def test_passlibs_pbkdf2_sha512_hashes_of_admin_accept_admin_only(stored: str) -
     assert password_matches("admin", stored)
     assert not password_matches("Admin", stored)
     assert not password_matches("admin ", stored)
+
+
+def test_a_hash_the_operator_writes_is_passlibs_format_and_accepts_its_password_only() -> None:
+    salt = bytes(range(16))
+    stored = password_hash("s3cret-Pässwörd", salt, 2000)
+    assert stored.startswith("$pbkdf2-sha512$2000$AAECAwQFBgcICQoLDA0ODw$")
+    assert password_matches("s3cret-Pässwörd", stored)
+    assert not password_matches("s3cret-Passwoerd", stored)
+    # passlib's adapted base64: "." for "+", no padding, 86 characters for 64 bytes.
+    assert "+" not in stored
+    assert "=" not in stored
+    assert len(stored.rsplit("$", 1)[1]) == 86
+    # Byte for byte what passlib wrote for "admin" with the same salt and rounds.
+    passlib_salt = base64.b64decode("h/C.tzam1BojBCCE8H7v3Q".replace(".", "+") + "==")
+    assert password_hash("admin", passlib_salt, 1000) == ADMIN_1000
+
+
+def test_a_clone_gets_the_targets_admin_and_monitoring_passwords_in_its_own_users() -> None:
+    (statement,) = clone_credentials_statements("$admin-hash", "$monitor-hash")
+    text = statement.as_string(None)
+    assert "'$admin-hash'" in text
+    assert "'user_admin'" in text
+    assert "'$monitor-hash'" in text
+    assert f"'{MONITOR_LOGIN}'" in text
+    (admin_only,) = clone_credentials_statements("$admin-hash", None)
+    assert "$monitor-hash" not in admin_only.as_string(None)
+    assert clone_credentials_statements(None, None) == []
 
 
 def test_a_non_ascii_password_is_derived_from_its_utf8_bytes_as_passlib_does() -> None:

@@ -21,18 +21,21 @@ keeps serving; what is left waits for the next scan (see
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 from ..builders.odoo_users import (
+    CREDENTIALS_SECRET,
     DefaultPasswordReport,
     StoredPassword,
     default_password_candidates,
     is_costly,
     password_matches,
 )
+from .kube import KubeClient
 from .tenant_session import read_only_transaction
 
 _HAS_USERS = "SELECT to_regclass('res_users') IS NOT NULL"
@@ -135,3 +138,10 @@ class DefaultPasswordScanner:
 
 # One per operator process: what it learnt about a hash serves every later pass.
 SCANNER = DefaultPasswordScanner()
+
+
+async def read_credentials(kube: KubeClient, namespace: str) -> dict[str, str]:
+    """The tenant's ``odoo-credentials`` Secret, decoded (empty when it does not exist)."""
+    secret = await kube.get("v1", "Secret", CREDENTIALS_SECRET, namespace)
+    data = (secret or {}).get("data") or {}
+    return {key: base64.b64decode(value).decode() for key, value in data.items()}

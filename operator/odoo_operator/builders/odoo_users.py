@@ -26,6 +26,12 @@ hashes and checks them itself with :func:`password_matches`, a few lines over
 :mod:`hashlib`: passlib, which Odoo uses, is not a dependency of the operator, and checking
 the one scheme Odoo 17.0 and 18.0 write (PBKDF2-SHA512) plus its plaintext fallback does not
 need it. Everything here is pure; :mod:`odoo_operator.backends.odoo_users` reads the hashes.
+
+A clone (a restore of one tenant's backup into another instance) brings the source's users
+along. Before it is swapped in, :func:`clone_credentials_statements` gives its ``admin`` and
+its monitoring user the passwords of the target's own Secret, hashed by
+:func:`password_hash` in the format passlib writes, so that the target's credentials keep
+working and the source's stop working there.
 """
 
 from __future__ import annotations
@@ -37,7 +43,10 @@ import hmac
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg import sql
+
 from ..model.conditions import Condition
+from .guarded_sql import SCHEMA, Update, do_updates
 
 CREDENTIALS_SECRET = "odoo-credentials"  # noqa: S105 - an object name, not a value
 # Keys of CREDENTIALS_SECRET, not values.
@@ -130,7 +139,65 @@ PBKDF2_SHA512_PREFIX = "$pbkdf2-sha512$"
 # ``password.hashing.rounds`` asks for more; a row asking for more than this is not checked,
 # so that a crafted hash cannot keep the operator busy for hours.
 MAX_CHECKED_ROUNDS = 10_000_000
+ODOO_HASH_ROUNDS = 600_000  # what Odoo 18.0 writes by default (MIN_ROUNDS)
 _PBKDF2_SHA512_DIGEST = 64
+
+
+def _ab64_encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii").rstrip("=").replace("+", ".")
+
+
+def password_hash(password: str, salt: bytes, rounds: int = ODOO_HASH_ROUNDS) -> str:
+    """``password`` as Odoo 17.0 and 18.0 store it: passlib's ``pbkdf2_sha512`` format,
+    which both verify whatever its rounds. ``salt``: 16 random bytes, as passlib draws.
+
+    Takes a third of a second of CPU at Odoo's rounds: call it off the event loop.
+    """
+    derived = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, rounds)
+    return f"{PBKDF2_SHA512_PREFIX}{rounds}${_ab64_encode(salt)}${_ab64_encode(derived)}"
+
+
+def clone_credentials_statements(
+    admin_hash: str | None, monitor_hash: str | None
+) -> list[sql.Composed]:
+    """Give a clone the credentials of the instance it was restored into.
+
+    A clone's database holds the source tenant's users: without these statements the
+    target's ``admin`` would answer to the source's password (and not to the one in the
+    target's own Secret), and the target's monitoring user could not log in. ``None``
+    leaves that user as it is (the target's Secret lacks the password).
+    """
+    updates = []
+    if admin_hash is not None:
+        updates.append(
+            Update(
+                "res_users",
+                "password",
+                sql.Literal(admin_hash),
+                sql.SQL(
+                    "{id} = (SELECT {res_id} FROM {data} WHERE {module} = 'base' "
+                    "AND {name} = 'user_admin' AND {model} = 'res.users')"
+                ).format(
+                    id=sql.Identifier("id"),
+                    res_id=sql.Identifier("res_id"),
+                    data=sql.Identifier(SCHEMA, "ir_model_data"),
+                    module=sql.Identifier("module"),
+                    name=sql.Identifier("name"),
+                    model=sql.Identifier("model"),
+                ),
+            )
+        )
+    if monitor_hash is not None:
+        updates.append(
+            Update(
+                "res_users",
+                "password",
+                sql.Literal(monitor_hash),
+                sql.SQL("{} = {}").format(sql.Identifier("login"), sql.Literal(MONITOR_LOGIN)),
+                (("res_users", "login"),),
+            )
+        )
+    return [do_updates(*updates)] if updates else []
 
 
 def _ab64_decode(text: str) -> bytes:

@@ -94,6 +94,9 @@ class RestoreTarget:
     # An anonymized clone: the files that no attachment of the restored (and neutralized)
     # database names any more are removed from the restored filestore.
     prune_unreferenced_files: bool = False
+    # Statements run on every restored copy, neutralized or not, before it is swapped in: a
+    # clone gets the target's own Odoo credentials (builders/odoo_users.py).
+    credentials: Sequence[sql.Composable] = ()
 
 
 @dataclass(frozen=True)
@@ -380,6 +383,8 @@ async def _build_aside(
                 )
             if target.neutralize:
                 await db.apply_statements(connection, target.owner_role, target.neutralization)
+            if target.credentials:
+                await db.apply_statements(connection, target.owner_role, target.credentials)
             if target.prune_unreferenced_files and names.staging_filestore is not None:
                 referenced = await db.attachment_files(connection)
                 await asyncio.to_thread(

@@ -27,7 +27,6 @@ fails, and is cleaned up all the same.
 
 from __future__ import annotations
 
-import base64
 import datetime
 import hashlib
 import logging
@@ -40,6 +39,7 @@ import aiohttp
 
 from ..backends.blobstore import BlobStoreUnavailable
 from ..backends.odoo_http import check_health, check_login
+from ..backends.odoo_users import read_credentials
 from ..builders.odoo_users import CREDENTIALS_SECRET, MONITOR_LOGIN, MONITOR_PASSWORD_KEY
 from ..builders.schedule import due_slot, is_due, parse_duration
 from ..builders.tenant import ODOO_HTTP_PORT
@@ -183,9 +183,8 @@ def _ready(instance: Mapping[str, Any] | None) -> bool:
 
 async def _monitor_password(clients: Clients, source: str) -> str | None:
     """The source tenant's monitoring password: the restored database holds its users."""
-    secret = await clients.kube.get("v1", "Secret", CREDENTIALS_SECRET, tenant_namespace(source))
-    value = ((secret or {}).get("data") or {}).get(MONITOR_PASSWORD_KEY)
-    return base64.b64decode(value).decode() if value else None
+    credentials = await read_credentials(clients.kube, tenant_namespace(source))
+    return credentials.get(MONITOR_PASSWORD_KEY)
 
 
 async def _serves(clients: Clients, spec: InstanceSpec, source: str) -> str | None:

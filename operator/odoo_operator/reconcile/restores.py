@@ -23,6 +23,7 @@ image's user, with no database login.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import uuid
@@ -33,6 +34,7 @@ from typing import Any
 from psycopg import sql
 
 from ..backends.blobstore import BlobStoreUnavailable
+from ..backends.odoo_users import read_credentials
 from ..builders.anonymize import anonymization_statements
 from ..builders.backup_job import (
     build_filestore_restore_job,
@@ -40,7 +42,13 @@ from ..builders.backup_job import (
     filestore_restore_job_name,
 )
 from ..builders.neutralize import neutralization_statements
-from ..builders.odoo_users import MONITOR_LOGIN
+from ..builders.odoo_users import (
+    ADMIN_PASSWORD_KEY,
+    MONITOR_LOGIN,
+    MONITOR_PASSWORD_KEY,
+    clone_credentials_statements,
+    password_hash,
+)
 from ..engine import RestoreRefused, RestoreTarget, restore_backup
 from ..engine.restore import check_odoo_versions, filestore_restore_paths
 from ..model.backup import (
@@ -223,6 +231,12 @@ async def run_restore_request(
                 neutralize=neutralize,
                 neutralization=_data_protection_statements(neutralize, anonymize, target),
                 prune_unreferenced_files=anonymize,
+                # A drill logs in as the source's users: it proves they came back as they were.
+                credentials=(
+                    await _target_credentials(clients, target)
+                    if not in_place and not request.drill
+                    else ()
+                ),
             ),
         )
     except RestoreRefused as refused:
@@ -243,6 +257,22 @@ async def run_restore_request(
     status.pop("step", None)
     status["filestoreRestored"] = True
     return _restored(status, backup_status["backupId"], source, target.name)
+
+
+async def _target_credentials(clients: Clients, target: InstanceSpec) -> list[sql.Composed]:
+    """The statements giving a clone the Odoo passwords of the target's own Secret: its
+    admin and its monitoring user (whose login a clone keeps, anonymized or not)."""
+    credentials = await read_credentials(clients.kube, target.namespace)
+
+    def hashed(key: str) -> str | None:
+        password = credentials.get(key)
+        return password_hash(password, secrets.token_bytes(16)) if password else None
+
+    # Two PBKDF2 hashes at Odoo's rounds: most of a second of CPU, off the event loop.
+    admin, monitor = await asyncio.to_thread(
+        lambda: (hashed(ADMIN_PASSWORD_KEY), hashed(MONITOR_PASSWORD_KEY))
+    )
+    return clone_credentials_statements(admin, monitor)
 
 
 def _data_protection_statements(
