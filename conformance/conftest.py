@@ -14,10 +14,12 @@ nothing of it is left running. Timings are printed at the end of the run.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -162,11 +164,61 @@ def tenant(
     """The test module's tenant (``TENANT_PREFIX``, ``TENANT_SPEC``) for one Odoo version,
     Ready; deleted afterwards, with its database, pods and processes."""
     version: str = request.param
+    prefix = getattr(request.module, "TENANT_PREFIX", "cf")
+    spec: dict[str, Any] = getattr(request.module, "TENANT_SPEC", {})
+    with running_tenant(
+        request,
+        k8s,
+        conformance_operator,
+        real_node_runner,
+        odoo_runtimes,
+        postgres_dsn,
+        version,
+        prefix,
+        spec,
+    ) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def make_tenant(
+    request: pytest.FixtureRequest,
+    k8s: client.ApiClient,
+    conformance_operator: ManagedProcess,
+    real_node_runner: RealNodeProcess,
+    odoo_runtimes: OdooRuntimes,
+    postgres_dsn: str,
+) -> Callable[[str, str, dict[str, Any]], contextlib.AbstractContextManager[Tenant]]:
+    """Another tenant for a test, beside the module's: ``make_tenant(version, prefix, spec)``
+    as a context manager (:func:`running_tenant`)."""
+    return functools.partial(
+        running_tenant,
+        request,
+        k8s,
+        conformance_operator,
+        real_node_runner,
+        odoo_runtimes,
+        postgres_dsn,
+    )
+
+
+@contextlib.contextmanager
+def running_tenant(
+    request: pytest.FixtureRequest,
+    k8s: client.ApiClient,
+    conformance_operator: ManagedProcess,
+    real_node_runner: RealNodeProcess,
+    odoo_runtimes: OdooRuntimes,
+    postgres_dsn: str,
+    version: str,
+    prefix: str,
+    spec: dict[str, Any],
+) -> Iterator[Tenant]:
+    """A tenant named ``<prefix><major>-<random>`` with ``spec``, Ready on the real node;
+    deleted afterwards, checking that nothing of it is left, its timings printed at the end."""
     # Found in the cache (built by `odoo-devstack bootstrap`), or built now: the real node's
     # plugin never builds one.
     odoo_runtimes.get(version)
-    prefix = getattr(request.module, "TENANT_PREFIX", "cf")
-    spec: dict[str, Any] = getattr(request.module, "TENANT_SPEC", {})
     name = f"{prefix}{version.replace('.0', '')}-{uuid.uuid4().hex[:5]}"
     made = Tenant(name, version, spec)
     custom = client.CustomObjectsApi(k8s)
@@ -194,7 +246,7 @@ def tenant(
             # Written last, with what the tests measured too; a tenant that never became
             # Ready shows without its apply -> Ready.
             request.config.stash[_TIMINGS].append(
-                f"{request.module.__name__} Odoo {version}: apply -> Ready "
+                f"{request.module.__name__} {name} Odoo {version}: apply -> Ready "
                 f"{made.apply_to_ready_seconds:.1f}s; "
                 + "; ".join(f"{what} {seconds:.1f}s" for what, seconds in made.timings.items())
             )

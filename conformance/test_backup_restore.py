@@ -16,6 +16,8 @@ from __future__ import annotations
 import datetime
 import time
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +32,26 @@ from conformance.tenants import (
     READY_TIMEOUT_SECONDS,
     Tenant,
     admin_session,
+    authenticate,
     eventually,
     filestore_claim_folder,
     instance,
+    pods,
     post_invoice_with_pdf,
+    secret_values,
     signs_in,
+    tenant_connection,
     wait_finished,
     wait_ready,
 )
 from odoo_devstack.podrunner.process import RealNodeProcess
 from odoo_devstack.processes import ManagedProcess
+from odoo_operator.builders.odoo_users import (
+    ADMIN_PASSWORD_KEY,
+    CREDENTIALS_SECRET,
+    MONITOR_LOGIN,
+    MONITOR_PASSWORD_KEY,
+)
 
 TENANT_PREFIX = "cfb"
 TENANT_SPEC: dict[str, Any] = {"modules": ["account"]}
@@ -266,3 +278,112 @@ def test_a_restore_drill_brings_the_whole_tenant_back_on_real_odoo_and_measures_
     assert conditions["RestoreDrillPassed"]["reason"] == "DrillPassed"
     assert reported()["lastDrill"]["result"] == "Passed"
     assert signs_in(k8s, tenant)
+
+
+# Personal data planted in the source tenant, none of which may reach an anonymized clone.
+CUSTOMER_EMAIL = "quokka.customer@conformance.example"
+CUSTOMER_PHONE = "+32 470 77 31 00"
+CUSTOMER_STREET = "7731 Quokka Lane"
+
+
+def test_an_anonymized_clone_into_a_development_tenant_keeps_the_books_not_the_people(
+    k8s: client.ApiClient,
+    postgres_dsn: str,
+    real_node_runner: RealNodeProcess,
+    conformance_operator: ManagedProcess,
+    tenant: Tenant,
+    make_tenant: Callable[[str, str, dict[str, Any]], AbstractContextManager[Tenant]],
+) -> None:
+    """A backup of the tenant restored into a development tenant (anonymized by default):
+    the customer's name, e-mail, phone and address are masked, the invoice's PDF is gone from
+    the database and from the clone's filestore, every invoice total is unchanged, and the
+    clone answers to its own admin and monitoring passwords, not to the source's."""
+    custom = client.CustomObjectsApi(k8s)
+    odoo = admin_session(k8s, tenant)
+    invoice = post_invoice_with_pdf(odoo)
+    [customer] = odoo.call("account.move", "read", [[invoice.move], ["partner_id"]])
+    odoo.call(
+        "res.partner",
+        "write",
+        [
+            [customer["partner_id"][0]],
+            {"email": CUSTOMER_EMAIL, "phone": CUSTOMER_PHONE, "street": CUSTOMER_STREET},
+        ],
+    )
+    with tenant_connection(postgres_dsn, tenant) as connection:
+        books = connection.execute(
+            "SELECT id, name, amount_untaxed, amount_tax, amount_total, amount_residual"
+            " FROM account_move ORDER BY id"
+        ).fetchall()
+    backup = create_backup(custom, tenant.name)
+    backed_up = wait_finished(custom, conformance_operator, BACKUPS, backup, FINISH_TIMEOUT_SECONDS)
+    assert backed_up["status"]["phase"] == "Succeeded", backed_up["status"]
+
+    with make_tenant(
+        tenant.version, "cfd", {**TENANT_SPEC, "environment": "development"}
+    ) as development:
+        clone = f"anonymized-{uuid.uuid4().hex[:6]}"
+        custom.create_cluster_custom_object(
+            GROUP,
+            VERSION,
+            RESTORES,
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "OdooRestore",
+                "metadata": {"name": clone},
+                "spec": {
+                    "backup": backup,
+                    "target": {"instance": development.name},
+                    "fromInstance": tenant.name,
+                },
+            },
+        )
+        started = time.monotonic()
+        done = wait_finished(custom, conformance_operator, RESTORES, clone, FINISH_TIMEOUT_SECONDS)
+        development.timings["anonymized clone restore"] = time.monotonic() - started
+        status = done["status"]
+        assert status["phase"] == "Succeeded", status
+        assert (status["mode"], status["neutralized"], status["anonymized"]) == (
+            "Clone",
+            True,
+            True,
+        ), status
+        assert status["message"].startswith("anonymized clone of backup"), status
+
+        with tenant_connection(postgres_dsn, development) as connection:
+            # The books, to the cent; the people, masked.
+            assert (
+                connection.execute(
+                    "SELECT id, name, amount_untaxed, amount_tax, amount_total, amount_residual"
+                    " FROM account_move ORDER BY id"
+                ).fetchall()
+                == books
+            )
+            [(name, email, phone, street)] = connection.execute(
+                "SELECT name, email, phone, street FROM res_partner WHERE id = %s",
+                (customer["partner_id"][0],),
+            ).fetchall()
+            assert name.startswith("Anonymized "), name
+            assert email.endswith("@anonymized.invalid"), email
+            assert phone.startswith("+999 "), phone
+            assert street.startswith("Street "), street
+            assert connection.execute(
+                "SELECT count(*) FROM ir_attachment WHERE res_model = 'account.move'"
+            ).fetchone() == (0,)
+        filestore = filestore_claim_folder(real_node_runner, development)
+        clone_files = filestore / "filestore" / development.database
+        assert clone_files.is_dir(), sorted(filestore.rglob("*"))[:20]
+        assert not (clone_files / invoice.store_fname).exists()
+
+        # The clone answers to its own credentials: the admin's and the monitoring user's.
+        wait_ready(k8s, real_node_runner, conformance_operator, development.name)
+        eventually(lambda: signs_in(k8s, development), "the clone's admin to sign in", 120)
+        web = str(pods(k8s, development.namespace, "web")[0].status.pod_ip)
+        own = secret_values(k8s, development.namespace, CREDENTIALS_SECRET)
+        source = secret_values(k8s, tenant.namespace, CREDENTIALS_SECRET)
+        monitor = authenticate(web, development.database, MONITOR_LOGIN, own[MONITOR_PASSWORD_KEY])
+        assert (monitor.get("result") or {}).get("uid"), monitor
+        with_source_password = authenticate(
+            web, development.database, "admin", source[ADMIN_PASSWORD_KEY]
+        )
+        assert not (with_source_password.get("result") or {}).get("uid"), with_source_password

@@ -187,7 +187,11 @@ def _steps(salt: str, keep_logins: tuple[str, ...]) -> list[_Step]:
                 *(partner(column, _STREET) for column in ("street", "street2")),
                 partner("city", _CITY),
                 partner("zip", _ZIP),
-                *(partner(column, _TAX_ID) for column in ("vat", "company_registry", "ref")),
+                # peppol_endpoint (18.0, e-invoicing): Odoo fills it from the VAT number.
+                *(
+                    partner(column, _TAX_ID)
+                    for column in ("vat", "company_registry", "ref", "peppol_endpoint")
+                ),
                 partner("website", _URL),
                 partner("function", _NAME),
                 partner("barcode", None),
@@ -392,6 +396,8 @@ def _employee_updates(mask: Mask) -> list[Update]:
     ]
     return [
         Update("resource_resource", "name", mask(_NAME, "name"), _is_employee_resource()),
+        # A stored copy of its resource's name: masked alike, so the two still agree.
+        Update(employee, "name", mask(_NAME, "name")),
         *(
             Update(employee, column, sql.NULL if kind is None else mask(kind, column))
             for column, kind in masked
