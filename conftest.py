@@ -20,6 +20,7 @@ import pytest
 
 if TYPE_CHECKING:
     from odoo_devstack.controlplane import ControlPlane
+    from odoo_devstack.pitr import ArchivedPostgres
 
 REPO = Path(__file__).parent
 
@@ -123,6 +124,19 @@ def blob_connection_string() -> Iterator[str]:
     server = AzuriteServer().start()
     try:
         yield server.connection_string
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def archived_postgres() -> Iterator[ArchivedPostgres]:
+    """A PostgreSQL server archiving its WAL with pgBackRest to an Azurite of its own
+    (HTTPS), with its first full pgBackRest backup taken: point-in-time recovery's server."""
+    from odoo_devstack.pitr import ArchivedPostgres
+
+    server = ArchivedPostgres().start()
+    try:
+        yield server
     finally:
         server.stop()
 

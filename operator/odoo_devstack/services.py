@@ -72,6 +72,16 @@ class PostgresServer:
     workdir: Path = field(default_factory=lambda: _tempdir("postgres"))
     process: ManagedProcess | None = None
     tls: bool = True
+    # More ``-c`` settings (they win over the defaults below) and the server's environment.
+    settings: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] | None = None
+
+    @property
+    def run_as(self) -> str | None:
+        """The account the server runs as: PostgreSQL refuses root."""
+        if os.geteuid() != 0:
+            return None
+        return "postgres" if _user_exists("postgres") else "nobody"
 
     @property
     def dsn(self) -> str:
@@ -95,9 +105,8 @@ class PostgresServer:
         """initdb into the work dir and start ``postgres`` as a child; wait until it answers."""
         bindir = find_postgres_bindir()
         # PostgreSQL refuses to run as root; the Debian package's account runs it instead.
-        run_as = None
-        if os.geteuid() == 0:
-            run_as = "postgres" if _user_exists("postgres") else "nobody"
+        run_as = self.run_as
+        if run_as:
             account = pwd.getpwnam(run_as)
             os.chown(self.workdir, account.pw_uid, account.pw_gid)
         data = self.workdir / "data"
@@ -147,8 +156,14 @@ class PostgresServer:
                 "-c",
                 "max_connections=300",
                 *tls_settings,
+                *(
+                    item
+                    for key, value in self.settings.items()
+                    for item in ("-c", f"{key}={value}")
+                ),
             ],
             self.workdir / "postgresql.log",
+            env=self.env,
             run_as=run_as,
         ).start()
         self.process.wait_until(self._answers, _START_TIMEOUT, "accepting connections", 0.2)
@@ -312,14 +327,18 @@ class AzuriteServer:
     port: int = 0
     workdir: Path = field(default_factory=lambda: _tempdir("azurite"))
     process: ManagedProcess | None = None
+    # HTTPS with the service certificate (for ``localhost``), for clients that speak only
+    # HTTPS, such as pgBackRest.
+    tls: bool = False
 
     @property
     def connection_string(self) -> str:
         """Connection string for the emulator's development account."""
+        scheme, host = ("https", "localhost") if self.tls else ("http", "127.0.0.1")
         return (
-            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+            f"DefaultEndpointsProtocol={scheme};AccountName={AZURITE_ACCOUNT};"
             f"AccountKey={AZURITE_KEY};"
-            f"BlobEndpoint=http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT};"
+            f"BlobEndpoint={scheme}://{host}:{self.port}/{AZURITE_ACCOUNT};"
         )
 
     def start(self) -> AzuriteServer:
@@ -340,6 +359,16 @@ class AzuriteServer:
                 "--skipApiVersionCheck",
                 "--loose",
                 "--disableTelemetry",
+                *(
+                    [
+                        "--cert",
+                        str(service_certificates().server.cert),
+                        "--key",
+                        str(service_certificates().server.key),
+                    ]
+                    if self.tls
+                    else []
+                ),
             ],
             self.workdir / "azurite.log",
         ).start()

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from azure.storage.blob.aio import ContainerClient
 from psycopg import conninfo, sql
 
 from odoo_operator.backends import pgtools
@@ -229,21 +228,6 @@ def new_tenant(
             )
     for role in reversed(roles):
         superuser.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
-
-
-@pytest.fixture
-async def store(blob_connection_string: str) -> AsyncIterator[BlobStore]:
-    """A BlobStore on a container of its own, deleted afterwards."""
-    container = f"test-{uuid.uuid4().hex[:12]}"
-    blob_store = BlobStore.from_connection_string(blob_connection_string, container)
-    try:
-        assert await blob_store.ensure_container() is True
-        assert await blob_store.ensure_container() is False
-        yield blob_store
-    finally:
-        await blob_store.close()
-    async with ContainerClient.from_connection_string(blob_connection_string, container) as client:
-        await client.delete_container()
 
 
 async def blob_sha256(store: BlobStore, name: str) -> tuple[int, str]:

@@ -246,6 +246,10 @@ class Manifest:
     # Figures of the books read in the same snapshot (decimal text, exact): what a restore
     # must give back. Absent from manifests of databases without accounting.
     ledger: Mapping[str, str] = field(default_factory=dict)
+    # A backup of the database as it was at a point in time, recovered from its server's WAL
+    # archive: pointInTime (asked for), recoveredTo (the last transaction replayed),
+    # filestoreFrom (the backup whose filestore it carries), wholeServer ("true"/"false").
+    recovery: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         try:
@@ -299,6 +303,7 @@ class Manifest:
             "modules": sorted(self.modules),
             "rowCounts": dict(sorted(self.row_counts.items())),
             **({"ledger": dict(sorted(self.ledger.items()))} if self.ledger else {}),
+            **({"recovery": dict(sorted(self.recovery.items()))} if self.recovery else {}),
         }
 
     def to_json(self) -> str:
@@ -336,6 +341,11 @@ class Manifest:
             isinstance(k, str) and isinstance(v, str) for k, v in ledger.items()
         ):
             raise ManifestError("manifest ledger must map names to decimal text")
+        recovery = data.get("recovery", {})
+        if not isinstance(recovery, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in recovery.items()
+        ):
+            raise ManifestError("manifest recovery must map names to text")
         return cls(
             instance=_field(data, "instance", str),
             backup_id=_field(data, "backupId", str),
@@ -349,6 +359,7 @@ class Manifest:
             modules=tuple(modules),
             row_counts=dict(row_counts),
             ledger=dict(ledger),
+            recovery=dict(recovery),
         )
 
 

@@ -19,6 +19,7 @@ import contextlib
 import datetime
 import functools
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,8 +106,15 @@ async def run_backup(
     filestore: Path | None,
     odoo_version: str,
     reason: str,
+    filestore_from: str | None = None,
+    recovery: Mapping[str, str] | None = None,
 ) -> Manifest:
     """Back up ``database`` and the ``filestore`` directory as backup ``backup_id``.
+
+    ``filestore_from``: instead of a directory, the filestore part of that backup of the same
+    instance, copied within the store and checked against its manifest (a point-in-time
+    backup carries the filestore of the newest backup before its time); ``recovery``: what
+    the manifest records of such a backup (:attr:`Manifest.recovery`).
 
     Streams ``pg_dump -Fc`` and a tar of the filestore (empty when ``filestore`` is None or
     missing) into the store, then writes the manifest. Returns the manifest. When a manifest
@@ -135,7 +143,15 @@ async def run_backup(
         ) from error
     try:
         manifest = await _take_backup(
-            store, instance, backup_id, database, filestore, odoo_version, reason
+            store,
+            instance,
+            backup_id,
+            database,
+            filestore,
+            odoo_version,
+            reason,
+            filestore_from,
+            recovery or {},
         )
     except BaseException as error:
         await _discard(store, instance, backup_id)
@@ -163,8 +179,11 @@ async def _take_backup(
     filestore: Path | None,
     odoo_version: str,
     reason: str,
+    filestore_from: str | None,
+    recovery: Mapping[str, str],
 ) -> Manifest:
     created_at = now()
+    base = None if filestore_from is None else await read_manifest(store, instance, filestore_from)
     metadata = {"instance": instance, "backup_id": backup_id}
     async with db.connect(access.conninfo, access.database, autocommit=False) as connection:
         await connection.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
@@ -192,6 +211,8 @@ async def _take_backup(
                     )
 
             async def upload_filestore() -> tuple[int, str]:
+                if base is not None:
+                    return await _copy_filestore_part(store, base, backup_id)
                 chunks = iterate_thread_output(
                     f"filestore-tar-{instance}",
                     functools.partial(write_filestore_tar, filestore),
@@ -227,6 +248,7 @@ async def _take_backup(
         modules=tuple(modules),
         row_counts=row_counts,
         ledger=ledger,
+        recovery=recovery,
     )
     # Last: from this moment on the backup exists.
     await store.upload_bytes(
@@ -235,6 +257,23 @@ async def _take_backup(
         {**metadata, "part": "manifest"},
     )
     return manifest
+
+
+async def _copy_filestore_part(store: BlobStore, base: Manifest, backup_id: str) -> tuple[int, str]:
+    """The filestore part of backup ``base``, copied as that of ``backup_id``: checked to be
+    byte for byte what ``base``'s manifest recorded."""
+    source = base.parts[FILESTORE_PART]
+    copied = await store.upload_stream(
+        part_name(base.instance, backup_id, FILESTORE_PART),
+        store.download_stream(part_name(base.instance, base.backup_id, FILESTORE_PART)),
+        {"instance": base.instance, "backup_id": backup_id, "part": FILESTORE_PART},
+    )
+    if copied != (source.size, source.sha256):
+        raise BackupFailed(
+            f"the filestore of backup {base.backup_id} differs from its manifest "
+            f"({copied[0]} bytes, sha256 {copied[1][:12]}...): not copied"
+        )
+    return copied
 
 
 async def _discard(store: BlobStore, instance: str, backup_id: str) -> None:

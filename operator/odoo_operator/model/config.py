@@ -109,8 +109,33 @@ class ServerTls:
 
 
 @dataclass(frozen=True)
+class PitrArchive:
+    """A PostgreSQL server's continuous WAL archive, written by pgBackRest to Azure Blob
+    Storage, from which a tenant's database is recovered to a point in time.
+
+    ``stanza``: pgBackRest's name for the server; ``container`` and ``path``: where the
+    repository lies in the storage account; ``endpoint``: the account's blob host
+    (``<account>.blob.core.windows.net``), with ``port`` and ``uri_style`` (``host`` for
+    Azure, ``path`` for an emulator); ``secret``: a Secret in the operator's namespace with
+    the keys ``account`` and ``key`` (pgBackRest signs with the account key); ``ca_secret``:
+    a Secret whose key ``ca.crt`` holds the CA the endpoint's certificate chains to, when it
+    is not a public one.
+    """
+
+    stanza: str
+    container: str
+    path: str
+    endpoint: str
+    secret: str
+    port: int = 443
+    uri_style: str = "host"
+    ca_secret: str | None = None
+
+
+@dataclass(frozen=True)
 class ServerRef:
-    """A registered server: the Secret with its credentials, its tenancy, its TLS settings.
+    """A registered server: the Secret with its credentials, its tenancy, its TLS settings,
+    and its WAL archive for point-in-time recovery (PostgreSQL only).
 
     ``tls`` None keeps the client libraries' defaults (see the module docstring).
     """
@@ -119,6 +144,7 @@ class ServerRef:
     secret: str
     dedicated: bool = False
     tls: ServerTls | None = None
+    pitr: PitrArchive | None = None
 
 
 # The ServiceAccount backup Jobs of a Workload Identity store run as, in each tenant namespace.
@@ -402,6 +428,63 @@ def _versions(raw: Any) -> tuple[dict[str, str], dict[str, SessionStore]]:
     return images, session_stores
 
 
+_PITR_KEYS = (
+    "stanza",
+    "container",
+    "path",
+    "endpoint",
+    "secretRef",
+    "port",
+    "uriStyle",
+    "caSecretRef",
+)
+_STANZA = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_BLOB_HOST = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def _pitr_archive(raw: Any, key: str) -> PitrArchive | None:
+    """A server's ``pitr`` entry; None when absent. Every value ends up in pgBackRest's
+    environment, so each is checked for its form, naming the field."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{key} must be a mapping")
+    unknown = sorted(set(raw) - set(_PITR_KEYS))
+    if unknown:
+        raise ConfigError(f"{key}: unknown keys {unknown} (known: {', '.join(_PITR_KEYS)})")
+    missing = [
+        field for field in ("stanza", "container", "endpoint", "secretRef") if not raw.get(field)
+    ]
+    if missing:
+        raise ConfigError(f"{key} needs {', '.join(missing)}")
+    stanza, endpoint = str(raw["stanza"]), str(raw["endpoint"])
+    if not _STANZA.match(stanza):
+        raise ConfigError(f"{key}.stanza {stanza!r} is not a pgBackRest stanza name")
+    if not _BLOB_HOST.match(endpoint):
+        raise ConfigError(
+            f"{key}.endpoint {endpoint!r} must be a host name, without scheme or port"
+        )
+    path = str(raw.get("path") or f"/{stanza}")
+    if not path.startswith("/") or any(part in ("", ".", "..") for part in path[1:].split("/")):
+        raise ConfigError(f"{key}.path {path!r} must be an absolute path without . or ..")
+    uri_style = str(raw.get("uriStyle", "host"))
+    if uri_style not in ("host", "path"):
+        raise ConfigError(f"{key}.uriStyle must be host or path, got {uri_style!r}")
+    port = raw.get("port", 443)
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise ConfigError(f"{key}.port must be a TCP port, got {port!r}")
+    return PitrArchive(
+        stanza=stanza,
+        container=str(raw["container"]),
+        path=path,
+        endpoint=endpoint,
+        secret=str(raw["secretRef"]),
+        port=port,
+        uri_style=uri_style,
+        ca_secret=raw.get("caSecretRef") or None,
+    )
+
+
 def _servers(raw: Mapping[str, Any], section: str) -> tuple[dict[str, ServerRef], str | None]:
     servers: dict[str, ServerRef] = {}
     defaults: list[str] = []
@@ -414,6 +497,9 @@ def _servers(raw: Mapping[str, Any], section: str) -> tuple[dict[str, ServerRef]
             entry["secretRef"],
             bool(entry.get("dedicated", False)),
             parse_tls(entry.get("tls"), f"{section}.{name}.tls"),
+            _pitr_archive(entry.get("pitr"), f"{section}.{name}.pitr")
+            if section == "postgresServers"
+            else None,
         )
         if entry.get("default"):
             defaults.append(name)
