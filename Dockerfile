@@ -9,6 +9,9 @@
 # - pg_dump/pg_restore come from the PostgreSQL project's own Debian repository, at the newest
 #   major: pg_dump reads servers of its own major and older, so one client serves every
 #   supported server (Azure Database for PostgreSQL flexible server 13 to 17);
+# - point-in-time recovery replays a server's WAL archive with pgBackRest on a temporary
+#   PostgreSQL server of the archive's major: pgbackrest and the server binaries of
+#   PITR_PG_MAJORS (no cluster is created; the operator starts its own on scratch space);
 # - no HEALTHCHECK: Kubernetes probes Kopf's liveness endpoint instead.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -25,6 +28,7 @@ FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG PG_MAJOR=17
+ARG PITR_PG_MAJORS="15 16 17"
 LABEL org.opencontainers.image.title="odoo-operator" \
       org.opencontainers.image.description="Kubernetes operator for finance-grade Odoo tenants" \
       org.opencontainers.image.licenses="Apache-2.0" \
@@ -33,11 +37,15 @@ LABEL org.opencontainers.image.title="odoo-operator" \
       org.opencontainers.image.revision="${REVISION}"
 ADD --chmod=644 https://www.postgresql.org/media/keys/ACCC4CF8.asc /etc/apt/keyrings/postgresql.asc
 # Debian's own client packages move with the distribution; the client's major is pinned above.
-# hadolint ignore=DL3008
+# The server packages' list is split into words on purpose (one package per major).
+# hadolint ignore=DL3008,SC2046
 RUN echo "deb [signed-by=/etc/apt/keyrings/postgresql.asc] https://apt.postgresql.org/pub/repos/apt bookworm-pgdg main" \
       > /etc/apt/sources.list.d/pgdg.list \
+ && mkdir -p /etc/postgresql-common \
+ && echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf \
  && apt-get update \
- && apt-get install -y --no-install-recommends "postgresql-client-${PG_MAJOR}" \
+ && apt-get install -y --no-install-recommends "postgresql-client-${PG_MAJOR}" pgbackrest \
+      $(for major in ${PITR_PG_MAJORS}; do echo "postgresql-${major}"; done) \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin operator
 COPY --from=build /opt/venv /opt/venv

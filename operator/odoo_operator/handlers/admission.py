@@ -342,11 +342,16 @@ async def validate_restore(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         # A drill restores into a temporary instance of the operator's own: no tenant's
         # data is replaced, so there is nothing more to refuse here.
         return
-    backup = await clients.kube.get(API_VERSION, BACKUP_KIND, request.backup)
     target = await clients.kube.get(API_VERSION, INSTANCE_KIND, request.target)
-    if backup is None or target is None:
+    if request.point_in_time is not None:
+        source = request.point_in_time_source
+    else:
+        backup = await clients.kube.get(API_VERSION, BACKUP_KIND, request.backup)
+        if backup is None:
+            return
+        source = str((backup.get("spec") or {}).get("instance", ""))
+    if target is None:
         return
-    source = str((backup.get("spec") or {}).get("instance", ""))
     problems = request.problems(source, InstanceSpec.from_resource(target))
     if problems:
         raise kopf.AdmissionError(" ".join(problems), code=_REFUSAL_CODE)

@@ -7,6 +7,7 @@ interpret them.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -18,7 +19,9 @@ BACKUP_KIND = "OdooBackup"
 RESTORE_PLURAL = "odoorestores"
 RESTORE_KIND = "OdooRestore"
 
-BackupReason = Literal["manual", "scheduled", "pre-upgrade", "post-upgrade", "pre-delete"]
+BackupReason = Literal[
+    "manual", "scheduled", "pre-upgrade", "post-upgrade", "pre-delete", "point-in-time"
+]
 VerifyMode = Literal["AfterEachBackup", "Scheduled", "Never"]
 
 # Phases of OdooBackup and OdooRestore, as Jobs have them.
@@ -71,24 +74,42 @@ class BackupPolicy:
         )
 
 
+def parse_point_in_time(value: Any, field_name: str) -> datetime.datetime:
+    """An RFC 3339 time with its zone (``2026-11-30T14:33:00Z``); ValueError naming the field."""
+    try:
+        moment = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{field_name} {value!r} is not an RFC 3339 time") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{field_name} {value!r} has no time zone (e.g. Z or +01:00)")
+    return moment
+
+
 @dataclass(frozen=True)
 class BackupRequest:
-    """One OdooBackup: which instance, why, and whether it is exempt from pruning."""
+    """One OdooBackup: which instance, why, and whether it is exempt from pruning.
+
+    With ``spec.pointInTime`` the backup is of the database as it was at that time,
+    recovered from its server's WAL archive (reason ``point-in-time``).
+    """
 
     name: str
     instance: str
     reason: BackupReason = "manual"
     retain: bool = False
+    point_in_time: str | None = None  # as written; parse_point_in_time reads it
 
     @classmethod
     def from_resource(cls, body: Mapping[str, Any]) -> BackupRequest:
         """Read an OdooBackup object."""
         spec = body.get("spec") or {}
+        point_in_time = spec.get("pointInTime") or None
         return cls(
             name=str(body["metadata"]["name"]),
             instance=str(spec["instance"]),
-            reason=spec.get("reason", "manual"),
+            reason="point-in-time" if point_in_time else spec.get("reason", "manual"),
             retain=bool(spec.get("retain", False)),
+            point_in_time=None if point_in_time is None else str(point_in_time),
         )
 
 
@@ -114,6 +135,8 @@ class RestoreRequest:
     drill: bool = False
     # NEUTRALIZE or ANONYMIZE; None: anonymize into development instances, else neutralize.
     data_protection: str | None = None
+    # Instead of a backup: the time to recover the source's database to (RFC 3339, as written).
+    point_in_time: str | None = None
 
     @classmethod
     def from_resource(cls, body: Mapping[str, Any]) -> RestoreRequest:
@@ -122,13 +145,20 @@ class RestoreRequest:
         neutralize = spec.get("neutralize")
         return cls(
             name=str(body["metadata"]["name"]),
-            backup=str(spec["backup"]),
+            backup=str(spec.get("backup") or ""),
             target=str((spec.get("target") or {}).get("instance") or ""),
             neutralize=None if neutralize is None else bool(neutralize),
             from_instance=spec.get("fromInstance") or None,
             drill=bool(spec.get("drill", False)),
             data_protection=spec.get("dataProtection") or None,
+            point_in_time=str(spec["pointInTime"]) if spec.get("pointInTime") else None,
         )
+
+    @property
+    def point_in_time_source(self) -> str:
+        """The instance whose database a point-in-time restore recovers: the one
+        ``spec.fromInstance`` names, else the target itself (in place)."""
+        return self.from_instance or self.target
 
     def neutralizes(self, in_place: bool, production_target: bool = True) -> bool:
         """Whether the restored database is neutralized: clones are, by default, and a

@@ -28,6 +28,7 @@ import logging
 import secrets
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from ..builders.odoo_users import (
     password_hash,
 )
 from ..engine import RestoreRefused, RestoreTarget, restore_backup
+from ..engine.pitr import POINT_IN_TIME_REASON
 from ..engine.restore import check_odoo_versions, filestore_restore_paths
 from ..model.backup import (
     BACKUP_KIND,
@@ -117,6 +119,12 @@ async def run_restore_request(
     status = dict(body.get("status") or {}) if status is None else status
     if status.get("phase") in FINISHED:
         return status
+    if request.point_in_time is not None:
+        # Recovered first, as an OdooBackup of its own; then restored like any backup.
+        recovered = await _point_in_time_backup(clients, request, status)
+        if not isinstance(recovered, str):
+            return recovered
+        request = replace(request, backup=recovered)
     if status.get("step") == _SWAPPING:
         return await _swap_filestore(clients, body, request, status)
     if status.get("step") == "restoring":
@@ -289,6 +297,43 @@ def _data_protection_statements(
     return statements
 
 
+async def _point_in_time_backup(
+    clients: Clients, request: RestoreRequest, status: dict[str, Any]
+) -> str | dict[str, Any]:
+    """The OdooBackup of the source's database at ``spec.pointInTime``: its name once it
+    succeeded; the finished status when it failed; :class:`RestoreWaiting` while it runs."""
+    name = f"{request.name}-pitr"
+    source = request.point_in_time_source
+    status.update(pointInTimeBackup=name, pointInTime=request.point_in_time)
+    backup = await clients.kube.get(API_VERSION, BACKUP_KIND, name)
+    if backup is None:
+        recovery = backup_object(source, name, POINT_IN_TIME_REASON, retain=True)
+        recovery["spec"]["pointInTime"] = request.point_in_time
+        await clients.kube.apply(recovery)
+        raise RestoreWaiting(
+            f"recovering the database of {source} to {request.point_in_time} from its "
+            f"server's WAL archive (OdooBackup {name})",
+            status,
+        )
+    backup_status = backup.get("status") or {}
+    phase = backup_status.get("phase")
+    if phase == FAILED:
+        return finished(
+            status,
+            FAILED,
+            "PointInTimeFailed",
+            f"the point-in-time backup {name} failed ({backup_status.get('reason')}: "
+            f"{backup_status.get('message')}); {request.target} was not touched",
+        )
+    if phase != SUCCEEDED:
+        raise RestoreWaiting(f"waiting for the point-in-time backup {name}", status)
+    status.update(
+        recoveredTo=backup_status.get("recoveredTo"),
+        filestoreFrom=backup_status.get("filestoreFrom"),
+    )
+    return name
+
+
 async def _safety_backup(
     clients: Clients, request: RestoreRequest, target: InstanceSpec, status: dict[str, Any]
 ) -> dict[str, Any] | None:
@@ -327,7 +372,15 @@ def _restored(status: dict[str, Any], backup_id: str, source: str, target: str) 
         status,
         SUCCEEDED,
         "Restored",
-        f"{kind} of backup {backup_id} of {source} into {target} (database and filestore); "
+        f"{kind} of backup {backup_id} of {source} into {target} (database and filestore"
+        + (
+            f", the database as of {status.get('recoveredTo') or 'the archive base backup'} "
+            f"for the point in time {status['pointInTime']}, the filestore of backup "
+            f"{status.get('filestoreFrom')}"
+            if status.get("pointInTime")
+            else ""
+        )
+        + "); "
         f"the previous database is kept as {status.get('keptDatabase')}"
         + (
             f" and the previous filestore as {status['keptFilestore']}"
