@@ -825,6 +825,40 @@ RESTORE_CREATES = [
         Refused("spec.dataProtection"),
         id="data-protection-unknown",
     ),
+    pytest.param(
+        lambda f: _restore(f.victim_backup, f.victim, pointInTime="2026-11-30T14:33:00Z"),
+        Refused("spec.backup", "or spec.pointInTime"),
+        id="backup-and-point-in-time",
+    ),
+    pytest.param(
+        lambda f: {
+            **_restore(f.victim_backup, f.victim),
+            "spec": {"pointInTime": "yesterday at noon", "target": {"instance": f.victim}},
+        },
+        Refused("spec.pointInTime"),
+        id="point-in-time-not-a-time",
+    ),
+    pytest.param(
+        lambda f: {
+            **_restore(f.victim_backup, f.victim),
+            "spec": {"pointInTime": "2026-11-30T14:33:00Z", "target": {"instance": f.staging}},
+        },
+        ADMITTED,
+        id="point-in-time-in-place-of-staging",
+    ),
+    pytest.param(
+        lambda f: {
+            **_restore(f.victim_backup, f.victim),
+            "spec": {
+                "pointInTime": "2026-11-30T14:33:00Z",
+                "fromInstance": f.victim,
+                "target": {"instance": f.staging},
+                "neutralize": False,
+            },
+        },
+        NEUTRALIZE,
+        id="point-in-time-live-data-into-staging",
+    ),
 ]
 
 

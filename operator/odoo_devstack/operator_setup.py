@@ -14,12 +14,15 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from kubernetes import client
 
 from . import kubectl
+
+if TYPE_CHECKING:
+    from .pitr import ArchivedPostgres
 
 OPERATOR_NAMESPACE = "odoo-operator"
 BACKUP_CONTAINER = "odoo-backups"
@@ -47,6 +50,50 @@ DEDICATED_TOLERATION = {
 }
 
 
+def _archive_secrets(archived: ArchivedPostgres) -> list[dict[str, object]]:
+    """The archived server's admin login, its archive's account and key, and its CA."""
+    server, archive = archived.server, archived.archive
+    assert server is not None, "start the archived server first"
+
+    def data(values: Mapping[str, str]) -> dict[str, str]:
+        return {key: base64.b64encode(value.encode()).decode() for key, value in values.items()}
+
+    def secret(name: str, values: Mapping[str, str]) -> dict[str, object]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": OPERATOR_NAMESPACE},
+            "type": "Opaque",
+            "data": data(values),
+        }
+
+    access = archived.access
+    assert archive.ca_secret is not None
+    assert access.ca_file is not None
+    return [
+        secret("postgres-archived", {"dsn": server.dsn}),
+        secret(archive.secret, {"account": access.account, "key": access.key}),
+        secret(archive.ca_secret, {"ca.crt": access.ca_file.read_text()}),
+    ]
+
+
+def _archived_entry(archived: ArchivedPostgres) -> dict[str, object]:
+    archive = archived.archive
+    return {
+        "secretRef": "postgres-archived",
+        "pitr": {
+            "stanza": archive.stanza,
+            "container": archive.container,
+            "path": archive.path,
+            "endpoint": archive.endpoint,
+            "port": archive.port,
+            "uriStyle": archive.uri_style,
+            "secretRef": archive.secret,
+            "caSecretRef": archive.ca_secret,
+        },
+    }
+
+
 def register_servers(
     api: client.ApiClient,
     postgres_dsn: str,
@@ -59,6 +106,7 @@ def register_servers(
     versions: Mapping[str, Any] | None = None,
     shared_node_pool: Mapping[str, Any] | None = None,
     secondary_blob_connection_string: str | None = None,
+    archived: ArchivedPostgres | None = None,
 ) -> Path:
     """Create the server Secrets and return the path of the operator config file.
 
@@ -72,7 +120,8 @@ def register_servers(
     ``versions`` replaces the version map (:data:`DEFAULT_IMAGES`), e.g. with
     :data:`REAL_NODE_VERSIONS` for tenants whose pods run the harness's Odoo runtimes.
     ``secondary_blob_connection_string`` registers a second store, ``secondary`` (another
-    Azurite), for ``spec.backup.secondaryStoreRef``.
+    Azurite), for ``spec.backup.secondaryStoreRef``. ``archived`` registers a PostgreSQL
+    server ``archived`` with its WAL archive (``pitr``), for point-in-time recovery.
     """
 
     def secret(name: str, key: str, value: str) -> dict[str, object]:
@@ -102,6 +151,7 @@ def register_servers(
                 if secondary_blob_connection_string
                 else []
             ),
+            *(_archive_secrets(archived) if archived is not None else []),
         ],
     )
     config = {
@@ -110,6 +160,7 @@ def register_servers(
         "postgresServers": {
             "main": {"secretRef": "postgres-main", "default": True},
             "dedicated": {"secretRef": "postgres-dedicated", "dedicated": True},
+            **({"archived": _archived_entry(archived)} if archived is not None else {}),
         },
         "redisServers": {
             "main": {"secretRef": "redis-main", "default": True},

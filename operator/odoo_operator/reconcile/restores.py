@@ -322,7 +322,7 @@ async def _point_in_time_backup(
             status,
             FAILED,
             "PointInTimeFailed",
-            f"the point-in-time backup {name} failed ({backup_status.get('reason')}: "
+            f"the point-in-time backup {name} failed ({_failure_reason(backup_status)}: "
             f"{backup_status.get('message')}); {request.target} was not touched",
         )
     if phase != SUCCEEDED:
@@ -332,6 +332,14 @@ async def _point_in_time_backup(
         filestoreFrom=backup_status.get("filestoreFrom"),
     )
     return name
+
+
+def _failure_reason(status: Mapping[str, Any]) -> str:
+    """The reason of a finished object's Failed condition."""
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Failed":
+            return str(condition.get("reason") or "Failed")
+    return "Failed"
 
 
 async def _safety_backup(
