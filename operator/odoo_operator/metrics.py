@@ -417,10 +417,28 @@ class TenantState:
         return None
 
 
+@dataclass(frozen=True)
+class ArchiveState:
+    """A PostgreSQL server's WAL archive as its ``pg_stat_archiver`` shows it.
+
+    ``pending_segments``: WAL segments written in full but not yet archived (0 on a server
+    whose archiver keeps up, idle or not); ``archive_timeout_seconds``: the longest a change
+    waits before its segment is switched out to be archived, the archive's best RPO.
+    """
+
+    up: bool
+    last_archived_epoch: float | None = None
+    pending_segments: int = 0
+    failed_count: int = 0
+    last_failed_epoch: float | None = None
+    archive_timeout_seconds: float | None = None
+
+
 @dataclass
 class _FleetState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     tenants: dict[str, TenantState] = field(default_factory=dict)
+    archives: dict[str, ArchiveState] = field(default_factory=dict)
     # What the probe loop needs to reach a tenant's database, set once its database exists.
     targets: dict[str, InstanceSpec] = field(default_factory=dict)
     in_flight: int = 0
@@ -660,6 +678,12 @@ def record_probe_round(seconds: float, tenants: int) -> None:
         _STATE.probe_round_tenants = tenants
 
 
+def record_archive(server: str, state: ArchiveState) -> None:
+    """The latest reading of a registered server's WAL archive."""
+    with _STATE.lock:
+        _STATE.archives[server] = state
+
+
 def probe_targets() -> dict[str, tuple[InstanceSpec, str | None]]:
     """Tenants whose database exists: spec and current phase, for the probe loop."""
     with _STATE.lock:
@@ -674,6 +698,7 @@ def reset() -> None:
     with _STATE.lock:
         _STATE.tenants.clear()
         _STATE.targets.clear()
+        _STATE.archives.clear()
         _STATE.probe_round_seconds = None
         _STATE.probe_round_tenants = 0
 
@@ -693,7 +718,9 @@ class _FleetCollector(Collector):
             in_flight = _STATE.in_flight
             round_seconds = _STATE.probe_round_seconds
             round_tenants = _STATE.probe_round_tenants
+            archives = dict(_STATE.archives)
         yield from _fleet_metrics(tenants, in_flight, round_seconds, round_tenants)
+        yield from _archive_metrics(archives, time.time())
 
 
 # Reasons of RestoreDrillPassed=False (reconcile/drills.py), one series each.
@@ -971,6 +998,66 @@ def _fleet_metrics(
     yield round_count
 
 
+def _archive_metrics(archives: Mapping[str, ArchiveState], now: float) -> Iterator[Metric]:
+    labels = ("server",)
+    up = _gauge(
+        "pitr_archive_up", "1 when the server's WAL archiver statistics could be read.", labels
+    )
+    last = _gauge(
+        "pitr_archive_last_archived_timestamp_seconds",
+        "When the server last archived a WAL segment (Unix time).",
+        labels,
+    )
+    age = _gauge(
+        "pitr_archive_last_archived_age_seconds",
+        "Seconds since the server last archived a WAL segment (grows on an idle server too).",
+        labels,
+    )
+    pending = _gauge(
+        "pitr_archive_pending_segments",
+        "WAL segments written in full but not archived yet: changes point-in-time recovery "
+        "cannot reach (0 when the archiver keeps up).",
+        labels,
+    )
+    failed = _gauge(
+        "pitr_archive_failed_count",
+        "Failed archive attempts since the server's statistics were last reset.",
+        labels,
+    )
+    failing = _gauge(
+        "pitr_archive_failing",
+        "1 when the server's last archive attempt failed (no success since).",
+        labels,
+    )
+    timeout = _gauge(
+        "pitr_archive_timeout_seconds",
+        "The server's archive_timeout: the longest a change waits to be archived (best RPO).",
+        labels,
+    )
+    for server, state in sorted(archives.items()):
+        up.add_metric([server], 1 if state.up else 0)
+        if not state.up:
+            continue
+        if state.last_archived_epoch is not None:
+            last.add_metric([server], state.last_archived_epoch)
+            age.add_metric([server], max(0.0, now - state.last_archived_epoch))
+        pending.add_metric([server], state.pending_segments)
+        failed.add_metric([server], state.failed_count)
+        failing.add_metric(
+            [server],
+            1
+            if state.last_failed_epoch is not None
+            and (
+                state.last_archived_epoch is None
+                or state.last_failed_epoch > state.last_archived_epoch
+            )
+            else 0,
+        )
+        if state.archive_timeout_seconds is not None:
+            timeout.add_metric([server], state.archive_timeout_seconds)
+    yield from (up, last, age, pending, failed, failing, timeout)
+
+
 REGISTRY.register(_FleetCollector())
 
 
@@ -999,6 +1086,7 @@ def metric_names() -> set[str]:
     ):
         families.extend(collector.describe())
     families.extend(_fleet_metrics({}, 0, None, 0))
+    families.extend(_archive_metrics({}, 0.0))
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
     return {
         family.name + suffix for family in families for suffix in suffixes.get(family.type, ("",))

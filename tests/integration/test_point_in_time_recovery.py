@@ -21,7 +21,9 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
+from odoo_devstack.pitr import ARCHIVE_TIMEOUT_SECONDS
 from odoo_operator.backends.blobstore import BlobStore
+from odoo_operator.backends.postgres import read_archiver
 from odoo_operator.engine import RestoreTarget, restore_backup
 from odoo_operator.engine.backup import DatabaseAccess, run_backup
 from odoo_operator.engine.errors import RestoreError
@@ -222,3 +224,23 @@ async def test_a_point_in_time_the_archive_does_not_reach_fails_saying_why(
         ):
             pass
     assert not workdir.exists()
+
+
+async def test_an_archive_that_keeps_up_shows_no_waiting_segment_and_its_best_rpo(
+    archived_postgres: ArchivedPostgres,
+) -> None:
+    """What the operator's metrics read from a server whose archiver works: nothing waiting
+    once the newest segment is archived, no failure, and archive_timeout as the best RPO."""
+    assert await wait_archived(_dsn(archived_postgres)) is not None
+    state = await read_archiver(_dsn(archived_postgres), 10)
+    assert state.up
+    assert state.pending_segments == 0
+    assert state.failed_count == 0
+    assert state.archive_timeout_seconds == ARCHIVE_TIMEOUT_SECONDS
+    assert state.last_archived_epoch is not None
+    assert time.time() - state.last_archived_epoch < 60
+
+
+async def test_an_unreachable_server_reads_as_an_archive_that_is_not_up() -> None:
+    state = await read_archiver("host=127.0.0.1 port=1 user=nobody connect_timeout=2", 5)
+    assert not state.up

@@ -577,6 +577,9 @@ async def test_blob_calls_are_timed_by_operation_and_a_missing_blob_counts_as_no
 
 
 class _Locks:
+    # No server with a WAL archive: the round checks none.
+    config = SimpleNamespace(postgres_servers={})
+
     def tenant_lock(self, name: str) -> asyncio.Lock:
         return asyncio.Lock()
 
@@ -650,3 +653,37 @@ def test_admission_answers_are_timed_by_webhook_and_decision() -> None:
     with pytest.raises(KeyError), metrics.observe_admission("validate-instance"):
         raise KeyError("spec")
     assert {d: count(d) - before[d] for d in before} == {"allowed": 1, "refused": 1, "error": 1}
+
+
+def test_a_wal_archive_is_reported_with_its_age_waiting_segments_and_failures() -> None:
+    metrics.reset()
+    metrics.record_archive(
+        "main",
+        metrics.ArchiveState(
+            up=True,
+            last_archived_epoch=1_000.0,
+            pending_segments=3,
+            failed_count=2,
+            last_failed_epoch=1_100.0,
+            archive_timeout_seconds=60.0,
+        ),
+    )
+    metrics.record_archive("dedicated", metrics.ArchiveState(up=False))
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in metrics._archive_metrics(metrics._STATE.archives, 1_250.0)
+        for sample in family.samples
+    }
+    main = (("server", "main"),)
+    assert samples[("odoo_operator_pitr_archive_up", main)] == 1
+    assert samples[("odoo_operator_pitr_archive_last_archived_age_seconds", main)] == 250
+    assert samples[("odoo_operator_pitr_archive_pending_segments", main)] == 3
+    # The last attempt failed after the last success: failing.
+    assert samples[("odoo_operator_pitr_archive_failing", main)] == 1
+    assert samples[("odoo_operator_pitr_archive_timeout_seconds", main)] == 60
+    assert samples[("odoo_operator_pitr_archive_up", (("server", "dedicated"),))] == 0
+    assert (
+        "odoo_operator_pitr_archive_pending_segments",
+        (("server", "dedicated"),),
+    ) not in samples
+    metrics.reset()

@@ -629,3 +629,54 @@ def _server_address(parameters: dict[str, Any]) -> str:
     host = parameters.get("host") or parameters.get("hostaddr") or "(default host)"
     port = parameters.get("port") or "5432"
     return f"{host}:{port}"
+
+
+_ARCHIVER_QUERY = (
+    "SELECT extract(epoch FROM last_archived_time)::float8, last_archived_wal, failed_count,"
+    " extract(epoch FROM last_failed_time)::float8, pg_walfile_name(pg_current_wal_lsn()),"
+    " (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'),"
+    " (SELECT setting::float8 FROM pg_settings WHERE name = 'archive_timeout')"
+    " FROM pg_stat_archiver"
+)
+
+
+def _segment_number(wal_file: str, segment_size: int) -> int:
+    """The position of a WAL file (timeline, log and segment in hex) in the WAL stream."""
+    return int(wal_file[8:16], 16) * (0x100000000 // segment_size) + int(wal_file[16:24], 16)
+
+
+async def read_archiver(conninfo: str, timeout: float) -> metrics.ArchiveState:
+    """A server's WAL archiver as ``pg_stat_archiver`` shows it, read with ``conninfo`` (the
+    operator's admin login); ``up`` False when it cannot be read within ``timeout``."""
+    try:
+        async with asyncio.timeout(timeout):
+            connection = await psycopg.AsyncConnection.connect(
+                conninfo, autocommit=True, application_name="odoo-operator-archive-check"
+            )
+            async with connection:
+                cursor = await connection.execute(_ARCHIVER_QUERY)
+                row = await cursor.fetchone()
+    except (TimeoutError, psycopg.Error) as error:
+        logger.info("cannot read the WAL archiver's statistics: %s", error)
+        return metrics.ArchiveState(up=False)
+    if row is None:  # pragma: no cover - pg_stat_archiver always has its one row
+        return metrics.ArchiveState(up=False)
+    archived_at, archived_wal, failed, failed_at, current_wal, segment_size, archive_timeout = row
+    pending = 0
+    if archived_wal and current_wal and segment_size:
+        # The current segment is being written; those between it and the last archived one
+        # are complete and wait for the archiver.
+        pending = max(
+            0,
+            _segment_number(str(current_wal), int(segment_size))
+            - _segment_number(str(archived_wal), int(segment_size))
+            - 1,
+        )
+    return metrics.ArchiveState(
+        up=True,
+        last_archived_epoch=archived_at,
+        pending_segments=pending,
+        failed_count=int(failed or 0),
+        last_failed_epoch=failed_at,
+        archive_timeout_seconds=archive_timeout,
+    )

@@ -43,11 +43,13 @@ import aiohttp
 
 from .. import metrics
 from ..backends.odoo_http import check_health, check_login
+from ..backends.postgres import read_archiver
 from ..backends.tenant_session import read_only_transaction
 from ..builders.odoo_users import CREDENTIALS_SECRET, MONITOR_LOGIN, MONITOR_PASSWORD_KEY
 from ..builders.schedule import parse_duration
 from ..builders.tenant import ODOO_HTTP_PORT
 from ..engine.database import first_line
+from ..model.config import ServerRef
 from ..model.spec import InstanceSpec
 from ..reconcile.backups import tenant_database_access
 from ..reconcile.clients import Clients
@@ -327,6 +329,18 @@ class TenantProber:
         if service_up is not None:
             await self.login_one(name, spec, service_up)
 
+    async def check_archive(self, server: ServerRef) -> None:
+        """Read a server's WAL archiver (servers registered with a ``pitr`` archive)."""
+        try:
+            conninfo = await self.clients.postgres_admin_conninfo(server)
+        except Exception as error:  # noqa: BLE001 - reported as the archive being unreadable
+            logger.warning("no admin login for server %s: %s", server.name, error)
+            metrics.record_archive(server.name, metrics.ArchiveState(up=False))
+            return
+        async with self._semaphore:
+            state = await read_archiver(conninfo, self.settings.timeout)
+        metrics.record_archive(server.name, state)
+
     async def run_round(self) -> int:
         """Probe every tenant once, and check the serving ones; the number probed."""
         targets = metrics.probe_targets()
@@ -351,6 +365,11 @@ class TenantProber:
         await asyncio.gather(
             *(self.probe_one(name, spec) for name, spec in due),
             *(self.check_one(name, spec) for name, spec in serving),
+            *(
+                self.check_archive(server)
+                for server in self.clients.config.postgres_servers.values()
+                if server.pitr is not None
+            ),
         )
         metrics.record_probe_round(time.monotonic() - started, len(due))
         return len(due)
