@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 from kubernetes import client
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from e2e.tenants import (
     BACKUPS,
@@ -204,3 +206,88 @@ def test_a_point_in_time_restore_of_a_tenant_without_an_archive_fails_touching_n
     finally:
         delete_quietly(custom, PLURAL, name)
         wait_gone(custom, PLURAL, name)
+
+
+def test_a_restore_from_a_server_recovered_outside_the_operator_takes_its_database_from_there(
+    k8s: client.ApiClient,
+    recovering_operator: tuple[ManagedProcess, Path],
+    archived_postgres: ArchivedPostgres,
+    postgres_dsn: str,
+) -> None:
+    """Azure's point-in-time restore of a flexible server makes a new server holding every
+    database as it was; registered, it is the source of a restore naming it (spec.fromServer).
+    Here the registry's ``main`` plays that server: it holds the tenant's database and role as
+    they were, while the tenant lives on ``archived``."""
+    operator, filestores = recovering_operator
+    custom = client.CustomObjectsApi(k8s)
+    name = f"azpitr-{uuid.uuid4().hex[:5]}"
+    assert archived_postgres.server is not None
+    custom.create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        PLURAL,
+        make_instance(
+            name,
+            database={"serverRef": "archived"},
+            backup={"verify": "Never"},
+            deletionPolicy="Delete",
+        ),
+    )
+    role = database = ""
+    try:
+        wait_ready(custom, name, operator)
+        login = tenant_login(k8s, archived_postgres.server.dsn, name)
+        seed_odoo_like_database(login, filestores / name)
+        base = wait_finished(custom, BACKUPS, create_backup(custom, name))
+        assert base["status"]["phase"] == "Succeeded", base["status"]
+        # The "recovered server": the tenant's role and database as they were at that time.
+        recovered = conninfo_to_dict(tenant_login(k8s, postgres_dsn, name))
+        role, database = str(recovered["user"]), str(recovered["dbname"])
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(str(recovered["password"]))
+                )
+            )
+            admin.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(database), sql.Identifier(role)
+                )
+            )
+        as_recovered = tenant_login(k8s, postgres_dsn, name)
+        seed_odoo_like_database(as_recovered, filestores / f"{name}-recovered", partners=3)
+        then = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+
+        restore = f"from-azure-{uuid.uuid4().hex[:5]}"
+        custom.create_cluster_custom_object(
+            GROUP,
+            VERSION,
+            RESTORES,
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "OdooRestore",
+                "metadata": {"name": restore},
+                "spec": {"pointInTime": then, "fromServer": "main", "target": {"instance": name}},
+            },
+        )
+        status = wait_finished(custom, RESTORES, restore, 300)["status"]
+        assert status["phase"] == "Succeeded", (status, operator.log_tail())
+        recovery = custom.get_cluster_custom_object(GROUP, VERSION, BACKUPS, f"{restore}-pitr")
+        assert recovery["status"]["fromServer"] == "main", recovery["status"]
+        assert recovery["status"]["filestoreFrom"] == base["status"]["backupId"]
+        assert "read from server main" in recovery["status"]["message"]
+        # The tenant now holds the recovered server's rows: 3 partners, not 25.
+        assert _rows(tenant_login(k8s, archived_postgres.server.dsn, name)) == _rows(as_recovered)
+        assert len(_rows(as_recovered)) == 3
+        wait_ready(custom, name, operator)
+    finally:
+        delete_quietly(custom, PLURAL, name)
+        wait_gone(custom, PLURAL, name)
+        if role:
+            with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+                admin.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(database)
+                    )
+                )
+                admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

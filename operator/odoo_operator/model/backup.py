@@ -98,6 +98,9 @@ class BackupRequest:
     reason: BackupReason = "manual"
     retain: bool = False
     point_in_time: str | None = None  # as written; parse_point_in_time reads it
+    # A registered server already recovered to point_in_time (Azure's point-in-time restore
+    # of a flexible server): the database is read from there instead of an archive.
+    from_server: str | None = None
 
     @classmethod
     def from_resource(cls, body: Mapping[str, Any]) -> BackupRequest:
@@ -110,6 +113,7 @@ class BackupRequest:
             reason="point-in-time" if point_in_time else spec.get("reason", "manual"),
             retain=bool(spec.get("retain", False)),
             point_in_time=None if point_in_time is None else str(point_in_time),
+            from_server=spec.get("fromServer") or None,
         )
 
 
@@ -137,6 +141,8 @@ class RestoreRequest:
     data_protection: str | None = None
     # Instead of a backup: the time to recover the source's database to (RFC 3339, as written).
     point_in_time: str | None = None
+    # With point_in_time: a registered server already recovered to that time (Azure).
+    from_server: str | None = None
 
     @classmethod
     def from_resource(cls, body: Mapping[str, Any]) -> RestoreRequest:
@@ -152,6 +158,7 @@ class RestoreRequest:
             drill=bool(spec.get("drill", False)),
             data_protection=spec.get("dataProtection") or None,
             point_in_time=str(spec["pointInTime"]) if spec.get("pointInTime") else None,
+            from_server=spec.get("fromServer") or None,
         )
 
     @property

@@ -106,9 +106,12 @@ async def _instance(clients: Clients, name: str) -> dict[str, Any] | None:
     return await clients.kube.get(API_VERSION, INSTANCE_KIND, name)
 
 
-async def tenant_database_access(clients: Clients, spec: InstanceSpec) -> DatabaseAccess:
-    """How the engine reads the tenant's database: as its own role, on its own server."""
-    server = clients.config.postgres_server(spec.database_server)
+async def tenant_database_access(
+    clients: Clients, spec: InstanceSpec, server_name: str | None = None
+) -> DatabaseAccess:
+    """How the engine reads the tenant's database: as its own role, on its own server, or on
+    ``server_name`` (a registered copy of that server, which holds the same roles)."""
+    server = clients.config.postgres_server(server_name or spec.database_server)
     _, endpoint = await clients.postgres(server)
     secret = await clients.kube.get("v1", "Secret", CREDENTIALS_SECRET, spec.namespace)
     encoded = ((secret or {}).get("data") or {}).get("database-password")
@@ -274,13 +277,26 @@ async def _point_in_time(
             "startedAt": precise_timestamp(started),
             "execution": "operator",
             "pointInTime": request.point_in_time,
-            "message": f"recovering {spec.database} to {request.point_in_time} from its "
-            "server's WAL archive",
+            "message": f"recovering {spec.database} to {request.point_in_time} "
+            + (
+                f"from server {request.from_server}"
+                if request.from_server
+                else "from its server's WAL archive"
+            ),
         },
     )
     status = {**status, "pointInTime": request.point_in_time}
     try:
-        taken = await take_point_in_time_backup(clients, request, spec, store, store_ref, backup_id)
+        recovered_server = (
+            await tenant_database_access(clients, spec, request.from_server)
+            if request.from_server
+            else None
+        )
+        taken = await take_point_in_time_backup(
+            clients, request, spec, store, store_ref, backup_id, recovered_server
+        )
+    except ConfigError as error:
+        return _failed(status, "InvalidConfiguration", f"spec.fromServer: {error}")
     except PointInTimeRefused as refused:
         return _failed(status, refused.reason, str(refused))
     except Exception as exc:  # noqa: BLE001 - any failure ends this backup, with its reason
@@ -292,29 +308,8 @@ async def _point_in_time(
     done = _succeeded(
         status, taken.manifest, store_ref.name, store_ref.container, started, "operator"
     )
-    recovered = taken.recovered
-    recovered_to = (
-        precise_timestamp(recovered.recovered_to) if recovered.recovered_to is not None else None
-    )
-    done.update(
-        pointInTime=request.point_in_time,
-        recoveredTo=recovered_to,
-        filestoreFrom=taken.filestore_from,
-        wholeServer=recovered.whole_server,
-    )
-    done["message"] = (
-        f"{spec.database} recovered to "
-        + (recovered_to or "the archive's base backup (no transaction after it)")
-        + f" (asked for {request.point_in_time}) from the WAL archive of server "
-        f"{taken.server}: base restored in {recovered.restore_seconds:.1f}s"
-        + (
-            " (the whole server: its archive backup predates the database)"
-            if recovered.whole_server
-            else ""
-        )
-        + f", WAL replayed in {recovered.replay_seconds:.1f}s; filestore of backup "
-        f"{taken.filestore_from}; the manifest is written"
-    )
+    done.update(taken.status_fields())
+    done["message"] = f"{taken.summary}; the manifest is written"
     return await _with_store_protection(done, store)
 
 

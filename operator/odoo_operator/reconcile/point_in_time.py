@@ -27,12 +27,20 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
 
 from ..backends.blobstore import BlobStore
 from ..builders.backup_layout import Manifest, backup_time
-from ..engine.pitr import ArchiveAccess, RecoveredDatabase, run_point_in_time_backup, wait_archived
+from ..engine.backup import DatabaseAccess, run_backup
+from ..engine.pitr import (
+    POINT_IN_TIME_REASON,
+    ArchiveAccess,
+    RecoveredDatabase,
+    run_point_in_time_backup,
+    wait_archived,
+)
 from ..model.backup import BACKUP_KIND, SUCCEEDED, BackupRequest, parse_point_in_time
 from ..model.config import BlobStoreRef, PitrArchive
 from ..model.names import API_VERSION
@@ -63,9 +71,57 @@ class PointInTimeBackup:
     """What a point-in-time backup took, for the OdooBackup's status."""
 
     manifest: Manifest
-    recovered: RecoveredDatabase
+    point_in_time: str
     filestore_from: str
     server: str
+    # From an archive (None when read from a server already recovered, such as Azure's):
+    recovered: RecoveredDatabase | None = None
+
+    def status_fields(self) -> dict[str, Any]:
+        """``pointInTime``, ``recoveredTo``, ``filestoreFrom``, and ``wholeServer`` or
+        ``fromServer``."""
+        fields: dict[str, Any] = {
+            "pointInTime": self.point_in_time,
+            "filestoreFrom": self.filestore_from,
+        }
+        if self.recovered is None:
+            fields["fromServer"] = self.server
+            return fields
+        recovered_to = self.recovered.recovered_to
+        fields["recoveredTo"] = _timestamp(recovered_to) if recovered_to is not None else None
+        fields["wholeServer"] = self.recovered.whole_server
+        return fields
+
+    @property
+    def summary(self) -> str:
+        """One line for the OdooBackup's message."""
+        database = self.manifest.database
+        if self.recovered is None:
+            return (
+                f"{database} read from server {self.server}, recovered to {self.point_in_time} "
+                f"outside the operator; filestore of backup {self.filestore_from}"
+            )
+        recovered = self.recovered
+        to = (
+            _timestamp(recovered.recovered_to)
+            if recovered.recovered_to is not None
+            else "the archive's base backup (no transaction after it)"
+        )
+        whole = (
+            " (the whole server: its archive backup predates the database)"
+            if recovered.whole_server
+            else ""
+        )
+        return (
+            f"{database} recovered to {to} (asked for {self.point_in_time}) from the WAL "
+            f"archive of server {self.server}: base restored in "
+            f"{recovered.restore_seconds:.1f}s{whole}, WAL replayed in "
+            f"{recovered.replay_seconds:.1f}s; filestore of backup {self.filestore_from}"
+        )
+
+
+def _timestamp(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 async def take_point_in_time_backup(
@@ -75,8 +131,12 @@ async def take_point_in_time_backup(
     store: BlobStore,
     store_ref: BlobStoreRef,
     backup_id: str,
+    recovered_server: DatabaseAccess | None = None,
 ) -> PointInTimeBackup:
     """Recover ``spec``'s database to ``request.point_in_time`` and store it as ``backup_id``.
+
+    With ``recovered_server`` (``spec.fromServer``: a registered server that Azure's own
+    point-in-time restore made) the database is read from there as it is, no archive needed.
 
     Raises :class:`PointInTimeRefused` when it cannot be done (no archive, a time in the
     future, no earlier backup to take the filestore from) and the engine's errors when the
@@ -90,6 +150,24 @@ async def take_point_in_time_backup(
         raise PointInTimeRefused(
             "InvalidPointInTime", f"spec.pointInTime {request.point_in_time} is in the future"
         )
+    if recovered_server is not None and request.from_server:
+        base = await _newest_backup_before(clients, request.instance, store_ref.name, target)
+        manifest = await run_backup(
+            store,
+            request.instance,
+            backup_id,
+            recovered_server,
+            None,
+            spec.version,
+            POINT_IN_TIME_REASON,
+            filestore_from=base,
+            recovery={
+                "pointInTime": str(request.point_in_time),
+                "fromServer": request.from_server,
+                "filestoreFrom": base,
+            },
+        )
+        return PointInTimeBackup(manifest, str(request.point_in_time), base, request.from_server)
     server = clients.config.postgres_server(spec.database_server)
     if server.pitr is None:
         raise PointInTimeRefused(
@@ -117,7 +195,7 @@ async def take_point_in_time_backup(
                 workdir=workroot / f"odoo-pitr-{backup_id}",
                 run_as=os.environ.get(RUN_AS_ENV) or None,
             )
-    return PointInTimeBackup(manifest, recovered, base, server.name)
+    return PointInTimeBackup(manifest, str(request.point_in_time), base, server.name, recovered)
 
 
 async def _newest_backup_before(

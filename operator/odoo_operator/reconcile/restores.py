@@ -309,6 +309,8 @@ async def _point_in_time_backup(
     if backup is None:
         recovery = backup_object(source, name, POINT_IN_TIME_REASON, retain=True)
         recovery["spec"]["pointInTime"] = request.point_in_time
+        if request.from_server:
+            recovery["spec"]["fromServer"] = request.from_server
         await clients.kube.apply(recovery)
         raise RestoreWaiting(
             f"recovering the database of {source} to {request.point_in_time} from its "
