@@ -23,7 +23,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from e2e.tenants import GROUP, VERSION, create_backup
+from e2e.tenants import GROUP, VERSION, create_backup, create_restore
 from kubernetes import client
 
 from conformance.tenants import (
@@ -138,17 +138,7 @@ def test_an_in_place_restore_brings_back_a_posted_invoice_and_its_pdf_attachment
 
     started = time.monotonic()
     restore = f"rst-{uuid.uuid4().hex[:6]}"
-    custom.create_cluster_custom_object(
-        GROUP,
-        VERSION,
-        RESTORES,
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "OdooRestore",
-            "metadata": {"name": restore},
-            "spec": {"backup": backup, "target": {"instance": tenant.name}},
-        },
-    )
+    create_restore(custom, restore, {"backup": backup, "target": {"instance": tenant.name}})
     restored = wait_finished(
         custom, conformance_operator, RESTORES, restore, FINISH_TIMEOUT_SECONDS
     )
@@ -210,17 +200,7 @@ def test_a_restore_drill_brings_the_whole_tenant_back_on_real_odoo_and_measures_
     assert int(ledger["postedEntries"]) >= 1, ledger
 
     drill = f"drill-of-{uuid.uuid4().hex[:6]}"
-    custom.create_cluster_custom_object(
-        GROUP,
-        VERSION,
-        RESTORES,
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "OdooRestore",
-            "metadata": {"name": drill},
-            "spec": {"backup": backup, "drill": True},
-        },
-    )
+    create_restore(custom, drill, {"backup": backup, "drill": True})
     done = wait_finished(custom, conformance_operator, RESTORES, drill, FINISH_TIMEOUT_SECONDS)
     status = done["status"]
     assert status["phase"] == "Succeeded", status
@@ -323,19 +303,13 @@ def test_an_anonymized_clone_into_a_development_tenant_keeps_the_books_not_the_p
         tenant.version, "cfd", {**TENANT_SPEC, "environment": "development"}
     ) as development:
         clone = f"anonymized-{uuid.uuid4().hex[:6]}"
-        custom.create_cluster_custom_object(
-            GROUP,
-            VERSION,
-            RESTORES,
+        create_restore(
+            custom,
+            clone,
             {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "OdooRestore",
-                "metadata": {"name": clone},
-                "spec": {
-                    "backup": backup,
-                    "target": {"instance": development.name},
-                    "fromInstance": tenant.name,
-                },
+                "backup": backup,
+                "target": {"instance": development.name},
+                "fromInstance": tenant.name,
             },
         )
         started = time.monotonic()

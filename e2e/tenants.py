@@ -288,18 +288,23 @@ def wait_finished(
     return found
 
 
+def create_restore(custom: client.CustomObjectsApi, name: str, spec: dict[str, Any]) -> None:
+    """Create OdooRestore ``name`` with ``spec``."""
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "OdooRestore",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    custom.create_cluster_custom_object(GROUP, VERSION, RESTORES, body)
+
+
 def restore_into(
     custom: client.CustomObjectsApi, backup: str, target: str, **spec: Any
 ) -> dict[str, Any]:
     """Create an OdooRestore of ``backup`` into ``target`` and wait until it finished."""
     name = f"rst-{uuid.uuid4().hex[:6]}"
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "OdooRestore",
-        "metadata": {"name": name},
-        "spec": {"backup": backup, "target": {"instance": target}, **spec},
-    }
-    custom.create_cluster_custom_object(GROUP, VERSION, RESTORES, body)
+    create_restore(custom, name, {"backup": backup, "target": {"instance": target}, **spec})
     return wait_finished(custom, RESTORES, name, 180)
 
 

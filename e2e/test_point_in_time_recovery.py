@@ -12,6 +12,7 @@ This module runs its own operator: the archived server is registered only here.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import time
 import uuid
@@ -33,6 +34,7 @@ from e2e.tenants import (
     RESTORES,
     VERSION,
     create_backup,
+    create_restore,
     delete_quietly,
     make_instance,
     seed_odoo_like_database,
@@ -83,6 +85,30 @@ def recovering_operator(
         operator.stop()
 
 
+@contextlib.contextmanager
+def _tenant(
+    custom: client.CustomObjectsApi, operator: ManagedProcess, name: str, server: str
+) -> Iterator[None]:
+    """Tenant ``name`` on PostgreSQL server ``server``, Ready; deleted afterwards."""
+    custom.create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        PLURAL,
+        make_instance(
+            name,
+            database={"serverRef": server},
+            backup={"verify": "Never"},
+            deletionPolicy="Delete",
+        ),
+    )
+    try:
+        wait_ready(custom, name, operator)
+        yield
+    finally:
+        delete_quietly(custom, PLURAL, name)
+        wait_gone(custom, PLURAL, name)
+
+
 def _rows(login: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(login) as connection:
         return connection.execute("SELECT id, name FROM res_partner ORDER BY id").fetchall()
@@ -98,19 +124,7 @@ def test_an_in_place_restore_to_a_noted_time_brings_back_that_moment_and_not_the
     name = f"pitr-{uuid.uuid4().hex[:5]}"
     assert archived_postgres.server is not None
     server_dsn = archived_postgres.server.dsn
-    custom.create_cluster_custom_object(
-        GROUP,
-        VERSION,
-        PLURAL,
-        make_instance(
-            name,
-            database={"serverRef": "archived"},
-            backup={"verify": "Never"},
-            deletionPolicy="Delete",
-        ),
-    )
-    try:
-        wait_ready(custom, name, operator)
+    with _tenant(custom, operator, name, "archived"):
         login = tenant_login(k8s, server_dsn, name)
         seed_odoo_like_database(login, filestores / name)
         base = wait_finished(custom, BACKUPS, create_backup(custom, name))
@@ -129,18 +143,12 @@ def test_an_in_place_restore_to_a_noted_time_brings_back_that_moment_and_not_the
         assert _rows(login) != good
 
         restore = f"back-to-{uuid.uuid4().hex[:5]}"
-        custom.create_cluster_custom_object(
-            GROUP,
-            VERSION,
-            RESTORES,
+        create_restore(
+            custom,
+            restore,
             {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "OdooRestore",
-                "metadata": {"name": restore},
-                "spec": {
-                    "pointInTime": point.isoformat().replace("+00:00", "Z"),
-                    "target": {"instance": name},
-                },
+                "pointInTime": point.isoformat().replace("+00:00", "Z"),
+                "target": {"instance": name},
             },
         )
         done = wait_finished(custom, RESTORES, restore, 300)
@@ -161,9 +169,6 @@ def test_an_in_place_restore_to_a_noted_time_brings_back_that_moment_and_not_the
         login = tenant_login(k8s, server_dsn, name)
         assert _rows(login) == good
         wait_ready(custom, name, operator)
-    finally:
-        delete_quietly(custom, PLURAL, name)
-        wait_gone(custom, PLURAL, name)
 
 
 def test_a_point_in_time_restore_of_a_tenant_without_an_archive_fails_touching_nothing(
@@ -172,28 +177,13 @@ def test_a_point_in_time_restore_of_a_tenant_without_an_archive_fails_touching_n
     operator, filestores = recovering_operator
     custom = client.CustomObjectsApi(k8s)
     name = f"nopitr-{uuid.uuid4().hex[:5]}"
-    custom.create_cluster_custom_object(
-        GROUP,
-        VERSION,
-        PLURAL,
-        make_instance(name, backup={"verify": "Never"}, deletionPolicy="Delete"),
-    )
-    try:
-        wait_ready(custom, name, operator)
+    with _tenant(custom, operator, name, "main"):
         login = tenant_login(k8s, postgres_dsn, name)
         seed_odoo_like_database(login, filestores / name)
         before = _rows(login)
         restore = f"back-to-{uuid.uuid4().hex[:5]}"
-        custom.create_cluster_custom_object(
-            GROUP,
-            VERSION,
-            RESTORES,
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "OdooRestore",
-                "metadata": {"name": restore},
-                "spec": {"pointInTime": "2026-01-01T00:00:00Z", "target": {"instance": name}},
-            },
+        create_restore(
+            custom, restore, {"pointInTime": "2026-01-01T00:00:00Z", "target": {"instance": name}}
         )
         status = wait_finished(custom, RESTORES, restore, 120)["status"]
         failed = next(c for c in status["conditions"] if c["type"] == "Failed")
@@ -203,9 +193,6 @@ def test_a_point_in_time_restore_of_a_tenant_without_an_archive_fails_touching_n
         assert "safetyBackup" not in status
         assert _rows(login) == before
         wait_ready(custom, name, operator)
-    finally:
-        delete_quietly(custom, PLURAL, name)
-        wait_gone(custom, PLURAL, name)
 
 
 def test_a_restore_from_a_server_recovered_outside_the_operator_takes_its_database_from_there(
@@ -222,67 +209,50 @@ def test_a_restore_from_a_server_recovered_outside_the_operator_takes_its_databa
     custom = client.CustomObjectsApi(k8s)
     name = f"azpitr-{uuid.uuid4().hex[:5]}"
     assert archived_postgres.server is not None
-    custom.create_cluster_custom_object(
-        GROUP,
-        VERSION,
-        PLURAL,
-        make_instance(
-            name,
-            database={"serverRef": "archived"},
-            backup={"verify": "Never"},
-            deletionPolicy="Delete",
-        ),
-    )
     role = database = ""
     try:
-        wait_ready(custom, name, operator)
-        login = tenant_login(k8s, archived_postgres.server.dsn, name)
-        seed_odoo_like_database(login, filestores / name)
-        base = wait_finished(custom, BACKUPS, create_backup(custom, name))
-        assert base["status"]["phase"] == "Succeeded", base["status"]
-        # The "recovered server": the tenant's role and database as they were at that time.
-        recovered = conninfo_to_dict(tenant_login(k8s, postgres_dsn, name))
-        role, database = str(recovered["user"]), str(recovered["dbname"])
-        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                    sql.Identifier(role), sql.Literal(str(recovered["password"]))
+        with _tenant(custom, operator, name, "archived"):
+            login = tenant_login(k8s, archived_postgres.server.dsn, name)
+            seed_odoo_like_database(login, filestores / name)
+            base = wait_finished(custom, BACKUPS, create_backup(custom, name))
+            assert base["status"]["phase"] == "Succeeded", base["status"]
+            # The "recovered server": the tenant's role and database as they were at that time.
+            recovered = conninfo_to_dict(tenant_login(k8s, postgres_dsn, name))
+            role, database = str(recovered["user"]), str(recovered["dbname"])
+            with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+                admin.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                        sql.Identifier(role), sql.Literal(str(recovered["password"]))
+                    )
                 )
-            )
-            admin.execute(
-                sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                    sql.Identifier(database), sql.Identifier(role)
+                admin.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(database), sql.Identifier(role)
+                    )
                 )
-            )
-        as_recovered = tenant_login(k8s, postgres_dsn, name)
-        seed_odoo_like_database(as_recovered, filestores / f"{name}-recovered", partners=3)
-        then = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+            as_recovered = tenant_login(k8s, postgres_dsn, name)
+            seed_odoo_like_database(as_recovered, filestores / f"{name}-recovered", partners=3)
+            then = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
 
-        restore = f"from-azure-{uuid.uuid4().hex[:5]}"
-        custom.create_cluster_custom_object(
-            GROUP,
-            VERSION,
-            RESTORES,
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "OdooRestore",
-                "metadata": {"name": restore},
-                "spec": {"pointInTime": then, "fromServer": "main", "target": {"instance": name}},
-            },
-        )
-        status = wait_finished(custom, RESTORES, restore, 300)["status"]
-        assert status["phase"] == "Succeeded", (status, operator.log_tail())
-        recovery = custom.get_cluster_custom_object(GROUP, VERSION, BACKUPS, f"{restore}-pitr")
-        assert recovery["status"]["fromServer"] == "main", recovery["status"]
-        assert recovery["status"]["filestoreFrom"] == base["status"]["backupId"]
-        assert "read from server main" in recovery["status"]["message"]
-        # The tenant now holds the recovered server's rows: 3 partners, not 25.
-        assert _rows(tenant_login(k8s, archived_postgres.server.dsn, name)) == _rows(as_recovered)
-        assert len(_rows(as_recovered)) == 3
-        wait_ready(custom, name, operator)
+            restore = f"from-azure-{uuid.uuid4().hex[:5]}"
+            create_restore(
+                custom,
+                restore,
+                {"pointInTime": then, "fromServer": "main", "target": {"instance": name}},
+            )
+            status = wait_finished(custom, RESTORES, restore, 300)["status"]
+            assert status["phase"] == "Succeeded", (status, operator.log_tail())
+            recovery = custom.get_cluster_custom_object(GROUP, VERSION, BACKUPS, f"{restore}-pitr")
+            assert recovery["status"]["fromServer"] == "main", recovery["status"]
+            assert recovery["status"]["filestoreFrom"] == base["status"]["backupId"]
+            assert "read from server main" in recovery["status"]["message"]
+            # The tenant now holds the recovered server's rows: 3 partners, not 25.
+            assert _rows(tenant_login(k8s, archived_postgres.server.dsn, name)) == _rows(
+                as_recovered
+            )
+            assert len(_rows(as_recovered)) == 3
+            wait_ready(custom, name, operator)
     finally:
-        delete_quietly(custom, PLURAL, name)
-        wait_gone(custom, PLURAL, name)
         if role:
             with psycopg.connect(postgres_dsn, autocommit=True) as admin:
                 admin.execute(

@@ -164,10 +164,10 @@ def test_pruning_removes_unnamed_files_and_the_folders_they_leave_empty(tmp_path
     assert left == ["3f", "3f/3f2a", "a0", "a0/a01b"]
 
 
-def _swap_job(prune: bool) -> dict[str, Any]:
+def _filestore_job(step: str, prune: bool) -> dict[str, Any]:
     return build_filestore_restore_job(
         _instance("stage", "staging"),
-        step="swap",
+        step=step,
         restore_name="to-staging",
         restore_uid="0a1b2c3d-4e5f-6789-abcd-ef0123456789",
         backup_instance="acme",
@@ -176,16 +176,16 @@ def _swap_job(prune: bool) -> dict[str, Any]:
         tolerations=(),
         image="registry.example/odoo-operator:1.0",
         container="odoo-backups",
-        store_secret_key=None,
+        store_secret_key="connectionString" if step == "stage" else None,
         prune_unreferenced=prune,
     )
 
 
 def test_only_the_swap_of_an_anonymized_clone_logs_in_to_the_database() -> None:
-    plain = _swap_job(prune=False)["spec"]["template"]["spec"]["containers"][0]
+    plain = _filestore_job("swap", prune=False)["spec"]["template"]["spec"]["containers"][0]
     assert "env" not in plain
     assert "--prune-unreferenced" not in plain["args"]
-    pruning = _swap_job(prune=True)["spec"]["template"]["spec"]["containers"][0]
+    pruning = _filestore_job("swap", prune=True)["spec"]["template"]["spec"]["containers"][0]
     assert pruning["args"][-1] == "--prune-unreferenced"
     env = {variable["name"]: variable for variable in pruning["env"]}
     # The tenant's own login, from its Secret: never a value in the Job's spec.
@@ -196,17 +196,4 @@ def test_only_the_swap_of_an_anonymized_clone_logs_in_to_the_database() -> None:
 
 def test_only_the_swap_step_prunes() -> None:
     with pytest.raises(ValueError, match="only the swap step prunes"):
-        build_filestore_restore_job(
-            _instance("stage", "staging"),
-            step="stage",
-            restore_name="to-staging",
-            restore_uid="0a1b2c3d-4e5f-6789-abcd-ef0123456789",
-            backup_instance="acme",
-            backup_id="20260101T000000Z-ab12",
-            node_selector={},
-            tolerations=(),
-            image="registry.example/odoo-operator:1.0",
-            container="odoo-backups",
-            store_secret_key="connectionString",
-            prune_unreferenced=True,
-        )
+        _filestore_job("stage", prune=True)

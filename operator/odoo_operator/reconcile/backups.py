@@ -220,18 +220,13 @@ async def run_backup_request(clients: Clients, body: Mapping[str, Any]) -> Backu
             return await _start_backup_job(
                 clients, request, spec, store_ref, backup_id, started, status
             )
-        await clients.kube.patch_status(
-            API_VERSION,
-            BACKUP_KIND,
-            request.name,
-            {
-                "phase": RUNNING,
-                "backupId": backup_id,
-                "store": store_ref.name,
-                "startedAt": precise_timestamp(started),
-                "execution": "operator",
-                "message": "backing up the database and the filestore",
-            },
+        await _running_in_operator(
+            clients,
+            request,
+            backup_id,
+            store_ref,
+            started,
+            message="backing up the database and the filestore",
         )
         try:
             manifest = await run_backup(
@@ -255,6 +250,32 @@ async def run_backup_request(clients: Clients, body: Mapping[str, Any]) -> Backu
     return BackupResult(await _with_store_protection(done, store))
 
 
+async def _running_in_operator(
+    clients: Clients,
+    request: BackupRequest,
+    backup_id: str,
+    store_ref: BlobStoreRef,
+    started: datetime.datetime,
+    message: str,
+    **fields: Any,
+) -> None:
+    """Publish that the backup runs in the operator's process, and what it does."""
+    await clients.kube.patch_status(
+        API_VERSION,
+        BACKUP_KIND,
+        request.name,
+        {
+            "phase": RUNNING,
+            "backupId": backup_id,
+            "store": store_ref.name,
+            "startedAt": precise_timestamp(started),
+            "execution": "operator",
+            **fields,
+            "message": message,
+        },
+    )
+
+
 async def _point_in_time(
     clients: Clients,
     request: BackupRequest,
@@ -266,24 +287,19 @@ async def _point_in_time(
     status: dict[str, Any],
 ) -> dict[str, Any]:
     """A backup of the database as it was at ``spec.pointInTime``, in the operator."""
-    await clients.kube.patch_status(
-        API_VERSION,
-        BACKUP_KIND,
-        request.name,
-        {
-            "phase": RUNNING,
-            "backupId": backup_id,
-            "store": store_ref.name,
-            "startedAt": precise_timestamp(started),
-            "execution": "operator",
-            "pointInTime": request.point_in_time,
-            "message": f"recovering {spec.database} to {request.point_in_time} "
-            + (
-                f"from server {request.from_server}"
-                if request.from_server
-                else "from its server's WAL archive"
-            ),
-        },
+    await _running_in_operator(
+        clients,
+        request,
+        backup_id,
+        store_ref,
+        started,
+        message=f"recovering {spec.database} to {request.point_in_time} "
+        + (
+            f"from server {request.from_server}"
+            if request.from_server
+            else "from its server's WAL archive"
+        ),
+        pointInTime=request.point_in_time,
     )
     status = {**status, "pointInTime": request.point_in_time}
     try:
