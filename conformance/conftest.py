@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import psycopg
@@ -66,6 +66,9 @@ from odoo_devstack.ports import free_port
 from odoo_devstack.processes import ManagedProcess
 from odoo_devstack.pytest_fixtures import OdooRuntimes
 from odoo_devstack.traefik import TraefikProcess
+
+if TYPE_CHECKING:
+    from odoo_devstack.pitr import ArchivedPostgres
 
 REPO = Path(__file__).parents[1]
 # The operator's probes of every tenant (database, /web/health and the monitoring user's
@@ -305,9 +308,11 @@ def backup_conformance_operator(
     redis_url: str,
     blob_connection_string: str,
     real_node_runner: RealNodeProcess,
+    archived_postgres: ArchivedPostgres,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ManagedProcess]:
-    """The conformance operator with the session's blob store and ``backupExecution: job``.
+    """The conformance operator with the session's blob store and ``backupExecution: job``,
+    and the server ``archived`` whose WAL archive serves point-in-time restores.
 
     A module that backs up real tenants overrides ``conformance_operator`` with this one.
     Jobs, not the operator's process: a dedicated tenant's filestore is the real node's
@@ -317,10 +322,12 @@ def backup_conformance_operator(
     if PLUGIN not in real_node_runner.plugins:
         pytest.fail(f"the session's real node runs without the Odoo images ({PLUGIN})")
     # The blob store too is reached by the backup Job's pod through the runner's relays.
+    assert archived_postgres.server is not None
     for port in (
         _port(postgres_dsn, 5432),
         _port(redis_url, 6379),
         _blob_port(blob_connection_string),
+        archived_postgres.server.port,
     ):
         real_node_runner.forward_host_port(port)
     kubectl.install_crds(k8s, REPO / "crds")
@@ -336,6 +343,7 @@ def backup_conformance_operator(
         dedicated_node_pool=placement(),
         shared_node_pool=placement(),
         versions=REAL_NODE_VERSIONS,
+        archived=archived_postgres,
     )
     process = start_operator(
         operator_kubeconfig,
@@ -344,7 +352,8 @@ def backup_conformance_operator(
         drift_interval=DRIFT_INTERVAL_SECONDS,
         upgrade_interval=UPGRADE_INTERVAL_SECONDS,
         metrics_port=free_port(),
-        environment=PROBES,
+        # PostgreSQL refuses root, which the harness runs as: recoveries run as the server's.
+        environment={**PROBES, "ODOO_OPERATOR_PITR_RUN_AS": archived_postgres.server.run_as or ""},
     )
     yield process
     process.stop()

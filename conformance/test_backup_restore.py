@@ -19,17 +19,19 @@ import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
 from e2e.tenants import GROUP, VERSION, create_backup, create_restore
 from kubernetes import client
+from psycopg import conninfo
 
 from conformance.tenants import (
     INVOICE_FIELDS,
     INVOICE_PDF,
     READY_TIMEOUT_SECONDS,
+    OdooSession,
     Tenant,
     admin_session,
     authenticate,
@@ -52,6 +54,9 @@ from odoo_operator.builders.odoo_users import (
     MONITOR_LOGIN,
     MONITOR_PASSWORD_KEY,
 )
+
+if TYPE_CHECKING:
+    from odoo_devstack.pitr import ArchivedPostgres
 
 TENANT_PREFIX = "cfb"
 TENANT_SPEC: dict[str, Any] = {"modules": ["account"]}
@@ -361,3 +366,97 @@ def test_an_anonymized_clone_into_a_development_tenant_keeps_the_books_not_the_p
             web, development.database, "admin", source[ADMIN_PASSWORD_KEY]
         )
         assert not (with_source_password.get("result") or {}).get("uid"), with_source_password
+
+
+def _post_invoice(odoo: OdooSession, customer: str, amount: float) -> int:
+    """A posted customer invoice of one line, as a user of the web client posts it."""
+    partner = odoo.call("res.partner", "create", [{"name": customer}])
+    move = odoo.call(
+        "account.move",
+        "create",
+        [
+            {
+                "move_type": "out_invoice",
+                "partner_id": partner,
+                "invoice_line_ids": [
+                    [0, 0, {"name": "Service", "quantity": 1, "price_unit": amount}]
+                ],
+            }
+        ],
+    )
+    odoo.call("account.move", "action_post", [[move]])
+    return int(move)
+
+
+def test_a_real_odoo_tenant_recovered_to_a_noted_time_keeps_the_invoices_posted_before_it(
+    k8s: client.ApiClient,
+    real_node_runner: RealNodeProcess,
+    conformance_operator: ManagedProcess,
+    archived_postgres: ArchivedPostgres,
+    make_tenant: Callable[[str, str, dict[str, Any]], AbstractContextManager[Tenant]],
+) -> None:
+    """Point-in-time recovery on real Odoo 18.0: a tenant on the server whose WAL is
+    archived posts an invoice with its PDF, is backed up, posts another invoice, and the time
+    is noted; then a bad run posts a wrong invoice and resets the first to draft. An in-place
+    OdooRestore to the noted time gives back both good invoices, posted, with their amounts,
+    the PDF of the first, and no trace of the bad run, through Odoo itself."""
+    assert archived_postgres.server is not None
+    custom = client.CustomObjectsApi(k8s)
+    spec = {**TENANT_SPEC, "database": {"serverRef": "archived"}}
+    with make_tenant("18.0", "cfp", spec) as tenant:
+        odoo = admin_session(k8s, tenant)
+        first = post_invoice_with_pdf(odoo)
+        backup = create_backup(custom, tenant.name)
+        backed_up = wait_finished(
+            custom, conformance_operator, BACKUPS, backup, FINISH_TIMEOUT_SECONDS
+        )
+        assert backed_up["status"]["phase"] == "Succeeded", backed_up["status"]
+        # After the backup: only the WAL archive has it.
+        second = _post_invoice(odoo, "Customer after the backup", 250.0)
+        good = odoo.call(
+            "account.move", "read", [[first.move, second], ["name", "state", "amount_total"]]
+        )
+        database = conninfo.make_conninfo(archived_postgres.server.dsn, dbname=tenant.database)
+        with psycopg.connect(database, autocommit=True) as connection:
+            time.sleep(1)
+            noted_row = connection.execute("SELECT now()").fetchone()
+            assert noted_row is not None
+            time.sleep(1)
+        noted: datetime.datetime = noted_row[0]
+        # The bad run: a wrong invoice posted, the first one reset to draft.
+        wrong = _post_invoice(odoo, "Wrong customer", 999999.0)
+        odoo.call("account.move", "button_draft", [[first.move]])
+
+        restore = f"back-to-{uuid.uuid4().hex[:6]}"
+        started = time.monotonic()
+        create_restore(
+            custom,
+            restore,
+            {
+                "pointInTime": noted.isoformat().replace("+00:00", "Z"),
+                "target": {"instance": tenant.name},
+            },
+        )
+        done = wait_finished(
+            custom, conformance_operator, RESTORES, restore, FINISH_TIMEOUT_SECONDS
+        )
+        tenant.timings["point-in-time restore (in place, with safety backup)"] = (
+            time.monotonic() - started
+        )
+        status = done["status"]
+        assert status["phase"] == "Succeeded", status
+        assert status["filestoreFrom"] == backed_up["status"]["backupId"]
+        recovered_to = datetime.datetime.fromisoformat(status["recoveredTo"].replace("Z", "+00:00"))
+        assert recovered_to <= noted
+
+        # Through Odoo: both good invoices posted as they were, the wrong one gone, the PDF back.
+        wait_ready(k8s, real_node_runner, conformance_operator, tenant.name)
+        eventually(lambda: signs_in(k8s, tenant), "the admin to sign in after the restore", 180)
+        odoo = admin_session(k8s, tenant)
+        after = odoo.call(
+            "account.move", "read", [[first.move, second], ["name", "state", "amount_total"]]
+        )
+        assert after == good
+        assert odoo.call("account.move", "search", [[["id", "=", wrong]]]) == []
+        served = odoo.get(first.download)
+        assert (served.status, served.body) == (200, INVOICE_PDF), served

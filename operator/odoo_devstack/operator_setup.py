@@ -81,6 +81,8 @@ def _archived_entry(archived: ArchivedPostgres) -> dict[str, object]:
     archive = archived.archive
     return {
         "secretRef": "postgres-archived",
+        # Serves dedicated tenants too (the conformance suite's, on the real node).
+        "dedicated": True,
         "pitr": {
             "stanza": archive.stanza,
             "container": archive.container,
