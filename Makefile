@@ -59,6 +59,12 @@ demo: bootstrap
 bench-backup: bootstrap
 	$(BIN)/python -m odoo_devstack.bench_backup
 
+.PHONY: bench-pitr
+BENCH_PITR_ARGS ?=
+## bench-pitr: point-in-time recovery of a generated 1 GB tenant from its WAL archive, and the archive's RPO (docs/benchmarks.md)
+bench-pitr: bootstrap
+	$(BIN)/python -m odoo_devstack.bench_pitr $(BENCH_PITR_ARGS)
+
 .PHONY: bench-fleet
 BENCH_FLEET_ARGS ?=
 ## bench-fleet: the operator with 100, 500 and 1,000 tenants on KWOK: time to Ready, idle calls, restart (docs/benchmarks.md)

@@ -394,6 +394,7 @@ def test_a_real_odoo_tenant_recovered_to_a_noted_time_keeps_the_invoices_posted_
     conformance_operator: ManagedProcess,
     archived_postgres: ArchivedPostgres,
     make_tenant: Callable[[str, str, dict[str, Any]], AbstractContextManager[Tenant]],
+    tenant: Tenant,  # the module's parametrization names it; this test makes its own
 ) -> None:
     """Point-in-time recovery on real Odoo 18.0: a tenant on the server whose WAL is
     archived posts an invoice with its PDF, is backed up, posts another invoice, and the time
@@ -403,10 +404,11 @@ def test_a_real_odoo_tenant_recovered_to_a_noted_time_keeps_the_invoices_posted_
     assert archived_postgres.server is not None
     custom = client.CustomObjectsApi(k8s)
     spec = {**TENANT_SPEC, "database": {"serverRef": "archived"}}
-    with make_tenant("18.0", "cfp", spec) as tenant:
-        odoo = admin_session(k8s, tenant)
+    del tenant
+    with make_tenant("18.0", "cfp", spec) as archived_tenant:
+        odoo = admin_session(k8s, archived_tenant)
         first = post_invoice_with_pdf(odoo)
-        backup = create_backup(custom, tenant.name)
+        backup = create_backup(custom, archived_tenant.name)
         backed_up = wait_finished(
             custom, conformance_operator, BACKUPS, backup, FINISH_TIMEOUT_SECONDS
         )
@@ -416,7 +418,9 @@ def test_a_real_odoo_tenant_recovered_to_a_noted_time_keeps_the_invoices_posted_
         good = odoo.call(
             "account.move", "read", [[first.move, second], ["name", "state", "amount_total"]]
         )
-        database = conninfo.make_conninfo(archived_postgres.server.dsn, dbname=tenant.database)
+        database = conninfo.make_conninfo(
+            archived_postgres.server.dsn, dbname=archived_tenant.database
+        )
         with psycopg.connect(database, autocommit=True) as connection:
             time.sleep(1)
             noted_row = connection.execute("SELECT now()").fetchone()
@@ -434,13 +438,13 @@ def test_a_real_odoo_tenant_recovered_to_a_noted_time_keeps_the_invoices_posted_
             restore,
             {
                 "pointInTime": noted.isoformat().replace("+00:00", "Z"),
-                "target": {"instance": tenant.name},
+                "target": {"instance": archived_tenant.name},
             },
         )
         done = wait_finished(
             custom, conformance_operator, RESTORES, restore, FINISH_TIMEOUT_SECONDS
         )
-        tenant.timings["point-in-time restore (in place, with safety backup)"] = (
+        archived_tenant.timings["point-in-time restore (in place, with safety backup)"] = (
             time.monotonic() - started
         )
         status = done["status"]
@@ -450,9 +454,11 @@ def test_a_real_odoo_tenant_recovered_to_a_noted_time_keeps_the_invoices_posted_
         assert recovered_to <= noted
 
         # Through Odoo: both good invoices posted as they were, the wrong one gone, the PDF back.
-        wait_ready(k8s, real_node_runner, conformance_operator, tenant.name)
-        eventually(lambda: signs_in(k8s, tenant), "the admin to sign in after the restore", 180)
-        odoo = admin_session(k8s, tenant)
+        wait_ready(k8s, real_node_runner, conformance_operator, archived_tenant.name)
+        eventually(
+            lambda: signs_in(k8s, archived_tenant), "the admin to sign in after the restore", 180
+        )
+        odoo = admin_session(k8s, archived_tenant)
         after = odoo.call(
             "account.move", "read", [[first.move, second], ["name", "state", "amount_total"]]
         )

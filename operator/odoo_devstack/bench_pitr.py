@@ -11,7 +11,9 @@ Starts a PostgreSQL 15 that archives its WAL with pgBackRest to an HTTPS Azurite
    compressible, like bench_backup's), loaded in a few large ``INSERT ... SELECT``;
 3. waits until the load's WAL is archived, takes a pgBackRest ``incr`` backup (so that the
    recovery restores this database alone, ``--db-include``) and a regular backup with
-   :func:`~odoo_operator.engine.backup.run_backup` (a tiny filestore);
+   :func:`~odoo_operator.engine.backup.run_backup` (a tiny filestore). With
+   ``--backup-before-load`` the pgBackRest backup is taken right after the database is
+   created, before the bulk load: the recovery then replays the whole load's WAL;
 4. posts a good batch of invoices, notes the time, posts a bad batch (invoices deleted, a
    wrong one posted), waits until that is archived;
 5. times :func:`~odoo_operator.engine.pitr.run_point_in_time_backup` to the noted time:
@@ -95,8 +97,9 @@ def _load() -> str:
 class Bench:
     """The servers, the store and the figures of one run."""
 
-    def __init__(self, size_mb: int) -> None:
+    def __init__(self, size_mb: int, backup_before_load: bool = False) -> None:
         self.size_bytes = size_mb * 1024 * 1024
+        self.backup_before_load = backup_before_load
         self.archived = ArchivedPostgres()
         self.store_server = AzuriteServer()
         self.store: BlobStore | None = None
@@ -105,7 +108,11 @@ class Bench:
         # exist) and removes it.
         scratch = Path("/tmp")  # noqa: S108 - a fresh name, created exclusively by the engine
         self.workdir = scratch / f"odoo-pitr-bench-{uuid.uuid4().hex[:12]}"
-        self.figures: dict[str, Any] = {"size_mb_asked": size_mb, "cpus": os.cpu_count()}
+        self.figures: dict[str, Any] = {
+            "size_mb_asked": size_mb,
+            "backup_before_load": backup_before_load,
+            "cpus": os.cpu_count(),
+        }
 
     # -- connections -------------------------------------------------------------------
 
@@ -192,14 +199,8 @@ class Bench:
             f"archive_timeout alone {', '.join(f'{s:.1f}' for s in timeout_only)} s"
         )
 
-    def generate(self) -> tuple[int, int]:
-        """The tenant database, of at least ``size_bytes``; the archiver's count and the
-        archive's size before it."""
-        with self.connect() as connection:
-            lsn_before = _value(connection, "SELECT pg_current_wal_lsn()")
-        count_before, _ = self.archiver()
-        archive_before = self.archive_bytes()
-        started = time.monotonic()
+    def create(self) -> None:
+        """The tenant database, its Odoo-like tables and their first invoices."""
         with self.connect() as admin:
             admin.execute(
                 sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(
@@ -218,6 +219,16 @@ class Bench:
                 " SELECT 'INV/2025/' || g, 'posted', g * 10.25 FROM generate_series(1, %s) g",
                 (INVOICES,),
             )
+
+    def generate(self) -> tuple[int, int]:
+        """Load the bulk table until the database holds ``size_bytes``; the archiver's count
+        and the archive's size before it."""
+        with self.connect() as connection:
+            lsn_before = _value(connection, "SELECT pg_current_wal_lsn()")
+        count_before, _ = self.archiver()
+        archive_before = self.archive_bytes()
+        started = time.monotonic()
+        with self.connect(DATABASE) as connection:
             next_id, chunk, row_bytes = 1, 0, float(_ROW_BYTES_GUESS)
             while True:
                 current = int(_value(connection, "SELECT pg_database_size(current_database())"))
@@ -272,7 +283,8 @@ class Bench:
 
     def pgbackrest_backup(self) -> None:
         """The pgBackRest incr backup that holds the new database."""
-        _say("pgBackRest incr backup (holds the new database)")
+        when = "before the bulk load" if self.backup_before_load else "after the load"
+        _say(f"pgBackRest incr backup ({when}: holds the new database)")
         started = time.monotonic()
         self.archived.backup("incr")
         self.figures["pgbackrest_incr_seconds"] = time.monotonic() - started
@@ -384,8 +396,12 @@ class Bench:
         try:
             await self.start()
             self.measure_rpo()
+            self.create()
+            if self.backup_before_load:
+                self.pgbackrest_backup()
             await self.archive_catch_up(*self.generate())
-            self.pgbackrest_backup()
+            if not self.backup_before_load:
+                self.pgbackrest_backup()
             base = await self.base_backup()
             noted, good = self.batches()
             await self.recover(noted, good, base)
@@ -418,7 +434,11 @@ def _rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
             f" {_mib(figures.get('archive_bytes', 0))}",
         ),
         ("archive catch-up after the load", seconds("archive_catch_up_seconds")),
-        ("pgBackRest incr backup (the new database)", seconds("pgbackrest_incr_seconds")),
+        (
+            "pgBackRest incr backup, "
+            + ("before the bulk load" if figures.get("backup_before_load") else "after the load"),
+            seconds("pgbackrest_incr_seconds"),
+        ),
         (
             "   its size in the repository",
             _mib(figures["pgbackrest_incr_repo_bytes"])
@@ -461,8 +481,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--size-mb", type=int, default=1024, help="database size to generate")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--backup-before-load",
+        action="store_true",
+        help="take the pgBackRest backup before the bulk load, so the recovery replays the"
+        " load's WAL (the replay-bound case) instead of restoring it from the backup",
+    )
     args = parser.parse_args(argv)
-    bench = Bench(args.size_mb)
+    bench = Bench(args.size_mb, args.backup_before_load)
     started = time.monotonic()
     failure: BaseException | None = None
     try:
