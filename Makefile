@@ -59,6 +59,12 @@ demo: bootstrap
 bench-backup: bootstrap
 	$(BIN)/python -m odoo_devstack.bench_backup
 
+.PHONY: bench-drill
+BENCH_DRILL_MB ?= 1024
+## bench-drill: a restore drill of a real Odoo 18.0 tenant whose database is padded to BENCH_DRILL_MB (default 1 GB): its RTO by phase (docs/benchmarks.md)
+bench-drill: bootstrap
+	ODOO_OPERATOR_BENCH_DRILL_PAD_MB=$(BENCH_DRILL_MB) $(BIN)/pytest -p no:cacheprovider conformance/test_backup_restore.py -k restore_drill
+
 .PHONY: bench-pitr
 BENCH_PITR_ARGS ?=
 ## bench-pitr: point-in-time recovery of a generated 1 GB tenant from its WAL archive, and the archive's RPO (docs/benchmarks.md)

@@ -14,6 +14,7 @@ development machine, and the operator's backup path does not depend on the versi
 from __future__ import annotations
 
 import datetime
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -25,7 +26,7 @@ import psycopg
 import pytest
 from e2e.tenants import GROUP, VERSION, create_backup, create_restore
 from kubernetes import client
-from psycopg import conninfo
+from psycopg import conninfo, sql
 
 from conformance.tenants import (
     INVOICE_FIELDS,
@@ -184,6 +185,35 @@ def test_an_in_place_restore_brings_back_a_posted_invoice_and_its_pdf_attachment
     assert not (kept / invoice.store_fname).exists()
 
 
+# make bench-drill: the drill below with the tenant's database padded to this many MB first.
+DRILL_PADDING_ENV = "ODOO_OPERATOR_BENCH_DRILL_PAD_MB"
+
+
+def _pad_database(postgres_dsn: str, tenant: Tenant, megabytes: int) -> None:
+    """A table of ``megabytes`` of distinct text (about 2:1 compressible, like real data),
+    owned by the tenant's role so that its backups and restores carry it."""
+    rows_per_chunk = 16_000  # about 16 MB of rows of about 1 kB
+    chunks = max(1, megabytes // 16)
+    with tenant_connection(postgres_dsn, tenant) as connection:
+        connection.execute("CREATE TABLE bench_padding (id bigint PRIMARY KEY, payload text)")
+        connection.execute(
+            sql.SQL("ALTER TABLE bench_padding OWNER TO {}").format(sql.Identifier(tenant.database))
+        )
+        for chunk in range(chunks):
+            connection.execute(
+                "INSERT INTO bench_padding SELECT g, (SELECT string_agg(md5(g::text || '-' || i),"
+                " '') FROM generate_series(1, 30) i) FROM generate_series(%s, %s) g",
+                (chunk * rows_per_chunk + 1, (chunk + 1) * rows_per_chunk),
+            )
+
+
+def _database_megabytes(postgres_dsn: str, tenant: Tenant) -> float:
+    with tenant_connection(postgres_dsn, tenant) as connection:
+        row = connection.execute("SELECT pg_database_size(current_database())").fetchone()
+    assert row is not None
+    return round(int(row[0]) / 2**20, 1)
+
+
 def test_a_restore_drill_brings_the_whole_tenant_back_on_real_odoo_and_measures_its_rto(
     k8s: client.ApiClient,
     postgres_dsn: str,
@@ -198,8 +228,16 @@ def test_a_restore_drill_brings_the_whole_tenant_back_on_real_odoo_and_measures_
     )
     odoo = admin_session(k8s, tenant)
     post_invoice_with_pdf(odoo)
+    padded_mb = int(os.environ.get(DRILL_PADDING_ENV) or 0)
+    if padded_mb:
+        started = time.monotonic()
+        _pad_database(postgres_dsn, tenant, padded_mb)
+        size = _database_megabytes(postgres_dsn, tenant)
+        tenant.timings[f"padding the database to {size} MB"] = time.monotonic() - started
     backup = create_backup(custom, tenant.name)
+    started = time.monotonic()
     backed_up = wait_finished(custom, conformance_operator, BACKUPS, backup, FINISH_TIMEOUT_SECONDS)
+    tenant.timings["backup before the drill"] = time.monotonic() - started
     assert backed_up["status"]["phase"] == "Succeeded", backed_up["status"]
     ledger = backed_up["status"]["ledger"]
     assert int(ledger["postedEntries"]) >= 1, ledger
