@@ -202,7 +202,7 @@ def _pad_database(postgres_dsn: str, tenant: Tenant, megabytes: int) -> None:
         for chunk in range(chunks):
             connection.execute(
                 "INSERT INTO bench_padding SELECT g, (SELECT string_agg(md5(g::text || '-' || i),"
-                " '') FROM generate_series(1, 30) i) FROM generate_series(%s, %s) g",
+                " '') FROM generate_series(1, 30) i) FROM generate_series(%s::bigint, %s::bigint) g",
                 (chunk * rows_per_chunk + 1, (chunk + 1) * rows_per_chunk),
             )
 
