@@ -177,7 +177,8 @@ async def _recovered(
     finally:
         if server is not None:
             await _stop(server)
-        shutil.rmtree(workdir, ignore_errors=True)
+        # A tenant's database worth of files: removed off the event loop.
+        await asyncio.to_thread(shutil.rmtree, workdir, True)
 
 
 def _prepare(workdir: Path, run_as: str | None) -> None:
@@ -236,11 +237,7 @@ async def _restore(
             access.archive.stanza,
             database,
         )
-        for child in data.iterdir():
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+        await asyncio.to_thread(_empty, data)
         code, output = await _run(_as(run_as, [*command, "restore"]), env)
         if code == 0:
             return True
@@ -250,6 +247,15 @@ async def _restore(
             f"failed (exit {code}): {output[-_LOG_TAIL:].strip()}"
         )
     return False
+
+
+def _empty(directory: Path) -> None:
+    """Remove what a failed restore left in ``directory``, keeping the directory itself."""
+    for child in directory.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 async def _run(command: list[str], env: Mapping[str, str]) -> tuple[int, str]:
