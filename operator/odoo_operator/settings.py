@@ -150,7 +150,7 @@ async def start(
         cached = await watches.start()
         kube.cache = watches.cache
         memo["watch_cache"] = watches
-        logger.info(f"watch cache: {len(cached)} kinds kept from watches ({', '.join(cached)})")
+        logger.info(f"watch cache: {len(cached)} streams kept from watches ({', '.join(cached)})")
     if webhook_enabled():
         # Before the webhook serves (Kopf starts it when startup handlers are done):
         # admission then answers from the index, never from a partial one.

@@ -454,6 +454,10 @@ def test_a_tenant_lifecycle_needs_no_permission_beyond_the_chart(
     elapsed = time.monotonic() - started
 
     process.stop()  # a clean stop: its clean-up requests (webhook, peering) are checked too
+    # The tenant Secrets were watched by name: the chart's resourceNames grant allows that.
+    cached = [line for line in process.log_path.read_text().splitlines() if "watch cache:" in line]
+    assert cached, "the operator never said what its watch cache keeps"
+    assert "Secret odoo-credentials" in cached[0], cached
     refused = refusals.found()
     assert not refused, "the API server refused the operator:\n" + "\n".join(refused[:20])
     assert elapsed < 60, f"the lifecycle took {elapsed:.0f}s"

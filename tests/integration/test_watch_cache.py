@@ -143,3 +143,45 @@ async def test_what_the_operator_writes_is_read_back_at_once(
     assert _gets() == before
     assert not await kube.apply(desired)  # unchanged: no write, no read
     assert _gets() == before
+
+
+def _secret(name: str, namespace: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "data": {"database-password": "c2VjcmV0"},
+    }
+
+
+async def test_the_operators_own_secrets_are_kept_by_name_and_no_other_secret(
+    cached: tuple[KubeClient, WatchCache], namespace: str, k8s: client.ApiClient
+) -> None:
+    kube, watches = cached
+    assert ("v1", "Secret") not in watches.cache.synced  # never the kind as a whole
+    assert ("v1", "Secret", "odoo-credentials") in watches.cache.synced_names
+    core = client.CoreV1Api(k8s)
+    core.create_namespaced_secret(namespace, _secret("odoo-credentials", namespace, MANAGED))
+    core.create_namespaced_secret(namespace, _secret("team-token", namespace, MANAGED))
+    await _until(
+        lambda: watches.cache.lookup("v1", "Secret", "odoo-credentials", namespace) is not None,
+        "the watch of odoo-credentials to deliver it",
+    )
+    before = _gets()
+    found = await kube.get("v1", "Secret", "odoo-credentials", namespace)
+    assert found is not None
+    assert found["data"] == {"database-password": "c2VjcmV0"}
+    assert _gets() == before  # from memory
+
+    # Another name, though labelled: not watched, so read from the API server.
+    assert await kube.get("v1", "Secret", "team-token", namespace) is not None
+    assert watches.cache.lookup("v1", "Secret", "team-token", namespace) is None
+    assert _gets() == before + 1
+
+    # Deleted behind the operator's back: the cache lets go, the next read finds it gone.
+    core.delete_namespaced_secret("odoo-credentials", namespace)
+    await _until(
+        lambda: watches.cache.lookup("v1", "Secret", "odoo-credentials", namespace) is None,
+        "the deletion",
+    )
+    assert await kube.get("v1", "Secret", "odoo-credentials", namespace) is None

@@ -73,3 +73,31 @@ def test_managed_fields_are_not_kept() -> None:
     assert held is not None
     assert "managedFields" not in held["metadata"]
     assert held["metadata"]["resourceVersion"] == "5"
+
+
+def _secret(name: str, version: str) -> Any:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": "odoo-acme",
+            "resourceVersion": version,
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY},
+        },
+        "data": {"k": "dg=="},
+    }
+
+
+def test_a_kind_cached_by_name_answers_for_that_name_only() -> None:
+    cache = ObjectCache()
+    cache.replace("v1", "Secret", [_secret("odoo-credentials", "3")], name="odoo-credentials")
+    cache.observe(_secret("team-token", "4"))  # a write's answer, of a name not watched
+    assert cache.lookup("v1", "Secret", "odoo-credentials", "odoo-acme") is not None
+    assert cache.lookup("v1", "Secret", "team-token", "odoo-acme") is None
+    # A fresh list of one name leaves the other names' objects alone.
+    cache.replace("v1", "Secret", [_secret("odoo-config", "5")], name="odoo-config")
+    assert cache.lookup("v1", "Secret", "odoo-credentials", "odoo-acme") is not None
+    cache.forget_kind("v1", "Secret", "odoo-credentials")  # that name's watch broke
+    assert cache.lookup("v1", "Secret", "odoo-credentials", "odoo-acme") is None
+    assert cache.lookup("v1", "Secret", "odoo-config", "odoo-acme") is not None

@@ -8,8 +8,14 @@ memory: one list and one long-lived watch per kind, each selecting only the obje
 The cache only ever says what *is* there: a miss (an object not labelled, not yet seen, or
 absent) is read from the API server as before, so nothing the operator did not create can be
 taken for absent. What the operator writes is put into the cache from the server's answer,
-so a pass never reads back an older version than the one it just wrote. Secrets are never
-cached: the operator may read them by name only.
+so a pass never reads back an older version than the one it just wrote.
+
+Secrets are cached by name only: the tenant Secrets the operator writes (credentials, Odoo's
+configuration, the database and Redis settings, the backup store's and the servers' CAs)
+each have one watch across namespaces with the field selector ``metadata.name=<name>``.
+The API server authorizes such a list or watch against the role's ``resourceNames``, so
+the cache needs no grant on any other Secret; the operator's ``get`` on those names already
+let it read each of them.
 
 Why not a library: Kopf's watches cannot select by label on the server (they would stream
 every Deployment of the cluster), and kubernetes_asyncio's ``Watch`` turns each event into
@@ -17,9 +23,9 @@ typed models, the very (de)serialisation that dominated the operator's CPU profi
 the list-then-watch loop of a client-go reflector, on the client's own authenticated session:
 relist on "410 Gone", back off on errors, bookmarks to keep the resource version fresh.
 
-Needs ``list`` and ``watch`` on the cached kinds cluster-wide (the chart's ``watchCache``); a
-kind the operator may not list, or the cluster does not serve (Traefik's CRDs missing), is
-simply not cached.
+Needs ``list`` and ``watch`` on the cached kinds cluster-wide, and on the Secrets' names (the
+chart's ``watchCache``); a kind or name the operator may not list, or a kind the cluster does
+not serve (Traefik's CRDs missing), is simply not cached.
 """
 
 from __future__ import annotations
@@ -36,6 +42,10 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from .. import metrics
+from ..builders.backup_job import BACKUP_STORE_SECRET
+from ..builders.odoo_users import CREDENTIALS_SECRET
+from ..builders.server_tls import SERVER_CA_SECRET
+from ..builders.workloads import CONFIG_SECRET, DATABASE_SECRET, REDIS_SECRET
 from ..model.names import MANAGED_BY, MANAGED_BY_LABEL
 
 _logger = logging.getLogger(__name__)
@@ -54,6 +64,15 @@ CACHED_KINDS: tuple[tuple[str, str, str], ...] = (
     ("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
     ("traefik.io/v1alpha1", "IngressRoute", "ingressroutes"),
     ("traefik.io/v1alpha1", "Middleware", "middlewares"),
+)
+# The tenant Secrets a pass reads back, each watched by its name (see the module's text).
+CACHED_SECRETS: tuple[str, ...] = (
+    CREDENTIALS_SECRET,
+    CONFIG_SECRET,
+    DATABASE_SECRET,
+    REDIS_SECRET,
+    BACKUP_STORE_SECRET,
+    SERVER_CA_SECRET,
 )
 SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
 _WATCH_SECONDS = 300  # the server ends a watch after this; the loop resumes it
@@ -89,12 +108,22 @@ class ObjectCache:
 
     objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
     synced: set[tuple[str, str]] = field(default_factory=set)
+    # (apiVersion, kind, name) of the kinds cached by name only (Secrets).
+    synced_names: set[tuple[str, str, str]] = field(default_factory=set)
+
+    def answers_for(self, api_version: str, kind: str, name: str) -> bool:
+        """Whether the cache is complete for objects of this kind and name."""
+        return (api_version, kind) in self.synced or (
+            api_version,
+            kind,
+            name,
+        ) in self.synced_names
 
     def lookup(
         self, api_version: str, kind: str, name: str, namespace: str | None
     ) -> dict[str, Any] | None:
         """The cached object, or None: absent, not labelled, or its kind not cached."""
-        if (api_version, kind) not in self.synced:
+        if not self.answers_for(api_version, kind, name):
             return None
         return self.objects.get((api_version, kind, namespace or "", name))
 
@@ -102,7 +131,7 @@ class ObjectCache:
         """Take an object the server answered with (a write's result), unless the cache
         already holds a newer version of it."""
         api_version, kind = str(obj.get("apiVersion")), str(obj.get("kind"))
-        if (api_version, kind) not in self.synced:
+        if not self.answers_for(api_version, kind, str((obj.get("metadata") or {}).get("name"))):
             return
         labels = (obj.get("metadata") or {}).get("labels") or {}
         if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
@@ -113,13 +142,20 @@ class ObjectCache:
             return
         self.objects[key] = _lean(dict(obj))
 
-    def replace(self, api_version: str, kind: str, items: list[dict[str, Any]]) -> None:
-        """Everything of a kind, from a fresh list."""
-        for key in [k for k in self.objects if k[:2] == (api_version, kind)]:
+    def replace(
+        self, api_version: str, kind: str, items: list[dict[str, Any]], name: str | None = None
+    ) -> None:
+        """Everything of a kind (or of a kind and ``name``), from a fresh list."""
+        for key in [
+            k for k in self.objects if k[:2] == (api_version, kind) and name in (None, k[3])
+        ]:
             del self.objects[key]
         for item in items:
             self.objects[_key(item, api_version, kind)] = _lean(item)
-        self.synced.add((api_version, kind))
+        if name is None:
+            self.synced.add((api_version, kind))
+        else:
+            self.synced_names.add((api_version, kind, name))
 
     def apply_event(
         self, api_version: str, kind: str, kind_event: str, obj: dict[str, Any]
@@ -133,9 +169,39 @@ class ObjectCache:
             if held is None or offered is None or offered >= held:
                 self.objects[key] = _lean(obj)
 
-    def forget_kind(self, api_version: str, kind: str) -> None:
-        """Stop answering for a kind whose watch broke, until it is listed again."""
-        self.synced.discard((api_version, kind))
+    def forget_kind(self, api_version: str, kind: str, name: str | None = None) -> None:
+        """Stop answering for a kind (or a kind's ``name``) whose watch broke, until it is
+        listed again."""
+        if name is None:
+            self.synced.discard((api_version, kind))
+        else:
+            self.synced_names.discard((api_version, kind, name))
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One list-and-watch: a kind, or only the objects of a kind with one name."""
+
+    api_version: str
+    kind: str
+    plural: str
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.kind if self.name is None else f"{self.kind} {self.name}"
+
+    def query(self) -> list[tuple[str, str]]:
+        """The selectors: the operator's label, and the name when the stream has one."""
+        query = [("labelSelector", SELECTOR)]
+        if self.name is not None:
+            query.append(("fieldSelector", f"metadata.name={self.name}"))
+        return query
+
+
+STREAMS: tuple[Stream, ...] = tuple(Stream(*kind) for kind in CACHED_KINDS) + tuple(
+    Stream("v1", "Secret", "secrets", name) for name in CACHED_SECRETS
+)
 
 
 def _path(api_version: str, plural: str) -> str:
@@ -155,20 +221,20 @@ class WatchCache:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, timeout: float = 30.0) -> list[str]:
-        """Start a loop per kind; wait until each kind is listed once, or found not
-        cacheable, or ``timeout`` passes. Returns the kinds that are cached."""
-        ready = {kind: asyncio.Event() for _, kind, _ in CACHED_KINDS}
-        for api_version, kind, plural in CACHED_KINDS:
+        """Start a loop per stream; wait until each is listed once, or found not cacheable,
+        or ``timeout`` passes. Returns what is cached: kinds, and Secrets by name."""
+        ready = {stream: asyncio.Event() for stream in STREAMS}
+        for stream in STREAMS:
             self._tasks.append(
-                asyncio.create_task(
-                    self._run(api_version, kind, plural, ready[kind]), name=f"watch {kind}"
-                )
+                asyncio.create_task(self._run(stream, ready[stream]), name=f"watch {stream.label}")
             )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(
                 asyncio.gather(*(event.wait() for event in ready.values())), timeout
             )
-        return sorted(kind for _, kind in self.cache.synced)
+        return sorted(kind for _, kind in self.cache.synced) + sorted(
+            f"{kind} {name}" for _, kind, name in self.cache.synced_names
+        )
 
     async def stop(self) -> None:
         """Cancel every loop."""
@@ -197,28 +263,29 @@ class WatchCache:
             raise ApiException(status=response.status, reason=reason)
         return response
 
-    async def _list(self, api_version: str, kind: str, plural: str) -> str:
+    async def _list(self, stream: Stream) -> str:
         with metrics.observe_call("kubernetes", "list"):
             response = await self._call(
-                _path(api_version, plural), [("labelSelector", SELECTOR)], 60
+                _path(stream.api_version, stream.plural), stream.query(), 60
             )
             listing = json.loads(await response.read())
         for item in listing.get("items", []):
-            item.setdefault("apiVersion", api_version)
-            item.setdefault("kind", kind)
-        self.cache.replace(api_version, kind, listing.get("items", []))
+            item.setdefault("apiVersion", stream.api_version)
+            item.setdefault("kind", stream.kind)
+        self.cache.replace(stream.api_version, stream.kind, listing.get("items", []), stream.name)
         return str(listing["metadata"]["resourceVersion"])
 
-    async def _watch(self, api_version: str, kind: str, plural: str, version: str) -> str:
+    async def _watch(self, stream: Stream, version: str) -> str:
         """Follow the watch from ``version`` until the server ends it; the last version."""
         query = [
-            ("labelSelector", SELECTOR),
+            *stream.query(),
             ("watch", "true"),
             ("allowWatchBookmarks", "true"),
             ("resourceVersion", version),
             ("timeoutSeconds", str(_WATCH_SECONDS)),
         ]
-        response = await self._call(_path(api_version, plural), query, _WATCH_SECONDS + 30)
+        path = _path(stream.api_version, stream.plural)
+        response = await self._call(path, query, _WATCH_SECONDS + 30)
         async with response:
             async for line in response.content:
                 if not line.strip():
@@ -229,34 +296,36 @@ class WatchCache:
                     raise ApiException(status=obj.get("code"), reason=obj.get("reason"))
                 version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                 if event.get("type") != "BOOKMARK":
-                    self.cache.apply_event(api_version, kind, event["type"], obj)
+                    self.cache.apply_event(stream.api_version, stream.kind, event["type"], obj)
         return version
 
-    async def _run(self, api_version: str, kind: str, plural: str, ready: asyncio.Event) -> None:
+    async def _run(self, stream: Stream, ready: asyncio.Event) -> None:
         failures = 0
         while True:
             try:
-                version = await self._list(api_version, kind, plural)
+                version = await self._list(stream)
                 ready.set()
                 failures = 0
                 while True:
-                    version = await self._watch(api_version, kind, plural, version)
+                    version = await self._watch(stream, version)
             except asyncio.CancelledError:
                 raise
             except ApiException as error:
-                self.cache.forget_kind(api_version, kind)
+                self.cache.forget_kind(stream.api_version, stream.kind, stream.name)
                 if error.status in (403, 404) and not ready.is_set():
                     # Not allowed to list it, or not served here: read it by name instead.
                     _logger.info(
-                        "not caching %s: the API server answers %s to a list", kind, error.status
+                        "not caching %s: the API server answers %s to a list",
+                        stream.label,
+                        error.status,
                     )
                     ready.set()
                     return
                 if error.status != 410:  # 410: the version expired; relist at once
                     failures += 1
             except Exception as error:  # noqa: BLE001 - a broken stream is retried, never fatal
-                self.cache.forget_kind(api_version, kind)
+                self.cache.forget_kind(stream.api_version, stream.kind, stream.name)
                 failures += 1
-                _logger.warning("watch of %s broke (%s); listing it again", kind, error)
+                _logger.warning("watch of %s broke (%s); listing it again", stream.label, error)
             if failures:
                 await asyncio.sleep(_BACKOFF_SECONDS[min(failures, len(_BACKOFF_SECONDS)) - 1])
