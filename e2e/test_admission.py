@@ -2,7 +2,8 @@
 
 The CRD schema checks one object on its own; these are the refusals that need
 the rest of the cluster and the operator's configuration (see
-:mod:`odoo_operator.model.admission`), answered by the operator process.
+:mod:`odoo_operator.model.admission`), answered by ``odoo-operator webhook`` in a process of
+its own beside the operator, as the chart installs them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -22,6 +24,8 @@ from odoo_devstack.operator_setup import DEDICATED_TOLERATION
 from odoo_devstack.processes import ManagedProcess
 
 DEDICATED_SERVERS = {"database": {"serverRef": "dedicated"}, "redis": {"serverRef": "dedicated"}}
+# Admission served by `odoo-operator webhook`, a process of its own, as the chart installs it.
+ADMISSION_PROCESS = True
 
 
 def _unique(prefix: str) -> str:
@@ -176,3 +180,48 @@ def test_a_backup_policy_the_operator_cannot_follow_is_refused(
         custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
     assert refused.value.status == 422
     assert message in json.loads(refused.value.body)["message"]
+
+
+def test_admission_is_answered_by_its_own_process_not_the_operator(
+    custom: client.CustomObjectsApi,
+    operator: ManagedProcess,
+    admission_webhook: ManagedProcess | None,
+) -> None:
+    assert admission_webhook is not None, "this module runs admission in a process of its own"
+    name = _unique("apart")
+    status, _ = _refusal(
+        lambda: custom.create_cluster_custom_object(
+            GROUP, VERSION, PLURAL, make_instance(name, version="16.0")
+        )
+    )
+    assert status == 422
+    answered = admission_webhook.log_path.read_text(errors="replace")
+    assert f"odooinstance/{name} handler-failed handler=validate-instance" in answered
+    operator_log = operator.log_path.read_text(errors="replace")
+    assert "admission is served by processes of its own" in operator_log
+    assert "validate-instance" not in operator_log
+
+
+def test_of_two_instances_created_at_once_with_one_host_only_one_is_admitted(
+    custom: client.CustomObjectsApi,
+) -> None:
+    host = f"{_unique('race')}.odoo.example.com"
+    names = [_unique("race") for _ in range(2)]
+
+    def create(name: str) -> int:
+        try:
+            custom.create_cluster_custom_object(
+                GROUP, VERSION, PLURAL, make_instance(name, hosts=[host])
+            )
+        except ApiException as refused:
+            return int(refused.status)
+        return 201
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(pool.map(create, names))
+    try:
+        assert sorted(answers) == [201, 422], answers
+    finally:
+        for name, answer in zip(names, answers, strict=True):
+            if answer == 201:
+                custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)

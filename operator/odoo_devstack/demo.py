@@ -27,7 +27,12 @@ from urllib.parse import urlsplit
 from kubernetes import client
 
 from odoo_operator.builders.workloads import FILESTORE_CLAIM
-from odoo_operator.model.config import CONFIG_ENV, WATCH_CACHE_ENV, WEBHOOK_CONFIGURATION
+from odoo_operator.model.config import (
+    CONFIG_ENV,
+    WATCH_CACHE_ENV,
+    WEBHOOK_APART_ENV,
+    WEBHOOK_CONFIGURATION,
+)
 from odoo_operator.model.names import GROUP, VERSION
 from odoo_operator.model.spec import InstanceSpec
 
@@ -149,6 +154,47 @@ def start_operator(
             operator.stop()
             raise
     return operator
+
+
+# What the operator started beside ``start_webhook`` needs in its environment (with
+# ``webhook=False``): it serves no admission, and says where admission is served.
+ADMISSION_APART = {WEBHOOK_APART_ENV: "true"}
+
+
+def start_webhook(
+    kubeconfig: Path,
+    config: Path,
+    log_path: Path,
+    *,
+    metrics_port: int = 0,
+    timeout: float = 60.0,
+) -> ManagedProcess:
+    """Run ``odoo-operator webhook`` (admission alone, as the chart's webhook Deployment
+    does) as a child process on a free loopback port, with a certificate issued next to
+    ``log_path``; return once the cluster's webhook configuration points at it.
+
+    Start the operator beside it with ``webhook=False`` and ``environment=ADMISSION_APART``.
+    """
+    certificates = issue_webhook_certificates(log_path.parent / "webhook-process-pki")
+    port = free_port()
+    variables = {
+        "KUBECONFIG": str(kubeconfig),
+        CONFIG_ENV: str(config),
+        "ODOO_OPERATOR_METRICS_PORT": str(metrics_port),
+        **webhook_environment(certificates, port),
+    }
+    webhook = ManagedProcess(
+        "webhook",
+        [sys.executable, "-m", "odoo_operator.cli", "webhook"],
+        log_path,
+        env={**os.environ, **variables},
+    ).start()
+    try:
+        _wait_for_webhook(webhook, kubeconfig, f"https://{LOOPBACK_HOST}:{port}/", timeout)
+    except BaseException:
+        webhook.stop()
+        raise
+    return webhook
 
 
 def _wait_for_webhook(operator: ManagedProcess, kubeconfig: Path, url: str, timeout: float) -> None:

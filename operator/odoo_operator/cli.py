@@ -25,6 +25,31 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _webhook(args: argparse.Namespace) -> int:
+    import kopf
+
+    from . import logs
+    from .admission_server import webhook_registry
+
+    kopf.configure(verbose=args.verbose)
+    logs.configure(args.log_format)
+    try:
+        registry = webhook_registry()
+    except ValueError as problem:
+        print(f"odoo-operator webhook: {problem}", file=sys.stderr)
+        return 2
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            clusterwide=True,
+            standalone=True,  # it writes nothing: replicas need no peering
+            liveness_endpoint=args.liveness,
+            memo=kopf.Memo(),
+        )
+    )
+    return 0
+
+
 def _engine_command(args: argparse.Namespace) -> int:
     from .engine.commands import run_command
 
@@ -216,19 +241,29 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the operator against the current kubeconfig")
-    run.add_argument("--verbose", action="store_true", help="debug logging")
-    run.add_argument(
-        "--log-format",
-        choices=("text", "json"),
-        default=os.environ.get("ODOO_OPERATOR_LOG_FORMAT", "text"),
-        help="text lines, or one JSON object per line (env ODOO_OPERATOR_LOG_FORMAT)",
-    )
-    run.add_argument(
-        "--liveness",
-        default=None,
-        help="liveness endpoint URL, e.g. http://0.0.0.0:8080/healthz",
-    )
     run.set_defaults(handler=_run)
+    webhook = commands.add_parser(
+        "webhook",
+        help="serve the admission webhooks only, in a process of their own",
+        description="Serve the validating (and, with shards, mutating) admission webhooks and "
+        "nothing else, so that admission never waits behind the operator's passes. Needs the "
+        "ODOO_OPERATOR_WEBHOOK_* variables, as `run` does when it serves them itself; writes "
+        "nothing to the API server, so replicas run side by side.",
+    )
+    webhook.set_defaults(handler=_webhook)
+    for process in (run, webhook):
+        process.add_argument("--verbose", action="store_true", help="debug logging")
+        process.add_argument(
+            "--log-format",
+            choices=("text", "json"),
+            default=os.environ.get("ODOO_OPERATOR_LOG_FORMAT", "text"),
+            help="text lines, or one JSON object per line (env ODOO_OPERATOR_LOG_FORMAT)",
+        )
+        process.add_argument(
+            "--liveness",
+            default=None,
+            help="liveness endpoint URL, e.g. http://0.0.0.0:8080/healthz",
+        )
 
     _add_engine_commands(commands)
     return parser

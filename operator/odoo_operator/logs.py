@@ -387,6 +387,9 @@ def install(handler: logging.Handler, log_format: str) -> None:
             handler.addFilter(kind())
 
 
+AZURE_HTTP_LOGGER = "azure.core.pipeline.policies.http_logging_policy"
+
+
 def configure(log_format: str) -> None:
     """Apply ``log_format`` and the filters to the root logger's handlers.
 
@@ -400,3 +403,6 @@ def configure(log_format: str) -> None:
         root.addHandler(logging.StreamHandler())
     for handler in root.handlers:
         install(handler, log_format)
+    # The Azure SDK logs every request and response, headers and all, at INFO: a dozen lines
+    # per journal entry. Its warnings and errors still reach the log.
+    logging.getLogger(AZURE_HTTP_LOGGER).setLevel(logging.WARNING)

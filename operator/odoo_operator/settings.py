@@ -6,30 +6,20 @@ import asyncio
 import contextlib
 import os
 import secrets
-from pathlib import Path
 from typing import Any
 
 import kopf
 
 from . import metrics
-from .backends.kube import KubeClient
-from .backends.kube_cache import WatchCache
-from .handlers.admission import fill_claims_index
-from .handlers.shards import SHARDING, sharding_problem
-from .model.config import (
-    CONFIG_ENV,
-    WEBHOOK_ADDR_ENV,
-    WEBHOOK_CA_ENV,
-    WEBHOOK_CERT_ENV,
-    WEBHOOK_CONFIGURATION,
-    WEBHOOK_HOST_ENV,
-    WEBHOOK_KEY_ENV,
-    WEBHOOK_MANAGED_ENV,
-    WEBHOOK_PORT_ENV,
-    OperatorConfig,
-    watch_cache_enabled,
-    webhook_enabled,
+from .admission_server import (
+    configure_admission,
+    connect_clients,
+    webhook_apart,
 )
+from .backends.kube_cache import WatchCache
+from .handlers.admission import fill_claims_index, register_admission
+from .handlers.shards import SHARDING, sharding_problem
+from .model.config import WEBHOOK_CERT_ENV, watch_cache_enabled, webhook_enabled
 from .model.names import GROUP
 from .observability import restores as restores  # registers the restore counter
 from .observability import tenant_probe
@@ -59,47 +49,9 @@ def configure_peering(settings: kopf.OperatorSettings) -> None:
     settings.peering.priority = 1 + secrets.randbelow(2**31 - 1)
 
 
-def webhook_managed() -> bool:
-    """Whether the operator writes its own ValidatingWebhookConfiguration.
-
-    Installed by Helm or kustomize it does not: the configuration is part of the release,
-    fail-closed, and outlives any one pod. When Kopf managed it, a pod that stopped cleanly
-    emptied it, so a rolling update (the new pod registers, then the old one stops) left
-    OdooInstances checked by the CRD schema only until the next restart.
-    """
-    return os.environ.get(WEBHOOK_MANAGED_ENV, "true").strip().lower() != "false"
-
-
-def webhook_server() -> kopf.WebhookServer:
-    """The admission webhook server described by the ``ODOO_OPERATOR_WEBHOOK_*`` variables.
-
-    Raises :class:`kopf.PermanentError` when a file is missing or the port is not a
-    number: stopping at startup says what is wrong, where a server failing later
-    would leave the apiserver refusing every OdooInstance change.
-    """
-    files: dict[str, Path] = {}
-    for variable in (WEBHOOK_CERT_ENV, WEBHOOK_KEY_ENV, WEBHOOK_CA_ENV):
-        value = os.environ.get(variable)
-        if not value:
-            raise kopf.PermanentError(f"{variable} must be set when {WEBHOOK_CERT_ENV} is")
-        if not Path(value).is_file():
-            raise kopf.PermanentError(f"{variable} names {value}, which is not a readable file")
-        files[variable] = Path(value)
-    port_text = os.environ.get(WEBHOOK_PORT_ENV, "9443")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise kopf.PermanentError(
-            f"{WEBHOOK_PORT_ENV} must be a port number, got {port_text!r}"
-        ) from None
-    return kopf.WebhookServer(
-        addr=os.environ.get(WEBHOOK_ADDR_ENV, "0.0.0.0"),  # noqa: S104 - in a pod, the pod IP
-        port=port,
-        host=os.environ.get(WEBHOOK_HOST_ENV, "127.0.0.1"),
-        certfile=files[WEBHOOK_CERT_ENV],
-        pkeyfile=files[WEBHOOK_KEY_ENV],
-        cafile=files[WEBHOOK_CA_ENV],
-    )
+if webhook_enabled():
+    # This process serves admission itself (without ``odoo-operator webhook`` beside it).
+    register_admission(kopf.get_default_registry())
 
 
 @kopf.on.startup()
@@ -128,22 +80,18 @@ async def start(
     settings.background.cancellation_polling = 2.0
     configure_peering(settings)
     if webhook_enabled():
-        settings.admission.server = webhook_server()
-        if webhook_managed():
-            # Kopf creates this ValidatingWebhookConfiguration, points it at the server and
-            # empties it again when the operator stops cleanly: right for one process on a
-            # workstation, not for pods that replace each other (see webhook_managed).
-            settings.admission.managed = WEBHOOK_CONFIGURATION
+        configure_admission(settings)
+    elif webhook_apart():
+        logger.info("admission is served by processes of its own (odoo-operator webhook)")
     else:
         logger.warning(
             f"{WEBHOOK_CERT_ENV} is not set: no admission webhook, so OdooInstances are "
             "checked by the CRD schema only (host take-overs, unknown servers, downgrades "
             "and versions without an image are not refused)"
         )
-    path = os.environ.get(CONFIG_ENV)
-    config = OperatorConfig.load(Path(path)) if path else OperatorConfig()
-    kube = await KubeClient.connect()
-    memo["clients"] = Clients(kube=kube, config=config)
+    clients = await connect_clients()
+    kube = clients.kube
+    memo["clients"] = clients
     if watch_cache_enabled():
         # Before Kopf's handlers start: their first passes already read from memory.
         watches = WatchCache(kube.api)

@@ -10,11 +10,12 @@ from typing import Any, cast
 import kopf
 import pytest
 
+from odoo_operator.admission_server import webhook_server
 from odoo_operator.backends.kube import KubeClient
 from odoo_operator.handlers import admission as admission_handlers
 from odoo_operator.model.admission import admission_problems, normalize_host
 from odoo_operator.model.backup import RestoreRequest
-from odoo_operator.model.claims import claims_of
+from odoo_operator.model.claims import ADMITTED_SECONDS, Claims, ClaimsIndex, claims_of
 from odoo_operator.model.config import (
     WEBHOOK_ADDR_ENV,
     WEBHOOK_CA_ENV,
@@ -28,7 +29,6 @@ from odoo_operator.model.config import (
 )
 from odoo_operator.model.spec import InstanceSpec
 from odoo_operator.reconcile.clients import Clients
-from odoo_operator.settings import webhook_server
 
 CONFIG = OperatorConfig.from_mapping(
     {
@@ -640,6 +640,46 @@ async def test_the_claims_index_follows_changes_and_deletions() -> None:
     clients.claims.drop("initech")
     assert clients.claims.held_by_others("acme", wanted).hosts == {}
     assert len(clients.claims) == 1
+
+
+async def test_an_instance_just_admitted_holds_its_host_before_the_watch_brings_it() -> None:
+    clients = _warm_index()
+    memo = kopf.Memo()
+    memo["clients"] = clients
+    # Two creates of one host, the second before any watch event of the first.
+    await admission_handlers.validate_instance(
+        body=_body("first", hosts=["shop.example.com"]), memo=memo
+    )
+    with pytest.raises(kopf.AdmissionError, match="already served by OdooInstance first"):
+        await admission_handlers.validate_instance(
+            body=_body("second", hosts=["shop.example.com"]), memo=memo
+        )
+    # A dry run, or a request refused for another reason, holds nothing.
+    await admission_handlers.validate_instance(
+        body=_body("dry", hosts=["dry.example.com"]), memo=memo, dryrun=True
+    )
+    with pytest.raises(kopf.AdmissionError):
+        await admission_handlers.validate_instance(
+            body=_body("bad", hosts=["bad.example.com"], version="16.0"), memo=memo
+        )
+    for host in ("dry.example.com", "bad.example.com"):
+        await admission_handlers.validate_instance(
+            body=_body(f"n{len(host)}", hosts=[host]), memo=memo
+        )
+
+
+def test_an_admitted_claim_is_replaced_by_the_watch_or_expires() -> None:
+    index = ClaimsIndex(ready=True)
+    shop = Claims(frozenset({"shop.example.com"}), frozenset())
+    index.admit("first", shop, now=100.0)
+    assert index.held_by_others("other", [shop], now=101.0).hosts == {"shop.example.com": "first"}
+    # The watch brings the object with another host: what it holds now is what counts.
+    index.put("first", Claims(frozenset({"new.example.com"}), frozenset()))
+    assert index.held_by_others("other", [shop], now=101.0).hosts == {}
+    # Admitted, then refused by a later webhook: never seen, released after ADMITTED_SECONDS.
+    index.admit("ghost", shop, now=200.0)
+    assert index.held_by_others("other", [shop], now=200.0 + ADMITTED_SECONDS - 1).hosts
+    assert index.held_by_others("other", [shop], now=200.0 + ADMITTED_SECONDS).hosts == {}
 
 
 async def test_until_the_index_is_filled_admission_lists_the_fleet() -> None:

@@ -531,3 +531,16 @@ def test_configure_gives_every_root_handler_the_format_and_the_filters_once() ->
             logs.configure("xml")
     finally:
         root.handlers[:] = saved
+
+
+def test_the_azure_sdks_request_and_response_dumps_stay_out_of_the_log() -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers[:] = [logging.StreamHandler(io.StringIO())]
+    try:
+        logs.configure("text")
+        azure = logging.getLogger(logs.AZURE_HTTP_LOGGER)
+        assert not azure.isEnabledFor(logging.INFO)
+        assert azure.isEnabledFor(logging.WARNING)
+    finally:
+        root.handlers[:] = saved

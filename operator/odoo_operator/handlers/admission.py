@@ -2,9 +2,11 @@
 
 The decisions live in :mod:`odoo_operator.model.admission`; this module gathers
 their inputs (the stored object, the operator configuration, the hosts other
-instances serve) and answers the apiserver. It registers its handlers only when
-the webhook server is configured (see :mod:`odoo_operator.settings`): Kopf
-refuses to run admission handlers without a server.
+instances serve) and answers the apiserver. :func:`register_admission` puts its handlers
+in a registry: the operator's, when it serves admission itself (see
+:mod:`odoo_operator.settings`), or that of ``odoo-operator webhook``, a process serving
+admission alone (:mod:`odoo_operator.admission_server`). Kopf refuses to run admission
+handlers without a server, so they are registered only where one is configured.
 
 The webhook fails closed (``failurePolicy: Fail``): while the operator cannot
 answer, the apiserver refuses OdooInstance creates and updates rather than
@@ -39,7 +41,7 @@ from ..model.backup import (
     RestoreRequest,
 )
 from ..model.claims import Claims, FleetClaims, claims_of
-from ..model.config import ConfigError, OperatorConfig, webhook_enabled
+from ..model.config import ConfigError, OperatorConfig
 from ..model.hibernation import hibernation_problems
 from ..model.names import (
     API_VERSION,
@@ -280,6 +282,7 @@ async def validate_instance(
     body: kopf.Body,
     memo: kopf.Memo,
     old: kopf.Body | None = None,  # the stored object on UPDATE; Kopf passes None on CREATE
+    dryrun: bool = False,
     **_: Any,
 ) -> None:
     """Refuse an OdooInstance whose spec breaks a rule of :func:`admission_problems`, or
@@ -300,6 +303,10 @@ async def validate_instance(
         wanted.append(claims_of(old, clients.config))
     claims = await fleet_claims(clients, spec.name, wanted)
     problems = admission_problems(spec, previous, clients.config, claims.hosts, claims.databases)
+    if not problems and not dryrun:
+        # Held before the first await below: a create of the same host arriving meanwhile,
+        # before the watch brings this one, is refused (model/claims.py).
+        clients.claims.admit(spec.name, wanted[0])
     problems += backup_policy_problems(body, clients.config)
     problems += upgrade_problems(body, old)
     problems += hibernation_admission_problems(body)
@@ -309,6 +316,7 @@ async def validate_instance(
         problems += lifecycle_problems(body, old) + filestore_problems(body, old)
     problems += refused_annotations
     if problems:
+        clients.claims.withdraw(spec.name, wanted[0])
         # Kopf logs the refusal with its message; the requester gets it from the apiserver.
         raise kopf.AdmissionError(" ".join(problems), code=_REFUSAL_CODE)
 
@@ -460,7 +468,10 @@ async def _journal_refusal(kwargs: Mapping[str, Any], problems: str) -> None:
     )
 
 
-if webhook_enabled():
+def register_admission(registry: kopf.OperatorRegistry) -> None:
+    """Register the webhooks in ``registry``: in the operator's own (when it serves
+    admission itself) or in the registry of ``odoo-operator webhook``, which serves nothing
+    else (:mod:`odoo_operator.admission_server`)."""
     # CREATE and UPDATE only: a DELETE carries no new spec, and Kopf's default ("*")
     # would put deletions behind this fail-closed webhook too.
     kopf.on.validate(
@@ -469,6 +480,7 @@ if webhook_enabled():
         INSTANCE_PLURAL,
         id=WEBHOOK_HANDLER_ID,
         operations=["CREATE", "UPDATE"],
+        registry=registry,
     )(_timed(WEBHOOK_HANDLER_ID, validate_instance))
     kopf.on.validate(
         GROUP,
@@ -476,6 +488,7 @@ if webhook_enabled():
         BACKUP_PLURAL,
         id=BACKUP_WEBHOOK_HANDLER_ID,
         operations=["CREATE", "UPDATE"],
+        registry=registry,
     )(_timed(BACKUP_WEBHOOK_HANDLER_ID, validate_backup))
     kopf.on.validate(
         GROUP,
@@ -483,6 +496,7 @@ if webhook_enabled():
         RESTORE_PLURAL,
         id=RESTORE_WEBHOOK_HANDLER_ID,
         operations=["CREATE"],  # an OdooRestore is immutable (its schema says so)
+        registry=registry,
     )(_timed(RESTORE_WEBHOOK_HANDLER_ID, validate_restore))
     if SHARDING.enabled:
         # One webhook per kind (Kopf names each after its handler's id and serves it at
@@ -493,4 +507,6 @@ if webhook_enabled():
             (BACKUP_PLURAL, SHARD_WEBHOOK_HANDLER_IDS[BACKUP_PLURAL], ("CREATE",)),
             (RESTORE_PLURAL, SHARD_WEBHOOK_HANDLER_IDS[RESTORE_PLURAL], ("CREATE",)),
         ):
-            kopf.on.mutate(GROUP, VERSION, plural, id=handler_id, operations=changes)(assign_shard)
+            kopf.on.mutate(
+                GROUP, VERSION, plural, id=handler_id, operations=changes, registry=registry
+            )(assign_shard)

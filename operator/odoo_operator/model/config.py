@@ -57,6 +57,9 @@ WEBHOOK_ADDR_ENV = "ODOO_OPERATOR_WEBHOOK_ADDR"
 # "false" when the ValidatingWebhookConfiguration is installed with the operator (the Helm
 # chart does): the operator then only serves the webhook and never writes the configuration.
 WEBHOOK_MANAGED_ENV = "ODOO_OPERATOR_WEBHOOK_MANAGED"
+# "true" on the operator when admission is served by processes of their own (``odoo-operator
+# webhook``, the chart's webhook Deployment): the operator then serves none and says so.
+WEBHOOK_APART_ENV = "ODOO_OPERATOR_WEBHOOK_APART"
 # The ValidatingWebhookConfiguration the operator creates and keeps pointing at its server.
 WEBHOOK_CONFIGURATION = GROUP
 # "true": keep the managed child objects in memory from watches, and read them from there
