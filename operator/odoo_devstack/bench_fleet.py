@@ -68,8 +68,8 @@ from odoo_operator.model.names import GROUP, INSTANCE_PLURAL, VERSION
 from odoo_operator.model.shards import SHARD_ENV, SHARD_LABEL, SHARDS_ENV, rendezvous_shard
 
 from . import kubectl, probes
-from .controlplane import DEFAULT_NODES, OPERATOR_USER, FakeNode
-from .demo import is_ready, start_operator
+from .controlplane import DEFAULT_NODES, OPERATOR_USER, ControlPlane, FakeNode
+from .demo import ADMISSION_APART, is_ready, start_operator, start_webhook
 from .operator_setup import register_servers
 from .ports import free_port
 from .processes import ManagedProcess
@@ -107,6 +107,7 @@ _SCRAPED = (_CALLS, _RECONCILES, _TENANTS)
 # The webhook's own time to answer (not the API server's): scraped around each apply.
 _ADMISSION = "odoo_operator_admission_duration_seconds_bucket"
 _INSTANCE_WEBHOOK = "validate-instance"
+_APISERVER_ADMISSION = "apiserver_admission_webhook_admission_duration_seconds_bucket"
 _KUBERNETES_READS = ("get", "list")
 # Not a request about any tenant: the dynamic client's discovery, once per process.
 _NEITHER = ("discover",)
@@ -309,6 +310,47 @@ def delete_shard_webhook(admission: client.AdmissionregistrationV1Api) -> None:
             raise
 
 
+def scrape_port(port: int, names: tuple[str, ...]) -> Samples:
+    """One scrape of the metrics endpoint on ``port`` (the families ``names``), parsed."""
+    query = urllib.parse.urlencode([("name[]", name) for name in names])
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics?{query}", timeout=30) as answer:
+        return parse_metrics(answer.read().decode())
+
+
+@dataclass
+class AdmissionProcess:
+    """``odoo-operator webhook``: admission in a process of its own, as the chart runs it
+    (its own Deployment), beside the operator processes; a restart of those leaves it be."""
+
+    kubeconfig: Path
+    config: Path
+    workdir: Path
+    shards: tuple[str, ...] = ()
+    process: ManagedProcess | None = None
+    port: int = 0
+
+    def start(self) -> None:
+        """Start it; return once the validating webhook configuration points at it."""
+        self.port = free_port()
+        environment = {SHARDS_ENV: ",".join(self.shards)} if self.shards else None
+        self.process = start_webhook(
+            self.kubeconfig,
+            self.config,
+            self.workdir / "webhook.log",
+            metrics_port=self.port,
+            environment=environment,
+        )
+
+    def scrape(self, names: tuple[str, ...]) -> Samples:
+        """One scrape of its metrics."""
+        return scrape_port(self.port, names)
+
+    def stop(self) -> None:
+        """Stop it, if running."""
+        if self.process is not None:
+            self.process.stop()
+
+
 @dataclass
 class Operator:
     """One operator process of the benchmark (of one shard, or of the whole fleet), its
@@ -322,6 +364,7 @@ class Operator:
     shard: str = ""  # "" when the fleet is not sharded
     shards: tuple[str, ...] = ()
     webhook: bool = True
+    admission_apart: bool = False  # admission served by `odoo-operator webhook` beside it
     process: ManagedProcess | None = None
     port: int = 0
     starts: int = 0
@@ -338,6 +381,10 @@ class Operator:
         self.starts += 1
         self.port = free_port()
         environment = {SHARDS_ENV: ",".join(self.shards), SHARD_ENV: self.shard}
+        if not self.shard:
+            environment = {}
+        if self.admission_apart:
+            environment.update(ADMISSION_APART)
         self.process = start_operator(
             self.kubeconfig,
             self.config,
@@ -348,9 +395,9 @@ class Operator:
                 else f"operator-{self.starts}.log"
             ),
             drift_interval=self.drift_interval,
-            webhook=self.webhook,
+            webhook=self.webhook and not self.admission_apart,
             metrics_port=self.port,
-            environment=environment if self.shard else None,
+            environment=environment,
             watch_cache=self.watch_cache,
         )
         self.process.wait_until(self._answers, 60, "serving its metrics", interval=0.2)
@@ -376,10 +423,7 @@ class Operator:
     def scrape(self, extra: tuple[str, ...] = ()) -> Samples:
         """One scrape of the metrics endpoint (the families the benchmark reads, and
         ``extra``), parsed."""
-        query = urllib.parse.urlencode([("name[]", name) for name in (*_SCRAPED, *extra)])
-        url = f"http://127.0.0.1:{self.port}/metrics?{query}"
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return parse_metrics(response.read().decode())
+        return scrape_port(self.port, (*_SCRAPED, *extra))
 
     def cpu_seconds(self) -> float:
         """CPU time of the running process."""
@@ -405,9 +449,17 @@ class Operators:
     """Every operator process of the benchmark: one serving the whole fleet, or one per
     shard, the first serving the admission webhook."""
 
-    def __init__(self, members: list[Operator], admission: client.AdmissionregistrationV1Api):
+    def __init__(
+        self,
+        members: list[Operator],
+        admission: client.AdmissionregistrationV1Api,
+        webhook: AdmissionProcess | None = None,
+    ):
         self.members = members
         self.admission = admission
+        self.webhook = webhook  # None: the first operator process serves admission
+        for member in members:
+            member.admission_apart = webhook is not None
 
     @classmethod
     def for_shards(
@@ -419,11 +471,16 @@ class Operators:
         workdir: Path,
         drift_interval: float,
         watch_cache: bool = True,
+        webhook_apart: bool = True,
     ) -> Operators:
-        """One operator for the whole fleet when ``shards`` is empty, else one per shard."""
+        """One operator for the whole fleet when ``shards`` is empty, else one per shard;
+        admission in ``odoo-operator webhook`` beside them when ``webhook_apart``."""
+        webhook = AdmissionProcess(kubeconfig, config, workdir, shards) if webhook_apart else None
         if not shards:
             return cls(
-                [Operator(kubeconfig, config, workdir, drift_interval, watch_cache)], admission
+                [Operator(kubeconfig, config, workdir, drift_interval, watch_cache)],
+                admission,
+                webhook,
             )
         members = [
             Operator(
@@ -438,7 +495,7 @@ class Operators:
             )
             for index, shard in enumerate(shards)
         ]
-        return cls(members, admission)
+        return cls(members, admission, webhook)
 
     @property
     def shards(self) -> tuple[str, ...]:
@@ -453,13 +510,28 @@ class Operators:
     def start(self) -> None:
         """Start every process, the webhook's first; return once every webhook configuration
         points at it and every metrics endpoint answers."""
+        if self.webhook is not None and self.webhook.process is None:
+            # Once: a restart of the operator processes leaves admission's own process be,
+            # as a rollout of the operator's Deployment leaves the webhook's.
+            self.webhook.start()
+            assert self.webhook.process is not None
+            _say(
+                f"webhook running (pid {self.webhook.process.pid}, metrics on {self.webhook.port})"
+            )
         for member in self.members:
             member.start()
             _say(f"{member.name} running (pid {member.pid}, metrics on {member.port})")
         if self.shards:
-            assert self.members[0].process is not None
-            waited = wait_for_shard_webhook(self.admission, self.members[0].process)
+            serving = self.webhook.process if self.webhook is not None else self.members[0].process
+            assert serving is not None
+            waited = wait_for_shard_webhook(self.admission, serving)
             _say(f"shard-assigning webhook registered after another {waited:.1f}s")
+
+    def scrape_admission(self) -> Samples:
+        """The admission histogram of the process serving admission."""
+        if self.webhook is not None:
+            return self.webhook.scrape((_ADMISSION,))
+        return self.members[0].scrape((_ADMISSION,))
 
     def kill(self) -> None:
         """SIGKILL every process."""
@@ -501,6 +573,8 @@ class Operators:
         """Stop every running process."""
         for member in self.members:
             member.stop()
+        if self.webhook is not None:
+            self.webhook.stop()
 
 
 class AuditTail:
@@ -552,6 +626,8 @@ class SizeRow:
     create_p99_ms: float = math.nan
     webhook_p50_ms: float = math.nan
     webhook_p99_ms: float = math.nan
+    apiserver_webhook_p50_ms: float = math.nan  # as the API server timed its calls
+    apiserver_webhook_p99_ms: float = math.nan
     create_retries: int = 0
     apply_audit_writes: float = math.nan  # per new tenant
     extra_p50: float = math.nan
@@ -589,7 +665,14 @@ class FleetTimeoutError(RuntimeError):
 class Fleet:
     """Creates the fleet's instances and watches them."""
 
-    def __init__(self, api: client.ApiClient, operators: Operators, ready_timeout: float) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        operators: Operators,
+        ready_timeout: float,
+        control_plane: ControlPlane,
+    ) -> None:
+        self.control_plane = control_plane
         self.custom = client.CustomObjectsApi(api)
         self.operators = operators
         self.ready_timeout = ready_timeout
@@ -717,6 +800,22 @@ def admission_buckets(after: Samples, before: Samples) -> dict[float, float]:
     return buckets
 
 
+def apiserver_admission(control_plane: ControlPlane) -> dict[float, float]:
+    """The API server's own histogram of its calls to the validating webhook for
+    OdooInstances (``apiserver_admission_webhook_admission_duration_seconds``: the round
+    trip, TLS and queueing in the webhook's process included), cumulative by bucket bound."""
+    buckets: dict[float, float] = {}
+    for (name, labels), value in parse_metrics(control_plane.text("/metrics")).items():
+        label = dict(labels)
+        if name != _APISERVER_ADMISSION or _INSTANCE_WEBHOOK not in label.get("name", ""):
+            continue
+        if label.get("type") != "validating":
+            continue
+        bound = math.inf if label["le"] == "+Inf" else float(label["le"])
+        buckets[bound] = buckets.get(bound, 0.0) + value
+    return buckets
+
+
 def bucket_percentile(buckets: Mapping[float, float], share: float) -> float:
     """The upper bound of the bucket holding the ``share`` quantile (NaN without answers):
     a histogram knows no finer, so the figure is "at most"."""
@@ -740,9 +839,14 @@ def measure_size(
     _say(f"size {size}: creating {max(0, size - fleet.count)} instances")
     audit.mark()
     started = time.monotonic()
-    answered_before = operators.scrape((_ADMISSION,))[0]
+    answered_before = operators.scrape_admission()
+    called_before = apiserver_admission(fleet.control_plane)
     row.apply_seconds, latencies, row.create_retries = fleet.create_missing(size)
-    answered = admission_buckets(operators.scrape((_ADMISSION,))[0], answered_before)
+    answered = admission_buckets(operators.scrape_admission(), answered_before)
+    called = apiserver_admission(fleet.control_plane)
+    calls = {bound: called.get(bound, 0.0) - called_before.get(bound, 0.0) for bound in called}
+    row.apiserver_webhook_p50_ms = bucket_percentile(calls, 0.50) * 1000
+    row.apiserver_webhook_p99_ms = bucket_percentile(calls, 0.99) * 1000
     row.tenants = fleet.count
     row.create_p50_ms = _percentile(latencies, 0.50) * 1000
     row.create_p99_ms = _percentile(latencies, 0.99) * 1000
@@ -919,6 +1023,8 @@ SIZE_COLUMNS = [
     "p99 ms",
     "webhook p50 ms ≤",
     "p99 ms ≤",
+    "apiserver→webhook p50 ms ≤",
+    "apiserver p99 ms ≤",
     "writes /new tenant",
     "+1 tenant p50 s",
     "idle k8s reads /t/min",
@@ -970,6 +1076,8 @@ def size_table(rows: list[SizeRow], sharded: bool = False) -> str:
             _figure(row.create_p99_ms, 0),
             _figure(row.webhook_p50_ms, 1),
             _figure(row.webhook_p99_ms, 1),
+            _figure(row.apiserver_webhook_p50_ms, 1),
+            _figure(row.apiserver_webhook_p99_ms, 1),
             _figure(row.apply_audit_writes, 0),
             _figure(row.extra_p50),
             _figure(_per_tenant_minute(row, reads), 2),
@@ -1111,6 +1219,7 @@ def run_bench(
     timeout: float,
     watch_cache: bool = True,
     shards: int = 1,
+    webhook_apart: bool = True,
 ) -> int:
     """Start the stack and the operator (one process per shard when ``shards`` ≥ 2),
     measure every size, print the report."""
@@ -1145,11 +1254,15 @@ def run_bench(
                 workdir,
                 drift_interval,
                 watch_cache,
+                webhook_apart,
             )
-            _say(f"watch cache {'on' if watch_cache else 'off'}; shards: {operators.mode}")
+            _say(
+                f"watch cache {'on' if watch_cache else 'off'}; shards: {operators.mode}; "
+                f"admission {'in its own process' if webhook_apart else 'in the operator'}"
+            )
             try:
                 operators.start()
-                fleet = Fleet(api, operators, timeout)
+                fleet = Fleet(api, operators, timeout, control_plane)
                 audit = AuditTail(control_plane.audit_log)
                 for size in sizes:
                     rows.append(SizeRow(size))
@@ -1160,6 +1273,11 @@ def run_bench(
                 status = 1
             finally:
                 print_report(rows, first_load, operators)
+                webhook = operators.webhook
+                if webhook is not None and webhook.process is not None and webhook.process.pid:
+                    rss, peak = process_memory_mib(webhook.process.pid)
+                    cpu = process_cpu_seconds(webhook.process.pid)
+                    _say(f"webhook process: RSS {rss:.0f} MiB (peak {peak:.0f}), CPU {cpu:.1f}s")
                 operators.stop()
                 try:
                     delete_shard_webhook(admission)
@@ -1219,6 +1337,12 @@ def main(argv: list[str] | None = None) -> int:
         help="operator processes, one per shard s1..sN, the first serving the webhook "
         "(1: one process serving every tenant)",
     )
+    parser.add_argument(
+        "--webhook-in-operator",
+        action="store_true",
+        help="serve admission from the (first) operator process, as `odoo-operator run` "
+        "does with a webhook certificate, instead of from `odoo-operator webhook` beside it",
+    )
     args = parser.parse_args(argv)
     # Ctrl-C must stop the benchmark (and the stack) even when a shell or a script started it
     # in the background, with SIGINT ignored: restore Python's handler, as the demo does.
@@ -1231,6 +1355,7 @@ def main(argv: list[str] | None = None) -> int:
         args.ready_timeout,
         watch_cache=not args.no_watch_cache,
         shards=args.shards,
+        webhook_apart=not args.webhook_in_operator,
     )
     _say(f"whole benchmark: {time.monotonic() - started:.0f}s")
     return status

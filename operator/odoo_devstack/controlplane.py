@@ -373,6 +373,12 @@ class ControlPlane:
         with urllib.request.urlopen(request, context=self._admin_tls, timeout=10) as response:
             return json.loads(response.read() or b"null")
 
+    def text(self, path: str) -> str:
+        """GET ``path`` as the admin (e.g. ``/metrics``); the answer as text."""
+        request = urllib.request.Request(f"{self.server}{path}", headers={"Accept": "text/plain"})
+        with urllib.request.urlopen(request, context=self._admin_tls, timeout=30) as response:
+            return str(response.read().decode())
+
     def _create_nodes(self) -> None:
         for node in self.nodes:
             self.api("POST", "/api/v1/nodes", node.manifest())

@@ -168,6 +168,7 @@ def start_webhook(
     *,
     metrics_port: int = 0,
     timeout: float = 60.0,
+    environment: Mapping[str, str] | None = None,
 ) -> ManagedProcess:
     """Run ``odoo-operator webhook`` (admission alone, as the chart's webhook Deployment
     does) as a child process on a free loopback port, with a certificate issued next to
@@ -187,7 +188,7 @@ def start_webhook(
         "webhook",
         [sys.executable, "-m", "odoo_operator.cli", "webhook"],
         log_path,
-        env={**os.environ, **variables},
+        env={**os.environ, **variables, **(environment or {})},
     ).start()
     try:
         _wait_for_webhook(webhook, kubeconfig, f"https://{LOOPBACK_HOST}:{port}/", timeout)
