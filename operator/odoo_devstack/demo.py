@@ -169,10 +169,15 @@ def start_webhook(
     metrics_port: int = 0,
     timeout: float = 60.0,
     environment: Mapping[str, str] | None = None,
+    managed: bool = True,
 ) -> ManagedProcess:
     """Run ``odoo-operator webhook`` (admission alone, as the chart's webhook Deployment
     does) as a child process on a free loopback port, with a certificate issued next to
     ``log_path``; return once the cluster's webhook configuration points at it.
+
+    ``environment`` adds or overrides variables (e.g. a chart's certificates); with
+    ``managed=False`` (``ODOO_OPERATOR_WEBHOOK_MANAGED=false`` in it) nothing waits for a
+    configuration the process never writes.
 
     Start the operator beside it with ``webhook=False`` and ``environment=ADMISSION_APART``.
     """
@@ -190,6 +195,8 @@ def start_webhook(
         log_path,
         env={**os.environ, **variables, **(environment or {})},
     ).start()
+    if not managed:
+        return webhook
     try:
         _wait_for_webhook(webhook, kubeconfig, f"https://{LOOPBACK_HOST}:{port}/", timeout)
     except BaseException:

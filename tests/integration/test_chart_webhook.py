@@ -1,22 +1,23 @@
 """The chart's own ValidatingWebhookConfiguration, end to end against the real kube-apiserver.
 
 `helm template` with default values gives the webhook's Secret (a chart-generated CA and a
-serving certificate for ``odoo-operator-webhook.odoo-operator.svc``), its Service and a
-fail-closed ValidatingWebhookConfiguration whose clientConfig is a ``service`` reference with
-the CA as caBundle. The configuration goes into the cluster unchanged; the Service goes in
-without a selector, with an Endpoints object naming this machine's IPv4 address, where the
-operator serves the webhook with the chart's certificate files and
-``ODOO_OPERATOR_WEBHOOK_MANAGED=false``. The local control plane runs with
-``--enable-aggregator-routing``, so the apiserver calls the endpoint rather than the
-Service's ClusterIP (there is no kube-proxy); everything else is what a cluster does: service
-DNS name in the TLS check, the chart's CA bundle, the chart's path and failure policy.
+serving certificate for ``odoo-operator-webhook.odoo-operator.svc``), its Service and a fail-
+closed ValidatingWebhookConfiguration whose clientConfig is a ``service`` reference with the CA
+as caBundle. The configuration goes into the cluster unchanged; the Service goes in without a
+selector, with an Endpoints object naming this machine's IPv4 address, where ``odoo-operator
+webhook`` (the chart's webhook Deployment) serves it with the chart's certificate files and
+``ODOO_OPERATOR_WEBHOOK_MANAGED=false``, the operator beside it serving no admission
+(``ODOO_OPERATOR_WEBHOOK_APART``, as the chart sets it). The local control plane runs with
+``--enable-aggregator-routing``, so the apiserver calls the endpoint rather than the Service's
+ClusterIP (there is no kube-proxy); everything else is what a cluster does: service DNS name in
+the TLS check, the chart's CA bundle, the chart's path and failure policy.
 
-Proven: the operator's refusals reach the client through that configuration and valid
-objects pass; the operator never writes the configuration (its resourceVersion stays put);
-with the operator gone, creates and updates are refused (fail closed) while deletes are not
-gated. A configuration of the same name that other tests let Kopf manage is put aside and
-restored afterwards, and the chart's one is deleted whatever the outcome, before anything
-else is cleaned up, so later tests are not refused.
+Proven: the webhook's refusals reach the client through that configuration and valid objects
+pass; nothing ever writes the configuration (its resourceVersion stays put); with the webhook
+gone, creates and updates are refused (fail closed) while deletes are not gated. A
+configuration of the same name that other tests let Kopf manage is put aside and restored
+afterwards, and the chart's one is deleted whatever the outcome, before anything else is
+cleaned up, so later tests are not refused.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from tests.unit.test_chart import documents, one, render
 
 from odoo_devstack import kubectl
 from odoo_devstack.controlplane import ControlPlane
-from odoo_devstack.demo import start_operator
+from odoo_devstack.demo import ADMISSION_APART, start_operator, start_webhook
 from odoo_devstack.operator_setup import register_servers
 from odoo_devstack.processes import ManagedProcess
 from odoo_operator.model.config import (
@@ -93,7 +94,8 @@ def _refusal(call: Callable[[], Any]) -> tuple[int, str]:
 
 @dataclass
 class ChartWebhook:
-    """The chart's webhook objects in the cluster, and the operator serving them."""
+    """The chart's webhook objects in the cluster, the webhook process serving them and the
+    operator beside it."""
 
     configuration: dict[str, Any]  # as rendered
     resource_version: str  # as created
@@ -102,7 +104,13 @@ class ChartWebhook:
     custom: client.CustomObjectsApi
     admission: client.AdmissionregistrationV1Api
     operator: ManagedProcess
+    server: ManagedProcess  # odoo-operator webhook
     tenants: list[str] = field(default_factory=list)  # to clean up
+
+    def stop(self) -> None:
+        """Stop the webhook process and the operator, as a cluster losing both would."""
+        self.server.stop()
+        self.operator.stop()
 
     @property
     def webhook_name(self) -> str:
@@ -208,6 +216,7 @@ def chart_webhook(
             raise
     tenants: list[str] = []
     operator: ManagedProcess | None = None
+    server: ManagedProcess | None = None
     try:
         if saved is not None:
             admission.delete_validating_webhook_configuration(WEBHOOK_CONFIGURATION)
@@ -247,11 +256,11 @@ def chart_webhook(
             path.write_bytes(base64.b64decode(secret["data"][key]))
             path.chmod(0o600)
             files[key] = str(path)
-        operator = start_operator(
+        server = start_webhook(
             operator_kubeconfig,
             config,
-            tmp_path / "operator.log",
-            webhook=False,
+            tmp_path / "webhook.log",
+            managed=False,
             environment={
                 WEBHOOK_CERT_ENV: files["tls.crt"],
                 WEBHOOK_KEY_ENV: files["tls.key"],
@@ -262,6 +271,13 @@ def chart_webhook(
                 WEBHOOK_MANAGED_ENV: "false",
             },
         )
+        operator = start_operator(
+            operator_kubeconfig,
+            config,
+            tmp_path / "operator.log",
+            webhook=False,
+            environment=ADMISSION_APART,
+        )
         webhook = ChartWebhook(
             configuration=configuration,
             resource_version=created.metadata.resource_version,
@@ -270,13 +286,15 @@ def chart_webhook(
             custom=custom,
             admission=admission,
             operator=operator,
+            server=server,
             tenants=tenants,
         )
         _wait_until_the_webhook_answers(webhook)
         yield webhook
     finally:
-        if operator is not None:
-            operator.stop()
+        for process in (server, operator):
+            if process is not None:
+                process.stop()
         # First, so that nothing after this (nor any later test) is refused by it.
         try:
             admission.delete_validating_webhook_configuration(WEBHOOK_CONFIGURATION)
@@ -314,7 +332,7 @@ def _wait_until_the_webhook_answers(webhook: ChartWebhook) -> None:
         # Also what a path naming no handler of the operator gets: Kopf then allows.
         raise RuntimeError("admitted unchecked (no webhook called, or no handler at its path)")
 
-    webhook.operator.wait_until(refused_by_the_operator, 60, "answering the chart's webhook")
+    webhook.server.wait_until(refused_by_the_operator, 60, "answering the chart's webhook")
 
 
 def test_the_chart_configuration_sends_admission_to_the_operator_through_its_service(
@@ -356,8 +374,8 @@ def test_the_operator_never_writes_the_chart_configuration(chart_webhook: ChartW
         == webhook.configuration["webhooks"][0]["clientConfig"]["caBundle"]
     )
 
-    webhook.operator.stop()
-    assert webhook.operator.exit_code() is not None
+    webhook.stop()
+    assert webhook.server.exit_code() is not None
     stored = webhook.stored_configuration()
     assert stored.metadata.resource_version == webhook.resource_version, "written at shutdown"
 
@@ -378,7 +396,7 @@ def test_without_the_operator_creates_and_updates_are_refused_but_deletes_are_no
         return FINALIZER in (found["metadata"].get("finalizers") or [])
 
     eventually(finalized, f"the operator's finalizer on {existing}", timeout=60)
-    webhook.operator.stop()
+    webhook.stop()
 
     newcomer = "chart-newcomer"
     webhook.tenants.append(newcomer)  # should the create get through after all

@@ -119,7 +119,7 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("cert-manager.io", "certificates", "get"): "spec.tls.issuerRef certificates",
     ("cert-manager.io", "certificates", "create"): "spec.tls.issuerRef certificates",
     ("cert-manager.io", "certificates", "patch"): "spec.tls.issuerRef certificates",
-    # watchCache.enabled only: label-selected watches of the managed kinds, never Secrets.
+    # watchCache.enabled only: label-selected watches of the managed kinds.
     ("", "namespaces", "list"): WATCH_CACHE_ONLY,
     ("", "namespaces", "watch"): WATCH_CACHE_ONLY,
     ("", "resourcequotas", "list"): WATCH_CACHE_ONLY,
@@ -144,6 +144,9 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("traefik.io", "ingressroutes", "watch"): WATCH_CACHE_ONLY,
     ("traefik.io", "middlewares", "list"): WATCH_CACHE_ONLY,
     ("traefik.io", "middlewares", "watch"): WATCH_CACHE_ONLY,
+    # The tenant Secrets by their names only (a field-selected watch per name).
+    ("", "secrets", "list"): WATCH_CACHE_ONLY,
+    ("", "secrets", "watch"): WATCH_CACHE_ONLY,
     ("kopf.dev", "clusterkopfpeerings", "list"): "HA only: Kopf peering",
     ("kopf.dev", "clusterkopfpeerings", "watch"): "HA only: Kopf peering",
     ("kopf.dev", "clusterkopfpeerings", "patch"): "HA only: its heartbeat",
@@ -272,7 +275,7 @@ def test_the_schemas_are_strict_about_unknown_fields(tmp_path: Path) -> None:
     manifest = render().stdout.replace("revisionHistoryLimit: 3", "revisionHistoryLimt: 3")
     report = kubeconform(manifest, tmp_path)
     invalid = [r for r in report["resources"] if r["status"] == "statusInvalid"]
-    assert [r["kind"] for r in invalid] == ["Deployment"]
+    assert [r["kind"] for r in invalid] == ["Deployment", "Deployment"]  # operator, webhook
     assert "revisionHistoryLimt" in invalid[0]["msg"]
 
 
@@ -362,7 +365,7 @@ def test_the_rendered_crds_are_those_of_crds_and_survive_uninstall(
 
 
 def test_the_deployment_passes_pod_security_restricted(defaults: list[dict[str, Any]]) -> None:
-    pod = one(defaults, "Deployment")["spec"]["template"]["spec"]
+    pod = one(defaults, "Deployment", "odoo-operator")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert not {"hostNetwork", "hostPID", "hostIPC"} & pod.keys()
@@ -380,7 +383,7 @@ def test_the_deployment_passes_pod_security_restricted(defaults: list[dict[str, 
 def test_the_deployment_runs_the_operator_with_liveness_probes_and_webhook_settings(
     defaults: list[dict[str, Any]],
 ) -> None:
-    deployment = one(defaults, "Deployment")
+    deployment = one(defaults, "Deployment", "odoo-operator")
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["run", "--liveness=http://0.0.0.0:8080/healthz"]
@@ -389,13 +392,32 @@ def test_the_deployment_runs_the_operator_with_liveness_probes_and_webhook_setti
     assert container["resources"]["requests"]
     assert container["resources"]["limits"]["memory"]
     env = {e["name"]: e.get("value") for e in container["env"]}
+    # Admission is served by the webhook Deployment: the operator serves none and says so.
+    assert env["ODOO_OPERATOR_WEBHOOK_APART"] == "true"
+    assert not [
+        name
+        for name in env
+        if name.startswith("ODOO_OPERATOR_WEBHOOK_") and name != "ODOO_OPERATOR_WEBHOOK_APART"
+    ]
+    webhook = one(defaults, "Deployment", "-webhook")
+    assert webhook["spec"]["replicas"] == 2
+    serving = webhook["spec"]["template"]["spec"]["containers"][0]
+    assert serving["args"] == ["webhook", "--liveness=http://0.0.0.0:8080/healthz"]
+    assert serving["readinessProbe"]["tcpSocket"] == {"port": "webhook"}
+    env = {e["name"]: e.get("value") for e in serving["env"]}
     assert env["ODOO_OPERATOR_WEBHOOK_HOST"] == "odoo-operator-webhook.odoo-operator.svc"
     assert env["ODOO_OPERATOR_WEBHOOK_PORT"] == "9443"
-    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    mounts = {m["mountPath"] for m in serving["volumeMounts"]}
     for variable in ("CERT", "KEY", "CA"):
         path = Path(env[f"ODOO_OPERATOR_WEBHOOK_{variable}"])
         assert str(path.parent) in mounts
+    # No operator Deployment's selector matches the webhook pods, and the Service selects
+    # those pods only.
+    operator_selector = deployment["spec"]["selector"]["matchLabels"]
+    webhook_labels = webhook["spec"]["template"]["metadata"]["labels"]
+    assert not operator_selector.items() <= webhook_labels.items()
     service = one(defaults, "Service", "-webhook")
+    assert service["spec"]["selector"] == webhook["spec"]["selector"]["matchLabels"]
     # Kopf registers https://<host>:<listening port>/...: the Service must expose that port.
     assert service["spec"]["ports"] == [
         {"name": "webhook", "port": 9443, "targetPort": "webhook", "protocol": "TCP"}
@@ -450,12 +472,12 @@ def test_the_release_owns_a_fail_closed_webhook_configuration_trusting_its_ca(
             "path": f"/{handler}",
         }
         assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
-    deployment = one(defaults, "Deployment")
+    deployment = one(defaults, "Deployment", "-webhook")
     env = {
         e["name"]: e.get("value")
         for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     }
-    assert env["ODOO_OPERATOR_WEBHOOK_MANAGED"] == "false"  # the operator never rewrites it
+    assert env["ODOO_OPERATOR_WEBHOOK_MANAGED"] == "false"  # no pod ever rewrites it
 
 
 def test_with_cert_manager_the_ca_injector_fills_the_webhook_ca_bundle(
@@ -472,14 +494,14 @@ def test_with_cert_manager_the_ca_injector_fills_the_webhook_ca_bundle(
 def test_ha_runs_two_peering_replicas_with_a_disruption_budget(
     everything: list[dict[str, Any]],
 ) -> None:
-    deployment = one(everything, "Deployment")
+    deployment = one(everything, "Deployment", "odoo-operator")
     assert deployment["spec"]["replicas"] == 2
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["ODOO_OPERATOR_PEERING"]["value"] == "odoo-operator"
     assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert one(everything, "ClusterKopfPeering")["metadata"]["name"] == "odoo-operator"
-    assert one(everything, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    assert one(everything, "PodDisruptionBudget", "odoo-operator")["spec"]["minAvailable"] == 1
     # cert-manager issues the serving certificate into the Secret the pod mounts.
     certificate = one(everything, "Certificate", "-webhook")
     assert certificate["spec"]["secretName"] == "odoo-operator-webhook-tls"
@@ -493,7 +515,15 @@ def test_two_shards_run_two_operator_deployments_each_with_its_own_peering(
     rendered = render("--values", str(EVERYTHING_ON), "--set", "shards={a,b}").stdout
     docs = documents(rendered)
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    webhook = deployments.pop("odoo-operator-webhook")
     assert sorted(deployments) == ["odoo-operator-a", "odoo-operator-b"]
+    # The webhook pods know the shards (they stamp them) but serve none.
+    webhook_env = {
+        e["name"]: e.get("value")
+        for e in webhook["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert webhook_env["ODOO_OPERATOR_SHARDS"] == "a,b"
+    assert "ODOO_OPERATOR_SHARD" not in webhook_env
     for shard, deployment in zip("ab", sorted(deployments.values(), key=_name), strict=True):
         selector = deployment["spec"]["selector"]["matchLabels"]
         assert selector["odoo.tenantops.io/shard"] == shard
@@ -510,7 +540,11 @@ def test_two_shards_run_two_operator_deployments_each_with_its_own_peering(
         assert env["ODOO_OPERATOR_PEERING"] == f"odoo-operator-{shard}"
     peerings = sorted(d["metadata"]["name"] for d in docs if d["kind"] == "ClusterKopfPeering")
     assert peerings == ["odoo-operator-a", "odoo-operator-b"]
-    budgets = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    budgets = [
+        d
+        for d in docs
+        if d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"] != "odoo-operator-webhook"
+    ]
     assert sorted(
         b["spec"]["selector"]["matchLabels"]["odoo.tenantops.io/shard"] for b in budgets
     ) == ["a", "b"]
@@ -549,10 +583,10 @@ def test_two_shards_run_two_operator_deployments_each_with_its_own_peering(
 def test_without_shards_there_is_one_deployment_and_no_mutating_webhook(
     defaults: list[dict[str, Any]],
 ) -> None:
-    assert one(defaults, "Deployment")["metadata"]["name"] == "odoo-operator"
+    assert one(defaults, "Deployment", "odoo-operator")["metadata"]["name"] == "odoo-operator"
     assert (
         "odoo.tenantops.io/shard"
-        not in one(defaults, "Deployment")["spec"]["selector"]["matchLabels"]
+        not in one(defaults, "Deployment", "odoo-operator")["spec"]["selector"]["matchLabels"]
     )
     assert not [d for d in defaults if d["kind"] == "MutatingWebhookConfiguration"]
 
@@ -580,13 +614,24 @@ def test_the_configmap_is_an_operator_configuration_naming_secrets_only(
 def test_the_network_policy_selects_the_operator_and_opens_only_its_ports(
     everything: list[dict[str, Any]],
 ) -> None:
-    policy = one(everything, "NetworkPolicy")["spec"]
+    policy = one(everything, "NetworkPolicy", "odoo-operator")["spec"]
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "odoo-operator"
     ingress_ports = {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
-    assert ingress_ports == {"liveness", "webhook", "metrics"}
+    assert ingress_ports == {"liveness", "metrics"}  # admission is the webhook pods'
     egress_ports = {p["port"] for rule in policy["egress"] for p in rule["ports"]}
     assert egress_ports == {53, 443, 6443, 5432, 6379, 6380, 8200, 8069}
+    webhook = one(everything, "NetworkPolicy", "-webhook")["spec"]
+    assert webhook["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == (
+        "odoo-operator-webhook"
+    )
+    assert {p["port"] for rule in webhook["ingress"] for p in rule["ports"]} == {
+        "liveness",
+        "webhook",
+        "metrics",
+    }
+    # The API server and the blob store (the journal of refusals): no database, no tenant.
+    assert {p["port"] for rule in webhook["egress"] for p in rule["ports"]} == {53, 443, 6443}
     (health_check,) = [r for r in policy["egress"] if r["ports"][0]["port"] == 8069]
     # Odoo's HTTP port only in the namespaces the operator manages: its synthetic checks.
     assert health_check["to"] == [
@@ -624,8 +669,8 @@ def test_the_cluster_role_grants_only_the_allowlist(everything: list[dict[str, A
         assert verb not in ("escalate", "bind", "impersonate", "update") or resource.endswith(
             "/finalizers"
         )
-    # No cluster-wide reading of every Secret, ever.
-    assert not [v for (g, r, v), _ in grants if r == "secrets" and v in ("list", "watch")]
+    # No cluster-wide reading of every Secret, ever: each grant names its Secrets.
+    assert all(names for (_, resource, _), names in grants if resource == "secrets")
 
 
 def test_without_the_watch_cache_the_operator_lists_and_watches_only_its_own_kinds(
@@ -633,7 +678,9 @@ def test_without_the_watch_cache_the_operator_lists_and_watches_only_its_own_kin
 ) -> None:
     grants = {grant for grant, _ in _grants(one(defaults, "ClusterRole"))}
     assert not [g for g in grants if ALLOWED.get(g) == WATCH_CACHE_ONLY]
-    env = one(defaults, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    env = one(defaults, "Deployment", "odoo-operator")["spec"]["template"]["spec"]["containers"][0][
+        "env"
+    ]
     assert "ODOO_OPERATOR_WATCH_CACHE" not in {e["name"] for e in env}
 
 
@@ -768,7 +815,8 @@ def test_monitoring_and_argocd_parts_render_only_when_asked(
     defaults: list[dict[str, Any]], everything: list[dict[str, Any]]
 ) -> None:
     optional = {"ServiceMonitor", "PrometheusRule", "ClusterKopfPeering", "PodDisruptionBudget"}
-    assert not [d for d in defaults if d["kind"] in optional]
+    # The webhook's two pods have their budget by default (admission fails closed).
+    assert [_name(d) for d in defaults if d["kind"] in optional] == ["odoo-operator-webhook"]
     assert {d["kind"] for d in everything} >= optional
     assert not [d for d in defaults if d["metadata"]["name"].endswith("-grafana-dashboard")]
     health = one(everything, "ConfigMap", "-argocd-health")["data"]
@@ -944,7 +992,7 @@ def test_the_aks_overlay_adds_workload_identity_azure_files_and_node_pools(
     docs = documents(built)
     account = one(docs, "ServiceAccount")
     assert "azure.workload.identity/client-id" in account["metadata"]["annotations"]
-    pod = one(docs, "Deployment")["spec"]["template"]
+    pod = one(docs, "Deployment", "odoo-operator")["spec"]["template"]
     assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"
     config = OperatorConfig.from_mapping(
         yaml.safe_load(one(docs, "ConfigMap", "-config")["data"]["config.yaml"])

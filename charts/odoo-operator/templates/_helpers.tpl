@@ -80,6 +80,22 @@ odoo.tenantops.io/shard: {{ .shard | quote }}
 {{- printf "%s-webhook" (include "odoo-operator.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* The pods of `odoo-operator webhook` (webhook.ownDeployment): a name of their own, so
+that no operator Deployment's selector (name and instance) ever matches them. */}}
+{{- define "odoo-operator.webhookSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-webhook" (include "odoo-operator.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* The pods that serve admission: the webhook Deployment's, else the operator's. */}}
+{{- define "odoo-operator.webhookPodLabels" -}}
+{{- if .Values.webhook.ownDeployment -}}
+{{ include "odoo-operator.webhookSelectorLabels" . }}
+{{- else -}}
+{{ include "odoo-operator.selectorLabels" . }}
+{{- end -}}
+{{- end -}}
+
 {{- define "odoo-operator.webhookHost" -}}
 {{- printf "%s.%s.svc" (include "odoo-operator.webhookService" .) .Release.Namespace -}}
 {{- end -}}
