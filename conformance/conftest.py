@@ -155,34 +155,6 @@ def _port(address: str, default: int) -> int:
     return int(conninfo_to_dict(address).get("port") or default)
 
 
-@pytest.fixture(scope="module", params=ODOO_VERSIONS, ids=lambda version: f"odoo{version}")
-def tenant(
-    request: pytest.FixtureRequest,
-    k8s: client.ApiClient,
-    conformance_operator: ManagedProcess,
-    real_node_runner: RealNodeProcess,
-    odoo_runtimes: OdooRuntimes,
-    postgres_dsn: str,
-) -> Iterator[Tenant]:
-    """The test module's tenant (``TENANT_PREFIX``, ``TENANT_SPEC``) for one Odoo version,
-    Ready; deleted afterwards, with its database, pods and processes."""
-    version: str = request.param
-    prefix = getattr(request.module, "TENANT_PREFIX", "cf")
-    spec: dict[str, Any] = getattr(request.module, "TENANT_SPEC", {})
-    with running_tenant(
-        request,
-        k8s,
-        conformance_operator,
-        real_node_runner,
-        odoo_runtimes,
-        postgres_dsn,
-        version,
-        prefix,
-        spec,
-    ) as made:
-        yield made
-
-
 @pytest.fixture(scope="module")
 def make_tenant(
     request: pytest.FixtureRequest,
@@ -203,6 +175,19 @@ def make_tenant(
         odoo_runtimes,
         postgres_dsn,
     )
+
+
+@pytest.fixture(scope="module", params=ODOO_VERSIONS, ids=lambda version: f"odoo{version}")
+def tenant(
+    request: pytest.FixtureRequest,
+    make_tenant: Callable[[str, str, dict[str, Any]], contextlib.AbstractContextManager[Tenant]],
+) -> Iterator[Tenant]:
+    """The test module's tenant (``TENANT_PREFIX``, ``TENANT_SPEC``) for one Odoo version,
+    Ready; deleted afterwards, with its database, pods and processes."""
+    prefix = getattr(request.module, "TENANT_PREFIX", "cf")
+    spec: dict[str, Any] = getattr(request.module, "TENANT_SPEC", {})
+    with make_tenant(request.param, prefix, spec) as made:
+        yield made
 
 
 @contextlib.contextmanager

@@ -630,10 +630,12 @@ class PostedInvoice:
         return f"/web/content/{self.attachment}?download=true"
 
 
-def post_invoice_with_pdf(odoo: OdooSession) -> PostedInvoice:
-    """Post a customer invoice of 3 x 123.45 and attach :data:`INVOICE_PDF` to it, as a user
-    of the web client would; check Odoo serves the PDF back."""
-    partner = odoo.call("res.partner", "create", [{"name": "Conformance customer"}])
+def post_invoice(
+    odoo: OdooSession, customer: str, price_unit: float, quantity: int = 1, line: str = "Service"
+) -> int:
+    """A posted customer invoice of one line for a new partner ``customer``, as a user of the
+    web client posts it; its id."""
+    partner = odoo.call("res.partner", "create", [{"name": customer}])
     move = odoo.call(
         "account.move",
         "create",
@@ -642,12 +644,19 @@ def post_invoice_with_pdf(odoo: OdooSession) -> PostedInvoice:
                 "move_type": "out_invoice",
                 "partner_id": partner,
                 "invoice_line_ids": [
-                    [0, 0, {"name": "Conformance service", "quantity": 3, "price_unit": 123.45}]
+                    [0, 0, {"name": line, "quantity": quantity, "price_unit": price_unit}]
                 ],
             }
         ],
     )
     odoo.call("account.move", "action_post", [[move]])
+    return int(move)
+
+
+def post_invoice_with_pdf(odoo: OdooSession) -> PostedInvoice:
+    """Post a customer invoice of 3 x 123.45 and attach :data:`INVOICE_PDF` to it, as a user
+    of the web client would; check Odoo serves the PDF back."""
+    move = post_invoice(odoo, "Conformance customer", 123.45, 3, "Conformance service")
     [amounts] = odoo.call("account.move", "read", [[move], INVOICE_FIELDS])
     assert amounts["state"] == "posted", amounts
     assert amounts["amount_untaxed"] == pytest.approx(370.35), amounts

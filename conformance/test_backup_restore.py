@@ -32,7 +32,6 @@ from conformance.tenants import (
     INVOICE_FIELDS,
     INVOICE_PDF,
     READY_TIMEOUT_SECONDS,
-    OdooSession,
     Tenant,
     admin_session,
     authenticate,
@@ -40,6 +39,7 @@ from conformance.tenants import (
     filestore_claim_folder,
     instance,
     pods,
+    post_invoice,
     post_invoice_with_pdf,
     secret_values,
     signs_in,
@@ -202,7 +202,8 @@ def _pad_database(postgres_dsn: str, tenant: Tenant, megabytes: int) -> None:
         for chunk in range(chunks):
             connection.execute(
                 "INSERT INTO bench_padding SELECT g, (SELECT string_agg(md5(g::text || '-' || i),"
-                " '') FROM generate_series(1, 30) i) FROM generate_series(%s::bigint, %s::bigint) g",
+                " '') FROM generate_series(1, 30) i)"
+                " FROM generate_series(%s::bigint, %s::bigint) g",
                 (chunk * rows_per_chunk + 1, (chunk + 1) * rows_per_chunk),
             )
 
@@ -406,26 +407,6 @@ def test_an_anonymized_clone_into_a_development_tenant_keeps_the_books_not_the_p
         assert not (with_source_password.get("result") or {}).get("uid"), with_source_password
 
 
-def _post_invoice(odoo: OdooSession, customer: str, amount: float) -> int:
-    """A posted customer invoice of one line, as a user of the web client posts it."""
-    partner = odoo.call("res.partner", "create", [{"name": customer}])
-    move = odoo.call(
-        "account.move",
-        "create",
-        [
-            {
-                "move_type": "out_invoice",
-                "partner_id": partner,
-                "invoice_line_ids": [
-                    [0, 0, {"name": "Service", "quantity": 1, "price_unit": amount}]
-                ],
-            }
-        ],
-    )
-    odoo.call("account.move", "action_post", [[move]])
-    return int(move)
-
-
 def test_a_real_odoo_tenant_recovered_to_a_noted_time_keeps_the_invoices_posted_before_it(
     k8s: client.ApiClient,
     real_node_runner: RealNodeProcess,
@@ -452,7 +433,7 @@ def test_a_real_odoo_tenant_recovered_to_a_noted_time_keeps_the_invoices_posted_
         )
         assert backed_up["status"]["phase"] == "Succeeded", backed_up["status"]
         # After the backup: only the WAL archive has it.
-        second = _post_invoice(odoo, "Customer after the backup", 250.0)
+        second = post_invoice(odoo, "Customer after the backup", 250.0)
         good = odoo.call(
             "account.move", "read", [[first.move, second], ["name", "state", "amount_total"]]
         )
@@ -466,7 +447,7 @@ def test_a_real_odoo_tenant_recovered_to_a_noted_time_keeps_the_invoices_posted_
             time.sleep(1)
         noted: datetime.datetime = noted_row[0]
         # The bad run: a wrong invoice posted, the first one reset to draft.
-        wrong = _post_invoice(odoo, "Wrong customer", 999999.0)
+        wrong = post_invoice(odoo, "Wrong customer", 999999.0)
         odoo.call("account.move", "button_draft", [[first.move]])
 
         restore = f"back-to-{uuid.uuid4().hex[:6]}"

@@ -36,11 +36,10 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 from psycopg import sql
-from tests.integration.test_neutralize_real_odoo import run_in_odoo
+from tests.integration.test_neutralize_real_odoo import neutralize_as_the_engine, rows, run_in_odoo
 
 from odoo_devstack.odoo_runtime import ODOO_VERSIONS
 from odoo_operator.builders.anonymize import ANONYMIZED_EMAIL_DOMAIN, anonymization_statements
-from odoo_operator.builders.neutralize import neutralization_statements
 
 if TYPE_CHECKING:
     # Only for annotations: importing the plugin module before pytest registers it would
@@ -53,8 +52,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.timeout(2400)
 
 MODULES = ("account", "hr")
-CLONE_URL = "https://staging.customer.example"
-NEW_UUID = "5b2f0c1d-7e3a-4c6b-9d8e-1f2a3b4c5d6e"
 
 CUSTOMER_EMAIL = "zanzibar.quokka@quokka-customer.example"
 TWINS_EMAIL = "twins@quokka-family.example"
@@ -240,14 +237,10 @@ _READ_BACK = """
 Leak = tuple[str, str, int, str]
 
 
-def _rows(connection: psycopg.Connection, query: str, *params: object) -> list[tuple[Any, ...]]:
-    return connection.execute(query, params).fetchall()
-
-
 def _columns(connection: psycopg.Connection, data_types: tuple[str, ...]) -> dict[str, list[str]]:
     """The columns of ``data_types`` of every table of schema public, by table."""
     by_table: dict[str, list[str]] = defaultdict(list)
-    for table, column in _rows(
+    for table, column in rows(
         connection,
         "SELECT c.table_name, c.column_name FROM information_schema.columns c"
         " JOIN information_schema.tables t USING (table_schema, table_name)"
@@ -310,12 +303,12 @@ def _books(connection: psycopg.Connection) -> dict[str, list[tuple[Any, ...]]]:
                     sql.SQL(", ").join(map(sql.Identifier, names)), sql.Identifier(table)
                 )
             ).fetchall()
-    books["invoices"] = _rows(
+    books["invoices"] = rows(
         connection,
         "SELECT id, amount_total, amount_untaxed, amount_tax, amount_residual FROM account_move"
         " WHERE move_type = 'out_invoice' ORDER BY id",
     )
-    books["lines"] = _rows(
+    books["lines"] = rows(
         connection,
         "SELECT move_id, sum(debit), sum(credit), sum(balance) FROM account_move_line"
         " GROUP BY move_id ORDER BY move_id",
@@ -348,7 +341,7 @@ def test_an_anonymized_clone_of_a_real_odoo_database_keeps_no_personal_value_and
     with psycopg.connect(database.dsn, autocommit=True) as connection:
         planted = _leaks(connection)
         books = _books(connection)
-        [(admin_login,)] = _rows(
+        [(admin_login,)] = rows(
             connection,
             "SELECT u.login FROM res_users u JOIN ir_model_data d ON d.res_id = u.id"
             " AND d.model = 'res.users' WHERE d.module = 'base' AND d.name = 'user_admin'",
@@ -358,13 +351,10 @@ def test_an_anonymized_clone_of_a_real_odoo_database_keeps_no_personal_value_and
     assert len(books["invoices"]) == len(production["invoices"]) == 2, books["invoices"]
     assert all(residual > 0 for *_, residual in books["invoices"]), books["invoices"]
 
-    # As the restore engine runs them: the tenant's own role, one transaction.
     salt = secrets.token_hex(16)
-    with psycopg.connect(database.dsn) as connection, connection.transaction():
-        for statement in neutralization_statements(NEW_UUID, CLONE_URL):
-            connection.execute(statement)
-        for statement in anonymization_statements(salt, keep_logins=(KEPT_LOGIN,)):
-            connection.execute(statement)
+    neutralize_as_the_engine(
+        database.dsn, anonymization_statements(salt, keep_logins=(KEPT_LOGIN,))
+    )
 
     with psycopg.connect(database.dsn, autocommit=True) as connection:
         leaks = _leaks(connection)
@@ -372,7 +362,7 @@ def test_an_anonymized_clone_of_a_real_odoo_database_keeps_no_personal_value_and
         assert _books(connection) == books
 
         emails = dict(
-            _rows(
+            rows(
                 connection,
                 "SELECT id, email FROM res_partner WHERE id = ANY(%s)",
                 [production["customer"], *production["twins"], production["work_contact"]],
@@ -384,17 +374,17 @@ def test_an_anonymized_clone_of_a_real_odoo_database_keeps_no_personal_value_and
         assert all(
             email.lower().endswith("@" + ANONYMIZED_EMAIL_DOMAIN) for email in emails.values()
         ), emails
-        [(work_email,)] = _rows(
+        [(work_email,)] = rows(
             connection, "SELECT work_email FROM hr_employee WHERE id = %s", production["employee"]
         )
         assert work_email == emails[production["work_contact"]], (work_email, emails)
-        [(email_from,)] = _rows(
+        [(email_from,)] = rows(
             connection, "SELECT email_from FROM mail_message WHERE id = %s", production["message"]
         )
         assert customer.lower() in email_from.lower(), (customer, email_from)
 
         logins = dict(
-            _rows(
+            rows(
                 connection,
                 "SELECT id, login FROM res_users WHERE id = ANY(%s)",
                 [production["user"], production["kept"]],
@@ -402,7 +392,7 @@ def test_an_anonymized_clone_of_a_real_odoo_database_keeps_no_personal_value_and
         )
         assert logins[production["kept"]] == KEPT_LOGIN
         assert logins[production["user"]] != QUOKKA_LOGIN
-        assert _rows(
+        assert rows(
             connection,
             "SELECT u.login FROM res_users u JOIN ir_model_data d ON d.res_id = u.id"
             " AND d.model = 'res.users' WHERE d.module = 'base' AND d.name = 'user_admin'",

@@ -14,10 +14,12 @@ actions off, create IAP accounts disabled and show its neutralization banner.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -252,8 +254,17 @@ def run_in_odoo(
     return output
 
 
-def _rows(connection: psycopg.Connection, query: str, *params: object) -> list[tuple[Any, ...]]:
+def rows(connection: psycopg.Connection, query: str, *params: object) -> list[tuple[Any, ...]]:
+    """Every row ``query`` answers."""
     return connection.execute(query, params).fetchall()
+
+
+def neutralize_as_the_engine(dsn: str, *more: Iterable[str]) -> None:
+    """Run the neutralization statements, then ``more`` (e.g. the anonymization's), as the
+    restore engine runs them: the tenant's own role, one transaction."""
+    with psycopg.connect(dsn) as connection, connection.transaction():
+        for statement in itertools.chain(neutralization_statements(NEW_UUID, CLONE_URL), *more):
+            connection.execute(statement)
 
 
 @pytest.mark.parametrize("version", ODOO_VERSIONS)
@@ -268,54 +279,51 @@ def test_a_real_odoo_database_is_neutralized_and_odoo_behaves_so(
     database = odoo_databases.copy(version, MODULES)
     production = run_in_odoo(runtime, database, _PRODUCTION, {}, tmp_path)
     with psycopg.connect(database.dsn) as connection:
-        before = dict(_rows(connection, "SELECT key, value FROM ir_config_parameter"))
-        assert _rows(connection, "SELECT count(*) FROM ir_cron WHERE NOT active") == [(0,)]
+        before = dict(rows(connection, "SELECT key, value FROM ir_config_parameter"))
+        assert rows(connection, "SELECT count(*) FROM ir_cron WHERE NOT active") == [(0,)]
 
-    # As the restore engine runs them: the tenant's own role, one transaction.
-    with psycopg.connect(database.dsn) as connection, connection.transaction():
-        for statement in neutralization_statements(NEW_UUID, CLONE_URL):
-            connection.execute(statement)
+    neutralize_as_the_engine(database.dsn)
 
     with psycopg.connect(database.dsn, autocommit=True) as connection:
-        assert _rows(
+        assert rows(
             connection, "SELECT name, smtp_host, smtp_port FROM ir_mail_server WHERE active"
         ) == [(DUMMY_MAIL_SERVER_NAME, DUMMY_SMTP_HOST, DUMMY_SMTP_PORT)]
-        assert _rows(
+        assert rows(
             connection,
             "SELECT mail_server_id FROM mail_template WHERE id = %s",
             production["template"],
         ) == [(None,)]
-        assert _rows(connection, "SELECT active FROM fetchmail_server") == [(False,)]
-        assert _rows(connection, "SELECT count(*) FROM ir_cron WHERE active") == [(0,)]
-        assert _rows(
+        assert rows(connection, "SELECT active FROM fetchmail_server") == [(False,)]
+        assert rows(connection, "SELECT count(*) FROM ir_cron WHERE active") == [(0,)]
+        assert rows(
             connection,
             "SELECT id, active FROM base_automation ORDER BY id",
         ) == [(production["rule"], False), (production["incoming"], False)]
-        assert _rows(
+        assert rows(
             connection, "SELECT webhook_url FROM ir_act_server WHERE state = 'webhook'"
         ) == [(WEBHOOK_URL_MARKER,)]
-        assert _rows(
+        assert rows(
             connection,
             "SELECT state, stripe_secret_key, stripe_publishable_key, stripe_webhook_secret"
             " FROM payment_provider WHERE id = %s",
             production["stripe"],
         ) == [("disabled", None, None, None)]
-        assert _rows(
+        assert rows(
             connection, "SELECT count(*) FROM payment_provider WHERE state <> 'disabled'"
         ) == [(0,)]
-        assert _rows(connection, "SELECT account_token FROM iap_account") == [
+        assert rows(connection, "SELECT account_token FROM iap_account") == [
             ("5f0c1e2d3a4b5c6d7e8f90a1b2c3d4e5+disabled",)
         ]
-        assert _rows(connection, "SELECT count(*) FROM auth_oauth_provider WHERE enabled") == [(0,)]
+        assert rows(connection, "SELECT count(*) FROM auth_oauth_provider WHERE enabled") == [(0,)]
         devices, pushes = (
             ("mail_partner_device", "mail_notification_web_push")
             if version == "17.0"
             else ("mail_push_device", "mail_push")
         )
         for table in (devices, pushes):
-            assert _rows(connection, f"SELECT count(*) FROM {table}") == [(0,)], table  # noqa: S608
+            assert rows(connection, f"SELECT count(*) FROM {table}") == [(0,)], table  # noqa: S608
         assert (
-            _rows(
+            rows(
                 connection,
                 "SELECT id FROM res_users WHERE microsoft_calendar_token IS NOT NULL"
                 " OR microsoft_calendar_rtoken IS NOT NULL",
@@ -340,15 +348,15 @@ def test_a_real_odoo_database_is_neutralized_and_odoo_behaves_so(
             ]
         for query in calendars:
             # Every user's synchronization stops, not only the one that had tokens.
-            assert set(_rows(connection, query)) == {(None, None, True)}, query
-        assert _rows(connection, "SELECT domain, cdn_activated, robots_txt FROM website") == [
+            assert set(rows(connection, query)) == {(None, None, True)}, query
+        assert rows(connection, "SELECT domain, cdn_activated, robots_txt FROM website") == [
             (None, False, ROBOTS_DISALLOW_ALL)
         ]
-        assert _rows(
+        assert rows(
             connection,
             "SELECT key, active FROM ir_ui_view WHERE key LIKE '%%.neutralize_%%' ORDER BY key",
         ) == [("web.neutralize_banner", True), ("website.neutralize_ribbon", True)]
-        after = dict(_rows(connection, "SELECT key, value FROM ir_config_parameter"))
+        after = dict(rows(connection, "SELECT key, value FROM ir_config_parameter"))
     for key in ("mail.web_push_vapid_private_key", "mail.web_push_vapid_public_key"):
         assert key not in after, key
     assert "mail.sfu_server_key" not in after
