@@ -4,9 +4,11 @@ that serves the admission webhooks and nothing else.
 Admission answers within the API server's request, so its latency is every ``kubectl
 apply``'s. Inside the operator process it waits its turn on the event loop behind every
 provisioning pass (seconds, during a rollout of hundreds of tenants); in a process of its
-own it answers from its claims index at once. That process watches OdooInstances (to keep
-the index), reads the few objects a decision needs, and writes only refusals to the
-operations journal; it never writes to the API server, so any number of replicas may run
+own it answers from memory at once. That process watches OdooInstances (its claims index)
+and namespaces (whether ``odoo-<name>`` is taken: an index a few milliseconds behind the API
+server, as the claims are; the operator checks the namespace again before it uses it), reads
+the target of a restore when one is asked for, and writes only refusals to the operations
+journal; it never writes to the API server, so any number of replicas may run
 side by side without peering. The operator started without a webhook certificate, and with
 ``ODOO_OPERATOR_WEBHOOK_APART=true`` to say admission is served elsewhere, then serves no
 admission itself (the chart's ``webhook.ownDeployment``).
@@ -23,6 +25,7 @@ import kopf
 
 from . import metrics
 from .backends.kube import KubeClient
+from .backends.kube_cache import ALL_NAMESPACES, WatchCache
 from .handlers.admission import fill_claims_index, keep_claims_index, register_admission
 from .handlers.shards import sharding_problem
 from .model.config import (
@@ -118,8 +121,14 @@ async def start_webhook_process(
         raise kopf.PermanentError(problem)
     settings.posting.enabled = False
     configure_admission(settings)
-    memo["clients"] = await connect_clients()
-    await fill_claims_index(memo["clients"])
+    clients = memo["clients"] = await connect_clients()
+    # Whether odoo-<name> is taken, from memory: a GET per create would wait on an API
+    # server busy with the very rollout being admitted.
+    namespaces = WatchCache(clients.kube.api, streams=(ALL_NAMESPACES,))
+    if await namespaces.start():
+        clients.kube.cache = namespaces.cache
+    memo["namespace_index"] = namespaces
+    await fill_claims_index(clients)
     port = metrics.metrics_port()
     if port:
         try:
@@ -135,6 +144,9 @@ async def stop_webhook_process(memo: kopf.Memo, **_: Any) -> None:
     if server is not None:
         await asyncio.to_thread(server.shutdown)  # waits for a scrape under way
         server.server_close()
+    namespaces: WatchCache | None = memo.get("namespace_index")
+    if namespaces is not None:
+        await namespaces.stop()
     clients: Clients | None = memo.get("clients")
     if clients is not None:
         await clients.close()

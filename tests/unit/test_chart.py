@@ -120,8 +120,9 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("cert-manager.io", "certificates", "create"): "spec.tls.issuerRef certificates",
     ("cert-manager.io", "certificates", "patch"): "spec.tls.issuerRef certificates",
     # watchCache.enabled only: label-selected watches of the managed kinds.
-    ("", "namespaces", "list"): WATCH_CACHE_ONLY,
-    ("", "namespaces", "watch"): WATCH_CACHE_ONLY,
+    # The webhook Deployment's namespace index (and the watch cache's tenant namespaces).
+    ("", "namespaces", "list"): "admission's index of namespaces; watch cache",
+    ("", "namespaces", "watch"): "admission's index of namespaces; watch cache",
     ("", "resourcequotas", "list"): WATCH_CACHE_ONLY,
     ("", "resourcequotas", "watch"): WATCH_CACHE_ONLY,
     ("", "limitranges", "list"): WATCH_CACHE_ONLY,

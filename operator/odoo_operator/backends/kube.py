@@ -173,13 +173,15 @@ class KubeClient:
     ) -> dict[str, Any] | None:
         """The live object, or None when it does not exist.
 
-        An object the watch cache holds is answered from memory (a copy); anything else is
-        read from the API server.
+        An object the watch cache holds is answered from memory (a copy), and so is the
+        absence of one of a kind it holds whole; anything else is read from the API server.
         """
         if self.cache is not None:
             held = self.cache.lookup(api_version, kind, name, namespace)
             if held is not None:
                 return copy.deepcopy(held)
+            if self.cache.knows_absent(api_version, kind, name, namespace):
+                return None
         resource = await self._resource(api_version, kind)
         dynamic = await self._client()
         found = await self._request(

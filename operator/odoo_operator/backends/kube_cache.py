@@ -46,7 +46,7 @@ from ..builders.backup_job import BACKUP_STORE_SECRET
 from ..builders.odoo_users import CREDENTIALS_SECRET
 from ..builders.server_tls import SERVER_CA_SECRET
 from ..builders.workloads import CONFIG_SECRET, DATABASE_SECRET, REDIS_SECRET
-from ..model.names import MANAGED_BY, MANAGED_BY_LABEL
+from ..model.names import FIELD_MANAGER, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 
 _logger = logging.getLogger(__name__)
 
@@ -95,6 +95,56 @@ def _lean(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+# The cluster's own controllers keep the operator's objects (a Deployment's revision
+# annotation, statuses): their writes are progress, never drift.
+_CONTROLLERS = frozenset({"kube-controller-manager"})
+
+
+def changed_by_others(obj: Mapping[str, Any], statuses: bool = True) -> bool:
+    """Whether the last write to ``obj`` was someone else's than the operator's: a person or
+    a tool editing it, or (with ``statuses``) a controller updating it. Read from
+    ``managedFields``: the writers of the latest second (the server's resolution) include
+    another manager."""
+    fields = (obj.get("metadata") or {}).get("managedFields") or []
+    if not fields:
+        return True  # a server that does not say: assume the worst, look again
+    # A write through the scale subresource is recorded without a time: count it as recent.
+    latest = max(str(entry.get("time") or "") for entry in fields)
+
+    def counts(entry: Mapping[str, Any]) -> bool:
+        if entry.get("manager") == FIELD_MANAGER:
+            return False
+        return statuses or (
+            entry.get("subresource") != "status" and entry.get("manager") not in _CONTROLLERS
+        )
+
+    return any(counts(entry) for entry in fields if str(entry.get("time") or latest) == latest)
+
+
+def settled(obj: Mapping[str, Any], kind: str) -> bool:
+    """Whether ``obj`` reached what a pass waits for: a Deployment rolled out and available,
+    a Job finished, a claim bound. Progress short of that (a pod created, not yet ready)
+    would wake a waiting pass for nothing: during a rollout of hundreds of tenants, a pass
+    for every step of every pod."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    if kind == "Deployment":
+        wanted = spec.get("replicas", 1)
+        generation = (obj.get("metadata") or {}).get("generation", 0)
+        return bool(
+            status.get("observedGeneration", 0) >= generation
+            and status.get("updatedReplicas", 0) >= wanted
+            and status.get("availableReplicas", 0) >= wanted
+        )
+    if kind == "Job":
+        return any(
+            condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True"
+            for condition in status.get("conditions") or []
+        )
+    if kind == "PersistentVolumeClaim":
+        return bool(status.get("phase") == "Bound")
+    return True
+
+
 def _version(obj: Mapping[str, Any]) -> int | None:
     # Opaque by contract, integers from etcd in practice: compared only to keep a write's
     # answer from being replaced by an older watch event that arrives after it.
@@ -110,6 +160,69 @@ class ObjectCache:
     synced: set[tuple[str, str]] = field(default_factory=set)
     # (apiVersion, kind, name) of the kinds cached by name only (Secrets).
     synced_names: set[tuple[str, str, str]] = field(default_factory=set)
+    # Kinds listed whole (not only the operator's objects): a miss there means absent.
+    complete: set[tuple[str, str]] = field(default_factory=set)
+    # Passes waiting for one of their tenant's objects to move on (wait_for_change), each
+    # with whether a status update wakes it.
+    _waiting: dict[str, set[tuple[asyncio.Event, bool]]] = field(default_factory=dict)
+    # Tenants whose objects were edited by others while no repair waited: the next wait for
+    # edits returns at once, so an edit before the first wait or between two is not missed.
+    # A tenant is forgotten when its namespace is gone (or it is deleted: forget_tenant).
+    _edited: set[str] = field(default_factory=set)
+
+    async def wait_for_change(self, instance: str, timeout: float, statuses: bool = True) -> bool:
+        """Wait until a watch event shows an object of tenant ``instance`` deleted, or
+        changed by someone else than the operator: a person editing it, or (``statuses``) its
+        controller reporting progress (pods available, a Job complete); False after
+        ``timeout`` seconds without.
+
+        A pass waiting for its children looks again as soon as they move, and a child's
+        drift is repaired within seconds rather than at the next drift pass. The
+        operator's own writes wake nobody.
+        """
+        if not statuses and instance in self._edited:
+            self._edited.discard(instance)
+            return True
+        waiter = (asyncio.Event(), statuses)
+        self._waiting.setdefault(instance, set()).add(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter[0].wait()
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            waiters = self._waiting.get(instance)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._waiting[instance]
+
+    def _wake(self, obj: Mapping[str, Any], kind: str, deleted: bool) -> None:
+        instance = ((obj.get("metadata") or {}).get("labels") or {}).get(INSTANCE_LABEL)
+        if not instance:
+            return
+        # Jobs come and go by design (finished backup Jobs are deleted): only their progress
+        # wakes, and only the passes waiting for it.
+        edited = (deleted and kind != "Job") or (
+            not deleted and changed_by_others(obj, statuses=False)
+        )
+        waiters = self._waiting.get(instance, set())
+        if deleted and kind == "Namespace":
+            self._edited.discard(instance)  # the last of a tenant to go: nothing to remember
+        elif edited and all(statuses for _, statuses in waiters):
+            self._edited.add(instance)  # no repair waits now: the next one will see it
+        if not waiters:
+            return
+        progressed = edited or deleted or (changed_by_others(obj) and settled(obj, kind))
+        for changed, statuses in waiters:
+            if edited or (statuses and progressed):
+                changed.set()
+
+    def forget_tenant(self, instance: str) -> None:
+        """Drop what is remembered of a tenant being deleted (its objects' deletions to come
+        are no drift)."""
+        self._edited.discard(instance)
 
     def answers_for(self, api_version: str, kind: str, name: str) -> bool:
         """Whether the cache is complete for objects of this kind and name."""
@@ -127,6 +240,13 @@ class ObjectCache:
             return None
         return self.objects.get((api_version, kind, namespace or "", name))
 
+    def knows_absent(self, api_version: str, kind: str, name: str, namespace: str | None) -> bool:
+        """Whether the object surely does not exist: its whole kind is listed and watched,
+        and it is not there."""
+        return (api_version, kind) in self.complete and self.lookup(
+            api_version, kind, name, namespace
+        ) is None
+
     def observe(self, obj: Mapping[str, Any]) -> None:
         """Take an object the server answered with (a write's result), unless the cache
         already holds a newer version of it."""
@@ -134,7 +254,7 @@ class ObjectCache:
         if not self.answers_for(api_version, kind, str((obj.get("metadata") or {}).get("name"))):
             return
         labels = (obj.get("metadata") or {}).get("labels") or {}
-        if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
+        if labels.get(MANAGED_BY_LABEL) != MANAGED_BY and (api_version, kind) not in self.complete:
             return
         key = _key(obj, api_version, kind)
         held, offered = _version(self.objects.get(key, {})), _version(obj)
@@ -143,9 +263,17 @@ class ObjectCache:
         self.objects[key] = _lean(dict(obj))
 
     def replace(
-        self, api_version: str, kind: str, items: list[dict[str, Any]], name: str | None = None
+        self,
+        api_version: str,
+        kind: str,
+        items: list[dict[str, Any]],
+        name: str | None = None,
+        complete: bool = False,
     ) -> None:
-        """Everything of a kind (or of a kind and ``name``), from a fresh list."""
+        """Everything of a kind (or of a kind and ``name``), from a fresh list; ``complete``
+        when the list was not narrowed to the operator's objects."""
+        if complete:
+            self.complete.add((api_version, kind))
         for key in [
             k for k in self.objects if k[:2] == (api_version, kind) and name in (None, k[3])
         ]:
@@ -164,16 +292,19 @@ class ObjectCache:
         key = _key(obj, api_version, kind)
         if kind_event == "DELETED":
             self.objects.pop(key, None)
+            self._wake(obj, kind, deleted=True)
         elif kind_event in ("ADDED", "MODIFIED"):
             held, offered = _version(self.objects.get(key, {})), _version(obj)
             if held is None or offered is None or offered >= held:
                 self.objects[key] = _lean(obj)
+                self._wake(obj, kind, deleted=False)
 
     def forget_kind(self, api_version: str, kind: str, name: str | None = None) -> None:
         """Stop answering for a kind (or a kind's ``name``) whose watch broke, until it is
         listed again."""
         if name is None:
             self.synced.discard((api_version, kind))
+            self.complete.discard((api_version, kind))
         else:
             self.synced_names.discard((api_version, kind, name))
 
@@ -186,6 +317,9 @@ class Stream:
     kind: str
     plural: str
     name: str | None = None
+    # False: every object of the kind, not only the operator's; the cache then knows what
+    # is absent too (the admission webhook's index of namespaces).
+    labelled: bool = True
 
     @property
     def label(self) -> str:
@@ -193,7 +327,7 @@ class Stream:
 
     def query(self) -> list[tuple[str, str]]:
         """The selectors: the operator's label, and the name when the stream has one."""
-        query = [("labelSelector", SELECTOR)]
+        query = [("labelSelector", SELECTOR)] if self.labelled else []
         if self.name is not None:
             query.append(("fieldSelector", f"metadata.name={self.name}"))
         return query
@@ -202,6 +336,9 @@ class Stream:
 STREAMS: tuple[Stream, ...] = tuple(Stream(*kind) for kind in CACHED_KINDS) + tuple(
     Stream("v1", "Secret", "secrets", name) for name in CACHED_SECRETS
 )
+# Every namespace of the cluster, for the admission webhook: whether odoo-<name> is taken is
+# then answered from memory, not by a GET to an API server busy with a rollout.
+ALL_NAMESPACES = Stream("v1", "Namespace", "namespaces", labelled=False)
 
 
 def _path(api_version: str, plural: str) -> str:
@@ -215,16 +352,17 @@ def _path(api_version: str, plural: str) -> str:
 class WatchCache:
     """The list-and-watch loops that keep an :class:`ObjectCache` current."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, streams: tuple[Stream, ...] = STREAMS) -> None:
         self._api = api
+        self._streams = streams
         self.cache = ObjectCache()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, timeout: float = 30.0) -> list[str]:
         """Start a loop per stream; wait until each is listed once, or found not cacheable,
         or ``timeout`` passes. Returns what is cached: kinds, and Secrets by name."""
-        ready = {stream: asyncio.Event() for stream in STREAMS}
-        for stream in STREAMS:
+        ready = {stream: asyncio.Event() for stream in self._streams}
+        for stream in self._streams:
             self._tasks.append(
                 asyncio.create_task(self._run(stream, ready[stream]), name=f"watch {stream.label}")
             )
@@ -272,7 +410,13 @@ class WatchCache:
         for item in listing.get("items", []):
             item.setdefault("apiVersion", stream.api_version)
             item.setdefault("kind", stream.kind)
-        self.cache.replace(stream.api_version, stream.kind, listing.get("items", []), stream.name)
+        self.cache.replace(
+            stream.api_version,
+            stream.kind,
+            listing.get("items", []),
+            stream.name,
+            complete=not stream.labelled and stream.name is None,
+        )
         return str(listing["metadata"]["resourceVersion"])
 
     async def _watch(self, stream: Stream, version: str) -> str:

@@ -158,7 +158,11 @@ async def _reconcile(
             seen.record(outcome, InstanceSpec.from_resource(body))
     ready = next(c for c in outcome.conditions if c.type == "Ready")
     if retry and ready.status != "True" and outcome.phase != "Stalled" and not outcome.held:
-        raise kopf.TemporaryError(ready.message, delay=retry_delay(attempt))
+        delay = retry_delay(attempt)
+        cache = clients.kube.cache
+        if cache is not None and await cache.wait_for_change(body["metadata"]["name"], delay):
+            delay = 0  # its pods, Job or claim moved on: look again now, not after the delay
+        raise kopf.TemporaryError(ready.message, delay=delay)
 
 
 async def _reconcile_pass(
@@ -271,6 +275,67 @@ async def repair_drift(
     await _reconcile(memo, body, status, patch, retry=False, trigger="drift")
 
 
+# How long one run of repair_on_child_change waits for a change before it lets Kopf call it
+# again: short enough that Kopf sees it end now and then, long enough to cost nothing idle.
+_CHILD_WAIT_SECONDS = 60.0
+
+
+def _watching_children(memo: kopf.Memo, **kwargs: Any) -> bool:
+    """Kopf filter: a tenant this process serves, and a watch cache to be woken by."""
+    clients: Clients | None = memo.get("clients")
+    return clients is not None and clients.kube.cache is not None and serves_tenant(**kwargs)
+
+
+async def _child_changed(
+    clients: Clients, name: str, stopped: kopf.DaemonStopped | None, timeout: float
+) -> bool:
+    """Wait for an edit by others (not a status update) or a deletion of one of tenant
+    ``name``'s objects, until ``timeout`` or Kopf's stop flag (the tenant deleted, the
+    operator stopping)."""
+    assert clients.kube.cache is not None
+    waiting = clients.kube.cache.wait_for_change(name, timeout, statuses=False)
+    changed = asyncio.ensure_future(waiting)
+    if stopped is None:
+        return await changed
+    stopping = asyncio.ensure_future(stopped.wait(timeout))
+    done, pending = await asyncio.wait({changed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return changed in done and changed.result()
+
+
+@kopf.timer(
+    GROUP,
+    VERSION,
+    INSTANCE_PLURAL,
+    interval=1.0,
+    initial_delay=5.0,
+    when=_watching_children,
+)
+async def repair_on_child_change(
+    memo: kopf.Memo,
+    body: kopf.Body,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    stopped: kopf.DaemonStopped | None = None,  # Kopf's stop flag of this timer
+    **_: Any,
+) -> None:
+    """Put back a child object someone else edited or deleted (a Deployment scaled by
+    hand, a network policy removed) within seconds of the watch event, rather than at the
+    next drift pass. Status updates (pods starting, a backup Job ending) are no drift and
+    wake nothing here. Only for a Ready tenant: while one is provisioned or rolled out, its
+    own pass is retrying and is woken by its children's progress (``_reconcile``)."""
+    clients: Clients = memo["clients"]
+    name = body["metadata"]["name"]
+    if not await _child_changed(clients, name, stopped, _CHILD_WAIT_SECONDS):
+        return
+    if stopped or not _is_true(status, "Ready"):
+        return
+    await _reconcile(memo, body, status, patch, retry=False, trigger="drift")
+
+
 def _upgrade_pending(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> bool:
     clients: Clients | None = memo.get("clients")
     if clients is None or not serves_tenant(body, **kwargs):
@@ -353,6 +418,8 @@ async def delete_tenant(memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger, *
     succeed first: nothing is dropped whose backup did not succeed.
     """
     clients: Clients = memo["clients"]
+    if clients.kube.cache is not None:
+        clients.kube.cache.forget_tenant(body["metadata"]["name"])  # its objects' deletions
     # The pass lock: a drift pass that started before the deletion arrived finishes first,
     # and none starts after it (see _reconcile), so nothing dropped here is created again.
     with urgent():  # before any rollout's turns: a deletion is often what frees capacity
