@@ -58,7 +58,7 @@ def slow(monkeypatch: pytest.MonkeyPatch) -> SlowPasses:
 
 def _memo() -> kopf.Memo:
     memo = kopf.Memo()
-    memo["clients"] = Clients(kube=SimpleNamespace(), config=OperatorConfig())  # type: ignore[arg-type]
+    memo["clients"] = Clients(kube=SimpleNamespace(cache=None), config=OperatorConfig())  # type: ignore[arg-type]
     return memo
 
 

@@ -4,6 +4,7 @@ bounded client serves urgent callers first, first come first served within each 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import kopf
@@ -143,6 +144,7 @@ async def test_deletions_rotations_and_restores_run_urgent(monkeypatch: pytest.M
         {
             "pass_lock": lambda self, name: asyncio.Lock(),
             "drift_spread": set(),
+            "kube": SimpleNamespace(cache=None),  # no watch cache
             "config": OperatorConfig(),  # no blob store: no operations journal
         },
     )()
