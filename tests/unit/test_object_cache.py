@@ -186,6 +186,8 @@ def test_settled_means_what_a_pass_waits_for() -> None:
     assert settled({"status": {"conditions": [{"type": "Complete", "status": "True"}]}}, "Job")
     assert not settled({"status": {"phase": "Pending"}}, "PersistentVolumeClaim")
     assert settled({"status": {"phase": "Bound"}}, "PersistentVolumeClaim")
+    # A quota's usage is recounted at every pod: no pass waits for it.
+    assert not settled({"status": {"used": {"pods": "3"}}}, "ResourceQuota")
 
 
 def test_a_kind_listed_whole_also_says_what_is_absent() -> None:

@@ -123,9 +123,10 @@ def changed_by_others(obj: Mapping[str, Any], statuses: bool = True) -> bool:
 
 def settled(obj: Mapping[str, Any], kind: str) -> bool:
     """Whether ``obj`` reached what a pass waits for: a Deployment rolled out and available,
-    a Job finished, a claim bound. Progress short of that (a pod created, not yet ready)
-    would wake a waiting pass for nothing: during a rollout of hundreds of tenants, a pass
-    for every step of every pod."""
+    a Job finished, a claim bound. Progress short of that (a pod created, not yet ready), or
+    of kinds no pass waits for (a quota's usage, recounted at every pod), would wake a
+    waiting pass for nothing: during a rollout of hundreds of tenants, a pass for every step
+    of every pod."""
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     if kind == "Deployment":
         wanted = spec.get("replicas", 1)
@@ -142,7 +143,7 @@ def settled(obj: Mapping[str, Any], kind: str) -> bool:
         )
     if kind == "PersistentVolumeClaim":
         return bool(status.get("phase") == "Bound")
-    return True
+    return False
 
 
 def _version(obj: Mapping[str, Any]) -> int | None:
