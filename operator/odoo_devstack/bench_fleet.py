@@ -1203,9 +1203,9 @@ def print_report(rows: list[SizeRow], first_load: float, operators: Operators | 
             "Shards: idle calls, writes and drift passes are summed over the shards' processes; "
             "RSS, peak RSS (each process's own peak) and CPU are sums, the 'largest' columns "
             "the single process with the most (operator CPU: by shard, its killed process "
-            "included). restart→all reconciled: SIGKILL of every process until each instance "
-            "was reconciled by its own shard's new process, the webhook configurations "
-            "pointing at the new webhook process."
+            "included). restart→all reconciled: SIGKILL of every operator process until each "
+            "instance was reconciled by its own shard's new process (admission's own process, "
+            "if any, is left running; else the configurations point at the new one)."
         )
 
 

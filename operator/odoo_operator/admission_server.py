@@ -8,8 +8,9 @@ own it answers from memory at once. That process watches OdooInstances (its clai
 and namespaces (whether ``odoo-<name>`` is taken: an index a few milliseconds behind the API
 server, as the claims are; the operator checks the namespace again before it uses it), reads
 the target of a restore when one is asked for, and writes only refusals to the operations
-journal; it never writes to the API server, so any number of replicas may run
-side by side without peering. The operator started without a webhook certificate, and with
+journal; it never writes to the API server (but for its webhook configurations, on a
+workstation where it manages them), so any number of replicas may run side by side without
+peering. With shards it stamps each new tenant with its shard and serves none. The operator started without a webhook certificate, and with
 ``ODOO_OPERATOR_WEBHOOK_APART=true`` to say admission is served elsewhere, then serves no
 admission itself (the chart's ``webhook.ownDeployment``).
 """

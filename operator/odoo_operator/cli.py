@@ -28,6 +28,11 @@ def _run(args: argparse.Namespace) -> int:
 def _webhook(args: argparse.Namespace) -> int:
     import kopf
 
+    from .model.shards import ADMISSION_ONLY_ENV
+
+    # Before the handlers' modules read the shard settings at import: this process assigns
+    # the fleet's shards and serves none of them.
+    os.environ[ADMISSION_ONLY_ENV] = "true"
     from . import logs
     from .admission_server import webhook_registry
 

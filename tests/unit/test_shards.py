@@ -15,6 +15,7 @@ import pytest
 from odoo_operator.handlers import admission
 from odoo_operator.handlers import shards as shard_handlers
 from odoo_operator.model.shards import (
+    ADMISSION_ONLY_ENV,
     SHARD_ENV,
     SHARD_LABEL,
     SHARDS_ENV,
@@ -104,6 +105,16 @@ def test_inconsistent_shard_settings_are_refused_naming_the_variable(
 ) -> None:
     with pytest.raises(ShardConfigError, match=named):
         Sharding.from_environment(environ)
+
+
+def test_the_admission_process_knows_the_shards_and_serves_none() -> None:
+    sharding = Sharding.from_environment({SHARDS_ENV: "a,b", ADMISSION_ONLY_ENV: "true"})
+    assert sharding.enabled  # it stamps new tenants with their shard
+    assert {sharding.shard_of(None, name) for name in NAMES} == {"a", "b"}
+    assert not any(sharding.serves(None, name) for name in NAMES)
+    # A shard it names must still be one of the fleet's.
+    with pytest.raises(ShardConfigError, match=SHARD_ENV):
+        Sharding.from_environment({SHARDS_ENV: "a,b", SHARD_ENV: "c", ADMISSION_ONLY_ENV: "true"})
 
 
 def test_backups_and_restores_belong_to_their_instance() -> None:

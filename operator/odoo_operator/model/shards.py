@@ -35,6 +35,9 @@ SHARD_LABEL = f"{GROUP}/shard"
 SHARDS_ENV = "ODOO_OPERATOR_SHARDS"
 # The one shard this process serves (one of SHARDS_ENV).
 SHARD_ENV = "ODOO_OPERATOR_SHARD"
+# "true" in ``odoo-operator webhook``: it knows the fleet's shards (it assigns them) and
+# serves none, so it has no SHARD_ENV.
+ADMISSION_ONLY_ENV = "ODOO_OPERATOR_ADMISSION_ONLY"
 # The finalizer of an operator that is not sharded; a shard's is FINALIZER-<shard>.
 FINALIZER = f"{GROUP}/finalizer"
 # A label value, short enough to be part of a Deployment's and a peering object's name.
@@ -78,11 +81,13 @@ class Sharding:
         """Read ``ODOO_OPERATOR_SHARDS`` and ``ODOO_OPERATOR_SHARD``.
 
         Raises :class:`ShardConfigError` naming the variable when a shard name is not a
-        valid label value, the list repeats a name, or the own shard is missing from it.
+        valid label value, the list repeats a name, or the own shard is missing from it
+        (unless ``ODOO_OPERATOR_ADMISSION_ONLY`` says the process serves no shard).
         """
         env = os.environ if environ is None else environ
         listed = [part.strip() for part in env.get(SHARDS_ENV, "").split(",") if part.strip()]
         own = env.get(SHARD_ENV, "").strip()
+        admission_only = env.get(ADMISSION_ONLY_ENV, "").strip().lower() == "true"
         if not listed:
             if own:
                 raise ShardConfigError(
@@ -97,6 +102,8 @@ class Sharding:
                 )
         if len(set(listed)) != len(listed):
             raise ShardConfigError(f"{SHARDS_ENV} names a shard twice: {','.join(listed)}")
+        if admission_only and not own:
+            return cls(tuple(listed), "")  # assigns the shards, serves none
         if own not in listed:
             raise ShardConfigError(
                 f"{SHARD_ENV}={own!r} is not one of {SHARDS_ENV} ({', '.join(listed)})"
