@@ -1,16 +1,16 @@
-"""Serving admission: the webhook server's settings, and ``odoo-operator webhook``, a process
-that serves the admission webhooks and nothing else.
+"""Serving admission: the webhook server's settings, and ``odoo-operator webhook``, a process that
+serves the admission webhooks and nothing else.
 
-Admission answers within the API server's request, so its latency is every ``kubectl
-apply``'s. Inside the operator process it waits its turn on the event loop behind every
-provisioning pass (seconds, during a rollout of hundreds of tenants); in a process of its
-own it answers from memory at once. That process watches OdooInstances (its claims index)
-and namespaces (whether ``odoo-<name>`` is taken: an index a few milliseconds behind the API
-server, as the claims are; the operator checks the namespace again before it uses it), reads
-the target of a restore when one is asked for, and writes only refusals to the operations
-journal; it never writes to the API server (but for its webhook configurations, on a
-workstation where it manages them), so any number of replicas may run side by side without
-peering. With shards it stamps each new tenant with its shard and serves none. The operator started without a webhook certificate, and with
+Admission answers within the API server's request, so its latency is every ``kubectl apply``'s.
+Inside the operator process it waits its turn on the event loop behind every provisioning pass
+(seconds, during a rollout of hundreds of tenants); in a process of its own it answers from
+memory at once. That process watches OdooInstances (its claims index) and namespaces (whether
+``odoo-<name>`` is taken: an index a few milliseconds behind the API server, as the claims are;
+the operator checks the namespace again before it uses it), reads the target of a restore when
+one is asked for, and writes only refusals to the operations journal; it never writes to the
+API server (but for its webhook configurations, on a workstation where it manages them), so any
+number of replicas may run side by side without peering. With shards it stamps each new tenant
+with its shard and serves none. The operator started without a webhook certificate, and with
 ``ODOO_OPERATOR_WEBHOOK_APART=true`` to say admission is served elsewhere, then serves no
 admission itself (the chart's ``webhook.ownDeployment``).
 """
