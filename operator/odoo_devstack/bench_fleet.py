@@ -1220,6 +1220,7 @@ def run_bench(
     watch_cache: bool = True,
     shards: int = 1,
     webhook_apart: bool = True,
+    provisioning_concurrency: int | None = None,
 ) -> int:
     """Start the stack and the operator (one process per shard when ``shards`` ≥ 2),
     measure every size, print the report."""
@@ -1244,6 +1245,7 @@ def run_bench(
                 stack.redis.url,
                 workdir,
                 stack.azurite.connection_string,
+                provisioning_concurrency=provisioning_concurrency,
             )
             admission = client.AdmissionregistrationV1Api(api)
             operators = Operators.for_shards(
@@ -1297,6 +1299,13 @@ def _shards(text: str) -> int:
     return count
 
 
+def _turns(text: str) -> int:
+    count = int(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError("provisioning concurrency is a positive number")
+    return count
+
+
 def _sizes(text: str) -> list[int]:
     sizes = sorted({int(part) for part in text.split(",") if part.strip()})
     if not sizes or sizes[0] < 1:
@@ -1343,6 +1352,13 @@ def main(argv: list[str] | None = None) -> int:
         help="serve admission from the (first) operator process, as `odoo-operator run` "
         "does with a webhook certificate, instead of from `odoo-operator webhook` beside it",
     )
+    parser.add_argument(
+        "--provisioning-concurrency",
+        type=_turns,
+        default=None,
+        help="new tenants provisioned at once (the operator's provisioningConcurrency; "
+        "default: the operator's own)",
+    )
     args = parser.parse_args(argv)
     # Ctrl-C must stop the benchmark (and the stack) even when a shell or a script started it
     # in the background, with SIGINT ignored: restore Python's handler, as the demo does.
@@ -1356,6 +1372,7 @@ def main(argv: list[str] | None = None) -> int:
         watch_cache=not args.no_watch_cache,
         shards=args.shards,
         webhook_apart=not args.webhook_in_operator,
+        provisioning_concurrency=args.provisioning_concurrency,
     )
     _say(f"whole benchmark: {time.monotonic() - started:.0f}s")
     return status

@@ -109,6 +109,7 @@ def register_servers(
     shared_node_pool: Mapping[str, Any] | None = None,
     secondary_blob_connection_string: str | None = None,
     archived: ArchivedPostgres | None = None,
+    provisioning_concurrency: int | None = None,
 ) -> Path:
     """Create the server Secrets and return the path of the operator config file.
 
@@ -124,6 +125,7 @@ def register_servers(
     ``secondary_blob_connection_string`` registers a second store, ``secondary`` (another
     Azurite), for ``spec.backup.secondaryStoreRef``. ``archived`` registers a PostgreSQL
     server ``archived`` with its WAL archive (``pitr``), for point-in-time recovery.
+    ``provisioning_concurrency`` replaces the operator's default ``provisioningConcurrency``.
     """
 
     def secret(name: str, key: str, value: str) -> dict[str, object]:
@@ -171,6 +173,11 @@ def register_servers(
         "ingressControllerNamespace": "traefik",
         "allowedDomains": ALLOWED_DOMAINS,
         "upgradeConcurrency": upgrade_concurrency,
+        **(
+            {"provisioningConcurrency": provisioning_concurrency}
+            if provisioning_concurrency is not None
+            else {}
+        ),
         "sharedNodePool": dict(shared_node_pool or {}),
         "dedicatedNodePool": dict(dedicated_node_pool)
         if dedicated_node_pool is not None

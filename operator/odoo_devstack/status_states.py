@@ -72,6 +72,14 @@ def first_sight(body: dict[str, Any]) -> dict[str, Any]:
     return kube.status
 
 
+def queued(body: dict[str, Any]) -> dict[str, Any]:
+    """What the operator publishes for a new instance that waits for its turn to provision."""
+    kube = RecordingKube()
+    clients = SimpleNamespace(kube=kube, config=NO_STORES)
+    asyncio.run(reconcile.announce_queued(clients, body, "waiting for a turn to provision"))  # type: ignore[arg-type]
+    return kube.status
+
+
 def published(body: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
     """The status after the handler publishes a reconcile outcome, as a pass ends it."""
     done = reconcile._finish(outcome, SimpleNamespace(kube=RecordingKube(), config=NO_STORES), 0)  # type: ignore[arg-type]
@@ -156,6 +164,7 @@ def failed_status(reason: str, message: str) -> dict[str, Any]:
 INSTANCE_STATES: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
     "created, not yet seen by the operator": lambda body: None,
     "first sight": first_sight,
+    "queued: waiting for a turn to provision": queued,
     "provisioning: a part failing for a reason that passes": lambda body: published(
         with_status(body, first_sight(body)), failing_outcome()
     ),

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     start_http_server,
@@ -180,6 +181,20 @@ EXTERNAL_CALL_ERRORS = Counter(
     ["system", "operation", "reason"],
     registry=REGISTRY,
 )
+
+PROVISIONING_TENANTS = Gauge(
+    "odoo_operator_provisioning_tenants",
+    "New tenants provisioned now (state=provisioning, at most provisioningConcurrency) and "
+    "waiting for their turn (state=queued).",
+    ["state"],
+    registry=REGISTRY,
+)
+
+
+def observe_provisioning(provisioning: int, queued: int) -> None:
+    """Publish how many new tenants are provisioned now and how many wait their turn."""
+    PROVISIONING_TENANTS.labels(state="provisioning").set(provisioning)
+    PROVISIONING_TENANTS.labels(state="queued").set(queued)
 
 
 def _http_reason(code: int) -> str:

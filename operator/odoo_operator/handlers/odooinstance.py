@@ -38,8 +38,10 @@ from ..reconcile.events import record_event
 from ..reconcile.instance import (
     Stalled,
     announce_first_sight,
+    announce_queued,
     config_image,
     delete_instance,
+    queued_condition,
     reconcile_instance,
 )
 from ..reconcile.journal import spec_digest, spec_manager
@@ -53,6 +55,10 @@ _RETRY_SECONDS = 5.0
 # The first retries come sooner: what a new tenant waits for (its init Job, a rollout) is
 # often done within a second or two, and a fixed 5 s wait was the floor of its time to Ready.
 _FIRST_RETRY_SECONDS = 1.0
+# How long a new tenant's pass waits for its turn to provision before it lets Kopf call it
+# again. Kopf handles the tenant's next event (a deletion) only when the pass returns, and
+# each return is a status write: long enough to cost little, short enough for a deletion.
+_TURN_WAIT_SECONDS = 30.0
 
 
 def retry_delay(attempt: int) -> float:
@@ -132,6 +138,36 @@ def _rotation_asked(body: kopf.Body, status: kopf.Status) -> bool:
     return bool(asked) and asked != status.get("credentialsRotation")
 
 
+async def _wait_for_turn(
+    clients: Clients, body: kopf.Body, status: kopf.Status, patch: kopf.Patch
+) -> None:
+    """Wait for a new tenant's turn to provision (``provisioningConcurrency``); say in its
+    status that it is queued, and where, when the wait is not over."""
+    name = body["metadata"]["name"]
+    turns = clients.provisioning_turns
+    try:
+        if await turns.take(name, 0):
+            return
+        if not any(c.get("type") == "Ready" for c in status.get("conditions", [])):
+            # Seen the first time: say so at once, not after the wait.
+            await announce_queued(clients, body, "waiting for a turn to provision")
+        if await turns.take(name, _TURN_WAIT_SECONDS):
+            return
+    finally:
+        metrics.observe_provisioning(turns.provisioning, turns.queued)
+    message = (
+        f"waiting for a turn to provision: {turns.ahead_of(name)} tenants ahead, "
+        f"{turns.provisioning} provisioned now (provisioningConcurrency "
+        f"{clients.config.provisioning_concurrency})"
+    )
+    generation = int(body["metadata"].get("generation", 0))
+    conditions = merge_condition(
+        list(status.get("conditions", [])), queued_condition(message), generation
+    )
+    patch.status["conditions"] = conditions
+    raise kopf.TemporaryError(message, delay=0)
+
+
 async def _reconcile(
     memo: kopf.Memo,
     body: kopf.Body,
@@ -144,23 +180,44 @@ async def _reconcile(
     clients: Clients = memo["clients"]
     if body["metadata"].get("deletionTimestamp"):
         return  # being deleted: a pass now would create again what the deletion drops
-    lock = clients.pass_lock(body["metadata"]["name"])
+    name = body["metadata"]["name"]
+    lock = clients.pass_lock(name)
     if trigger == "drift" and lock.locked():
         return  # a pass for a change is under way; it does what this one would
     await hand_over_finalizer(clients, body)
+    turns = clients.provisioning_turns
+    first_provisioning = not _is_true(status, "Initialized")
+    turn_for_this_pass = False  # a drift pass's turn: given back when it ends
+    if first_provisioning and not turns.holds(name):
+        if trigger != "drift":
+            await _wait_for_turn(clients, body, status, patch)
+        elif turns.try_take(name):
+            # A tenant stalled before its first Ready is looked at again by drift passes.
+            turn_for_this_pass = True
+        else:
+            return  # queued, or others wait: its own pass provisions it in turn
     # One pass per tenant at a time: two at once would each find no credentials, generate
     # passwords, and leave the role with one and the Secret with the other.
     # A rotation asked for is urgent: its turns toward the servers come before a rollout's.
     priority = urgent() if _rotation_asked(body, status) else contextlib.nullcontext()
-    async with lock:
-        with priority, metrics.observe_reconcile(body["metadata"]["name"], trigger) as seen:
-            outcome = await _reconcile_pass(memo, body, status, patch)
-            seen.record(outcome, InstanceSpec.from_resource(body))
+    try:
+        async with lock:
+            with priority, metrics.observe_reconcile(name, trigger) as seen:
+                outcome = await _reconcile_pass(memo, body, status, patch)
+                seen.record(outcome, InstanceSpec.from_resource(body))
+    finally:
+        if turn_for_this_pass:
+            turns.release(name)
     ready = next(c for c in outcome.conditions if c.type == "Ready")
+    done = ready.status == "True" or outcome.phase == "Stalled" or outcome.held
+    if done:
+        # The next tenant's turn (this one's was taken before its Initialized status).
+        turns.release(name)
+    metrics.observe_provisioning(turns.provisioning, turns.queued)
     if retry and ready.status != "True" and outcome.phase != "Stalled" and not outcome.held:
         delay = retry_delay(attempt)
         cache = clients.kube.cache
-        if cache is not None and await cache.wait_for_change(body["metadata"]["name"], delay):
+        if cache is not None and await cache.wait_for_change(name, delay):
             delay = 0  # its pods, Job or claim moved on: look again now, not after the delay
         raise kopf.TemporaryError(ready.message, delay=delay)
 
@@ -443,3 +500,6 @@ async def delete_tenant(memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger, *
     )
     metrics.forget_instance(body["metadata"]["name"])
     clients.drift_spread.discard(body["metadata"]["name"])
+    turns = clients.provisioning_turns
+    turns.release(body["metadata"]["name"])
+    metrics.observe_provisioning(turns.provisioning, turns.queued)

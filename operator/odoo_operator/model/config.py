@@ -288,6 +288,10 @@ class OperatorConfig:
     # At most this many tenants upgrade at once, fleet-wide: a GitOps change that bumps
     # hundreds of tenants must not take the database servers down.
     upgrade_concurrency: int = 5
+    # At most this many new tenants are provisioned at once; the others wait their turn in
+    # order of arrival (reconcile/provisioning.py), so a rollout's first tenants are Ready
+    # first instead of all of them late.
+    provisioning_concurrency: int = 50
     # DNS suffixes tenant hosts must fall under; empty allows any domain.
     allowed_domains: tuple[str, ...] = ()
     blob_stores: Mapping[str, BlobStoreRef] = field(default_factory=dict)
@@ -377,6 +381,9 @@ class OperatorConfig:
             default_storage_class=data.get("filestoreStorageClass"),
             drift_interval_seconds=float(data.get("driftIntervalSeconds", 120)),
             upgrade_concurrency=_positive(data.get("upgradeConcurrency", 5), "upgradeConcurrency"),
+            provisioning_concurrency=_positive(
+                data.get("provisioningConcurrency", 50), "provisioningConcurrency"
+            ),
             allowed_domains=_domains(data.get("allowedDomains") or []),
             blob_stores=stores,
             default_blob_store=default_store,

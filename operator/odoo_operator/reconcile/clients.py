@@ -35,6 +35,7 @@ from ..builders.postgres import SuperuserRequiredError
 from ..builders.tenant import Endpoint
 from ..model.claims import ClaimsIndex
 from ..model.config import BlobStoreRef, ConfigError, OperatorConfig, ServerRef, ServerTls
+from .provisioning import ProvisioningTurns
 
 ServerKind = Literal["PostgreSQL", "Redis"]
 
@@ -59,6 +60,8 @@ class Clients:
     claims: ClaimsIndex = field(default_factory=ClaimsIndex)
     # One reconcile pass per tenant at a time, whatever started it (a change, a timer).
     pass_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # New tenants provisioned now, and those waiting their turn (reconcile/provisioning.py).
+    _turns: ProvisioningTurns | None = None
     # Tenants whose drift timer this process has already offset (see repair_drift).
     drift_spread: set[str] = field(default_factory=set)
     # The operations journal (reconcile/journal.py): per tenant, one append at a time, and
@@ -206,6 +209,13 @@ class Clients:
                 await blob.ensure_container()
                 self._blob[store.name] = blob
             return self._blob[store.name]
+
+    @property
+    def provisioning_turns(self) -> ProvisioningTurns:
+        """Turns to provision new tenants, ``provisioningConcurrency`` at a time."""
+        if self._turns is None:
+            self._turns = ProvisioningTurns(self.config.provisioning_concurrency)
+        return self._turns
 
     def pass_lock(self, instance: str) -> asyncio.Lock:
         """The lock that serializes reconcile passes of one tenant in this process."""

@@ -172,16 +172,39 @@ async def _ensure_namespace(clients: Clients, tenant: Tenant) -> dict[str, Any]:
     return meta
 
 
+# The Ready condition's reason while a new tenant waits for its turn to provision.
+QUEUED_REASON = "Queued"
+
+
+def queued_condition(message: str) -> Condition:
+    """``Ready=Unknown`` of a new tenant waiting for its turn to provision."""
+    return Condition("Ready", "Unknown", QUEUED_REASON, message)
+
+
 async def announce_first_sight(clients: Clients, body: Mapping[str, Any]) -> None:
     """Publish ``Ready=Unknown`` at once, before any work, for an instance seen the first time.
 
     ``kubectl wait``, kstatus and GitOps tools then see that the operator has picked the
     instance up, instead of a status that stays empty while the tenant is provisioned.
     """
+    await _announce(
+        clients,
+        body,
+        Condition("Ready", "Unknown", "Provisioning", "the operator has started on this tenant"),
+    )
+
+
+async def announce_queued(clients: Clients, body: Mapping[str, Any], message: str) -> None:
+    """Publish at once that a new tenant waits for its turn to provision (a rollout of many
+    tenants): seen, in progress, not yet worked on."""
+    await _announce(clients, body, queued_condition(message))
+
+
+async def _announce(clients: Clients, body: Mapping[str, Any], ready: Condition) -> None:
     generation = int(body["metadata"].get("generation", 0))
     conditions: list[dict[str, Any]] = []
     for condition in (
-        Condition("Ready", "Unknown", "Provisioning", "the operator has started on this tenant"),
+        ready,
         Condition("Reconciling", "True", "Provisioning", "provisioning the tenant"),
     ):
         conditions = merge_condition(conditions, condition, generation)
