@@ -1098,6 +1098,7 @@ def metric_names() -> set[str]:
         UPGRADE_DOWNTIME,
         EXTERNAL_CALL_DURATION,
         EXTERNAL_CALL_ERRORS,
+        PROVISIONING_TENANTS,
     ):
         families.extend(collector.describe())
     families.extend(_fleet_metrics({}, 0, None, 0))

@@ -14,6 +14,7 @@ from odoo_operator.backends.kube import KubeClient
 from odoo_operator.backends.priority import UrgentFirstSemaphore, is_urgent, urgent
 from odoo_operator.handlers import odooinstance, restores
 from odoo_operator.model.config import OperatorConfig
+from odoo_operator.reconcile.provisioning import ProvisioningTurns
 
 
 async def _queue_up(turns: UrgentFirstSemaphore, order: list[str], name: str) -> None:
@@ -144,6 +145,7 @@ async def test_deletions_rotations_and_restores_run_urgent(monkeypatch: pytest.M
         {
             "pass_lock": lambda self, name: asyncio.Lock(),
             "drift_spread": set(),
+            "provisioning_turns": ProvisioningTurns(limit=10),
             "kube": SimpleNamespace(cache=None),  # no watch cache
             "config": OperatorConfig(),  # no blob store: no operations journal
         },
