@@ -135,8 +135,9 @@ async def test_a_new_tenant_beyond_the_limit_waits_and_says_so_in_its_status(
         await handlers._reconcile(memo, second, kopf.Status({}), kopf.Patch(), retry=True)
     with pytest.raises(kopf.TemporaryError, match="waiting for a turn"):
         await handlers._reconcile(memo, second, kopf.Status({}), patch, retry=True)
-    ready = next(c for c in patch["status"]["conditions"] if c["type"] == "Ready")
-    assert (ready["status"], ready["reason"]) == ("Unknown", "Queued")
+    conditions = {c["type"]: (c["status"], c["reason"]) for c in patch["status"]["conditions"]}
+    # In progress for every tool (kstatus: Reconciling=True), not yet worked on.
+    assert conditions == {"Ready": ("Unknown", "Queued"), "Reconciling": ("True", "Provisioning")}
     assert passes.passes == ["first"]  # the second was not worked on
     assert announced == ["second", "second"]  # its status was empty both times here
     # A drift pass of the queued tenant does nothing either.

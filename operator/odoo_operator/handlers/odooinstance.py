@@ -41,7 +41,7 @@ from ..reconcile.instance import (
     announce_queued,
     config_image,
     delete_instance,
-    queued_condition,
+    queued_conditions,
     reconcile_instance,
 )
 from ..reconcile.journal import spec_digest, spec_manager
@@ -161,9 +161,9 @@ async def _wait_for_turn(
         f"{clients.config.provisioning_concurrency})"
     )
     generation = int(body["metadata"].get("generation", 0))
-    conditions = merge_condition(
-        list(status.get("conditions", [])), queued_condition(message), generation
-    )
+    conditions: list[dict[str, Any]] = list(status.get("conditions", []))
+    for condition in queued_conditions(message):
+        conditions = merge_condition(conditions, condition, generation)
     patch.status["conditions"] = conditions
     raise kopf.TemporaryError(message, delay=0)
 

@@ -176,9 +176,13 @@ async def _ensure_namespace(clients: Clients, tenant: Tenant) -> dict[str, Any]:
 QUEUED_REASON = "Queued"
 
 
-def queued_condition(message: str) -> Condition:
-    """``Ready=Unknown`` of a new tenant waiting for its turn to provision."""
-    return Condition("Ready", "Unknown", QUEUED_REASON, message)
+_PROVISIONING = Condition("Reconciling", "True", "Provisioning", "provisioning the tenant")
+
+
+def queued_conditions(message: str) -> tuple[Condition, Condition]:
+    """``Ready=Unknown`` and ``Reconciling=True`` of a new tenant waiting for its turn to
+    provision: seen, in progress, not yet worked on."""
+    return Condition("Ready", "Unknown", QUEUED_REASON, message), _PROVISIONING
 
 
 async def announce_first_sight(clients: Clients, body: Mapping[str, Any]) -> None:
@@ -187,26 +191,24 @@ async def announce_first_sight(clients: Clients, body: Mapping[str, Any]) -> Non
     ``kubectl wait``, kstatus and GitOps tools then see that the operator has picked the
     instance up, instead of a status that stays empty while the tenant is provisioned.
     """
+    started = "the operator has started on this tenant"
     await _announce(
-        clients,
-        body,
-        Condition("Ready", "Unknown", "Provisioning", "the operator has started on this tenant"),
+        clients, body, (Condition("Ready", "Unknown", "Provisioning", started), _PROVISIONING)
     )
 
 
 async def announce_queued(clients: Clients, body: Mapping[str, Any], message: str) -> None:
     """Publish at once that a new tenant waits for its turn to provision (a rollout of many
     tenants): seen, in progress, not yet worked on."""
-    await _announce(clients, body, queued_condition(message))
+    await _announce(clients, body, queued_conditions(message))
 
 
-async def _announce(clients: Clients, body: Mapping[str, Any], ready: Condition) -> None:
+async def _announce(
+    clients: Clients, body: Mapping[str, Any], published: tuple[Condition, ...]
+) -> None:
     generation = int(body["metadata"].get("generation", 0))
     conditions: list[dict[str, Any]] = []
-    for condition in (
-        ready,
-        Condition("Reconciling", "True", "Provisioning", "provisioning the tenant"),
-    ):
+    for condition in published:
         conditions = merge_condition(conditions, condition, generation)
     await clients.kube.patch_status(
         API_VERSION,
