@@ -225,6 +225,24 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
+def cpu_by_program(named: Mapping[int, str]) -> dict[str, float]:
+    """CPU seconds of every process of the machine, summed by program (``comm``), the
+    processes in ``named`` (pid → name) under their own name: what a rollout spends where.
+    Processes that ended between two readings are missed (short-lived ones)."""
+    seconds: dict[str, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # ended meanwhile
+        program = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        program = named.get(int(stat.parent.name), program)
+        spent = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        seconds[program] = seconds.get(program, 0.0) + spent
+    return seconds
+
+
 def process_memory_mib(pid: int) -> tuple[float, float]:
     """Resident memory of a process now and at its peak (VmRSS, VmHWM), in MiB."""
     values = {"VmRSS": math.nan, "VmHWM": math.nan}
@@ -555,6 +573,14 @@ class Operators:
         """CPU time of each shard's processes so far (the killed ones included)."""
         return [member.total_cpu_seconds() for member in self.members]
 
+    def pids(self) -> dict[int, str]:
+        """The running processes' ids: the operators' (``operator``) and the webhook's."""
+        named = {member.pid: "operator" for member in self.members}
+        webhook = self.webhook
+        if webhook is not None and webhook.process is not None and webhook.process.pid:
+            named[webhook.process.pid] = "webhook"
+        return named
+
     def memory_mib(self) -> list[tuple[float, float]]:
         """Resident memory of each running process now and at its peak, in MiB."""
         return [process_memory_mib(member.pid) for member in self.members]
@@ -616,6 +642,8 @@ class SizeRow:
 
     size: int
     tenants: int = 0
+    # CPU seconds by program from the first create until all Ready (cpu_by_program).
+    rollout_cpu: dict[str, float] = field(default_factory=dict)
     load_start: float = math.nan
     load_end: float = math.nan
     apply_seconds: float = math.nan
@@ -839,6 +867,7 @@ def measure_size(
     _say(f"size {size}: creating {max(0, size - fleet.count)} instances")
     audit.mark()
     started = time.monotonic()
+    programs_before = cpu_by_program(operators.pids())
     answered_before = operators.scrape_admission()
     called_before = apiserver_admission(fleet.control_plane)
     row.apply_seconds, latencies, row.create_retries = fleet.create_missing(size)
@@ -854,6 +883,12 @@ def measure_size(
     row.webhook_p99_ms = bucket_percentile(answered, 0.99) * 1000
     items = fleet.wait_all_ready(started)
     row.to_all_ready_seconds = time.monotonic() - started
+    programs = cpu_by_program(operators.pids())
+    row.rollout_cpu = {
+        program: spent - programs_before.get(program, 0.0)
+        for program, spent in programs.items()
+        if spent - programs_before.get(program, 0.0) >= 0.5
+    }
     writes = audit.writes()
     if writes is not None and fleet.count >= first:
         row.apply_audit_writes = writes / (fleet.count - first + 1)
@@ -1163,6 +1198,19 @@ def shard_lines(rows: list[SizeRow]) -> list[str]:
     return lines
 
 
+def rollout_cpu_line(row: SizeRow) -> str:
+    """One size's rollout CPU by program, the largest first, with the machine's capacity."""
+    wall = row.to_all_ready_seconds
+    capacity = wall * (os.cpu_count() or 1)
+    ranked = sorted(row.rollout_cpu.items(), key=lambda item: -item[1])
+    spent = ", ".join(f"{program} {seconds:,.0f}" for program, seconds in ranked[:8])
+    total = sum(row.rollout_cpu.values())
+    return (
+        f"{row.size}: {wall:,.0f} s x {os.cpu_count()} CPUs = {capacity:,.0f} CPU s; used "
+        f"{total:,.0f} ({total / capacity:.0%}): {spent}"
+    )
+
+
 def print_report(rows: list[SizeRow], first_load: float, operators: Operators | None) -> None:
     """The tables and the run's footnotes, on stdout."""
     sharded = operators is not None and bool(operators.shards)
@@ -1173,6 +1221,11 @@ def print_report(rows: list[SizeRow], first_load: float, operators: Operators | 
     if any(row.idle_tenants for row in rows):
         print("\nIdle calls per tenant and minute (odoo_operator_external_call_duration_seconds):")
         print(idle_table(rows))
+    if any(row.rollout_cpu for row in rows):
+        print("\nCPU seconds by program from the first create until all Ready (the machine's")
+        print("capacity is the wall time times the CPUs):")
+        for row in rows:
+            print(f"- {rollout_cpu_line(row)}")
     if sharded:
         print("\nBy shard (instances by their shard label, tenants each process knew at the end")
         print("of the idle window, its reconcile passes during the window):")

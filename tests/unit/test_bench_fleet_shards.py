@@ -1,9 +1,12 @@
 """bench-fleet with shards: the shard names, which shard a tenant belongs to, the restart's
-union over the processes, and a size table that keeps today's columns without shards."""
+union over the processes, and a size table that keeps today's columns without shards; the
+rollout's CPU by program."""
 
 from __future__ import annotations
 
 import math
+import os
+import time
 from typing import Any
 
 import pytest
@@ -91,3 +94,18 @@ def test_the_webhooks_own_answers_are_read_from_its_histogram_between_two_scrape
     assert bench_fleet.bucket_percentile(answered, 0.99) == math.inf  # beyond the last bound
     assert bench_fleet.bucket_percentile(answered, 0.98) == 0.05
     assert math.isnan(bench_fleet.bucket_percentile({}, 0.5))
+
+
+def test_rollout_cpu_is_read_by_program_and_names_the_operator_processes() -> None:
+    own = os.getpid()
+    before = bench_fleet.cpu_by_program({own: "operator"})
+    started = time.process_time()
+    while time.process_time() - started < 0.3:  # spend some CPU as "the operator"
+        pass
+    spent = bench_fleet.cpu_by_program({own: "operator"})["operator"] - before["operator"]
+    assert spent >= 0.2
+    row = SizeRow(500, to_all_ready_seconds=300.0)
+    row.rollout_cpu = {"etcd": 40.0, "kube-apiserver": 250.0, "operator": 150.0}
+    line = bench_fleet.rollout_cpu_line(row)
+    assert line.endswith("kube-apiserver 250, operator 150, etcd 40")
+    assert f"= {300 * (os.cpu_count() or 1):,} CPU s" in line
